@@ -1,0 +1,265 @@
+//! Configuration loading. Each daemon reads the `[member]` section and its
+//! own section of one TOML file; `TRIAD_*` environment variables override the
+//! file and command-line flags override both. The layering is generic: a
+//! section table from the file, overlaid with whatever clap resolved (flags
+//! and env), deserialized into the daemon's own typed options once.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Read the whole config file; no file means every section is empty.
+pub fn read_file(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
+    let Some(path) = path else { return Ok(toml::Table::new()) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| err(format!("invalid config file {}: {e}", path.display())))
+}
+
+/// Overlay `cli` (only the options actually given) on `[section]` of the
+/// file and deserialize the result into the section's typed options.
+pub fn layer<T: Serialize + DeserializeOwned>(
+    file: &toml::Table,
+    section: &str,
+    cli: &T,
+) -> Result<T, ConfigError> {
+    let mut merged = match file.get(section) {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t.clone(),
+        Some(_) => return Err(err(format!("config: [{section}] must be a table"))),
+    };
+    let given = toml::Table::try_from(cli).map_err(|e| err(format!("config: {e}")))?;
+    merged.extend(given);
+    T::deserialize(toml::Value::Table(merged)).map_err(|e| err(format!("config [{section}]: {e}")))
+}
+
+/// Options every daemon of a member shares (`[member]`).
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemberOpts {
+    /// Human-readable name of this member.
+    #[arg(long, env = "TRIAD_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Path to the member's data directory (each daemon uses a subdirectory).
+    #[arg(long, env = "TRIAD_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory for the member-local Unix sockets (default: $RUNTIME_DIRECTORY or DATA_DIR/run).
+    #[arg(long, env = "TRIAD_RUNTIME_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_dir: Option<PathBuf>,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "TRIAD_INITIAL_ADVERTISE_PEER_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Initial cluster configuration for bootstrapping (name=peerURL,...).
+    #[arg(long, env = "TRIAD_INITIAL_CLUSTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(long, env = "TRIAD_INITIAL_CLUSTER_TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster_token: Option<String>,
+    /// Let the socket's group connect too (mode 0660 instead of 0600).
+    #[arg(long, env = "TRIAD_SOCKET_GROUP_ACCESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group_access: Option<bool>,
+    /// Log format: text or json.
+    #[arg(long, env = "TRIAD_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+/// The member options with defaults applied and IDs derived.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub peer_urls: Vec<String>,
+    /// (name, peer URLs) of the initial cluster, this member included.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub cluster_token: String,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub socket_group_access: bool,
+    pub log_json: bool,
+}
+
+impl MemberOpts {
+    pub fn resolve(&self) -> Result<Member, ConfigError> {
+        let name = self.name.clone().unwrap_or_else(|| "default".to_string());
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{name}.triad")));
+        let runtime_dir = match (&self.runtime_dir, std::env::var_os("RUNTIME_DIRECTORY")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => data_dir.join("run"),
+        };
+        let peer_urls = parse_urls(
+            self.initial_advertise_peer_urls.as_deref().unwrap_or("http://localhost:2380"),
+            "initial-advertise-peer-urls",
+        )?;
+        let cluster_token = self.initial_cluster_token.clone().unwrap_or_else(|| "etcd-cluster".into());
+        let initial_cluster = match &self.initial_cluster {
+            None => vec![(name.clone(), peer_urls.clone())],
+            Some(spec) => parse_initial_cluster(spec)?,
+        };
+        if !initial_cluster.iter().any(|(n, _)| *n == name) {
+            return Err(err(format!(
+                "couldn't find local name \"{name}\" in the initial cluster configuration"
+            )));
+        }
+        let ids: Vec<u64> = initial_cluster
+            .iter()
+            .map(|(_, urls)| crate::ids::member_id(urls, &cluster_token))
+            .collect();
+        let member_id = crate::ids::member_id(&peer_urls, &cluster_token);
+        let log_json = match self.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => return Err(err(format!("invalid --log-format {other:?} (want text or json)"))),
+        };
+        Ok(Member {
+            cluster_id: crate::ids::cluster_id(&ids),
+            name,
+            data_dir,
+            runtime_dir,
+            peer_urls,
+            initial_cluster,
+            cluster_token,
+            member_id,
+            socket_group_access: self.socket_group_access.unwrap_or(false),
+            log_json,
+        })
+    }
+}
+
+impl Member {
+    pub fn storaged_socket(&self) -> PathBuf {
+        self.runtime_dir.join("storaged.sock")
+    }
+    pub fn raftd_socket(&self) -> PathBuf {
+        self.runtime_dir.join("raftd.sock")
+    }
+}
+
+/// A comma-separated URL list; each must be http(s)://host:port.
+pub fn parse_urls(list: &str, flag: &str) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if urls.is_empty() {
+        return Err(err(format!("--{flag} must not be empty")));
+    }
+    for u in &urls {
+        url_host_port(u).map_err(|e| err(format!("--{flag}: {e}")))?;
+    }
+    Ok(urls)
+}
+
+/// `name=url,name=url` (a name may repeat for several URLs).
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| err(format!("--initial-cluster: {part:?} is not name=url")))?;
+        url_host_port(url).map_err(|e| err(format!("--initial-cluster: {e}")))?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => out.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if out.is_empty() {
+        return Err(err("--initial-cluster must not be empty"));
+    }
+    Ok(out)
+}
+
+/// The `host:port` of an `http://` or `https://` URL.
+pub fn url_host_port(url: &str) -> Result<&str, ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .or_else(|| url.strip_prefix("unix://"))
+        .ok_or_else(|| err(format!("URL scheme must be http or https: {url:?}")))?;
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || !hostport.contains(':') {
+        return Err(err(format!("URL address does not have the form \"host:port\": {url:?}")));
+    }
+    Ok(hostport)
+}
+
+/// Resolve a listen URL to the socket address to bind.
+pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
+    let hostport = url_host_port(url)?;
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| err(format!("cannot resolve {url:?}: {e}")))?
+        .next()
+        .ok_or_else(|| err(format!("cannot resolve {url:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Args, Serialize, Deserialize, Default, Debug)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Opts {
+        #[arg(long)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_txn_ops: Option<u32>,
+        #[arg(long)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn flags_override_file_and_file_fills_the_rest() {
+        let file: toml::Table = "[gatewayd]\nmax-txn-ops = 7\nname = \"a\"\n".parse().unwrap();
+        let cli = Opts { max_txn_ops: None, name: Some("b".into()) };
+        let got = layer(&file, "gatewayd", &cli).unwrap();
+        assert_eq!(got.max_txn_ops, Some(7));
+        assert_eq!(got.name.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_errors() {
+        let file: toml::Table = "[gatewayd]\nmax-txn-opz = 7\n".parse().unwrap();
+        let e = layer(&file, "gatewayd", &Opts::default()).unwrap_err();
+        assert!(e.0.contains("max-txn-opz"), "{e}");
+        let file: toml::Table = "[gatewayd]\nmax-txn-ops = \"x\"\n".parse().unwrap();
+        assert!(layer(&file, "gatewayd", &Opts::default()).is_err());
+    }
+
+    #[test]
+    fn urls_and_initial_cluster_parse() {
+        assert_eq!(url_host_port("http://127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
+        assert!(url_host_port("ftp://x:1").is_err());
+        assert!(url_host_port("http://nohost").is_err());
+        let c = parse_initial_cluster("a=http://h:1,b=http://h:2,a=http://h:3").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].1.len(), 2);
+        assert!(parse_initial_cluster("a").is_err());
+    }
+
+    #[test]
+    fn member_must_be_in_initial_cluster() {
+        let opts = MemberOpts {
+            name: Some("x".into()),
+            initial_cluster: Some("y=http://127.0.0.1:2380".into()),
+            ..Default::default()
+        };
+        assert!(opts.resolve().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The one place that maps triad's internal errors to etcd's gRPC statuses:
+//! the same message strings and codes etcd's `rpctypes` uses, so clients'
+//! error matching (`rpctypes.ErrCompacted` and friends) works unchanged.
+
+use tonic::{Code, Status};
+
+/// An error an etcd client can see. The numeric code travels inside raft
+/// results (`RaftResult.error`) between daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+}
+
+const ALL: [EtcdError; 21] = [
+    EtcdError::EmptyKey,
+    EtcdError::KeyNotFound,
+    EtcdError::ValueProvided,
+    EtcdError::LeaseProvided,
+    EtcdError::TooManyOps,
+    EtcdError::DuplicateKey,
+    EtcdError::InvalidSortOption,
+    EtcdError::Compacted,
+    EtcdError::FutureRev,
+    EtcdError::NoSpace,
+    EtcdError::LeaseNotFound,
+    EtcdError::LeaseExist,
+    EtcdError::LeaseTtlTooLarge,
+    EtcdError::RequestTooLarge,
+    EtcdError::NoLeader,
+    EtcdError::NotLeader,
+    EtcdError::LeaderChanged,
+    EtcdError::Timeout,
+    EtcdError::Stopped,
+    EtcdError::NotCapable,
+    EtcdError::Corrupt,
+];
+
+impl EtcdError {
+    /// etcd's gRPC code for this error (as in etcd's `rpctypes`).
+    pub fn grpc_code(self) -> Code {
+        use EtcdError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace => Code::ResourceExhausted,
+            LeaseNotFound => Code::NotFound,
+            LeaseExist | NotLeader | NotCapable => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            Corrupt => Code::DataLoss,
+        }
+    }
+
+    /// Stable wire code used inside triad's internal protocols (never 0).
+    pub fn wire_code(self) -> u32 {
+        ALL.iter().position(|e| *e == self).map_or(0, |i| i as u32 + 1)
+    }
+
+    pub fn from_wire_code(code: u32) -> Option<Self> {
+        (code as usize).checked_sub(1).and_then(|i| ALL.get(i).copied())
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Status {
+        Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+/// A daemon of this member could not be reached or failed internally: the
+/// client sees etcd's generic unavailability, with the cause for operators.
+pub fn unavailable(cause: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("etcdserver: {cause}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_codes_round_trip() {
+        for e in ALL {
+            assert_eq!(EtcdError::from_wire_code(e.wire_code()), Some(e));
+        }
+        assert_eq!(EtcdError::from_wire_code(0), None);
+        assert_eq!(EtcdError::from_wire_code(999), None);
+    }
+
+    #[test]
+    fn statuses_match_etcd() {
+        let s = Status::from(EtcdError::Compacted);
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(Status::from(EtcdError::EmptyKey).code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,13 @@
+//! Shared by triad's daemons: the protos, config loading, Unix-socket gRPC
+//! plumbing, readiness/shutdown signalling, and the one mapping from internal
+//! errors to etcd's gRPC statuses. No daemon logic lives here.
+
+pub mod config;
+pub mod errors;
+pub mod ids;
+pub mod lifecycle;
+pub mod proto;
+pub mod uds;
+
+/// The version every daemon reports for `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
