@@ -263,3 +263,17 @@ mod tests {
         assert!(opts.resolve().is_err());
     }
 }
+
+/// Load a daemon's configuration: `[member]` and `[section]` of the file
+/// named by `config_file`, overlaid with the resolved flags/env.
+pub fn load_daemon<T: Serialize + DeserializeOwned>(
+    config_file: Option<&Path>,
+    member_cli: &MemberOpts,
+    section: &str,
+    cli: &T,
+) -> Result<(Member, T), ConfigError> {
+    let file = read_file(config_file)?;
+    let member = layer(&file, "member", member_cli)?.resolve()?;
+    let own = layer(&file, section, cli)?;
+    Ok((member, own))
+}

@@ -1,0 +1,44 @@
+//! storaged: the member's state machine. Owns the MVCC store on fjall
+//! (revisions, key index, leases, applied raft log id) and serves it to
+//! raftd (Apply) and gatewayd (Range, Status, WaitCompaction) over a Unix
+//! socket. storaged never talks to the network.
+
+pub mod compactor;
+pub mod keys;
+pub mod read;
+pub mod record;
+pub mod service;
+pub mod store;
+pub mod write;
+
+use common::errors::EtcdError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("storage: {0}")]
+    Fjall(#[from] fjall::Error),
+    #[error(transparent)]
+    Corrupt(#[from] record::CorruptRecord),
+    #[error("corrupt key in the MVCC store")]
+    CorruptKey,
+    #[error("corrupt metadata: {0}")]
+    Meta(#[from] prost::DecodeError),
+    #[error("apply entry without a log id")]
+    MissingLogId,
+    #[error("apply gap: applied {applied:?}, got entry {got}")]
+    Gap { applied: Option<u64>, got: u64 },
+    #[error("a storaged lock was poisoned")]
+    Poisoned,
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> tonic::Status {
+        match e {
+            StoreError::Etcd(e) => e.into(),
+            StoreError::Gap { .. } => tonic::Status::failed_precondition(e.to_string()),
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The triad.storage.v1 gRPC service on storaged's Unix socket.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::store::Store;
+use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use common::proto::storage::storage_server::Storage;
+use common::proto::storage::{
+    ApplyRequest, ApplyResponse, HelloRequest, HelloResponse, StatusRequest, StatusResponse,
+    WaitCompactionRequest, WaitCompactionResponse,
+};
+use common::proto::STORAGE_PROTOCOL;
+
+pub struct StorageService {
+    store: Arc<Store>,
+}
+
+impl StorageService {
+    pub fn new(store: Arc<Store>) -> Self {
+        StorageService { store }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r.map_err(Status::from),
+            Err(e) => Err(Status::internal(format!("storaged task failed: {e}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let asked = req.into_inner().protocol;
+        if asked != STORAGE_PROTOCOL {
+            return Err(Status::failed_precondition(format!(
+                "storaged speaks {STORAGE_PROTOCOL}, caller wants {asked}"
+            )));
+        }
+        Ok(Response::new(HelloResponse {
+            protocol: STORAGE_PROTOCOL.to_string(),
+            daemon_version: common::VERSION.to_string(),
+        }))
+    }
+
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let entries = req.into_inner().entries;
+        self.blocking(move |s| s.apply(&entries)).await.map(Response::new)
+    }
+
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        self.store.range(&req).map(Response::new).map_err(Status::from)
+    }
+
+    async fn wait_compaction(
+        &self,
+        req: Request<WaitCompactionRequest>,
+    ) -> Result<Response<WaitCompactionResponse>, Status> {
+        let rev = req.into_inner().revision;
+        let mut done = self.store.compact_done.subscribe();
+        done.wait_for(|d| *d >= rev)
+            .await
+            .map_err(|_| Status::unavailable("storaged is shutting down"))?;
+        Ok(Response::new(WaitCompactionResponse {}))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.blocking(|s| s.status()).await.map(Response::new)
+    }
+}

@@ -1,0 +1,227 @@
+//! The MVCC store on fjall: keyspaces, the applied raft log id and revision
+//! counters in `meta`, and batch apply. A batch of committed entries is
+//! applied in one fjall write transaction together with the applied log id,
+//! so apply is atomic and idempotent (entries at or below `applied` are
+//! skipped). Commits are flushed to the OS (not fsync'd): a storaged crash
+//! loses nothing, and after a machine crash raftd replays from `applied`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::read::{self, RevBounds};
+use crate::write::{self, RevState, WriteTxn};
+use crate::StoreError;
+use common::errors::EtcdError;
+use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use common::proto::storage::{
+    apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry, ApplyResponse,
+    LogId, RaftRequest, RaftResult, StatusResponse,
+};
+
+const META_APPLIED: &[u8] = b"applied";
+const META_MEMBERSHIP: &[u8] = b"membership";
+const META_MEMBERSHIP_LOG_ID: &[u8] = b"membership_log_id";
+const META_REVISION: &[u8] = b"revision";
+const META_COMPACTED: &[u8] = b"compacted";
+pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";
+
+pub struct Keyspaces {
+    /// (escaped key, inverted revision) → record: the key index with values.
+    pub index: SingleWriterTxKeyspace,
+    /// revision → escaped key: the change log (compaction, watch history).
+    pub revs: SingleWriterTxKeyspace,
+    /// lease id → lease record.
+    pub leases: SingleWriterTxKeyspace,
+    /// applied log id, membership, revision counters.
+    pub meta: SingleWriterTxKeyspace,
+}
+
+pub struct Store {
+    pub(crate) db: SingleWriterTxDatabase,
+    pub(crate) ks: Keyspaces,
+    current: AtomicI64,
+    compacted: AtomicI64,
+    applied: Mutex<Option<LogId>>,
+    /// Serializes batches (raftd sends one at a time, but be safe).
+    apply_lock: Mutex<()>,
+    /// Newest logically compacted revision, for the compactor.
+    pub(crate) compact_target: watch::Sender<i64>,
+    /// Revision through which old revisions are physically removed.
+    pub(crate) compact_done: watch::Sender<i64>,
+}
+
+fn get_i64(ks: &SingleWriterTxKeyspace, key: &[u8]) -> Result<i64, StoreError> {
+    match ks.get(key)? {
+        None => Ok(0),
+        Some(v) => Ok(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?)),
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = SingleWriterTxDatabase::builder(dir).cache_size(cache_bytes).open()?;
+        let ks = Keyspaces {
+            index: db.keyspace("index", KeyspaceCreateOptions::default)?,
+            revs: db.keyspace("revs", KeyspaceCreateOptions::default)?,
+            leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+        };
+        let applied = match ks.meta.get(META_APPLIED)? {
+            Some(v) => Some(LogId::decode(v.as_ref())?),
+            None => None,
+        };
+        // A fresh store starts at revision 1, like etcd.
+        let current = get_i64(&ks.meta, META_REVISION)?.max(1);
+        let compacted = get_i64(&ks.meta, META_COMPACTED)?;
+        let done = get_i64(&ks.meta, META_COMPACT_DONE)?;
+        Ok(Store {
+            db,
+            ks,
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            applied: Mutex::new(applied),
+            apply_lock: Mutex::new(()),
+            compact_target: watch::Sender::new(compacted),
+            compact_done: watch::Sender::new(done),
+        })
+    }
+
+    pub fn bounds(&self) -> RevBounds {
+        RevBounds { current: self.current.load(Ordering::Acquire), compacted: self.compacted.load(Ordering::Acquire) }
+    }
+
+    pub fn applied(&self) -> Option<LogId> {
+        self.applied.lock().map(|a| *a).unwrap_or(None)
+    }
+
+    /// A serializable read at the request's revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        let bounds = self.bounds();
+        let snapshot = self.db.read_tx();
+        read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds)
+    }
+
+    /// Apply a batch of committed entries atomically with the applied id.
+    pub fn apply(&self, entries: &[ApplyEntry]) -> Result<ApplyResponse, StoreError> {
+        let _serial = self.apply_lock.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut applied = self.applied();
+        let mut revs = RevState { current: self.current.load(Ordering::Acquire), compacted: self.compacted.load(Ordering::Acquire) };
+        let mut tx = self.db.write_tx().durability(Some(PersistMode::Buffer));
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id.ok_or(StoreError::MissingLogId)?;
+            let next = applied.map_or(0, |a| a.index + 1);
+            if log_id.index < next {
+                results.push(Vec::new()); // a replay of something already applied
+                continue;
+            }
+            if log_id.index > next {
+                return Err(StoreError::Gap { applied: applied.map(|a| a.index), got: log_id.index });
+            }
+            let result = match &entry.payload {
+                Some(Payload::Request(bytes)) => {
+                    let outcome = match RaftRequest::decode(bytes.as_slice()) {
+                        Ok(req) => apply_request(&mut tx, &self.ks, &mut revs, &req)?,
+                        Err(e) => {
+                            tracing::error!(index = log_id.index, error = %e, "undecodable raft request");
+                            None
+                        }
+                    };
+                    outcome.map(|o| RaftResult { result: Some(o) }.encode_to_vec()).unwrap_or_default()
+                }
+                Some(Payload::Membership(m)) => {
+                    tx.insert(&self.ks.meta, META_MEMBERSHIP, m.clone());
+                    tx.insert(&self.ks.meta, META_MEMBERSHIP_LOG_ID, log_id.encode_to_vec());
+                    Vec::new()
+                }
+                Some(Payload::Blank(_)) | None => Vec::new(),
+            };
+            results.push(result);
+            applied = Some(log_id);
+        }
+        if let Some(a) = applied {
+            tx.insert(&self.ks.meta, META_APPLIED, a.encode_to_vec());
+        }
+        tx.insert(&self.ks.meta, META_REVISION, revs.current.to_be_bytes());
+        tx.insert(&self.ks.meta, META_COMPACTED, revs.compacted.to_be_bytes());
+        tx.commit()?;
+        // Publish only after the commit is visible to readers.
+        self.current.store(revs.current, Ordering::Release);
+        self.compacted.store(revs.compacted, Ordering::Release);
+        if let Ok(mut a) = self.applied.lock() {
+            *a = applied;
+        }
+        self.compact_target.send_if_modified(|t| {
+            let changed = *t != revs.compacted;
+            *t = revs.compacted;
+            changed
+        });
+        Ok(ApplyResponse { results, applied })
+    }
+
+    /// fsync everything; used on graceful shutdown.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+
+    pub fn status(&self) -> Result<StatusResponse, StoreError> {
+        let membership = self.ks.meta.get(META_MEMBERSHIP)?.map(|v| v.to_vec()).unwrap_or_default();
+        let membership_log_id = match self.ks.meta.get(META_MEMBERSHIP_LOG_ID)? {
+            Some(v) => Some(LogId::decode(v.as_ref())?),
+            None => None,
+        };
+        let bounds = self.bounds();
+        let db_size = self.db.disk_space()? as i64;
+        Ok(StatusResponse {
+            applied: self.applied(),
+            membership_log_id,
+            membership,
+            revision: bounds.current,
+            compact_revision: bounds.compacted,
+            db_size,
+            db_size_in_use: db_size,
+        })
+    }
+}
+
+/// One request's effect inside the batch transaction. Etcd errors are
+/// results (the entry is applied, nothing changes); storage errors abort
+/// the whole batch.
+fn apply_request(
+    tx: &mut fjall::SingleWriterWriteTx<'_>,
+    ks: &Keyspaces,
+    revs: &mut RevState,
+    req: &RaftRequest,
+) -> Result<Option<Outcome>, StoreError> {
+    let outcome = match &req.op {
+        None => return Ok(None),
+        Some(Op::Compaction(c)) => write::compaction(revs, c).map(Outcome::Compaction),
+        Some(op) => {
+            let mut w = WriteTxn::new(tx, ks, *revs);
+            let out = match op {
+                Op::Put(p) => w.put(p).map(Outcome::Put),
+                Op::DeleteRange(d) => w.delete_range(d).map(Outcome::DeleteRange),
+                Op::Txn(t) => w.txn(t).map(Outcome::Txn),
+                Op::Compaction(_) => unreachable_compaction(),
+            };
+            if out.is_ok() {
+                revs.current = w.rev();
+            }
+            out
+        }
+    };
+    match outcome {
+        Ok(o) => Ok(Some(o)),
+        Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
+        Err(other) => Err(other),
+    }
+}
+
+fn unreachable_compaction() -> Result<Outcome, StoreError> {
+    Err(StoreError::Etcd(EtcdError::NotCapable))
+}
