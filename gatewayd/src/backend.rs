@@ -1,0 +1,190 @@
+//! gatewayd's links to the member's raftd and storaged over Unix sockets.
+//! Calls that cannot reach a daemon (it is restarting) are retried until the
+//! request timeout, then fail with etcd's "request timed out"; a call that
+//! reached raftd is never retried (it may have been committed).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use common::errors::{unavailable, EtcdError};
+use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use common::proto::raft::raft_local_client::RaftLocalClient;
+use common::proto::raft::{ProposeRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest, StatusResponse as RaftStatus};
+use common::proto::storage::raft_result::Result as Outcome;
+use common::proto::storage::storage_client::StorageClient;
+use common::proto::storage::{
+    RaftRequest, RaftResult, StatusRequest as StorageStatusRequest, StatusResponse as StorageStatus,
+    WaitCompactionRequest,
+};
+
+pub struct Backend {
+    raft: RaftLocalClient<Channel>,
+    storage: StorageClient<Channel>,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    term: AtomicU64,
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+}
+
+/// The daemon could not be reached at all (not running, socket missing):
+/// safe to retry, nothing was sent.
+fn not_connected(s: &Status) -> bool {
+    if s.code() != Code::Unavailable {
+        return false;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), NotFound | ConnectionRefused) {
+                return true;
+            }
+        }
+        src = e.source();
+    }
+    false
+}
+
+const RETRY: Duration = Duration::from_millis(50);
+
+impl Backend {
+    pub fn new(
+        raft: Channel,
+        storage: Channel,
+        cluster_id: u64,
+        member_id: u64,
+        request_timeout: Duration,
+        max_request_bytes: usize,
+    ) -> Self {
+        Backend {
+            raft: RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX),
+            storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
+            cluster_id,
+            member_id,
+            term: AtomicU64::new(0),
+            request_timeout,
+            max_request_bytes,
+        }
+    }
+
+    /// Fill the member part of a response header, keeping its revision.
+    pub fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let h = header.get_or_insert_with(ResponseHeader::default);
+        h.cluster_id = self.cluster_id;
+        h.member_id = self.member_id;
+        h.raft_term = self.term.load(Ordering::Relaxed);
+    }
+
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        let mut h = Some(ResponseHeader { revision, ..Default::default() });
+        self.fill(&mut h);
+        h
+    }
+
+    fn note_term(&self, term: u64) {
+        self.term.fetch_max(term, Ordering::Relaxed);
+    }
+
+    /// Run `call` until it reaches its daemon or the request timeout ends.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, call()).await {
+                Err(_) => return Err(EtcdError::Timeout.into()),
+                Ok(Err(s)) if not_connected(&s) => {
+                    if Instant::now() + RETRY >= deadline {
+                        return Err(EtcdError::Timeout.into());
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+                Ok(r) => return r,
+            }
+        }
+    }
+
+    /// Replicate one write through raft; storaged's outcome, or etcd's error.
+    pub async fn propose(&self, req: RaftRequest) -> Result<Outcome, Status> {
+        let bytes = req.encode_to_vec();
+        if bytes.len() > self.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        let resp = self
+            .retrying(|| {
+                let mut raft = self.raft.clone();
+                let request = bytes.clone();
+                async move { raft.propose(ProposeRequest { request }).await }
+            })
+            .await?
+            .into_inner();
+        self.note_term(resp.raft_term);
+        match RaftResult::decode(resp.result.as_slice()) {
+            Ok(RaftResult { result: Some(Outcome::Error(code)) }) => Err(EtcdError::from_wire_code(code)
+                .map(Status::from)
+                .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
+            Ok(RaftResult { result: Some(o) }) => Ok(o),
+            Ok(RaftResult { result: None }) => Err(unavailable("empty apply result")),
+            Err(e) => Err(unavailable(format!("undecodable apply result: {e}"))),
+        }
+    }
+
+    /// Wait until this member's storaged has applied a quorum-confirmed
+    /// read index: what follows reads linearizably.
+    pub async fn read_index(&self) -> Result<(), Status> {
+        let resp = self
+            .retrying(|| {
+                let mut raft = self.raft.clone();
+                async move { raft.read_index(ReadIndexRequest {}).await }
+            })
+            .await?
+            .into_inner();
+        self.note_term(resp.raft_term);
+        Ok(())
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+        self.retrying(|| {
+            let mut storage = self.storage.clone();
+            let req = req.clone();
+            async move { storage.range(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    pub async fn wait_compaction(&self, revision: i64) -> Result<(), Status> {
+        let mut storage = self.storage.clone();
+        storage.wait_compaction(WaitCompactionRequest { revision }).await?;
+        Ok(())
+    }
+
+    pub async fn raft_status(&self) -> Result<RaftStatus, Status> {
+        let s = self
+            .retrying(|| {
+                let mut raft = self.raft.clone();
+                async move { raft.status(RaftStatusRequest {}).await }
+            })
+            .await?
+            .into_inner();
+        self.note_term(s.term);
+        Ok(s)
+    }
+
+    pub async fn storage_status(&self) -> Result<StorageStatus, Status> {
+        self.retrying(|| {
+            let mut storage = self.storage.clone();
+            async move { storage.status(StorageStatusRequest {}).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+}

@@ -1,0 +1,174 @@
+//! gatewayd's entry point: config, links to raftd and storaged, and the
+//! client listeners (etcd gRPC + HTTP on every --listen-client-urls).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use common::config::{Member, MemberOpts};
+use common::proto::etcdserverpb::kv_server::KvServer;
+use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use gatewayd::backend::Backend;
+use gatewayd::kv::KvService;
+use gatewayd::maintenance::MaintenanceService;
+
+/// Room for gRPC framing above --max-request-bytes (as etcd allows).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// gatewayd's own options (`[gatewayd]`), with etcd's flag names.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GatewaydOpts {
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "TRIAD_LISTEN_CLIENT_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_client_urls: Option<String>,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(long, env = "TRIAD_ADVERTISE_CLIENT_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_client_urls: Option<String>,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "TRIAD_MAX_REQUEST_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_bytes: Option<usize>,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_txn_ops: Option<usize>,
+    /// How long (ms) a request may wait for raftd/storaged before failing with
+    /// "etcdserver: request timed out" (etcd: 5s + 2 x election timeout).
+    #[arg(long, env = "TRIAD_REQUEST_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_timeout_ms: Option<u64>,
+    /// etcd server version to report to clients (/version, Status).
+    #[arg(long, env = "TRIAD_ETCD_VERSION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_version: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "gatewayd", version, about = "triad's client gateway (etcd v3 API)")]
+struct Cli {
+    /// Path to the member's TOML config file.
+    #[arg(long, env = "TRIAD_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+    #[command(flatten)]
+    member: MemberOpts,
+    #[command(flatten)]
+    opts: GatewaydOpts,
+}
+
+struct Resolved {
+    listen: Vec<std::net::SocketAddr>,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+    request_timeout: Duration,
+    version: String,
+}
+
+fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
+    let urls = common::config::parse_urls(
+        opts.listen_client_urls.as_deref().unwrap_or("http://localhost:2379"),
+        "listen-client-urls",
+    )?;
+    let listen = urls.iter().map(|u| common::config::listen_addr(u)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(adv) = &opts.advertise_client_urls {
+        common::config::parse_urls(adv, "advertise-client-urls")?;
+    }
+    let max_txn_ops = opts.max_txn_ops.unwrap_or(128);
+    if max_txn_ops == 0 {
+        return Err(common::config::ConfigError("--max-txn-ops must be at least 1".into()));
+    }
+    Ok(Resolved {
+        listen,
+        max_request_bytes: opts.max_request_bytes.unwrap_or(1536 * 1024),
+        max_txn_ops,
+        request_timeout: Duration::from_millis(opts.request_timeout_ms.unwrap_or(7000)),
+        version: opts.etcd_version.clone().unwrap_or_else(|| "3.5.17".into()),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = common::config::load_daemon(cli.config_file.as_deref(), &cli.member, "gatewayd", &cli.opts)
+        .and_then(|(m, o)| Ok((m, resolve(&o)?)));
+    let (member, cfg) = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatewayd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    common::lifecycle::init_logging(member.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewayd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(member, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("gatewayd: {e:#}");
+            eprintln!("gatewayd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
+    let backend = Arc::new(Backend::new(
+        common::uds::channel(&member.raftd_socket()),
+        common::uds::channel(&member.storaged_socket()),
+        member.cluster_id,
+        member.member_id,
+        cfg.request_timeout,
+        cfg.max_request_bytes,
+    ));
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops)).max_decoding_message_size(max_recv))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(backend.clone(), cfg.version.clone()))
+                .max_decoding_message_size(max_recv),
+        );
+    let grpc = grpc.routes();
+    let router = grpc.into_axum_router().merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
+
+    let mut servers = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for addr in &cfg.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let routes = tonic::service::Routes::from(router.clone());
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                ),
+        ));
+        tracing::info!(%addr, "gatewayd serving clients");
+    }
+    common::lifecycle::notify_ready("serving");
+    common::lifecycle::shutdown_signal().await;
+    common::lifecycle::notify_stopping();
+    let _ = stop_tx.send(true);
+    for s in servers {
+        s.await??;
+    }
+    tracing::info!("gatewayd stopped");
+    Ok(())
+}

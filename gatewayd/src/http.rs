@@ -1,0 +1,47 @@
+//! Plain-HTTP endpoints on the client port, beside gRPC (as etcd serves
+//! them): /health (a linearizable read must succeed, as etcd checks) and
+//! /version.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::backend::Backend;
+use common::proto::etcdserverpb::RangeRequest;
+
+#[derive(Clone)]
+struct HttpState {
+    backend: Arc<Backend>,
+    version: String,
+}
+
+pub fn routes(backend: Arc<Backend>, version: String) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version_info))
+        .with_state(HttpState { backend, version })
+}
+
+async fn health(State(s): State<HttpState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let probe = async {
+        s.backend.read_index().await?;
+        s.backend.range(RangeRequest { key: b"health".to_vec(), ..Default::default() }).await
+    };
+    let json = [("content-type", "application/json")];
+    match probe.await {
+        Ok(_) => (StatusCode::OK, json, r#"{"health":"true","reason":""}"#.to_string()),
+        Err(e) => {
+            let reason = serde_json::to_string(e.message()).unwrap_or_else(|_| "\"\"".into());
+            (StatusCode::SERVICE_UNAVAILABLE, json, format!(r#"{{"health":"false","reason":{reason}}}"#))
+        }
+    }
+}
+
+async fn version_info(State(s): State<HttpState>) -> ([(&'static str, &'static str); 1], String) {
+    let cluster: String = s.version.split('.').take(2).collect::<Vec<_>>().join(".") + ".0";
+    let body = serde_json::json!({ "etcdserver": s.version, "etcdcluster": cluster });
+    ([("content-type", "application/json")], body.to_string())
+}

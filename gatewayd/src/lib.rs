@@ -1,0 +1,10 @@
+//! gatewayd: every client connection of the member. Serves the etcd v3 gRPC
+//! API and HTTP endpoints on the client port, validates requests as etcd
+//! does, proposes writes to raftd, reads from storaged (after a read index
+//! for linearizable reads). gatewayd holds no durable state.
+
+pub mod backend;
+pub mod http;
+pub mod kv;
+pub mod maintenance;
+pub mod validate;

@@ -1,0 +1,90 @@
+//! The etcd v3 Maintenance service: Status (from raftd and storaged),
+//! Alarm (no alarm can be raised yet, so the list is empty), Defragment
+//! (nothing to defragment on fjall: succeeds at once). Hash, HashKV,
+//! Snapshot, MoveLeader and Downgrade are not implemented yet.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::backend::Backend;
+use common::proto::etcdserverpb::alarm_request::AlarmAction;
+use common::proto::etcdserverpb::maintenance_server::Maintenance;
+use common::proto::etcdserverpb::*;
+
+pub struct MaintenanceService {
+    backend: Arc<Backend>,
+    version: String,
+}
+
+impl MaintenanceService {
+    pub fn new(backend: Arc<Backend>, version: String) -> Self {
+        MaintenanceService { backend, version }
+    }
+}
+
+type SnapshotStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        match AlarmAction::try_from(req.into_inner().action) {
+            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+                let s = self.backend.storage_status().await?;
+                Ok(Response::new(AlarmResponse { header: self.backend.header(s.revision), alarms: vec![] }))
+            }
+            _ => Err(Status::unimplemented("raising alarms by request is not supported yet")),
+        }
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let storage = self.backend.storage_status().await?;
+        let mut errors = Vec::new();
+        let raft = match self.backend.raft_status().await {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("raftd: {}", e.message()));
+                Default::default()
+            }
+        };
+        Ok(Response::new(StatusResponse {
+            header: self.backend.header(storage.revision),
+            version: self.version.clone(),
+            db_size: storage.db_size,
+            leader: raft.leader,
+            raft_index: raft.last_log_index,
+            raft_term: raft.term,
+            raft_applied_index: storage.applied.map_or(0, |a| a.index),
+            errors,
+            db_size_in_use: storage.db_size_in_use,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        let s = self.backend.storage_status().await?;
+        Ok(Response::new(DefragmentResponse { header: self.backend.header(s.revision) }))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not implemented yet"))
+    }
+
+    async fn hash_kv(&self, _req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented("HashKV is not implemented yet"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not implemented yet"))
+    }
+
+    async fn move_leader(&self, _req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    }
+
+    async fn downgrade(&self, _req: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not implemented yet"))
+    }
+}

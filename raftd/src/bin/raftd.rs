@@ -1,0 +1,145 @@
+//! raftd's entry point: config, the raft log, the openraft node (bootstrapped
+//! from --initial-cluster on first start), and the local Unix-socket server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use common::config::{Member, MemberOpts};
+use common::proto::raft::raft_local_server::RaftLocalServer;
+use common::proto::storage::storage_client::StorageClient;
+use raftd::local_server::RaftLocalService;
+use raftd::log_store::LogStore;
+use raftd::network::Peers;
+use raftd::state_machine::StateMachine;
+use raftd::types::Raft;
+
+/// raftd's own options (`[raftd]`), with etcd's flag names.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RaftdOpts {
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "TRIAD_HEARTBEAT_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval: Option<u64>,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "TRIAD_ELECTION_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    election_timeout: Option<u64>,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_peer_urls: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "raftd", version, about = "triad's consensus daemon (openraft)")]
+struct Cli {
+    /// Path to the member's TOML config file.
+    #[arg(long, env = "TRIAD_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+    #[command(flatten)]
+    member: MemberOpts,
+    #[command(flatten)]
+    opts: RaftdOpts,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (member, opts) = match common::config::load_daemon(cli.config_file.as_deref(), &cli.member, "raftd", &cli.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = check(&member, &opts) {
+        eprintln!("raftd: {e}");
+        return ExitCode::from(2);
+    }
+    common::lifecycle::init_logging(member.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(member, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("raftd: {e:#}");
+            eprintln!("raftd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
+    let hb = opts.heartbeat_interval.unwrap_or(100);
+    let el = opts.election_timeout.unwrap_or(1000);
+    if hb == 0 || el < 5 * hb {
+        anyhow::bail!("--election-timeout[{el}ms] should be at least as 5 times as --heartbeat-interval[{hb}ms]");
+    }
+    if member.initial_cluster.len() != 1 {
+        anyhow::bail!("this raftd runs single-member clusters only; --initial-cluster names {} members", member.initial_cluster.len());
+    }
+    if let Some(urls) = &opts.listen_peer_urls {
+        common::config::parse_urls(urls, "listen-peer-urls")?;
+    }
+    Ok(())
+}
+
+async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
+    let dir = member.data_dir.join("raftd");
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let log = LogStore::open(&dir).map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?;
+
+    let hb = opts.heartbeat_interval.unwrap_or(100);
+    let el = opts.election_timeout.unwrap_or(1000);
+    let config = openraft::Config {
+        cluster_name: format!("{:x}", member.cluster_id),
+        heartbeat_interval: hb,
+        election_timeout_min: el,
+        election_timeout_max: el * 2,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    let config = Arc::new(config.validate()?);
+
+    let storage = StorageClient::new(common::uds::channel(&member.storaged_socket())).max_decoding_message_size(usize::MAX);
+    let sm = StateMachine::new(storage, log.reader());
+    tracing::info!("waiting for storaged's applied state");
+    let raft = Raft::new(member.member_id, config, Peers, log, sm).await?;
+
+    if !raft.is_initialized().await? {
+        let mut members = BTreeMap::new();
+        for (_, urls) in &member.initial_cluster {
+            let id = common::ids::member_id(urls, &member.cluster_token);
+            members.insert(id, openraft::impls::BasicNode { addr: urls.join(",") });
+        }
+        tracing::info!(?members, "bootstrapping a new cluster");
+        raft.initialize(members).await?;
+    }
+
+    let socket = member.raftd_socket();
+    let listener = common::uds::bind(&socket, member.socket_group_access)
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), member = format!("{:x}", member.member_id), "raftd serving");
+    common::lifecycle::notify_ready("serving");
+    let service = RaftLocalService::new(raft.clone(), member.member_id, member.cluster_id);
+    tonic::transport::Server::builder()
+        .add_service(RaftLocalServer::new(service).max_decoding_message_size(usize::MAX))
+        .serve_with_incoming_shutdown(common::uds::incoming(listener), common::lifecycle::shutdown_signal())
+        .await?;
+    common::lifecycle::notify_stopping();
+    let _ = raft.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("raftd stopped");
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The raft log and vote on fjall, in raftd's own database.
+//!
+//! Appends go into fjall without syncing and their completion callbacks to
+//! one flusher thread, which fsyncs once for everything queued since its
+//! last fsync (group commit: many proposals per fsync) and only then reports
+//! them persisted. Votes are fsync'd before `save_vote` returns.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+const META_VOTE: &[u8] = b"vote";
+const META_COMMITTED: &[u8] = b"committed";
+const META_PURGED: &[u8] = b"purged";
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(io_err)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(b).map_err(io_err)
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Database,
+    log: Keyspace,
+    meta: Keyspace,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+#[derive(Clone)]
+pub struct LogReader {
+    log: Keyspace,
+    meta: Keyspace,
+}
+
+impl LogStore {
+    pub fn open(dir: &Path) -> Result<LogStore, fjall::Error> {
+        let db = Database::builder(dir).open()?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-fsync".into())
+            .spawn(move || group_commit(flush_db, rx))
+            .map_err(fjall::Error::Io)?;
+        Ok(LogStore { db, log, meta, flusher: tx })
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.db.persist(PersistMode::SyncAll).map_err(io_err)
+    }
+}
+
+/// Fsync once per wake-up for every append queued so far.
+fn group_commit(db: Database, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = db.persist(PersistMode::SyncData);
+        for cb in waiting {
+            cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
+            Bound::Excluded(i) => self.log.range(start.to_be_bytes()..i.to_be_bytes()),
+            Bound::Unbounded => self.log.range(start.to_be_bytes()..),
+        };
+        let mut out = Vec::new();
+        for g in iter {
+            let (_, v) = g.into_inner().map_err(io_err)?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        match self.meta.get(META_VOTE).map_err(io_err)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.reader().try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.reader().read_vote().await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = match self.meta.get(META_PURGED).map_err(io_err)? {
+            Some(v) => Some(decode(&v)?),
+            None => None,
+        };
+        let last = match self.log.last_key_value() {
+            Some(g) => {
+                let (_, v) = g.into_inner().map_err(io_err)?;
+                let e: Entry = decode(&v)?;
+                Some(e.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.meta.insert(META_VOTE, encode(vote)?).map_err(io_err)?;
+        self.sync()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not synced on its own: it is a hint for replay, made durable by the
+        // next append's fsync; losing it only means replaying less eagerly.
+        match committed {
+            Some(c) => self.meta.insert(META_COMMITTED, encode(&c)?).map_err(io_err),
+            None => self.meta.remove(META_COMMITTED).map_err(io_err),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        match self.meta.get(META_COMMITTED).map_err(io_err)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.db.batch();
+        for e in entries {
+            batch.insert(&self.log, e.log_id.index.to_be_bytes(), encode(&e)?);
+        }
+        batch.commit().map_err(io_err)?;
+        self.flusher.send(callback).map_err(|_| io_err("raft log flusher stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        let mut batch = self.db.batch();
+        for g in self.log.range(from.to_be_bytes()..) {
+            let k = g.key().map_err(io_err)?;
+            batch.remove(&self.log, k);
+        }
+        batch.commit().map_err(io_err)?;
+        self.sync()
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let mut batch = self.db.batch();
+        for g in self.log.range(..=log_id.index.to_be_bytes()) {
+            let k = g.key().map_err(io_err)?;
+            batch.remove(&self.log, k);
+        }
+        batch.insert(&self.meta, META_PURGED, encode(&log_id)?);
+        batch.commit().map_err(io_err)?;
+        self.sync()
+    }
+}

@@ -1,0 +1,171 @@
+//! The openraft state machine is this member's storaged, reached over its
+//! Unix socket. Each batch of committed entries becomes one storaged Apply;
+//! while storaged is down raftd keeps retrying (applying pauses, nothing is
+//! lost). If storaged reports a gap (it lost lazily-persisted entries in a
+//! machine crash), the missing entries are re-read from the raft log and
+//! sent first. Snapshots are not produced yet: a single voter never needs
+//! one, and raftd never purges its log (see ARCHITECTURE.md).
+
+use std::io;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::log_store::LogReader;
+use crate::types::{from_wire, to_wire, Applied, Entry, LogId, Membership, StoredMembership, TypeConfig};
+use common::proto::storage::storage_client::StorageClient;
+use common::proto::storage::{apply_entry::Payload, ApplyEntry, ApplyResponse, StatusRequest, StatusResponse};
+
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+pub struct StateMachine {
+    storage: StorageClient<Channel>,
+    log: LogReader,
+}
+
+const RETRY: Duration = Duration::from_millis(100);
+
+impl StateMachine {
+    pub fn new(storage: StorageClient<Channel>, log: LogReader) -> Self {
+        StateMachine { storage, log }
+    }
+
+    /// storaged's status, waiting for storaged to come (back) up.
+    async fn status(&mut self) -> StatusResponse {
+        let mut warned = false;
+        loop {
+            match self.storage.status(StatusRequest {}).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e.message(), "storaged unavailable; waiting");
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Apply `entries` on storaged, retrying through storaged restarts and
+    /// filling gaps from the raft log. Results align with `entries`.
+    async fn apply_batch(&mut self, entries: Vec<ApplyEntry>) -> io::Result<Vec<Vec<u8>>> {
+        let first = entries.first().and_then(|e| e.log_id).map_or(0, |l| l.index);
+        let mut warned = false;
+        loop {
+            let mut batch = self.missing_before(first).await?;
+            let replayed = batch.len();
+            batch.extend(entries.iter().cloned());
+            let req = common::proto::storage::ApplyRequest { entries: batch };
+            match self.storage.apply(req).await {
+                Ok(r) => {
+                    let ApplyResponse { mut results, .. } = r.into_inner();
+                    results.drain(..replayed.min(results.len()));
+                    results.resize(entries.len(), Vec::new());
+                    return Ok(results);
+                }
+                Err(s) if s.code() == Code::Internal => {
+                    return Err(io::Error::other(format!("storaged failed to apply: {}", s.message())));
+                }
+                Err(s) => {
+                    if !warned {
+                        tracing::warn!(code = ?s.code(), error = %s.message(), "apply on storaged failed; retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Entries between storaged's applied index and `first` (exclusive).
+    async fn missing_before(&mut self, first: u64) -> io::Result<Vec<ApplyEntry>> {
+        let applied = self.status().await.applied.map(|a| a.index);
+        let from = applied.map_or(0, |a| a + 1);
+        if from >= first {
+            return Ok(Vec::new());
+        }
+        tracing::warn!(from, to = first, "storaged is behind; replaying from the raft log");
+        let entries = self.log.try_get_log_entries(from..first).await?;
+        entries.iter().map(to_apply_entry).collect()
+    }
+}
+
+fn to_apply_entry(e: &Entry) -> io::Result<ApplyEntry> {
+    let payload = match &e.payload {
+        EntryPayload::Blank => Payload::Blank(true),
+        EntryPayload::Normal(p) => Payload::Request(p.0.clone()),
+        EntryPayload::Membership(m) => Payload::Membership(serde_json::to_vec(m).map_err(io::Error::other)?),
+    };
+    Ok(ApplyEntry { log_id: Some(to_wire(&e.log_id)), payload: Some(payload) })
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let status = self.status().await;
+        let applied = status.applied.as_ref().map(from_wire);
+        let membership = if status.membership.is_empty() {
+            StoredMembership::default()
+        } else {
+            let m: Membership = serde_json::from_slice(&status.membership).map_err(io::Error::other)?;
+            StoredMembership::new(status.membership_log_id.as_ref().map(from_wire), m)
+        };
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(to_apply_entry(&entry)?);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results = self.apply_batch(batch).await?;
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(r) = responder {
+                r.send(Applied(result));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        NoSnapshots
+    }
+
+    async fn install_snapshot(&mut self, _meta: &SnapshotMeta, _snapshot: Vec<u8>) -> Result<(), io::Error> {
+        Err(io::Error::other("snapshot install is not supported by this raftd yet"))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(None)
+    }
+}
+
+/// Snapshot policy is `Never` and the log is never purged, so openraft only
+/// asks for a snapshot to catch up a follower that is missing purged logs,
+/// which cannot happen yet.
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        Err(io::Error::other("snapshots are not supported by this raftd yet"))
+    }
+}
