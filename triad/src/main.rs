@@ -1,1 +1,53 @@
-fn main(){}
+//! triad: the operator CLI (etcd's etcdutl counterpart). `triad up` runs a
+//! supervised local member for development and demos.
+
+mod supervisor;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "triad", version, about = "triad operator tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a local member: storaged, raftd and gatewayd as supervised child
+    /// processes. Prints `ready <client endpoints>` once it serves; Ctrl-C
+    /// or SIGTERM stops all three cleanly.
+    Up {
+        /// Data directory of the member (created if missing).
+        #[arg(long, default_value = "triad-data")]
+        data_dir: PathBuf,
+        /// Client port P (gRPC + HTTP); the peer port is P+1.
+        #[arg(long, default_value_t = 2379)]
+        client_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("triad: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Up { data_dir, client_port } => rt.block_on(up::run(data_dir, client_port)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triad: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
