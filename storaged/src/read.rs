@@ -184,10 +184,7 @@ pub fn range_request<R: Readable>(
         sort_order
     };
     if order != SortOrder::None {
-        sort_kvs(&mut kvs, sort_target);
-        if order == SortOrder::Descend {
-            kvs.reverse();
-        }
+        sort_kvs(&mut kvs, sort_target, order == SortOrder::Descend);
     }
     let mut more = false;
     if req.limit > 0 && kvs.len() > req.limit as usize {
@@ -207,13 +204,19 @@ pub fn range_request<R: Readable>(
     })
 }
 
-fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget) {
-    match target {
-        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+/// Stable in both directions: ties keep key order, as etcd's results do.
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, descending: bool) {
+    let by = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    if descending {
+        kvs.sort_by(|a, b| by(b, a));
+    } else {
+        kvs.sort_by(by);
     }
 }
 

@@ -202,7 +202,12 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
                 Some(Request::RequestDeleteRange(d)) => {
                     Some(Response::ResponseDeleteRange(self.delete_range(d)?))
                 }
-                Some(Request::RequestTxn(nested)) => Some(Response::ResponseTxn(self.execute(nested, path)?)),
+                Some(Request::RequestTxn(nested)) => {
+                    let mut inner = self.execute(nested, path)?;
+                    // etcd leaves nested txn responses with an empty header.
+                    inner.header = Some(ResponseHeader::default());
+                    Some(Response::ResponseTxn(inner))
+                }
                 None => None,
             };
             responses.push(ResponseOp { response });

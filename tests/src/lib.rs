@@ -1,1 +1,272 @@
+//! Process-level test fixture: starts real triad members through `triad up`
+//! (the supervisor and all three daemons as real processes on loopback, in a
+//! temp dir), can kill -9 / SIGSTOP / restart any one daemon, and runs the
+//! reference etcd for side-by-side comparisons. Tests talk to both with the
+//! etcd-client crate and with etcdctl.
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub use etcd_client;
+
+/// Where cargo put the workspace binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} missing: run `cargo build --bins` before the tests (tests/run does)", p.display());
+    p
+}
+
+/// A free client port P on 127.0.0.1 whose P+1 is free too.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+pub const DAEMONS: [&str; 3] = ["storaged", "raftd", "gatewayd"];
+
+/// One supervised triad member (`triad up`).
+pub struct Member {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    up: Option<Child>,
+}
+
+impl Member {
+    pub fn start() -> Member {
+        let dir = tempfile::Builder::new().prefix("triad-test").tempdir().expect("tempdir");
+        let mut m = Member { dir, port: free_port_pair(), up: None };
+        m.launch();
+        m
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Start `triad up` on this member's dir and wait for its ready line.
+    pub fn launch(&mut self) {
+        let mut child = Command::new(bin("triad"))
+            .args(["up", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--client-port", &self.port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn triad up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => assert_eq!(line, format!("ready {}", self.endpoint()), "unexpected first line"),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("triad up did not become ready: {e}\n{}", self.logs());
+            }
+        }
+        self.up = Some(child);
+    }
+
+    /// The daemons' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        DAEMONS
+            .iter()
+            .map(|d| {
+                let p = self.dir.path().join("logs").join(format!("{d}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!("--- {d} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn pid(&self, daemon: &str) -> Option<i32> {
+        let p = self.dir.path().join("pids").join(format!("{daemon}.pid"));
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
+    pub fn signal(&self, daemon: &str, sig: Signal) -> i32 {
+        let pid = self.pid(daemon).unwrap_or_else(|| panic!("no pid for {daemon}"));
+        kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {daemon}: {e}"));
+        pid
+    }
+
+    /// kill -9 one daemon; the supervisor restarts it.
+    pub fn kill9(&self, daemon: &str) -> i32 {
+        self.signal(daemon, Signal::SIGKILL)
+    }
+
+    /// Wait until the supervisor has restarted `daemon` (new pid).
+    pub fn wait_restarted(&self, daemon: &str, old_pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.pid(daemon).is_some_and(|p| p != old_pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{daemon} was not restarted\n{}", self.logs());
+    }
+
+    /// kill -9 the supervisor and every daemon at once (a crash of the
+    /// whole member); `launch` brings it back on the same data.
+    pub fn crash(&mut self) {
+        if let Some(mut up) = self.up.take() {
+            let _ = up.kill();
+            let _ = up.wait();
+        }
+        for d in DAEMONS {
+            if let Some(pid) = self.pid(d) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Daemons die with the supervisor (parent-death signal); wait until gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && DAEMONS.iter().any(|d| self.alive(d)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn alive(&self, daemon: &str) -> bool {
+        self.pid(daemon).is_some_and(|p| kill(Pid::from_raw(p), None).is_ok())
+    }
+
+    /// Graceful stop (SIGTERM to the supervisor); returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut up = self.up.take()?;
+        let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = up.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = up.kill();
+        up.wait().ok()
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        connect(&self.endpoint()).await
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl(&self.endpoint(), args)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+pub async fn connect(endpoint: &str) -> etcd_client::Client {
+    let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(10));
+    etcd_client::Client::connect([endpoint], Some(opts)).await.expect("connect")
+}
+
+/// Run etcdctl (v3 API) against `endpoint`.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .expect("etcdctl must be installed (Debian package etcd-client)")
+}
+
+/// etcdctl's stdout as a string, asserting success.
+pub fn ok_stdout(out: &Output) -> String {
+    assert!(out.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway real etcd (the reference implementation) on loopback.
+pub struct RefEtcd {
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl RefEtcd {
+    /// Start etcd with `extra` flags; None when etcd is not installed.
+    pub fn start(extra: &[&str]) -> Option<RefEtcd> {
+        Command::new("etcd").arg("--version").output().ok()?;
+        let dir = tempfile::Builder::new().prefix("etcd-ref").tempdir().ok()?;
+        let port = free_port_pair();
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{}", port + 1);
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let r = RefEtcd { _dir: dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if etcdctl(&r.endpoint(), &["endpoint", "health"]).status.success() {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("reference etcd did not become healthy");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RefEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the reference etcd, or explain loudly why a comparison is skipped.
+pub fn reference_etcd(extra: &[&str]) -> Option<RefEtcd> {
+    let r = RefEtcd::start(extra);
+    if r.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcd (Debian package etcd-server) must be installed in CI for comparisons"
+        );
+        eprintln!("etcd not installed: skipping the side-by-side comparison");
+    }
+    r
+}
