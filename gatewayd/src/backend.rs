@@ -51,6 +51,22 @@ fn not_connected(s: &Status) -> bool {
     false
 }
 
+/// The call failed in the transport, not in the daemon: tonic attaches the
+/// transport error as the source; statuses sent by a daemon have none.
+fn transport_failure(s: &Status) -> bool {
+    std::error::Error::source(s).is_some()
+}
+
+/// Whether a call may be sent again after this failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: any transport failure (the daemon restarting) is retried.
+    Idempotent,
+    /// Proposals: only when nothing was sent; a proposal lost in flight may
+    /// have been committed, so it fails with etcd's "request timed out".
+    OnlyUnsent,
+}
+
 const RETRY: Duration = Duration::from_millis(50);
 
 impl Backend {
@@ -92,7 +108,7 @@ impl Backend {
     }
 
     /// Run `call` until it reaches its daemon or the request timeout ends.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    async fn retrying<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
@@ -101,11 +117,15 @@ impl Backend {
         loop {
             match tokio::time::timeout_at(deadline, call()).await {
                 Err(_) => return Err(EtcdError::Timeout.into()),
-                Ok(Err(s)) if not_connected(&s) => {
+                Ok(Err(s)) if not_connected(&s) || (retry == Retry::Idempotent && transport_failure(&s)) => {
                     if Instant::now() + RETRY >= deadline {
                         return Err(EtcdError::Timeout.into());
                     }
                     tokio::time::sleep(RETRY).await;
+                }
+                Ok(Err(s)) if transport_failure(&s) => {
+                    tracing::warn!(error = %s, "daemon connection lost with a request in flight");
+                    return Err(EtcdError::Timeout.into());
                 }
                 Ok(r) => return r,
             }
@@ -119,7 +139,7 @@ impl Backend {
             return Err(EtcdError::RequestTooLarge.into());
         }
         let resp = self
-            .retrying(|| {
+            .retrying(Retry::OnlyUnsent, || {
                 let mut raft = self.raft.clone();
                 let request = bytes.clone();
                 async move { raft.propose(ProposeRequest { request }).await }
@@ -141,7 +161,7 @@ impl Backend {
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
         let resp = self
-            .retrying(|| {
+            .retrying(Retry::Idempotent, || {
                 let mut raft = self.raft.clone();
                 async move { raft.read_index(ReadIndexRequest {}).await }
             })
@@ -152,7 +172,7 @@ impl Backend {
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        self.retrying(|| {
+        self.retrying(Retry::Idempotent, || {
             let mut storage = self.storage.clone();
             let req = req.clone();
             async move { storage.range(req).await }
@@ -169,7 +189,7 @@ impl Backend {
 
     pub async fn raft_status(&self) -> Result<RaftStatus, Status> {
         let s = self
-            .retrying(|| {
+            .retrying(Retry::Idempotent, || {
                 let mut raft = self.raft.clone();
                 async move { raft.status(RaftStatusRequest {}).await }
             })
@@ -180,7 +200,7 @@ impl Backend {
     }
 
     pub async fn storage_status(&self) -> Result<StorageStatus, Status> {
-        self.retrying(|| {
+        self.retrying(Retry::Idempotent, || {
             let mut storage = self.storage.clone();
             async move { storage.status(StorageStatusRequest {}).await }
         })

@@ -48,14 +48,29 @@ pub struct Member {
     pub dir: tempfile::TempDir,
     pub port: u16,
     up: Option<Child>,
+    /// Extra environment for `triad up` and so for its daemons (TRIAD_*).
+    env: Vec<(String, String)>,
 }
 
 impl Member {
     pub fn start() -> Member {
+        Member::start_with_env(&[])
+    }
+
+    /// Start with `TRIAD_*` settings that `triad up`'s daemons inherit.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Member {
         let dir = tempfile::Builder::new().prefix("triad-test").tempdir().expect("tempdir");
-        let mut m = Member { dir, port: free_port_pair(), up: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut m = Member { dir, port: free_port_pair(), up: None, env };
         m.launch();
         m
+    }
+
+    /// SIGSTOP / SIGCONT the supervisor itself (so it restarts nothing).
+    pub fn pause_supervisor(&self, paused: bool) {
+        let up = self.up.as_ref().expect("member is running");
+        let sig = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+        kill(Pid::from_raw(up.id() as i32), sig).expect("signal supervisor");
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -72,6 +87,7 @@ impl Member {
             .args(["up", "--data-dir"])
             .arg(self.dir.path())
             .args(["--client-port", &self.port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
