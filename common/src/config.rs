@@ -22,8 +22,10 @@ pub fn read_file(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
     let Some(path) = path else { return Ok(toml::Table::new()) };
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
-    text.parse::<toml::Table>()
-        .map_err(|e| err(format!("invalid config file {}: {e}", path.display())))
+    text.parse::<toml::Table>().map_err(|e| {
+        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+        err(format!("invalid config file {} (line {line}): {}", path.display(), e.message().replace('\n', " ")))
+    })
 }
 
 /// Overlay `cli` (only the options actually given) on `[section]` of the
@@ -40,7 +42,8 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     };
     let given = toml::Table::try_from(cli).map_err(|e| err(format!("config: {e}")))?;
     merged.extend(given);
-    T::deserialize(toml::Value::Table(merged)).map_err(|e| err(format!("config [{section}]: {e}")))
+    T::deserialize(toml::Value::Table(merged))
+        .map_err(|e| err(format!("config [{section}]: {}", e.message().replace('\n', " "))))
 }
 
 /// Options every daemon of a member shares (`[member]`).

@@ -83,6 +83,7 @@ pub async fn run(data_dir: PathBuf, client_port: u16) -> anyhow::Result<()> {
     let specs = specs(&data_dir, client_port)?;
     eprintln!("triad: member data in {}, logs in {}", data_dir.display(), data_dir.join("logs").display());
 
+    let mut shutdown = Box::pin(common::lifecycle::shutdown_signal());
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
     for spec in specs {
@@ -95,12 +96,12 @@ pub async fn run(data_dir: PathBuf, client_port: u16) -> anyhow::Result<()> {
         _ = wait_ready(client_port) => {
             println!("ready 127.0.0.1:{client_port}");
         }
-        _ = common::lifecycle::shutdown_signal() => {
+        _ = &mut shutdown => {
             stop_all(stops, tasks).await;
             return Ok(());
         }
     }
-    common::lifecycle::shutdown_signal().await;
+    shutdown.await;
     stop_all(stops, tasks).await;
     Ok(())
 }

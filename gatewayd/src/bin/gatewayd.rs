@@ -140,6 +140,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let grpc = grpc.routes();
     let router = grpc.into_axum_router().merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
 
+    let shutdown = common::lifecycle::shutdown_signal();
     let mut servers = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for addr in &cfg.listen {
@@ -163,7 +164,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         tracing::info!(%addr, "gatewayd serving clients");
     }
     common::lifecycle::notify_ready("serving");
-    common::lifecycle::shutdown_signal().await;
+    shutdown.await;
     common::lifecycle::notify_stopping();
     let _ = stop_tx.send(true);
     for s in servers {

@@ -131,11 +131,12 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let listener = common::uds::bind(&socket, member.socket_group_access)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
     tracing::info!(socket = %socket.display(), member = format!("{:x}", member.member_id), "raftd serving");
+    let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
     let service = RaftLocalService::new(raft.clone(), member.member_id, member.cluster_id);
     tonic::transport::Server::builder()
         .add_service(RaftLocalServer::new(service).max_decoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(common::uds::incoming(listener), common::lifecycle::shutdown_signal())
+        .serve_with_incoming_shutdown(common::uds::incoming(listener), shutdown)
         .await?;
     common::lifecycle::notify_stopping();
     let _ = raft.shutdown().await;

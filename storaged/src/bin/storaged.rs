@@ -71,10 +71,11 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     let listener = common::uds::bind(&socket, member.socket_group_access)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
     tracing::info!(socket = %socket.display(), applied = ?store.applied().map(|a| a.index), revision = store.bounds().current, "storaged serving");
+    let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
     tonic::transport::Server::builder()
         .add_service(StorageServer::new(StorageService::new(store.clone())).max_decoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(common::uds::incoming(listener), common::lifecycle::shutdown_signal())
+        .serve_with_incoming_shutdown(common::uds::incoming(listener), shutdown)
         .await?;
     common::lifecycle::notify_stopping();
     store.persist()?;
