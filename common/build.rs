@@ -13,8 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/triad/storage.proto",
         "proto/triad/raft.proto",
     ];
-    tonic_prost_build::configure()
-        .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
+    tonic_prost_build::configure().compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -19,12 +19,20 @@ fn err(msg: impl Into<String>) -> ConfigError {
 
 /// Read the whole config file; no file means every section is empty.
 pub fn read_file(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
-    let Some(path) = path else { return Ok(toml::Table::new()) };
+    let Some(path) = path else {
+        return Ok(toml::Table::new());
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
     text.parse::<toml::Table>().map_err(|e| {
-        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
-        err(format!("invalid config file {} (line {line}): {}", path.display(), e.message().replace('\n', " ")))
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].lines().count().max(1)
+        });
+        err(format!(
+            "invalid config file {} (line {line}): {}",
+            path.display(),
+            e.message().replace('\n', " ")
+        ))
     })
 }
 
@@ -42,8 +50,12 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     };
     let given = toml::Table::try_from(cli).map_err(|e| err(format!("config: {e}")))?;
     merged.extend(given);
-    T::deserialize(toml::Value::Table(merged))
-        .map_err(|e| err(format!("config [{section}]: {}", e.message().replace('\n', " "))))
+    T::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        err(format!(
+            "config [{section}]: {}",
+            e.message().replace('\n', " ")
+        ))
+    })
 }
 
 /// Options every daemon of a member shares (`[member]`).
@@ -103,17 +115,25 @@ pub struct Member {
 impl MemberOpts {
     pub fn resolve(&self) -> Result<Member, ConfigError> {
         let name = self.name.clone().unwrap_or_else(|| "default".to_string());
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{name}.triad")));
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.triad")));
         let runtime_dir = match (&self.runtime_dir, std::env::var_os("RUNTIME_DIRECTORY")) {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => PathBuf::from(d),
             (None, None) => data_dir.join("run"),
         };
         let peer_urls = parse_urls(
-            self.initial_advertise_peer_urls.as_deref().unwrap_or("http://localhost:2380"),
+            self.initial_advertise_peer_urls
+                .as_deref()
+                .unwrap_or("http://localhost:2380"),
             "initial-advertise-peer-urls",
         )?;
-        let cluster_token = self.initial_cluster_token.clone().unwrap_or_else(|| "etcd-cluster".into());
+        let cluster_token = self
+            .initial_cluster_token
+            .clone()
+            .unwrap_or_else(|| "etcd-cluster".into());
         let initial_cluster = match &self.initial_cluster {
             None => vec![(name.clone(), peer_urls.clone())],
             Some(spec) => parse_initial_cluster(spec)?,
@@ -131,7 +151,11 @@ impl MemberOpts {
         let log_json = match self.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
-            Some(other) => return Err(err(format!("invalid --log-format {other:?} (want text or json)"))),
+            Some(other) => {
+                return Err(err(format!(
+                    "invalid --log-format {other:?} (want text or json)"
+                )))
+            }
         };
         Ok(Member {
             cluster_id: crate::ids::cluster_id(&ids),
@@ -159,7 +183,11 @@ impl Member {
 
 /// A comma-separated URL list; each must be http(s)://host:port.
 pub fn parse_urls(list: &str, flag: &str) -> Result<Vec<String>, ConfigError> {
-    let urls: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let urls: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if urls.is_empty() {
         return Err(err(format!("--{flag} must not be empty")));
     }
@@ -197,7 +225,9 @@ pub fn url_host_port(url: &str) -> Result<&str, ConfigError> {
         .ok_or_else(|| err(format!("URL scheme must be http or https: {url:?}")))?;
     let hostport = rest.trim_end_matches('/');
     if hostport.is_empty() || !hostport.contains(':') {
-        return Err(err(format!("URL address does not have the form \"host:port\": {url:?}")));
+        return Err(err(format!(
+            "URL address does not have the form \"host:port\": {url:?}"
+        )));
     }
     Ok(hostport)
 }
@@ -210,6 +240,20 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| err(format!("cannot resolve {url:?}: {e}")))?
         .next()
         .ok_or_else(|| err(format!("cannot resolve {url:?}")))
+}
+
+/// Load a daemon's configuration: `[member]` and `[section]` of the file
+/// named by `config_file`, overlaid with the resolved flags/env.
+pub fn load_daemon<T: Serialize + DeserializeOwned>(
+    config_file: Option<&Path>,
+    member_cli: &MemberOpts,
+    section: &str,
+    cli: &T,
+) -> Result<(Member, T), ConfigError> {
+    let file = read_file(config_file)?;
+    let member = layer(&file, "member", member_cli)?.resolve()?;
+    let own = layer(&file, section, cli)?;
+    Ok((member, own))
 }
 
 #[cfg(test)]
@@ -229,8 +273,13 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_file_fills_the_rest() {
-        let file: toml::Table = "[gatewayd]\nmax-txn-ops = 7\nname = \"a\"\n".parse().unwrap();
-        let cli = Opts { max_txn_ops: None, name: Some("b".into()) };
+        let file: toml::Table = "[gatewayd]\nmax-txn-ops = 7\nname = \"a\"\n"
+            .parse()
+            .unwrap();
+        let cli = Opts {
+            max_txn_ops: None,
+            name: Some("b".into()),
+        };
         let got = layer(&file, "gatewayd", &cli).unwrap();
         assert_eq!(got.max_txn_ops, Some(7));
         assert_eq!(got.name.as_deref(), Some("b"));
@@ -247,7 +296,10 @@ mod tests {
 
     #[test]
     fn urls_and_initial_cluster_parse() {
-        assert_eq!(url_host_port("http://127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
+        assert_eq!(
+            url_host_port("http://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379"
+        );
         assert!(url_host_port("ftp://x:1").is_err());
         assert!(url_host_port("http://nohost").is_err());
         let c = parse_initial_cluster("a=http://h:1,b=http://h:2,a=http://h:3").unwrap();
@@ -265,18 +317,4 @@ mod tests {
         };
         assert!(opts.resolve().is_err());
     }
-}
-
-/// Load a daemon's configuration: `[member]` and `[section]` of the file
-/// named by `config_file`, overlaid with the resolved flags/env.
-pub fn load_daemon<T: Serialize + DeserializeOwned>(
-    config_file: Option<&Path>,
-    member_cli: &MemberOpts,
-    section: &str,
-    cli: &T,
-) -> Result<(Member, T), ConfigError> {
-    let file = read_file(config_file)?;
-    let member = layer(&file, "member", member_cli)?.resolve()?;
-    let own = layer(&file, section, cli)?;
-    Ok((member, own))
 }

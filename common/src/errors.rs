@@ -94,11 +94,15 @@ impl EtcdError {
 
     /// Stable wire code used inside triad's internal protocols (never 0).
     pub fn wire_code(self) -> u32 {
-        ALL.iter().position(|e| *e == self).map_or(0, |i| i as u32 + 1)
+        ALL.iter()
+            .position(|e| *e == self)
+            .map_or(0, |i| i as u32 + 1)
     }
 
     pub fn from_wire_code(code: u32) -> Option<Self> {
-        (code as usize).checked_sub(1).and_then(|i| ALL.get(i).copied())
+        (code as usize)
+            .checked_sub(1)
+            .and_then(|i| ALL.get(i).copied())
     }
 }
 
@@ -131,7 +135,13 @@ mod tests {
     fn statuses_match_etcd() {
         let s = Status::from(EtcdError::Compacted);
         assert_eq!(s.code(), Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
-        assert_eq!(Status::from(EtcdError::EmptyKey).code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        assert_eq!(
+            Status::from(EtcdError::EmptyKey).code(),
+            Code::InvalidArgument
+        );
     }
 }

@@ -23,10 +23,10 @@ pub mod triad {
     }
 }
 
-/// triad.storage.v1: storaged's internal protocol.
-pub use triad::storage::v1 as storage;
 /// triad.raft.v1: raftd's internal (member-local) protocol.
 pub use triad::raft::v1 as raft;
+/// triad.storage.v1: storaged's internal protocol.
+pub use triad::storage::v1 as storage;
 
 /// Protocol names daemons exchange in Hello to check compatibility.
 pub const STORAGE_PROTOCOL: &str = "triad.storage.v1";

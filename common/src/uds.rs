@@ -37,7 +37,10 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UnixStr
             Ok(stream) => match stream.peer_cred() {
                 Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => Some(Ok(stream)),
                 Ok(cred) => {
-                    tracing::warn!(uid = cred.uid(), "refused unix-socket peer with foreign uid");
+                    tracing::warn!(
+                        uid = cred.uid(),
+                        "refused unix-socket peer with foreign uid"
+                    );
                     None
                 }
                 Err(e) => {

@@ -14,12 +14,15 @@ use tonic::{Code, Status};
 use common::errors::{unavailable, EtcdError};
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use common::proto::raft::raft_local_client::RaftLocalClient;
-use common::proto::raft::{ProposeRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest, StatusResponse as RaftStatus};
+use common::proto::raft::{
+    ProposeRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest,
+    StatusResponse as RaftStatus,
+};
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    RaftRequest, RaftResult, StatusRequest as StorageStatusRequest, StatusResponse as StorageStatus,
-    WaitCompactionRequest,
+    RaftRequest, RaftResult, StatusRequest as StorageStatusRequest,
+    StatusResponse as StorageStatus, WaitCompactionRequest,
 };
 
 pub struct Backend {
@@ -98,7 +101,10 @@ impl Backend {
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        let mut h = Some(ResponseHeader { revision, ..Default::default() });
+        let mut h = Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        });
         self.fill(&mut h);
         h
     }
@@ -117,7 +123,10 @@ impl Backend {
         loop {
             match tokio::time::timeout_at(deadline, call()).await {
                 Err(_) => return Err(EtcdError::Timeout.into()),
-                Ok(Err(s)) if not_connected(&s) || (retry == Retry::Idempotent && transport_failure(&s)) => {
+                Ok(Err(s))
+                    if not_connected(&s)
+                        || (retry == Retry::Idempotent && transport_failure(&s)) =>
+                {
                     if Instant::now() + RETRY >= deadline {
                         return Err(EtcdError::Timeout.into());
                     }
@@ -148,7 +157,9 @@ impl Backend {
             .into_inner();
         self.note_term(resp.raft_term);
         match RaftResult::decode(resp.result.as_slice()) {
-            Ok(RaftResult { result: Some(Outcome::Error(code)) }) => Err(EtcdError::from_wire_code(code)
+            Ok(RaftResult {
+                result: Some(Outcome::Error(code)),
+            }) => Err(EtcdError::from_wire_code(code)
                 .map(Status::from)
                 .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
             Ok(RaftResult { result: Some(o) }) => Ok(o),
@@ -183,7 +194,9 @@ impl Backend {
 
     pub async fn wait_compaction(&self, revision: i64) -> Result<(), Status> {
         let mut storage = self.storage.clone();
-        storage.wait_compaction(WaitCompactionRequest { revision }).await?;
+        storage
+            .wait_compaction(WaitCompactionRequest { revision })
+            .await?;
         Ok(())
     }
 

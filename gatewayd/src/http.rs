@@ -25,17 +25,32 @@ pub fn routes(backend: Arc<Backend>, version: String) -> Router {
         .with_state(HttpState { backend, version })
 }
 
-async fn health(State(s): State<HttpState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn health(
+    State(s): State<HttpState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let probe = async {
         s.backend.read_index().await?;
-        s.backend.range(RangeRequest { key: b"health".to_vec(), ..Default::default() }).await
+        s.backend
+            .range(RangeRequest {
+                key: b"health".to_vec(),
+                ..Default::default()
+            })
+            .await
     };
     let json = [("content-type", "application/json")];
     match probe.await {
-        Ok(_) => (StatusCode::OK, json, r#"{"health":"true","reason":""}"#.to_string()),
+        Ok(_) => (
+            StatusCode::OK,
+            json,
+            r#"{"health":"true","reason":""}"#.to_string(),
+        ),
         Err(e) => {
             let reason = serde_json::to_string(e.message()).unwrap_or_else(|_| "\"\"".into());
-            (StatusCode::SERVICE_UNAVAILABLE, json, format!(r#"{{"health":"false","reason":{reason}}}"#))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json,
+                format!(r#"{{"health":"false","reason":{reason}}}"#),
+            )
         }
     }
 }

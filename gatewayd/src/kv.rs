@@ -10,8 +10,8 @@ use crate::validate;
 use common::errors::unavailable;
 use common::proto::etcdserverpb::kv_server::Kv;
 use common::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
@@ -24,7 +24,10 @@ pub struct KvService {
 
 impl KvService {
     pub fn new(backend: Arc<Backend>, max_txn_ops: usize) -> Self {
-        KvService { backend, max_txn_ops }
+        KvService {
+            backend,
+            max_txn_ops,
+        }
     }
 
     async fn write(&self, op: Op) -> Result<Outcome, Status> {
@@ -33,7 +36,9 @@ impl KvService {
 }
 
 fn mismatched(what: &str) -> Status {
-    unavailable(format!("apply returned a result of the wrong kind for {what}"))
+    unavailable(format!(
+        "apply returned a result of the wrong kind for {what}"
+    ))
 }
 
 #[tonic::async_trait]
@@ -61,7 +66,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let d = req.into_inner();
         validate::check_delete(&d)?;
         match self.write(Op::DeleteRange(d)).await? {
@@ -85,7 +93,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let c = req.into_inner();
         let (revision, physical) = (c.revision, c.physical);
         match self.write(Op::Compaction(c)).await? {

@@ -23,7 +23,8 @@ impl MaintenanceService {
     }
 }
 
-type SnapshotStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
@@ -31,13 +32,21 @@ impl Maintenance for MaintenanceService {
         match AlarmAction::try_from(req.into_inner().action) {
             Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
                 let s = self.backend.storage_status().await?;
-                Ok(Response::new(AlarmResponse { header: self.backend.header(s.revision), alarms: vec![] }))
+                Ok(Response::new(AlarmResponse {
+                    header: self.backend.header(s.revision),
+                    alarms: vec![],
+                }))
             }
-            _ => Err(Status::unimplemented("raising alarms by request is not supported yet")),
+            _ => Err(Status::unimplemented(
+                "raising alarms by request is not supported yet",
+            )),
         }
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let storage = self.backend.storage_status().await?;
         let mut errors = Vec::new();
         let raft = match self.backend.raft_status().await {
@@ -61,30 +70,47 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         let s = self.backend.storage_status().await?;
-        Ok(Response::new(DefragmentResponse { header: self.backend.header(s.revision) }))
+        Ok(Response::new(DefragmentResponse {
+            header: self.backend.header(s.revision),
+        }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         Err(Status::unimplemented("Hash is not implemented yet"))
     }
 
-    async fn hash_kv(&self, _req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         Err(Status::unimplemented("HashKV is not implemented yet"))
     }
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         Err(Status::unimplemented("Snapshot is not implemented yet"))
     }
 
-    async fn move_leader(&self, _req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(Status::unimplemented("MoveLeader is not implemented yet"))
     }
 
-    async fn downgrade(&self, _req: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(Status::unimplemented("Downgrade is not implemented yet"))
     }
 }

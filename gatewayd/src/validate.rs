@@ -5,7 +5,9 @@
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use common::proto::etcdserverpb::request_op::Request;
-use common::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use common::proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 pub fn check_range(r: &RangeRequest) -> Result<(), EtcdError> {
     if r.key.is_empty() {
@@ -99,7 +101,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<Interval>), E
     let deleted = |dels: &[Interval], k: &[u8]| dels.iter().any(|i| i.contains(k));
     let mut puts: Vec<Vec<u8>> = Vec::new();
     for op in ops {
-        let Some(Request::RequestTxn(n)) = &op.request else { continue };
+        let Some(Request::RequestTxn(n)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = check_intervals(&n.success)?;
         let (puts_else, dels_else) = check_intervals(&n.failure)?;
         for k in &puts_then {
@@ -118,7 +122,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<Interval>), E
         dels.extend(dels_else);
     }
     for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else { continue };
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
         if puts.contains(&p.key) || deleted(&dels, &p.key) {
             return Err(EtcdError::DuplicateKey);
         }
@@ -132,7 +138,12 @@ mod tests {
     use super::*;
 
     fn put(k: &str) -> RequestOp {
-        RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })) }
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.into(),
+                ..Default::default()
+            })),
+        }
     }
     fn del(k: &str, end: &str) -> RequestOp {
         RequestOp {
@@ -144,32 +155,64 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
     }
 
     #[test]
     fn duplicate_puts_and_put_in_deleted_range_are_rejected() {
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", "\0"), put("z")], vec![]), 128), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", ""), put("b")], vec![]), 128), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "\0"), put("z")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", ""), put("b")], vec![]), 128),
+            Ok(())
+        );
         // Different branches never both run.
         assert_eq!(check_txn(&txn(vec![put("a")], vec![put("a")]), 128), Ok(()));
     }
 
     #[test]
     fn nested_txn_branches_may_share_keys_but_not_with_the_parent() {
-        let nested = RequestOp { request: Some(Request::RequestTxn(txn(vec![put("a")], vec![put("a")]))) };
+        let nested = RequestOp {
+            request: Some(Request::RequestTxn(txn(vec![put("a")], vec![put("a")]))),
+        };
         assert_eq!(check_txn(&txn(vec![nested.clone()], vec![]), 128), Ok(()));
-        assert_eq!(check_txn(&txn(vec![nested, put("a")], vec![]), 128), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("a")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
     }
 
     #[test]
     fn op_limits_and_empty_keys() {
         let many: Vec<RequestOp> = (0..129).map(|i| put(&format!("k{i}"))).collect();
-        assert_eq!(check_txn(&txn(many, vec![]), 128), Err(EtcdError::TooManyOps));
-        assert_eq!(check_txn(&txn(vec![put("")], vec![]), 128), Err(EtcdError::EmptyKey));
-        let p = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
+        assert_eq!(
+            check_txn(&txn(many, vec![]), 128),
+            Err(EtcdError::TooManyOps)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("")], vec![]), 128),
+            Err(EtcdError::EmptyKey)
+        );
+        let p = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&p), Err(EtcdError::ValueProvided));
     }
 }

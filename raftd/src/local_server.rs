@@ -8,12 +8,12 @@ use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    HelloRequest, HelloResponse, ProposeRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse,
-    StatusRequest, StatusResponse,
+    HelloRequest, HelloResponse, ProposeRequest, ProposeResponse, ReadIndexRequest,
+    ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 
 pub struct RaftLocalService {
@@ -24,7 +24,11 @@ pub struct RaftLocalService {
 
 impl RaftLocalService {
     pub fn new(raft: Raft, member_id: u64, cluster_id: u64) -> Self {
-        RaftLocalService { raft, member_id, cluster_id }
+        RaftLocalService {
+            raft,
+            member_id,
+            cluster_id,
+        }
     }
 
     fn term(&self) -> u64 {
@@ -34,9 +38,13 @@ impl RaftLocalService {
 
 fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) if f.leader_id.is_none() => EtcdError::NoLeader.into(),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) if f.leader_id.is_none() => {
+            EtcdError::NoLeader.into()
+        }
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => EtcdError::NotLeader.into(),
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => EtcdError::LeaderChanged.into(),
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+            EtcdError::LeaderChanged.into()
+        }
         RaftError::APIError(other) => Status::failed_precondition(other.to_string()),
         RaftError::Fatal(_) => EtcdError::Stopped.into(),
     }
@@ -47,7 +55,9 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) if f.leader_id.is_none() => {
             EtcdError::NoLeader.into()
         }
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => EtcdError::NotLeader.into(),
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
+            EtcdError::NotLeader.into()
+        }
         RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => EtcdError::Timeout.into(),
         RaftError::Fatal(_) => EtcdError::Stopped.into(),
     }
@@ -58,7 +68,9 @@ impl RaftLocal for RaftLocalService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         let asked = req.into_inner().protocol;
         if asked != RAFT_PROTOCOL {
-            return Err(Status::failed_precondition(format!("raftd speaks {RAFT_PROTOCOL}, caller wants {asked}")));
+            return Err(Status::failed_precondition(format!(
+                "raftd speaks {RAFT_PROTOCOL}, caller wants {asked}"
+            )));
         }
         Ok(Response::new(HelloResponse {
             protocol: RAFT_PROTOCOL.to_string(),
@@ -66,19 +78,42 @@ impl RaftLocal for RaftLocalService {
         }))
     }
 
-    async fn propose(&self, req: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        req: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
         let proposal = Proposal(req.into_inner().request);
-        let resp = self.raft.client_write(proposal).await.map_err(write_error)?;
-        Ok(Response::new(ProposeResponse { result: resp.data.0, raft_term: resp.log_id.leader_id.term }))
+        let resp = self
+            .raft
+            .client_write(proposal)
+            .await
+            .map_err(write_error)?;
+        Ok(Response::new(ProposeResponse {
+            result: resp.data.0,
+            raft_term: resp.log_id.leader_id.term,
+        }))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let read = self
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(read_error)?;
         let index = read.index();
-        Ok(Response::new(ReadIndexResponse { read_index: index, raft_term: self.term() }))
+        Ok(Response::new(ReadIndexResponse {
+            read_index: index,
+            raft_term: self.term(),
+        }))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(StatusResponse {
             member_id: self.member_id,

@@ -58,11 +58,19 @@ impl LogStore {
             .name("raft-log-fsync".into())
             .spawn(move || group_commit(flush_db, rx))
             .map_err(fjall::Error::Io)?;
-        Ok(LogStore { db, log, meta, flusher: tx })
+        Ok(LogStore {
+            db,
+            log,
+            meta,
+            flusher: tx,
+        })
     }
 
     pub fn reader(&self) -> LogReader {
-        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+        LogReader {
+            log: self.log.clone(),
+            meta: self.meta.clone(),
+        }
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -144,7 +152,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -160,7 +171,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced on its own: it is a hint for replay, made durable by the
         // next append's fsync; losing it only means replaying less eagerly.
         match committed {
-            Some(c) => self.meta.insert(META_COMMITTED, encode(&c)?).map_err(io_err),
+            Some(c) => self
+                .meta
+                .insert(META_COMMITTED, encode(&c)?)
+                .map_err(io_err),
             None => self.meta.remove(META_COMMITTED).map_err(io_err),
         }
     }
@@ -172,7 +186,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -182,7 +200,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&self.log, e.log_id.index.to_be_bytes(), encode(&e)?);
         }
         batch.commit().map_err(io_err)?;
-        self.flusher.send(callback).map_err(|_| io_err("raft log flusher stopped"))
+        self.flusher
+            .send(callback)
+            .map_err(|_| io_err("raft log flusher stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -5,7 +5,9 @@
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::RaftNetworkV2;
 
 use crate::types::{NodeId, TypeConfig, Vote};
@@ -20,7 +22,10 @@ pub struct NoPeer {
 
 impl NoPeer {
     fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&std::io::Error::other(format!("no transport to member {:x}", self.target)))
+        Unreachable::new(&std::io::Error::other(format!(
+            "no transport to member {:x}",
+            self.target
+        )))
     }
 }
 

@@ -16,9 +16,13 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::log_store::LogReader;
-use crate::types::{from_wire, to_wire, Applied, Entry, LogId, Membership, StoredMembership, TypeConfig};
+use crate::types::{
+    from_wire, to_wire, Applied, Entry, LogId, Membership, StoredMembership, TypeConfig,
+};
 use common::proto::storage::storage_client::StorageClient;
-use common::proto::storage::{apply_entry::Payload, ApplyEntry, ApplyResponse, StatusRequest, StatusResponse};
+use common::proto::storage::{
+    apply_entry::Payload, ApplyEntry, ApplyResponse, StatusRequest, StatusResponse,
+};
 
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
@@ -55,7 +59,10 @@ impl StateMachine {
     /// Apply `entries` on storaged, retrying through storaged restarts and
     /// filling gaps from the raft log. Results align with `entries`.
     async fn apply_batch(&mut self, entries: Vec<ApplyEntry>) -> io::Result<Vec<Vec<u8>>> {
-        let first = entries.first().and_then(|e| e.log_id).map_or(0, |l| l.index);
+        let first = entries
+            .first()
+            .and_then(|e| e.log_id)
+            .map_or(0, |l| l.index);
         let mut warned = false;
         loop {
             let mut batch = self.missing_before(first).await?;
@@ -70,7 +77,10 @@ impl StateMachine {
                     return Ok(results);
                 }
                 Err(s) if s.code() == Code::Internal => {
-                    return Err(io::Error::other(format!("storaged failed to apply: {}", s.message())));
+                    return Err(io::Error::other(format!(
+                        "storaged failed to apply: {}",
+                        s.message()
+                    )));
                 }
                 Err(s) => {
                     if !warned {
@@ -90,7 +100,11 @@ impl StateMachine {
         if from >= first {
             return Ok(Vec::new());
         }
-        tracing::warn!(from, to = first, "storaged is behind; replaying from the raft log");
+        tracing::warn!(
+            from,
+            to = first,
+            "storaged is behind; replaying from the raft log"
+        );
         let entries = self.log.try_get_log_entries(from..first).await?;
         entries.iter().map(to_apply_entry).collect()
     }
@@ -100,9 +114,14 @@ fn to_apply_entry(e: &Entry) -> io::Result<ApplyEntry> {
     let payload = match &e.payload {
         EntryPayload::Blank => Payload::Blank(true),
         EntryPayload::Normal(p) => Payload::Request(p.0.clone()),
-        EntryPayload::Membership(m) => Payload::Membership(serde_json::to_vec(m).map_err(io::Error::other)?),
+        EntryPayload::Membership(m) => {
+            Payload::Membership(serde_json::to_vec(m).map_err(io::Error::other)?)
+        }
     };
-    Ok(ApplyEntry { log_id: Some(to_wire(&e.log_id)), payload: Some(payload) })
+    Ok(ApplyEntry {
+        log_id: Some(to_wire(&e.log_id)),
+        payload: Some(payload),
+    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -115,7 +134,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let membership = if status.membership.is_empty() {
             StoredMembership::default()
         } else {
-            let m: Membership = serde_json::from_slice(&status.membership).map_err(io::Error::other)?;
+            let m: Membership =
+                serde_json::from_slice(&status.membership).map_err(io::Error::other)?;
             StoredMembership::new(status.membership_log_id.as_ref().map(from_wire), m)
         };
         Ok((applied, membership))
@@ -148,8 +168,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         NoSnapshots
     }
 
-    async fn install_snapshot(&mut self, _meta: &SnapshotMeta, _snapshot: Vec<u8>) -> Result<(), io::Error> {
-        Err(io::Error::other("snapshot install is not supported by this raftd yet"))
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta,
+        _snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        Err(io::Error::other(
+            "snapshot install is not supported by this raftd yet",
+        ))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
@@ -166,6 +192,8 @@ impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        Err(io::Error::other("snapshots are not supported by this raftd yet"))
+        Err(io::Error::other(
+            "snapshots are not supported by this raftd yet",
+        ))
     }
 }

@@ -35,9 +35,19 @@ pub type Membership = openraft::Membership<NodeId, openraft::impls::BasicNode>;
 
 /// Between openraft's log ids and the wire form storaged keeps.
 pub fn to_wire(id: &LogId) -> common::proto::storage::LogId {
-    common::proto::storage::LogId { term: id.leader_id.term, node_id: id.leader_id.node_id, index: id.index }
+    common::proto::storage::LogId {
+        term: id.leader_id.term,
+        node_id: id.leader_id.node_id,
+        index: id.index,
+    }
 }
 
 pub fn from_wire(id: &common::proto::storage::LogId) -> LogId {
-    openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term: id.term, node_id: id.node_id }, id.index)
+    openraft::LogId::new(
+        openraft::impls::leader_id_adv::LeaderId {
+            term: id.term,
+            node_id: id.node_id,
+        },
+        id.index,
+    )
 }

@@ -42,13 +42,18 @@ pub async fn run(store: Arc<Store>) {
 /// Process revisions in (done, goal]; returns how far it got.
 fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError> {
     let mut tx = store.db.write_tx();
-    let lo = keys::rev_key(Rev { main: done + 1, sub: 0 });
-    let hi = keys::rev_key(Rev { main: goal + 1, sub: 0 });
-    let mut seen = 0;
+    let lo = keys::rev_key(Rev {
+        main: done + 1,
+        sub: 0,
+    });
+    let hi = keys::rev_key(Rev {
+        main: goal + 1,
+        sub: 0,
+    });
     let mut last_main = done;
     let mut stopped_early = false;
     let mut victims: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for g in tx.range(&store.ks.revs, lo..hi) {
+    for (seen, g) in tx.range(&store.ks.revs, lo..hi).enumerate() {
         let (rk, esc) = g.into_inner()?;
         let rev = keys::parse_rev_key(&rk).ok_or(StoreError::CorruptKey)?;
         // Stop only between main revisions, so progress is a whole revision.
@@ -56,12 +61,19 @@ fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError>
             stopped_early = true;
             break;
         }
-        seen += 1;
         last_main = rev.main;
         // The newest revision of this key at or below the goal decides.
-        let newest_lo = keys::index_key(&esc, Rev { main: goal, sub: -1 });
+        let newest_lo = keys::index_key(
+            &esc,
+            Rev {
+                main: goal,
+                sub: -1,
+            },
+        );
         let key_hi = keys::index_key(&esc, Rev { main: 0, sub: 0 });
-        let Some(first) = tx.range(&store.ks.index, newest_lo..=key_hi.clone()).next() else { continue };
+        let Some(first) = tx.range(&store.ks.index, newest_lo..=key_hi.clone()).next() else {
+            continue;
+        };
         let (nk, nv) = first.into_inner()?;
         let (_, newest) = keys::split_index_key(&nk).ok_or(StoreError::CorruptKey)?;
         if newest != rev {

@@ -78,7 +78,13 @@ pub fn split_index_key(k: &[u8]) -> Option<(&[u8], Rev)> {
     let (enc, suffix) = k.split_at(cut);
     let main = !u64::from_be_bytes(suffix[..8].try_into().ok()?);
     let sub = !u64::from_be_bytes(suffix[8..].try_into().ok()?);
-    Some((enc, Rev { main: main as i64, sub: sub as i64 }))
+    Some((
+        enc,
+        Rev {
+            main: main as i64,
+            sub: sub as i64,
+        },
+    ))
 }
 
 /// Revision-log key: sorts by (main, sub).
@@ -104,7 +110,18 @@ mod tests {
 
     #[test]
     fn escape_preserves_order_and_round_trips() {
-        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\x00b", b"ab", b"a\xff", b"b"];
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"a\x00b",
+            b"ab",
+            b"a\xff",
+            b"b",
+        ];
         for w in keys.windows(2) {
             assert!(escape(w[0]) < escape(w[1]), "{:?} < {:?}", w[0], w[1]);
         }
@@ -136,7 +153,13 @@ mod tests {
         assert!(older_sub < newer);
         assert!(newer < older);
         assert!(older < index_key(&escape(b"k\x00"), Rev { main: 9, sub: 0 }));
-        assert_eq!(split_index_key(&newer), Some((&e[..], Rev { main: 5, sub: 0 })));
-        assert_eq!(parse_rev_key(&rev_key(Rev { main: 7, sub: 2 })), Some(Rev { main: 7, sub: 2 }));
+        assert_eq!(
+            split_index_key(&newer),
+            Some((&e[..], Rev { main: 5, sub: 0 }))
+        );
+        assert_eq!(
+            parse_rev_key(&rev_key(Rev { main: 7, sub: 2 })),
+            Some(Rev { main: 7, sub: 2 })
+        );
     }
 }

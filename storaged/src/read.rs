@@ -76,7 +76,11 @@ pub fn scan<R: Readable>(
         KeyRange::Single(key) => {
             return Ok(match latest(r, index, key, rev)? {
                 Some((krev, rec)) if !rec.tombstone => {
-                    let kvs = if want_kvs { vec![rec.into_kv(key.clone(), krev)] } else { vec![] };
+                    let kvs = if want_kvs {
+                        vec![rec.into_kv(key.clone(), krev)]
+                    } else {
+                        vec![]
+                    };
                     (kvs, 1)
                 }
                 _ => (vec![], 0),
@@ -156,8 +160,10 @@ pub fn range_request<R: Readable>(
     bounds: RevBounds,
 ) -> Result<RangeResponse, StoreError> {
     let rev = bounds.resolve(req.revision)?;
-    let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| EtcdError::InvalidSortOption)?;
-    let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| EtcdError::InvalidSortOption)?;
+    let sort_order =
+        SortOrder::try_from(req.sort_order).map_err(|_| EtcdError::InvalidSortOption)?;
+    let sort_target =
+        SortTarget::try_from(req.sort_target).map_err(|_| EtcdError::InvalidSortOption)?;
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
@@ -197,7 +203,10 @@ pub fn range_request<R: Readable>(
         }
     }
     Ok(RangeResponse {
-        header: Some(ResponseHeader { revision: bounds.current, ..Default::default() }),
+        header: Some(ResponseHeader {
+            revision: bounds.current,
+            ..Default::default()
+        }),
         kvs,
         more,
         count,
@@ -234,7 +243,10 @@ mod tests {
 
     #[test]
     fn revision_bounds_follow_etcd() {
-        let b = RevBounds { current: 10, compacted: 4 };
+        let b = RevBounds {
+            current: 10,
+            compacted: 4,
+        };
         assert_eq!(b.resolve(0), Ok(10));
         assert_eq!(b.resolve(4), Ok(4));
         assert_eq!(b.resolve(3), Err(EtcdError::Compacted));

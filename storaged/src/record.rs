@@ -24,7 +24,13 @@ pub struct CorruptRecord(pub usize);
 
 impl Record {
     pub fn tombstone() -> Self {
-        Record { tombstone: true, create_revision: 0, version: 0, lease: 0, value: Vec::new() }
+        Record {
+            tombstone: true,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: Vec::new(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -78,7 +84,13 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let r = Record { tombstone: false, create_revision: 3, version: 2, lease: 99, value: b"v".to_vec() };
+        let r = Record {
+            tombstone: false,
+            create_revision: 3,
+            version: 2,
+            lease: 99,
+            value: b"v".to_vec(),
+        };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         let t = Record::tombstone();
         assert!(Record::is_tombstone(&t.encode()));

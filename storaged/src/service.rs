@@ -51,12 +51,17 @@ impl Storage for StorageService {
 
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let entries = req.into_inner().entries;
-        self.blocking(move |s| s.apply(&entries)).await.map(Response::new)
+        self.blocking(move |s| s.apply(&entries))
+            .await
+            .map(Response::new)
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
-        self.store.range(&req).map(Response::new).map_err(Status::from)
+        self.store
+            .range(&req)
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn wait_compaction(
@@ -71,7 +76,10 @@ impl Storage for StorageService {
         Ok(Response::new(WaitCompactionResponse {}))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         self.blocking(|s| s.status()).await.map(Response::new)
     }
 }

@@ -19,8 +19,8 @@ use crate::StoreError;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use common::proto::storage::{
-    apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry, ApplyResponse,
-    LogId, RaftRequest, RaftResult, StatusResponse,
+    apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
+    ApplyResponse, LogId, RaftRequest, RaftResult, StatusResponse,
 };
 
 const META_APPLIED: &[u8] = b"applied";
@@ -58,13 +58,17 @@ pub struct Store {
 fn get_i64(ks: &SingleWriterTxKeyspace, key: &[u8]) -> Result<i64, StoreError> {
     match ks.get(key)? {
         None => Ok(0),
-        Some(v) => Ok(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?)),
+        Some(v) => Ok(i64::from_be_bytes(
+            v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?,
+        )),
     }
 }
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = SingleWriterTxDatabase::builder(dir).cache_size(cache_bytes).open()?;
+        let db = SingleWriterTxDatabase::builder(dir)
+            .cache_size(cache_bytes)
+            .open()?;
         let ks = Keyspaces {
             index: db.keyspace("index", KeyspaceCreateOptions::default)?,
             revs: db.keyspace("revs", KeyspaceCreateOptions::default)?,
@@ -92,7 +96,10 @@ impl Store {
     }
 
     pub fn bounds(&self) -> RevBounds {
-        RevBounds { current: self.current.load(Ordering::Acquire), compacted: self.compacted.load(Ordering::Acquire) }
+        RevBounds {
+            current: self.current.load(Ordering::Acquire),
+            compacted: self.compacted.load(Ordering::Acquire),
+        }
     }
 
     pub fn applied(&self) -> Option<LogId> {
@@ -110,7 +117,10 @@ impl Store {
     pub fn apply(&self, entries: &[ApplyEntry]) -> Result<ApplyResponse, StoreError> {
         let _serial = self.apply_lock.lock().map_err(|_| StoreError::Poisoned)?;
         let mut applied = self.applied();
-        let mut revs = RevState { current: self.current.load(Ordering::Acquire), compacted: self.compacted.load(Ordering::Acquire) };
+        let mut revs = RevState {
+            current: self.current.load(Ordering::Acquire),
+            compacted: self.compacted.load(Ordering::Acquire),
+        };
         let mut tx = self.db.write_tx().durability(Some(PersistMode::Buffer));
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -121,7 +131,10 @@ impl Store {
                 continue;
             }
             if log_id.index > next {
-                return Err(StoreError::Gap { applied: applied.map(|a| a.index), got: log_id.index });
+                return Err(StoreError::Gap {
+                    applied: applied.map(|a| a.index),
+                    got: log_id.index,
+                });
             }
             let result = match &entry.payload {
                 Some(Payload::Request(bytes)) => {
@@ -132,11 +145,17 @@ impl Store {
                             None
                         }
                     };
-                    outcome.map(|o| RaftResult { result: Some(o) }.encode_to_vec()).unwrap_or_default()
+                    outcome
+                        .map(|o| RaftResult { result: Some(o) }.encode_to_vec())
+                        .unwrap_or_default()
                 }
                 Some(Payload::Membership(m)) => {
                     tx.insert(&self.ks.meta, META_MEMBERSHIP, m.clone());
-                    tx.insert(&self.ks.meta, META_MEMBERSHIP_LOG_ID, log_id.encode_to_vec());
+                    tx.insert(
+                        &self.ks.meta,
+                        META_MEMBERSHIP_LOG_ID,
+                        log_id.encode_to_vec(),
+                    );
                     Vec::new()
                 }
                 Some(Payload::Blank(_)) | None => Vec::new(),
@@ -170,7 +189,12 @@ impl Store {
     }
 
     pub fn status(&self) -> Result<StatusResponse, StoreError> {
-        let membership = self.ks.meta.get(META_MEMBERSHIP)?.map(|v| v.to_vec()).unwrap_or_default();
+        let membership = self
+            .ks
+            .meta
+            .get(META_MEMBERSHIP)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         let membership_log_id = match self.ks.meta.get(META_MEMBERSHIP_LOG_ID)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),
             None => None,

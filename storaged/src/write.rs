@@ -16,7 +16,7 @@ use common::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetU
 use common::proto::etcdserverpb::request_op::Request;
 use common::proto::etcdserverpb::response_op::Response;
 use common::proto::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use common::proto::mvccpb::KeyValue;
@@ -40,7 +40,13 @@ pub struct WriteTxn<'a, 'db> {
 
 impl<'a, 'db> WriteTxn<'a, 'db> {
     pub fn new(tx: &'a mut SingleWriterWriteTx<'db>, ks: &'a Keyspaces, revs: RevState) -> Self {
-        WriteTxn { tx, ks, begin: revs.current, compacted: revs.compacted, changes: 0 }
+        WriteTxn {
+            tx,
+            ks,
+            begin: revs.current,
+            compacted: revs.compacted,
+            changes: 0,
+        }
     }
 
     /// The revision this request ends at (begin + 1 once it changed anything).
@@ -53,21 +59,34 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     fn header(&self) -> Option<ResponseHeader> {
-        Some(ResponseHeader { revision: self.rev(), ..Default::default() })
+        Some(ResponseHeader {
+            revision: self.rev(),
+            ..Default::default()
+        })
     }
 
     fn bounds(&self) -> RevBounds {
-        RevBounds { current: self.rev(), compacted: self.compacted }
+        RevBounds {
+            current: self.rev(),
+            compacted: self.compacted,
+        }
     }
 
     fn latest_live(&self, key: &[u8]) -> Result<Option<(Rev, Record)>, StoreError> {
-        Ok(read::latest(&*self.tx, self.ks.index.as_ref(), key, self.rev())?.filter(|(_, r)| !r.tombstone))
+        Ok(
+            read::latest(&*self.tx, self.ks.index.as_ref(), key, self.rev())?
+                .filter(|(_, r)| !r.tombstone),
+        )
     }
 
     fn write(&mut self, key: &[u8], rec: &Record) {
-        let rev = Rev { main: self.begin + 1, sub: self.changes };
+        let rev = Rev {
+            main: self.begin + 1,
+            sub: self.changes,
+        };
         let esc = keys::escape(key);
-        self.tx.insert(&self.ks.index, keys::index_key(&esc, rev), rec.encode());
+        self.tx
+            .insert(&self.ks.index, keys::index_key(&esc, rev), rec.encode());
         self.tx.insert(&self.ks.revs, keys::rev_key(rev), esc);
         self.changes += 1;
     }
@@ -92,7 +111,11 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         let prev = self.latest_live(&p.key)?;
         let (value, lease) = match &prev {
             Some((_, old)) => (
-                if p.ignore_value { old.value.clone() } else { p.value.clone() },
+                if p.ignore_value {
+                    old.value.clone()
+                } else {
+                    p.value.clone()
+                },
                 if p.ignore_lease { old.lease } else { p.lease },
             ),
             None => (p.value.clone(), p.lease),
@@ -101,18 +124,37 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             Some((_, old)) => (old.create_revision, old.version + 1),
             None => (self.begin + 1, 1),
         };
-        let rec = Record { tombstone: false, create_revision, version, lease, value };
+        let rec = Record {
+            tombstone: false,
+            create_revision,
+            version,
+            lease,
+            value,
+        };
         self.write(&p.key, &rec);
         let prev_kv = match prev {
             Some((rev, old)) if p.prev_kv => Some(old.into_kv(p.key.clone(), rev)),
             _ => None,
         };
-        Ok(PutResponse { header: self.header(), prev_kv })
+        Ok(PutResponse {
+            header: self.header(),
+            prev_kv,
+        })
     }
 
-    pub fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
+    pub fn delete_range(
+        &mut self,
+        d: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
         let range = KeyRange::new(&d.key, &d.range_end);
-        let (live, _) = read::scan(&*self.tx, self.ks.index.as_ref(), &range, self.rev(), 0, true)?;
+        let (live, _) = read::scan(
+            &*self.tx,
+            self.ks.index.as_ref(),
+            &range,
+            self.rev(),
+            0,
+            true,
+        )?;
         let tomb = Record::tombstone();
         for kv in &live {
             self.write(&kv.key, &tomb);
@@ -152,10 +194,19 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
 
     fn compare(&self, c: &Compare) -> Result<bool, StoreError> {
         let range = KeyRange::new(&c.key, &c.range_end);
-        let (kvs, _) = read::scan(&*self.tx, self.ks.index.as_ref(), &range, self.rev(), 0, true)?;
+        let (kvs, _) = read::scan(
+            &*self.tx,
+            self.ks.index.as_ref(),
+            &range,
+            self.rev(),
+            0,
+            true,
+        )?;
         if kvs.is_empty() {
             // A missing key has no value to compare; other targets compare zero.
-            return Ok(c.target != CompareTarget::Value as i32 && compare_kv(c, &KeyValue::default()));
+            return Ok(
+                c.target != CompareTarget::Value as i32 && compare_kv(c, &KeyValue::default())
+            );
         }
         Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
     }
@@ -163,7 +214,9 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     /// etcd's checkRequests: puts and ranges on the chosen path must be
     /// able to succeed before anything is written.
     fn check_requests(&self, t: &TxnRequest, path: &[bool]) -> Result<usize, StoreError> {
-        let Some((&ok, mut rest)) = path.split_first() else { return Ok(0) };
+        let Some((&ok, mut rest)) = path.split_first() else {
+            return Ok(0);
+        };
         let mut used = 0;
         for op in if ok { &t.success } else { &t.failure } {
             match &op.request {
@@ -192,12 +245,9 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(Request::RequestRange(r)) => Some(Response::ResponseRange(read::range_request(
-                    &*self.tx,
-                    self.ks.index.as_ref(),
-                    r,
-                    self.bounds(),
-                )?)),
+                Some(Request::RequestRange(r)) => Some(Response::ResponseRange(
+                    read::range_request(&*self.tx, self.ks.index.as_ref(), r, self.bounds())?,
+                )),
                 Some(Request::RequestPut(p)) => Some(Response::ResponsePut(self.put(p)?)),
                 Some(Request::RequestDeleteRange(d)) => {
                     Some(Response::ResponseDeleteRange(self.delete_range(d)?))
@@ -212,7 +262,11 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             };
             responses.push(ResponseOp { response });
         }
-        Ok(TxnResponse { header: self.header(), succeeded: ok, responses })
+        Ok(TxnResponse {
+            header: self.header(),
+            succeeded: ok,
+            responses,
+        })
     }
 }
 
@@ -220,7 +274,9 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
     let target = CompareTarget::try_from(c.target);
     let ord: Ordering = match (target, &c.target_union) {
-        (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v.as_slice()),
+        (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => {
+            kv.value.as_slice().cmp(v.as_slice())
+        }
         (Ok(CompareTarget::Value), _) => kv.value.as_slice().cmp(&[][..]),
         (Ok(CompareTarget::Create), u) => kv.create_revision.cmp(&match u {
             Some(TargetUnion::CreateRevision(r)) => *r,
@@ -251,7 +307,10 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 
 /// The logical part of etcd's Compact: validate and record the revision;
 /// the compactor removes the old revisions in the background.
-pub fn compaction(revs: &mut RevState, c: &CompactionRequest) -> Result<CompactionResponse, StoreError> {
+pub fn compaction(
+    revs: &mut RevState,
+    c: &CompactionRequest,
+) -> Result<CompactionResponse, StoreError> {
     if c.revision <= revs.compacted {
         return Err(EtcdError::Compacted.into());
     }
@@ -259,7 +318,12 @@ pub fn compaction(revs: &mut RevState, c: &CompactionRequest) -> Result<Compacti
         return Err(EtcdError::FutureRev.into());
     }
     revs.compacted = c.revision;
-    Ok(CompactionResponse { header: Some(ResponseHeader { revision: revs.current, ..Default::default() }) })
+    Ok(CompactionResponse {
+        header: Some(ResponseHeader {
+            revision: revs.current,
+            ..Default::default()
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -267,27 +331,110 @@ mod tests {
     use super::*;
 
     fn cmp(target: CompareTarget, result: CompareResult, u: TargetUnion) -> Compare {
-        Compare { result: result as i32, target: target as i32, key: b"k".to_vec(), target_union: Some(u), range_end: vec![] }
+        Compare {
+            result: result as i32,
+            target: target as i32,
+            key: b"k".to_vec(),
+            target_union: Some(u),
+            range_end: vec![],
+        }
     }
 
     #[test]
     fn compares_follow_etcd() {
-        let kv = KeyValue { key: b"k".to_vec(), create_revision: 2, mod_revision: 5, version: 3, value: b"v".to_vec(), lease: 0 };
-        assert!(compare_kv(&cmp(CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(3)), &kv));
-        assert!(compare_kv(&cmp(CompareTarget::Mod, CompareResult::Greater, TargetUnion::ModRevision(4)), &kv));
-        assert!(compare_kv(&cmp(CompareTarget::Create, CompareResult::Less, TargetUnion::CreateRevision(3)), &kv));
-        assert!(compare_kv(&cmp(CompareTarget::Value, CompareResult::NotEqual, TargetUnion::Value(b"w".to_vec())), &kv));
-        assert!(compare_kv(&cmp(CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0)), &kv));
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 2,
+            mod_revision: 5,
+            version: 3,
+            value: b"v".to_vec(),
+            lease: 0,
+        };
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Version,
+                CompareResult::Equal,
+                TargetUnion::Version(3)
+            ),
+            &kv
+        ));
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Mod,
+                CompareResult::Greater,
+                TargetUnion::ModRevision(4)
+            ),
+            &kv
+        ));
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Create,
+                CompareResult::Less,
+                TargetUnion::CreateRevision(3)
+            ),
+            &kv
+        ));
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Value,
+                CompareResult::NotEqual,
+                TargetUnion::Value(b"w".to_vec())
+            ),
+            &kv
+        ));
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Lease,
+                CompareResult::Equal,
+                TargetUnion::Lease(0)
+            ),
+            &kv
+        ));
         // A mismatched union member compares against zero.
-        assert!(compare_kv(&cmp(CompareTarget::Version, CompareResult::Greater, TargetUnion::ModRevision(9)), &kv));
+        assert!(compare_kv(
+            &cmp(
+                CompareTarget::Version,
+                CompareResult::Greater,
+                TargetUnion::ModRevision(9)
+            ),
+            &kv
+        ));
     }
 
     #[test]
     fn compaction_bounds() {
-        let mut r = RevState { current: 10, compacted: 3 };
-        assert!(matches!(compaction(&mut r, &CompactionRequest { revision: 3, physical: false }), Err(StoreError::Etcd(EtcdError::Compacted))));
-        assert!(matches!(compaction(&mut r, &CompactionRequest { revision: 11, physical: false }), Err(StoreError::Etcd(EtcdError::FutureRev))));
-        assert!(compaction(&mut r, &CompactionRequest { revision: 10, physical: false }).is_ok());
+        let mut r = RevState {
+            current: 10,
+            compacted: 3,
+        };
+        assert!(matches!(
+            compaction(
+                &mut r,
+                &CompactionRequest {
+                    revision: 3,
+                    physical: false
+                }
+            ),
+            Err(StoreError::Etcd(EtcdError::Compacted))
+        ));
+        assert!(matches!(
+            compaction(
+                &mut r,
+                &CompactionRequest {
+                    revision: 11,
+                    physical: false
+                }
+            ),
+            Err(StoreError::Etcd(EtcdError::FutureRev))
+        ));
+        assert!(compaction(
+            &mut r,
+            &CompactionRequest {
+                revision: 10,
+                physical: false
+            }
+        )
+        .is_ok());
         assert_eq!(r.compacted, 10);
     }
 }

@@ -20,12 +20,19 @@ pub use etcd_client;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} missing: run `cargo build --bins` before the tests (tests/run does)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --bins` before the tests (tests/run does)",
+        p.display()
+    );
     p
 }
 
@@ -59,9 +66,20 @@ impl Member {
 
     /// Start with `TRIAD_*` settings that `triad up`'s daemons inherit.
     pub fn start_with_env(env: &[(&str, &str)]) -> Member {
-        let dir = tempfile::Builder::new().prefix("triad-test").tempdir().expect("tempdir");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut m = Member { dir, port: free_port_pair(), up: None, env };
+        let dir = tempfile::Builder::new()
+            .prefix("triad-test")
+            .tempdir()
+            .expect("tempdir");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut m = Member {
+            dir,
+            port: free_port_pair(),
+            up: None,
+            env,
+        };
         m.launch();
         m
     }
@@ -69,7 +87,11 @@ impl Member {
     /// SIGSTOP / SIGCONT the supervisor itself (so it restarts nothing).
     pub fn pause_supervisor(&self, paused: bool) {
         let up = self.up.as_ref().expect("member is running");
-        let sig = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
         kill(Pid::from_raw(up.id() as i32), sig).expect("signal supervisor");
     }
 
@@ -100,7 +122,11 @@ impl Member {
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => assert_eq!(line, format!("ready {}", self.endpoint()), "unexpected first line"),
+            Ok(line) => assert_eq!(
+                line,
+                format!("ready {}", self.endpoint()),
+                "unexpected first line"
+            ),
             Err(e) => {
                 let _ = child.kill();
                 panic!("triad up did not become ready: {e}\n{}", self.logs());
@@ -117,7 +143,10 @@ impl Member {
                 let p = self.dir.path().join("logs").join(format!("{d}.log"));
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!("--- {d} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {d} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -129,7 +158,9 @@ impl Member {
     }
 
     pub fn signal(&self, daemon: &str, sig: Signal) -> i32 {
-        let pid = self.pid(daemon).unwrap_or_else(|| panic!("no pid for {daemon}"));
+        let pid = self
+            .pid(daemon)
+            .unwrap_or_else(|| panic!("no pid for {daemon}"));
         kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {daemon}: {e}"));
         pid
     }
@@ -171,7 +202,8 @@ impl Member {
     }
 
     pub fn alive(&self, daemon: &str) -> bool {
-        self.pid(daemon).is_some_and(|p| kill(Pid::from_raw(p), None).is_ok())
+        self.pid(daemon)
+            .is_some_and(|p| kill(Pid::from_raw(p), None).is_ok())
     }
 
     /// Graceful stop (SIGTERM to the supervisor); returns its exit status.
@@ -206,7 +238,9 @@ impl Drop for Member {
 
 pub async fn connect(endpoint: &str) -> etcd_client::Client {
     let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(10));
-    etcd_client::Client::connect([endpoint], Some(opts)).await.expect("connect")
+    etcd_client::Client::connect([endpoint], Some(opts))
+        .await
+        .expect("connect")
 }
 
 /// Run etcdctl (v3 API) against `endpoint`.
@@ -221,7 +255,11 @@ pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
 
 /// etcdctl's stdout as a string, asserting success.
 pub fn ok_stdout(out: &Output) -> String {
-    assert!(out.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -243,18 +281,35 @@ impl RefEtcd {
         let child = Command::new("etcd")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("default={peer}")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let r = RefEtcd { _dir: dir, port, child };
+        let r = RefEtcd {
+            _dir: dir,
+            port,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if etcdctl(&r.endpoint(), &["endpoint", "health"]).status.success() {
+            if etcdctl(&r.endpoint(), &["endpoint", "health"])
+                .status
+                .success()
+            {
                 return Some(r);
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -19,7 +19,10 @@ fn help_and_version() {
     for b in BINARIES {
         let help = Command::new(bin(b)).arg("--help").output().unwrap();
         assert!(help.status.success(), "{b} --help");
-        assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"), "{b} --help prints usage");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Usage:"),
+            "{b} --help prints usage"
+        );
         let version = Command::new(bin(b)).arg("--version").output().unwrap();
         assert!(version.status.success(), "{b} --version");
         assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
@@ -37,8 +40,15 @@ fn one_line_error(daemon: &str, args: &[&str], env: &[(&str, &str)], expect: &st
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{daemon} {args:?}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{daemon} {args:?} printed more than one line: {stderr}");
-    assert!(stderr.contains(expect), "{daemon} {args:?}: {stderr:?} lacks {expect:?}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{daemon} {args:?} printed more than one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(expect),
+        "{daemon} {args:?}: {stderr:?} lacks {expect:?}"
+    );
 }
 
 #[test]
@@ -51,14 +61,44 @@ fn bad_configuration_is_one_line_and_exit_2() {
     let bad_key = bad_key.to_str().unwrap();
     let bad_toml = bad_toml.to_str().unwrap();
 
-    one_line_error("gatewayd", &["--listen-client-urls", "ftp://x:1"], &[], "URL scheme must be http or https");
+    one_line_error(
+        "gatewayd",
+        &["--listen-client-urls", "ftp://x:1"],
+        &[],
+        "URL scheme must be http or https",
+    );
     one_line_error("gatewayd", &["--config-file", bad_key], &[], "max-txn-opz");
     one_line_error("gatewayd", &["--max-txn-ops", "0"], &[], "--max-txn-ops");
-    one_line_error("storaged", &["--config-file", bad_toml], &[], "invalid config file");
-    one_line_error("storaged", &["--config-file", "/nonexistent/triad.toml"], &[], "cannot read config file");
-    one_line_error("raftd", &["--election-timeout", "100", "--heartbeat-interval", "100"], &[], "election-timeout");
-    one_line_error("raftd", &["--name", "x", "--initial-cluster", "y=http://127.0.0.1:1"], &[], "couldn't find local name");
-    one_line_error("storaged", &[], &[("TRIAD_LOG_FORMAT", "xml")], "--log-format");
+    one_line_error(
+        "storaged",
+        &["--config-file", bad_toml],
+        &[],
+        "invalid config file",
+    );
+    one_line_error(
+        "storaged",
+        &["--config-file", "/nonexistent/triad.toml"],
+        &[],
+        "cannot read config file",
+    );
+    one_line_error(
+        "raftd",
+        &["--election-timeout", "100", "--heartbeat-interval", "100"],
+        &[],
+        "election-timeout",
+    );
+    one_line_error(
+        "raftd",
+        &["--name", "x", "--initial-cluster", "y=http://127.0.0.1:1"],
+        &[],
+        "couldn't find local name",
+    );
+    one_line_error(
+        "storaged",
+        &[],
+        &[("TRIAD_LOG_FORMAT", "xml")],
+        "--log-format",
+    );
 }
 
 #[test]
@@ -72,7 +112,9 @@ fn stale_socket_is_replaced_ready_is_notified_and_sigterm_stops_cleanly() {
     assert!(stale.exists());
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
 
     let mut child = Command::new(bin("storaged"))
         .arg("--data-dir")
@@ -86,7 +128,8 @@ fn stale_socket_is_replaced_ready_is_notified_and_sigterm_stops_cleanly() {
     let msg = String::from_utf8_lossy(&buf[..n]);
     assert!(msg.contains("READY=1"), "{msg}");
     // The socket now accepts connections.
-    std::os::unix::net::UnixStream::connect(&stale).expect("storaged listens on the replaced socket");
+    std::os::unix::net::UnixStream::connect(&stale)
+        .expect("storaged listens on the replaced socket");
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -94,7 +137,10 @@ fn stale_socket_is_replaced_ready_is_notified_and_sigterm_stops_cleanly() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "storaged did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "storaged did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "storaged exit status {status}");
@@ -105,17 +151,30 @@ fn stale_socket_is_replaced_ready_is_notified_and_sigterm_stops_cleanly() {
 async fn config_file_env_and_flags_layer_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("triad.toml");
-    std::fs::write(&conf, "[gatewayd]\nmax-txn-ops = 2\nrequest-timeout-ms = 3000\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[gatewayd]\nmax-txn-ops = 2\nrequest-timeout-ms = 3000\n",
+    )
+    .unwrap();
     let conf = conf.to_str().unwrap().to_string();
 
-    let txn = |n: usize| Txn::new().and_then((0..n).map(|i| TxnOp::put(format!("k{i}"), "v", None)).collect::<Vec<_>>());
+    let txn = |n: usize| {
+        Txn::new().and_then(
+            (0..n)
+                .map(|i| TxnOp::put(format!("k{i}"), "v", None))
+                .collect::<Vec<_>>(),
+        )
+    };
     let too_many = "etcdserver: too many operations in txn request";
 
     // From the file alone: 2 ops allowed, 3 refused.
     let m = Member::start_with_env(&[("TRIAD_CONFIG_FILE", &conf)]);
     let mut c = m.client().await;
     c.txn(txn(2)).await.expect("2 ops within the file's limit");
-    let e = c.txn(txn(3)).await.expect_err("3 ops over the file's limit");
+    let e = c
+        .txn(txn(3))
+        .await
+        .expect_err("3 ops over the file's limit");
     assert!(e.to_string().contains(too_many), "{e}");
     drop(m);
 
@@ -129,7 +188,10 @@ async fn config_file_env_and_flags_layer_as_documented() {
 #[test]
 fn triad_up_stops_all_daemons_cleanly_on_sigterm() {
     let mut m = Member::start();
-    let pids: Vec<i32> = triad_tests::DAEMONS.iter().map(|d| m.pid(d).unwrap()).collect();
+    let pids: Vec<i32> = triad_tests::DAEMONS
+        .iter()
+        .map(|d| m.pid(d).unwrap())
+        .collect();
     let status = m.stop().expect("supervisor status");
     assert!(status.success(), "triad up exit {status}");
     for (d, p) in triad_tests::DAEMONS.iter().zip(pids) {
@@ -137,6 +199,9 @@ fn triad_up_stops_all_daemons_cleanly_on_sigterm() {
     }
     let logs = m.logs();
     for d in triad_tests::DAEMONS {
-        assert!(logs.contains(&format!("{d} stopped")), "{d} did not log a clean stop:\n{logs}");
+        assert!(
+            logs.contains(&format!("{d} stopped")),
+            "{d} did not log a clean stop:\n{logs}"
+        );
     }
 }

@@ -34,12 +34,17 @@ impl Load {
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
-                    let result = if seq % 2 == 0 {
+                    let result = if seq.is_multiple_of(2) {
                         let k = format!("put/{w}/{seq}");
-                        c.put(k.clone(), seq.to_string(), None).await.map(|r| vec![(k, r.header().map_or(0, |h| h.revision()))])
+                        c.put(k.clone(), seq.to_string(), None)
+                            .await
+                            .map(|r| vec![(k, r.header().map_or(0, |h| h.revision()))])
                     } else {
                         let (a, b) = (format!("pair-a/{w}/{seq}"), format!("pair-b/{w}/{seq}"));
-                        let t = Txn::new().and_then([TxnOp::put(a.clone(), "x", None), TxnOp::put(b.clone(), "x", None)]);
+                        let t = Txn::new().and_then([
+                            TxnOp::put(a.clone(), "x", None),
+                            TxnOp::put(b.clone(), "x", None),
+                        ]);
                         c.txn(t).await.map(|r| {
                             let rev = r.header().map_or(0, |h| h.revision());
                             vec![(a, rev), (b, rev)]
@@ -85,24 +90,50 @@ async fn wait_for_acks(load: &Load, at_least: usize) {
 /// pair txn exist or neither; a new write gets the next unused revision.
 async fn verify(member: &Member, acks: &[(String, i64)]) {
     let mut c = member.client().await;
-    let all = c.get("\0", Some(GetOptions::new().with_from_key())).await.expect("read back");
-    let found: HashMap<String, i64> =
-        all.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.mod_revision())).collect();
+    let all = c
+        .get("\0", Some(GetOptions::new().with_from_key()))
+        .await
+        .expect("read back");
+    let found: HashMap<String, i64> = all
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
     for (k, rev) in acks {
-        assert_eq!(found.get(k), Some(rev), "acknowledged write {k}@{rev} lost or changed\n{}", member.logs());
+        assert_eq!(
+            found.get(k),
+            Some(rev),
+            "acknowledged write {k}@{rev} lost or changed\n{}",
+            member.logs()
+        );
     }
     for k in found.keys().filter(|k| k.starts_with("pair-a/")) {
         let b = k.replacen("pair-a/", "pair-b/", 1);
         assert_eq!(found.get(k), found.get(&b), "txn {k} half-applied");
     }
     for k in found.keys().filter(|k| k.starts_with("pair-b/")) {
-        assert!(found.contains_key(&k.replacen("pair-b/", "pair-a/", 1)), "txn {k} half-applied");
+        assert!(
+            found.contains_key(&k.replacen("pair-b/", "pair-a/", 1)),
+            "txn {k} half-applied"
+        );
     }
     let current = all.header().map_or(0, |h| h.revision());
     let max_seen = found.values().copied().max().unwrap_or(0);
     assert!(current >= max_seen);
-    let next = c.put("after-restart", "x", None).await.expect("write after restart");
-    assert_eq!(next.header().map(|h| h.revision()), Some(current + 1), "revision reused or skipped");
+    let next = c
+        .put("after-restart", "x", None)
+        .await
+        .expect("write after restart");
+    assert_eq!(
+        next.header().map(|h| h.revision()),
+        Some(current + 1),
+        "revision reused or skipped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,11 +174,17 @@ async fn while_raftd_is_down_serializable_reads_work_and_writes_time_out() {
     member.pause_supervisor(true); // so raftd stays down
     let old = member.kill9("raftd");
 
-    let got = c.get("k", Some(GetOptions::new().with_serializable())).await.expect("serializable read");
+    let got = c
+        .get("k", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("serializable read");
     assert_eq!(got.kvs()[0].value(), b"v");
 
     let started = Instant::now();
-    let err = c.put("k", "w", None).await.expect_err("write must fail while raftd is down");
+    let err = c
+        .put("k", "w", None)
+        .await
+        .expect_err("write must fail while raftd is down");
     let waited = started.elapsed();
     match err {
         etcd_client::Error::GRpcStatus(s) => {
@@ -156,14 +193,23 @@ async fn while_raftd_is_down_serializable_reads_work_and_writes_time_out() {
         }
         other => panic!("unexpected error {other}"),
     }
-    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
 
-    let lin = c.get("k", None).await.expect_err("linearizable read needs raftd");
+    let lin = c
+        .get("k", None)
+        .await
+        .expect_err("linearizable read needs raftd");
     assert!(lin.to_string().contains("request timed out"), "{lin}");
 
     member.pause_supervisor(false);
     tokio::task::block_in_place(|| member.wait_restarted("raftd", old));
-    let put = c.put("k", "w", None).await.expect("write after raftd is back");
+    let put = c
+        .put("k", "w", None)
+        .await
+        .expect("write after raftd is back");
     assert!(put.header().unwrap().revision() > 2);
     assert_eq!(c.get("k", None).await.unwrap().kvs()[0].value(), b"w");
 }

@@ -36,7 +36,13 @@ fn session(endpoint: &str) -> Vec<String> {
         vec!["get", "foo", "--prefix"],
         vec!["get", "foo", "--prefix", "--keys-only"],
         vec!["get", "foo", "--prefix", "--limit=1", "-w", "json"],
-        vec!["get", "foo", "--prefix", "--sort-by=VALUE", "--order=DESCEND"],
+        vec![
+            "get",
+            "foo",
+            "--prefix",
+            "--sort-by=VALUE",
+            "--order=DESCEND",
+        ],
         vec!["get", "foo", "--rev=2"],
         vec!["get", "", "--from-key", "--count-only", "-w", "fields"],
         vec!["get", "missing"],
@@ -76,7 +82,10 @@ fn session(endpoint: &str) -> Vec<String> {
         .write_all(b"value(\"foo\") = \"bar\"\n\nput foo new\nget foo\n\nput foo other\n\n")
         .unwrap();
     let o = txn.wait_with_output().unwrap();
-    out.push(format!("$ etcdctl txn\n{}", String::from_utf8_lossy(&o.stdout)));
+    out.push(format!(
+        "$ etcdctl txn\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    ));
     out
 }
 
@@ -84,7 +93,9 @@ fn session(endpoint: &str) -> Vec<String> {
 fn etcdctl_output_matches_etcd() {
     let member = Member::start();
     let ours = session(&member.endpoint());
-    let Some(etcd) = reference_etcd(&[]) else { return };
+    let Some(etcd) = reference_etcd(&[]) else {
+        return;
+    };
     let theirs = session(&etcd.endpoint());
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a, b, "\ntriad:\n{a}\netcd:\n{b}");

@@ -4,8 +4,8 @@
 //! gRPC code and error string.
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use triad_tests::{connect, reference_etcd, Member};
 
@@ -34,7 +34,13 @@ fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 
 fn get_resp(r: &etcd_client::GetResponse) -> String {
     let kvs: Vec<String> = r.kvs().iter().map(kv).collect();
-    format!("rev={} count={} more={} [{}]", rev(r.header()), r.count(), r.more(), kvs.join(" "))
+    format!(
+        "rev={} count={} more={} [{}]",
+        rev(r.header()),
+        r.count(),
+        r.more(),
+        kvs.join(" ")
+    )
 }
 
 fn txn_resp(r: &etcd_client::TxnResponse) -> String {
@@ -42,13 +48,22 @@ fn txn_resp(r: &etcd_client::TxnResponse) -> String {
         .op_responses()
         .iter()
         .map(|o| match o {
-            TxnOpResponse::Put(p) => format!("put(rev={} prev={:?})", rev(p.header()), p.prev_key().map(kv)),
+            TxnOpResponse::Put(p) => format!(
+                "put(rev={} prev={:?})",
+                rev(p.header()),
+                p.prev_key().map(kv)
+            ),
             TxnOpResponse::Get(g) => format!("get({})", get_resp(g)),
             TxnOpResponse::Delete(d) => format!("del(rev={} n={})", rev(d.header()), d.deleted()),
             TxnOpResponse::Txn(t) => format!("txn({})", txn_resp(t)),
         })
         .collect();
-    format!("rev={} ok={} {}", rev(r.header()), r.succeeded(), ops.join(" "))
+    format!(
+        "rev={} ok={} {}",
+        rev(r.header()),
+        r.succeeded(),
+        ops.join(" ")
+    )
 }
 
 async fn transcript(endpoint: &str) -> Vec<String> {
@@ -57,7 +72,12 @@ async fn transcript(endpoint: &str) -> Vec<String> {
     macro_rules! put {
         ($k:expr, $v:expr, $o:expr) => {
             out.push(match c.put($k, $v, $o).await {
-                Ok(r) => format!("put {} -> rev={} prev={:?}", $k, rev(r.header()), r.prev_key().map(kv)),
+                Ok(r) => format!(
+                    "put {} -> rev={} prev={:?}",
+                    $k,
+                    rev(r.header()),
+                    r.prev_key().map(kv)
+                ),
                 Err(e) => format!("put {} -> {}", $k, err(&e)),
             })
         };
@@ -95,7 +115,15 @@ async fn transcript(endpoint: &str) -> Vec<String> {
 
     // Fresh cluster: the first write gets revision 2.
     get!("empty", "a", None);
-    for (k, v) in [("a", "1"), ("b", "22"), ("c", "3"), ("foo", "x"), ("foo/1", "y"), ("foo/2", "zz"), ("z\u{0}", "nul")] {
+    for (k, v) in [
+        ("a", "1"),
+        ("b", "22"),
+        ("c", "3"),
+        ("foo", "x"),
+        ("foo/1", "y"),
+        ("foo/2", "zz"),
+        ("z\u{0}", "nul"),
+    ] {
         put!(k, v, None);
     }
     put!("a", "10", Some(PutOptions::new().with_prev_key()));
@@ -104,7 +132,11 @@ async fn transcript(endpoint: &str) -> Vec<String> {
     put!("c", "x", Some(PutOptions::new().with_ignore_value()));
     put!("c", "33", Some(PutOptions::new().with_ignore_lease()));
     put!("c", "x", Some(PutOptions::new().with_lease(7)));
-    put!("c", "x", Some(PutOptions::new().with_ignore_lease().with_lease(7)));
+    put!(
+        "c",
+        "x",
+        Some(PutOptions::new().with_ignore_lease().with_lease(7))
+    );
     put!("", "x", None);
     put!("empty-value", "", None);
 
@@ -116,14 +148,48 @@ async fn transcript(endpoint: &str) -> Vec<String> {
     get!("from-key b", "b", Some(GetOptions::new().with_from_key()));
     get!("all", "\0", Some(GetOptions::new().with_from_key()));
     get!("all keys", "", Some(GetOptions::new().with_all_keys()));
-    get!("limit 2", "a", Some(GetOptions::new().with_from_key().with_limit(2)));
-    get!("limit 100", "a", Some(GetOptions::new().with_from_key().with_limit(100)));
-    get!("rev 3", "a", Some(GetOptions::new().with_from_key().with_revision(3)));
-    get!("rev future", "a", Some(GetOptions::new().with_revision(1000)));
-    get!("keys only", "foo", Some(GetOptions::new().with_prefix().with_keys_only()));
-    get!("count only", "foo", Some(GetOptions::new().with_prefix().with_count_only()));
-    get!("serializable", "a", Some(GetOptions::new().with_serializable()));
-    for target in [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value] {
+    get!(
+        "limit 2",
+        "a",
+        Some(GetOptions::new().with_from_key().with_limit(2))
+    );
+    get!(
+        "limit 100",
+        "a",
+        Some(GetOptions::new().with_from_key().with_limit(100))
+    );
+    get!(
+        "rev 3",
+        "a",
+        Some(GetOptions::new().with_from_key().with_revision(3))
+    );
+    get!(
+        "rev future",
+        "a",
+        Some(GetOptions::new().with_revision(1000))
+    );
+    get!(
+        "keys only",
+        "foo",
+        Some(GetOptions::new().with_prefix().with_keys_only())
+    );
+    get!(
+        "count only",
+        "foo",
+        Some(GetOptions::new().with_prefix().with_count_only())
+    );
+    get!(
+        "serializable",
+        "a",
+        Some(GetOptions::new().with_serializable())
+    );
+    for target in [
+        SortTarget::Key,
+        SortTarget::Version,
+        SortTarget::Create,
+        SortTarget::Mod,
+        SortTarget::Value,
+    ] {
         for order in [SortOrder::Ascend, SortOrder::Descend] {
             get!(
                 format!("sort {target:?} {order:?}"),
@@ -131,17 +197,55 @@ async fn transcript(endpoint: &str) -> Vec<String> {
                 Some(GetOptions::new().with_from_key().with_sort(target, order))
             );
         }
-        get!(format!("sort {target:?} none"), "a", Some(GetOptions::new().with_from_key().with_sort(target, SortOrder::None)));
+        get!(
+            format!("sort {target:?} none"),
+            "a",
+            Some(
+                GetOptions::new()
+                    .with_from_key()
+                    .with_sort(target, SortOrder::None)
+            )
+        );
     }
     get!(
         "sort limit",
         "a",
-        Some(GetOptions::new().with_from_key().with_sort(SortTarget::Value, SortOrder::Descend).with_limit(3))
+        Some(
+            GetOptions::new()
+                .with_from_key()
+                .with_sort(SortTarget::Value, SortOrder::Descend)
+                .with_limit(3)
+        )
     );
-    get!("min mod 5", "a", Some(GetOptions::new().with_from_key().with_min_mod_revision(5)));
-    get!("max mod 5", "a", Some(GetOptions::new().with_from_key().with_max_mod_revision(5)));
-    get!("min create 4", "a", Some(GetOptions::new().with_from_key().with_min_create_revision(4)));
-    get!("max create 4 limit 1", "a", Some(GetOptions::new().with_from_key().with_max_create_revision(4).with_limit(1)));
+    get!(
+        "min mod 5",
+        "a",
+        Some(GetOptions::new().with_from_key().with_min_mod_revision(5))
+    );
+    get!(
+        "max mod 5",
+        "a",
+        Some(GetOptions::new().with_from_key().with_max_mod_revision(5))
+    );
+    get!(
+        "min create 4",
+        "a",
+        Some(
+            GetOptions::new()
+                .with_from_key()
+                .with_min_create_revision(4)
+        )
+    );
+    get!(
+        "max create 4 limit 1",
+        "a",
+        Some(
+            GetOptions::new()
+                .with_from_key()
+                .with_max_create_revision(4)
+                .with_limit(1)
+        )
+    );
     get!("empty key", "", None);
 
     // Transactions.
@@ -149,7 +253,11 @@ async fn transcript(endpoint: &str) -> Vec<String> {
         "txn value eq",
         Txn::new()
             .when([Compare::value("a", CompareOp::Equal, "10")])
-            .and_then([TxnOp::put("t1", "v", None), TxnOp::get("t1", None), TxnOp::get("a", None)])
+            .and_then([
+                TxnOp::put("t1", "v", None),
+                TxnOp::get("t1", None),
+                TxnOp::get("a", None)
+            ])
             .or_else([TxnOp::put("t2", "v", None)])
     );
     txn!(
@@ -157,7 +265,10 @@ async fn transcript(endpoint: &str) -> Vec<String> {
         Txn::new()
             .when([Compare::version("a", CompareOp::Greater, 5)])
             .and_then([TxnOp::put("t3", "v", None)])
-            .or_else([TxnOp::get("a", None), TxnOp::delete("t1", Some(DeleteOptions::new().with_prev_key()))])
+            .or_else([
+                TxnOp::get("a", None),
+                TxnOp::delete("t1", Some(DeleteOptions::new().with_prev_key()))
+            ])
     );
     txn!(
         "txn mod/create/lease",
@@ -168,14 +279,22 @@ async fn transcript(endpoint: &str) -> Vec<String> {
             Compare::value("b", CompareOp::NotEqual, "x"),
         ])
     );
-    txn!("txn missing key value compare", Txn::new().when([Compare::value("missing", CompareOp::Equal, "")]));
-    txn!("txn missing key version compare", Txn::new().when([Compare::version("missing", CompareOp::Equal, 0)]));
+    txn!(
+        "txn missing key value compare",
+        Txn::new().when([Compare::value("missing", CompareOp::Equal, "")])
+    );
+    txn!(
+        "txn missing key version compare",
+        Txn::new().when([Compare::version("missing", CompareOp::Equal, 0)])
+    );
     txn!(
         "txn range compare",
-        Txn::new().when([Compare::version("foo", CompareOp::Equal, 1).with_prefix()]).and_then([TxnOp::get(
-            "foo",
-            Some(GetOptions::new().with_prefix().with_count_only())
-        )])
+        Txn::new()
+            .when([Compare::version("foo", CompareOp::Equal, 1).with_prefix()])
+            .and_then([TxnOp::get(
+                "foo",
+                Some(GetOptions::new().with_prefix().with_count_only())
+            )])
     );
     txn!(
         "txn nested",
@@ -190,27 +309,68 @@ async fn transcript(endpoint: &str) -> Vec<String> {
             TxnOp::get("n", Some(GetOptions::new().with_prefix())),
         ])
     );
-    txn!("txn read only", Txn::new().and_then([TxnOp::get("a", None)]));
+    txn!(
+        "txn read only",
+        Txn::new().and_then([TxnOp::get("a", None)])
+    );
     txn!("txn empty", Txn::new());
-    txn!("txn delete nothing", Txn::new().and_then([TxnOp::delete("nothing-here", None)]));
-    txn!("txn duplicate put", Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]));
+    txn!(
+        "txn delete nothing",
+        Txn::new().and_then([TxnOp::delete("nothing-here", None)])
+    );
+    txn!(
+        "txn duplicate put",
+        Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)])
+    );
     txn!(
         "txn put in deleted range",
-        Txn::new().and_then([TxnOp::delete("a", Some(DeleteOptions::new().with_range("z"))), TxnOp::put("b", "1", None)])
+        Txn::new().and_then([
+            TxnOp::delete("a", Some(DeleteOptions::new().with_range("z"))),
+            TxnOp::put("b", "1", None)
+        ])
     );
-    txn!("txn same key both branches", Txn::new().and_then([TxnOp::put("s", "1", None)]).or_else([TxnOp::put("s", "2", None)]));
-    let many: Vec<TxnOp> = (0..129).map(|i| TxnOp::put(format!("m{i}"), "v", None)).collect();
+    txn!(
+        "txn same key both branches",
+        Txn::new()
+            .and_then([TxnOp::put("s", "1", None)])
+            .or_else([TxnOp::put("s", "2", None)])
+    );
+    let many: Vec<TxnOp> = (0..129)
+        .map(|i| TxnOp::put(format!("m{i}"), "v", None))
+        .collect();
     txn!("txn too many ops", Txn::new().and_then(many));
-    txn!("txn lease not found", Txn::new().and_then([TxnOp::put("l", "v", Some(PutOptions::new().with_lease(99)))]));
-    txn!("txn empty compare key", Txn::new().when([Compare::value("", CompareOp::Equal, "x")]));
+    txn!(
+        "txn lease not found",
+        Txn::new().and_then([TxnOp::put("l", "v", Some(PutOptions::new().with_lease(99)))])
+    );
+    txn!(
+        "txn empty compare key",
+        Txn::new().when([Compare::value("", CompareOp::Equal, "x")])
+    );
 
     // Deletes.
-    del!("del single", "c", Some(DeleteOptions::new().with_prev_key()));
+    del!(
+        "del single",
+        "c",
+        Some(DeleteOptions::new().with_prev_key())
+    );
     del!("del missing", "c", None);
-    del!("del prefix", "foo", Some(DeleteOptions::new().with_prefix().with_prev_key()));
+    del!(
+        "del prefix",
+        "foo",
+        Some(DeleteOptions::new().with_prefix().with_prev_key())
+    );
     del!("del empty key", "", None);
-    get!("after deletes", "\0", Some(GetOptions::new().with_from_key()));
-    get!("history of c", "c", Some(GetOptions::new().with_revision(9)));
+    get!(
+        "after deletes",
+        "\0",
+        Some(GetOptions::new().with_from_key())
+    );
+    get!(
+        "history of c",
+        "c",
+        Some(GetOptions::new().with_revision(9))
+    );
 
     // Compaction.
     out.push(match c.compact(5, None).await {
@@ -224,9 +384,21 @@ async fn transcript(endpoint: &str) -> Vec<String> {
             Err(e) => format!("compact {r} -> {}", err(&e)),
         });
     }
-    get!("at compacted rev", "a", Some(GetOptions::new().with_revision(5)));
-    get!("at compact rev", "a", Some(GetOptions::new().with_revision(6)));
-    get!("after compaction", "\0", Some(GetOptions::new().with_from_key()));
+    get!(
+        "at compacted rev",
+        "a",
+        Some(GetOptions::new().with_revision(5))
+    );
+    get!(
+        "at compact rev",
+        "a",
+        Some(GetOptions::new().with_revision(6))
+    );
+    get!(
+        "after compaction",
+        "\0",
+        Some(GetOptions::new().with_from_key())
+    );
     out
 }
 
@@ -234,7 +406,9 @@ async fn transcript(endpoint: &str) -> Vec<String> {
 async fn kv_operations_match_etcd() {
     let member = Member::start();
     let ours = transcript(&member.endpoint()).await;
-    let Some(etcd) = reference_etcd(&[]) else { return };
+    let Some(etcd) = reference_etcd(&[]) else {
+        return;
+    };
     let theirs = transcript(&etcd.endpoint()).await;
     let mut diffs = Vec::new();
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
@@ -243,5 +417,10 @@ async fn kv_operations_match_etcd() {
         }
     }
     assert_eq!(ours.len(), theirs.len());
-    assert!(diffs.is_empty(), "{} differences from etcd:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} differences from etcd:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }

@@ -10,7 +10,11 @@ async fn outcome(c: &mut Client, size: usize) -> String {
     match c.put("big", value.clone(), None).await {
         Ok(_) => {
             let got = c.get("big", None).await.expect("read back");
-            assert_eq!(got.kvs()[0].value(), value.as_slice(), "value of {size} bytes round-trips");
+            assert_eq!(
+                got.kvs()[0].value(),
+                value.as_slice(),
+                "value of {size} bytes round-trips"
+            );
             "ok".to_string()
         }
         Err(etcd_client::Error::GRpcStatus(s)) => format!("{:?}: {}", s.code(), s.message()),
@@ -33,8 +37,16 @@ async fn default_limit_matches_etcd() {
     let member = Member::start();
     let ours = outcomes(&member.endpoint(), &sizes).await;
     assert_eq!(ours[0], format!("{}: ok", sizes[0]));
-    assert_eq!(ours[2], format!("{}: InvalidArgument: etcdserver: request is too large", sizes[2]));
-    let Some(etcd) = reference_etcd(&[]) else { return };
+    assert_eq!(
+        ours[2],
+        format!(
+            "{}: InvalidArgument: etcdserver: request is too large",
+            sizes[2]
+        )
+    );
+    let Some(etcd) = reference_etcd(&[]) else {
+        return;
+    };
     assert_eq!(ours, outcomes(&etcd.endpoint(), &sizes).await);
 }
 
@@ -43,7 +55,12 @@ async fn configured_limit_matches_etcd() {
     let sizes = [900, 1100, 4096];
     let member = Member::start_with_env(&[("TRIAD_MAX_REQUEST_BYTES", "1024")]);
     let ours = outcomes(&member.endpoint(), &sizes).await;
-    assert_eq!(ours[1], "1100: InvalidArgument: etcdserver: request is too large");
-    let Some(etcd) = reference_etcd(&["--max-request-bytes", "1024"]) else { return };
+    assert_eq!(
+        ours[1],
+        "1100: InvalidArgument: etcdserver: request is too large"
+    );
+    let Some(etcd) = reference_etcd(&["--max-request-bytes", "1024"]) else {
+        return;
+    };
     assert_eq!(ours, outcomes(&etcd.endpoint(), &sizes).await);
 }

@@ -33,7 +33,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("triad: cannot start runtime: {e}");
@@ -41,7 +45,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Up { data_dir, client_port } => rt.block_on(up::run(data_dir, client_port)),
+        Command::Up {
+            data_dir,
+            client_port,
+        } => rt.block_on(up::run(data_dir, client_port)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

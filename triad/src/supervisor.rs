@@ -28,9 +28,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 fn spawn(spec: &DaemonSpec) -> std::io::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_file)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_file)?;
     let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // SAFETY: pre_exec runs in the forked child before exec; prctl is
     // async-signal-safe. The daemon dies with the supervisor, never orphaned.
     unsafe {

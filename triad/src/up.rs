@@ -18,16 +18,22 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the triad binary")?;
     let dir = exe.parent().context("triad binary has no directory")?;
     let path = dir.join(name);
-    anyhow::ensure!(path.exists(), "{} not found next to triad (build the workspace first)", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to triad (build the workspace first)",
+        path.display()
+    );
     Ok(path)
 }
 
 fn specs(data_dir: &Path, client_port: u16) -> anyhow::Result<Vec<DaemonSpec>> {
-    let peer_port = client_port.checked_add(1).context("--client-port too large")?;
+    let peer_port = client_port
+        .checked_add(1)
+        .context("--client-port too large")?;
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let dir = data_dir.to_string_lossy().to_string();
-    let member = vec![
+    let member = [
         "--name".to_string(),
         "default".to_string(),
         "--data-dir".to_string(),
@@ -66,7 +72,10 @@ async fn wait_ready(client_port: u16) {
     let url = format!("http://127.0.0.1:{client_port}");
     loop {
         if let Ok(mut kv) = KvClient::connect(url.clone()).await {
-            let probe = RangeRequest { key: b"health".to_vec(), ..Default::default() };
+            let probe = RangeRequest {
+                key: b"health".to_vec(),
+                ..Default::default()
+            };
             if kv.range(probe).await.is_ok() {
                 return;
             }
@@ -81,7 +90,11 @@ pub async fn run(data_dir: PathBuf, client_port: u16) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", data_dir.join(sub).display()))?;
     }
     let specs = specs(&data_dir, client_port)?;
-    eprintln!("triad: member data in {}, logs in {}", data_dir.display(), data_dir.join("logs").display());
+    eprintln!(
+        "triad: member data in {}, logs in {}",
+        data_dir.display(),
+        data_dir.join("logs").display()
+    );
 
     let mut shutdown = Box::pin(common::lifecycle::shutdown_signal());
     let mut stops = Vec::new();

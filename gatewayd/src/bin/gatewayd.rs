@@ -51,7 +51,11 @@ struct GatewaydOpts {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "gatewayd", version, about = "triad's client gateway (etcd v3 API)")]
+#[command(
+    name = "gatewayd",
+    version,
+    about = "triad's client gateway (etcd v3 API)"
+)]
 struct Cli {
     /// Path to the member's TOML config file.
     #[arg(long, env = "TRIAD_CONFIG_FILE")]
@@ -72,16 +76,23 @@ struct Resolved {
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
     let urls = common::config::parse_urls(
-        opts.listen_client_urls.as_deref().unwrap_or("http://localhost:2379"),
+        opts.listen_client_urls
+            .as_deref()
+            .unwrap_or("http://localhost:2379"),
         "listen-client-urls",
     )?;
-    let listen = urls.iter().map(|u| common::config::listen_addr(u)).collect::<Result<Vec<_>, _>>()?;
+    let listen = urls
+        .iter()
+        .map(|u| common::config::listen_addr(u))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(adv) = &opts.advertise_client_urls {
         common::config::parse_urls(adv, "advertise-client-urls")?;
     }
     let max_txn_ops = opts.max_txn_ops.unwrap_or(128);
     if max_txn_ops == 0 {
-        return Err(common::config::ConfigError("--max-txn-ops must be at least 1".into()));
+        return Err(common::config::ConfigError(
+            "--max-txn-ops must be at least 1".into(),
+        ));
     }
     Ok(Resolved {
         listen,
@@ -94,8 +105,13 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = common::config::load_daemon(cli.config_file.as_deref(), &cli.member, "gatewayd", &cli.opts)
-        .and_then(|(m, o)| Ok((m, resolve(&o)?)));
+    let loaded = common::config::load_daemon(
+        cli.config_file.as_deref(),
+        &cli.member,
+        "gatewayd",
+        &cli.opts,
+    )
+    .and_then(|(m, o)| Ok((m, resolve(&o)?)));
     let (member, cfg) = match loaded {
         Ok(c) => c,
         Err(e) => {
@@ -104,7 +120,10 @@ fn main() -> ExitCode {
         }
     };
     common::lifecycle::init_logging(member.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatewayd: cannot start runtime: {e}");
@@ -132,13 +151,21 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops)).max_decoding_message_size(max_recv))
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(backend.clone(), cfg.version.clone()))
-                .max_decoding_message_size(max_recv),
-        );
+    grpc.add_service(
+        KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
+            .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService::new(
+            backend.clone(),
+            cfg.version.clone(),
+        ))
+        .max_decoding_message_size(max_recv),
+    );
     let grpc = grpc.routes();
-    let router = grpc.into_axum_router().merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
+    let router = grpc
+        .into_axum_router()
+        .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
     let mut servers = Vec::new();

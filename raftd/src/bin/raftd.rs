@@ -50,7 +50,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (member, opts) = match common::config::load_daemon(cli.config_file.as_deref(), &cli.member, "raftd", &cli.opts) {
+    let (member, opts) = match common::config::load_daemon(
+        cli.config_file.as_deref(),
+        &cli.member,
+        "raftd",
+        &cli.opts,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftd: {e}");
@@ -62,7 +67,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     common::lifecycle::init_logging(member.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftd: cannot start runtime: {e}");
@@ -86,7 +94,10 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
         anyhow::bail!("--election-timeout[{el}ms] should be at least as 5 times as --heartbeat-interval[{hb}ms]");
     }
     if member.initial_cluster.len() != 1 {
-        anyhow::bail!("this raftd runs single-member clusters only; --initial-cluster names {} members", member.initial_cluster.len());
+        anyhow::bail!(
+            "this raftd runs single-member clusters only; --initial-cluster names {} members",
+            member.initial_cluster.len()
+        );
     }
     if let Some(urls) = &opts.listen_peer_urls {
         common::config::parse_urls(urls, "listen-peer-urls")?;
@@ -96,8 +107,10 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
 
 async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let dir = member.data_dir.join("raftd");
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let log = LogStore::open(&dir).map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let log = LogStore::open(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?;
 
     let hb = opts.heartbeat_interval.unwrap_or(100);
     let el = opts.election_timeout.unwrap_or(1000);
@@ -112,7 +125,8 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     };
     let config = Arc::new(config.validate()?);
 
-    let storage = StorageClient::new(common::uds::channel(&member.storaged_socket())).max_decoding_message_size(usize::MAX);
+    let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
+        .max_decoding_message_size(usize::MAX);
     let sm = StateMachine::new(storage, log.reader());
     tracing::info!("waiting for storaged's applied state");
     let raft = Raft::new(member.member_id, config, Peers, log, sm).await?;
@@ -121,7 +135,12 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         let mut members = BTreeMap::new();
         for (_, urls) in &member.initial_cluster {
             let id = common::ids::member_id(urls, &member.cluster_token);
-            members.insert(id, openraft::impls::BasicNode { addr: urls.join(",") });
+            members.insert(
+                id,
+                openraft::impls::BasicNode {
+                    addr: urls.join(","),
+                },
+            );
         }
         tracing::info!(?members, "bootstrapping a new cluster");
         raft.initialize(members).await?;

@@ -22,7 +22,11 @@ struct StoragedOpts {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "storaged", version, about = "triad's state machine daemon (MVCC store on fjall)")]
+#[command(
+    name = "storaged",
+    version,
+    about = "triad's state machine daemon (MVCC store on fjall)"
+)]
 struct Cli {
     /// Path to the member's TOML config file.
     #[arg(long, env = "TRIAD_CONFIG_FILE")]
@@ -35,7 +39,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (member, opts) = match common::config::load_daemon(cli.config_file.as_deref(), &cli.member, "storaged", &cli.opts) {
+    let (member, opts) = match common::config::load_daemon(
+        cli.config_file.as_deref(),
+        &cli.member,
+        "storaged",
+        &cli.opts,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("storaged: {e}");
@@ -43,7 +52,10 @@ fn main() -> ExitCode {
         }
     };
     common::lifecycle::init_logging(member.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("storaged: cannot start runtime: {e}");
@@ -62,9 +74,13 @@ fn main() -> ExitCode {
 
 async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {
     let dir = member.data_dir.join("storaged");
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let cache = opts.cache_mb.unwrap_or(256) * 1024 * 1024;
-    let store = Arc::new(Store::open(&dir, cache).map_err(|e| anyhow::anyhow!("cannot open store in {}: {e}", dir.display()))?);
+    let store = Arc::new(
+        Store::open(&dir, cache)
+            .map_err(|e| anyhow::anyhow!("cannot open store in {}: {e}", dir.display()))?,
+    );
     tokio::spawn(compactor::run(store.clone()));
 
     let socket = member.storaged_socket();
@@ -74,7 +90,10 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
     tonic::transport::Server::builder()
-        .add_service(StorageServer::new(StorageService::new(store.clone())).max_decoding_message_size(usize::MAX))
+        .add_service(
+            StorageServer::new(StorageService::new(store.clone()))
+                .max_decoding_message_size(usize::MAX),
+        )
         .serve_with_incoming_shutdown(common::uds::incoming(listener), shutdown)
         .await?;
     common::lifecycle::notify_stopping();
