@@ -57,16 +57,19 @@ impl StateMachine {
     }
 
     /// Apply `entries` on storaged, retrying through storaged restarts and
-    /// filling gaps from the raft log. Results align with `entries`.
+    /// filling gaps from the raft log. Results align with `entries`. The
+    /// common case is one Apply call; storaged's applied index is consulted
+    /// only when it reports a gap.
     async fn apply_batch(&mut self, entries: Vec<ApplyEntry>) -> io::Result<Vec<Vec<u8>>> {
         let first = entries
             .first()
             .and_then(|e| e.log_id)
             .map_or(0, |l| l.index);
+        let mut replay: Vec<ApplyEntry> = Vec::new();
         let mut warned = false;
         loop {
-            let mut batch = self.missing_before(first).await?;
-            let replayed = batch.len();
+            let replayed = replay.len();
+            let mut batch = std::mem::take(&mut replay);
             batch.extend(entries.iter().cloned());
             let req = common::proto::storage::ApplyRequest { entries: batch };
             match self.storage.apply(req).await {
@@ -81,6 +84,10 @@ impl StateMachine {
                         "storaged failed to apply: {}",
                         s.message()
                     )));
+                }
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    // storaged is behind this batch: send what it misses first.
+                    replay = self.missing_before(first).await?;
                 }
                 Err(s) => {
                     if !warned {

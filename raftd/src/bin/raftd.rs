@@ -67,7 +67,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     common::lifecycle::init_logging(member.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: every request is a short hop between sockets, and on a
+    // small machine cross-thread wake-ups cost more than they parallelize.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
