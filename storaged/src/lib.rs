@@ -42,3 +42,6 @@ impl From<StoreError> for tonic::Status {
         }
     }
 }
+
+#[cfg(test)]
+mod store_tests;
