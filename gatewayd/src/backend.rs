@@ -4,6 +4,7 @@
 //! reached raftd is never retried (it may have been committed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -11,11 +12,13 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::proposer::Proposer;
+
 use common::errors::{unavailable, EtcdError};
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
-    ProposeRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest,
+    ReadIndexRequest, StatusRequest as RaftStatusRequest,
     StatusResponse as RaftStatus,
 };
 use common::proto::storage::raft_result::Result as Outcome;
@@ -27,10 +30,11 @@ use common::proto::storage::{
 
 pub struct Backend {
     raft: RaftLocalClient<Channel>,
+    proposer: Proposer,
     storage: StorageClient<Channel>,
     pub cluster_id: u64,
     pub member_id: u64,
-    term: AtomicU64,
+    term: Arc<AtomicU64>,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
 }
@@ -62,7 +66,7 @@ fn transport_failure(s: &Status) -> bool {
 
 /// Whether a call may be sent again after this failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Reads: any transport failure (the daemon restarting) is retried.
     Idempotent,
     /// Proposals: only when nothing was sent; a proposal lost in flight may
@@ -71,6 +75,33 @@ enum Retry {
 }
 
 const RETRY: Duration = Duration::from_millis(50);
+
+/// Run `call` until it reaches its daemon or the request timeout ends.
+pub(crate) async fn retrying<T, F, Fut>(deadline: Instant, retry: Retry, mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    loop {
+        match tokio::time::timeout_at(deadline, call()).await {
+            Err(_) => return Err(EtcdError::Timeout.into()),
+            Ok(Err(s))
+                if not_connected(&s)
+                    || (retry == Retry::Idempotent && transport_failure(&s)) =>
+            {
+                if Instant::now() + RETRY >= deadline {
+                    return Err(EtcdError::Timeout.into());
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+            Ok(Err(s)) if transport_failure(&s) => {
+                tracing::warn!(error = %s, "daemon connection lost with a request in flight");
+                return Err(EtcdError::Timeout.into());
+            }
+            Ok(r) => return r,
+        }
+    }
+}
 
 impl Backend {
     pub fn new(
@@ -81,15 +112,23 @@ impl Backend {
         request_timeout: Duration,
         max_request_bytes: usize,
     ) -> Self {
+        let raft = RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX);
+        let term = Arc::new(AtomicU64::new(0));
         Backend {
-            raft: RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX),
+            proposer: Proposer::spawn(raft.clone(), request_timeout, term.clone()),
+            raft,
             storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
             cluster_id,
             member_id,
-            term: AtomicU64::new(0),
+            term,
             request_timeout,
             max_request_bytes,
         }
+    }
+
+    /// When a request started now must have finished.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.request_timeout
     }
 
     /// Fill the member part of a response header, keeping its revision.
@@ -113,50 +152,16 @@ impl Backend {
         self.term.fetch_max(term, Ordering::Relaxed);
     }
 
-    /// Run `call` until it reaches its daemon or the request timeout ends.
-    async fn retrying<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, Status>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Status>>,
-    {
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, call()).await {
-                Err(_) => return Err(EtcdError::Timeout.into()),
-                Ok(Err(s))
-                    if not_connected(&s)
-                        || (retry == Retry::Idempotent && transport_failure(&s)) =>
-                {
-                    if Instant::now() + RETRY >= deadline {
-                        return Err(EtcdError::Timeout.into());
-                    }
-                    tokio::time::sleep(RETRY).await;
-                }
-                Ok(Err(s)) if transport_failure(&s) => {
-                    tracing::warn!(error = %s, "daemon connection lost with a request in flight");
-                    return Err(EtcdError::Timeout.into());
-                }
-                Ok(r) => return r,
-            }
-        }
-    }
-
     /// Replicate one write through raft; storaged's outcome, or etcd's error.
     pub async fn propose(&self, req: RaftRequest) -> Result<Outcome, Status> {
         let bytes = req.encode_to_vec();
         if bytes.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
-        let resp = self
-            .retrying(Retry::OnlyUnsent, || {
-                let mut raft = self.raft.clone();
-                let request = bytes.clone();
-                async move { raft.propose(ProposeRequest { request }).await }
-            })
-            .await?
-            .into_inner();
-        self.note_term(resp.raft_term);
-        match RaftResult::decode(resp.result.as_slice()) {
+        let result = tokio::time::timeout(self.request_timeout, self.proposer.propose(bytes))
+            .await
+            .map_err(|_| Status::from(EtcdError::Timeout))??;
+        match RaftResult::decode(result.as_slice()) {
             Ok(RaftResult {
                 result: Some(Outcome::Error(code)),
             }) => Err(EtcdError::from_wire_code(code)
@@ -171,8 +176,7 @@ impl Backend {
     /// Wait until this member's storaged has applied a quorum-confirmed
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
-        let resp = self
-            .retrying(Retry::Idempotent, || {
+        let resp = retrying(self.deadline(), Retry::Idempotent, || {
                 let mut raft = self.raft.clone();
                 async move { raft.read_index(ReadIndexRequest {}).await }
             })
@@ -183,7 +187,7 @@ impl Backend {
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        self.retrying(Retry::Idempotent, || {
+        retrying(self.deadline(), Retry::Idempotent, || {
             let mut storage = self.storage.clone();
             let req = req.clone();
             async move { storage.range(req).await }
@@ -201,8 +205,7 @@ impl Backend {
     }
 
     pub async fn raft_status(&self) -> Result<RaftStatus, Status> {
-        let s = self
-            .retrying(Retry::Idempotent, || {
+        let s = retrying(self.deadline(), Retry::Idempotent, || {
                 let mut raft = self.raft.clone();
                 async move { raft.status(RaftStatusRequest {}).await }
             })
@@ -213,7 +216,7 @@ impl Backend {
     }
 
     pub async fn storage_status(&self) -> Result<StorageStatus, Status> {
-        self.retrying(Retry::Idempotent, || {
+        retrying(self.deadline(), Retry::Idempotent, || {
             let mut storage = self.storage.clone();
             async move { storage.status(StorageStatusRequest {}).await }
         })

@@ -7,4 +7,5 @@ pub mod backend;
 pub mod http;
 pub mod kv;
 pub mod maintenance;
+pub mod proposer;
 pub mod validate;

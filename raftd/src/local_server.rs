@@ -1,14 +1,16 @@
 //! The triad.raft.v1 service on the member's Unix socket: gatewayd proposes
-//! writes and asks for read indexes here. Raft errors become etcd's errors
-//! through common::errors.
+//! writes (in batches) and asks for read indexes here. Raft errors become
+//! etcd's errors through common::errors.
 
+use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
+use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    HelloRequest, HelloResponse, ProposeRequest, ProposeResponse, ReadIndexRequest,
+    HelloRequest, HelloResponse, ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome, ReadIndexRequest,
     ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
@@ -24,11 +26,7 @@ pub struct RaftLocalService {
 
 impl RaftLocalService {
     pub fn new(raft: Raft, member_id: u64, cluster_id: u64) -> Self {
-        RaftLocalService {
-            raft,
-            member_id,
-            cluster_id,
-        }
+        RaftLocalService { raft, member_id, cluster_id }
     }
 
     fn term(&self) -> u64 {
@@ -36,17 +34,13 @@ impl RaftLocalService {
     }
 }
 
-fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
+/// etcd's error for a proposal that was not committed through this node.
+fn write_error(e: &ClientWriteError<TypeConfig>) -> EtcdError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) if f.leader_id.is_none() => {
-            EtcdError::NoLeader.into()
-        }
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => EtcdError::NotLeader.into(),
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
-            EtcdError::LeaderChanged.into()
-        }
-        RaftError::APIError(other) => Status::failed_precondition(other.to_string()),
-        RaftError::Fatal(_) => EtcdError::Stopped.into(),
+        ClientWriteError::ForwardToLeader(f) if f.leader_id.is_none() => EtcdError::NoLeader,
+        ClientWriteError::ForwardToLeader(_) => EtcdError::NotLeader,
+        ClientWriteError::LogEntryDiscarded(_) => EtcdError::LeaderChanged,
+        ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_) => EtcdError::NotCapable,
     }
 }
 
@@ -55,9 +49,7 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) if f.leader_id.is_none() => {
             EtcdError::NoLeader.into()
         }
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
-            EtcdError::NotLeader.into()
-        }
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => EtcdError::NotLeader.into(),
         RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => EtcdError::Timeout.into(),
         RaftError::Fatal(_) => EtcdError::Stopped.into(),
     }
@@ -78,42 +70,34 @@ impl RaftLocal for RaftLocalService {
         }))
     }
 
-    async fn propose(
+    async fn propose_batch(
         &self,
-        req: Request<ProposeRequest>,
-    ) -> Result<Response<ProposeResponse>, Status> {
-        let proposal = Proposal(req.into_inner().request);
-        let resp = self
-            .raft
-            .client_write(proposal)
-            .await
-            .map_err(write_error)?;
-        Ok(Response::new(ProposeResponse {
-            result: resp.data.0,
-            raft_term: resp.log_id.leader_id.term,
-        }))
+        req: Request<ProposeBatchRequest>,
+    ) -> Result<Response<ProposeBatchResponse>, Status> {
+        let proposals = req.into_inner().requests.into_iter().map(Proposal);
+        let stopped = |_| Status::from(EtcdError::Stopped);
+        let mut results = self.raft.client_write_many(proposals).await.map_err(stopped)?;
+        let mut outcomes = Vec::new();
+        let mut raft_term = self.term();
+        while let Some(r) = results.next().await {
+            let outcome = match r.map_err(stopped)? {
+                Ok(w) => {
+                    raft_term = raft_term.max(w.log_id.leader_id.term);
+                    Outcome::Result(w.response.0)
+                }
+                Err(e) => Outcome::Error(write_error(&e).wire_code()),
+            };
+            outcomes.push(ProposeOutcome { outcome: Some(outcome) });
+        }
+        Ok(Response::new(ProposeBatchResponse { outcomes, raft_term }))
     }
 
-    async fn read_index(
-        &self,
-        _req: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
-        let read = self
-            .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map_err(read_error)?;
-        let index = read.index();
-        Ok(Response::new(ReadIndexResponse {
-            read_index: index,
-            raft_term: self.term(),
-        }))
+    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+        Ok(Response::new(ReadIndexResponse { read_index: read.index(), raft_term: self.term() }))
     }
 
-    async fn status(
-        &self,
-        _req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(StatusResponse {
             member_id: self.member_id,
