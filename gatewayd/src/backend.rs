@@ -18,8 +18,7 @@ use common::errors::{unavailable, EtcdError};
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
-    ReadIndexRequest, StatusRequest as RaftStatusRequest,
-    StatusResponse as RaftStatus,
+    ReadIndexRequest, StatusRequest as RaftStatusRequest, StatusResponse as RaftStatus,
 };
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
@@ -77,7 +76,11 @@ pub(crate) enum Retry {
 const RETRY: Duration = Duration::from_millis(50);
 
 /// Run `call` until it reaches its daemon or the request timeout ends.
-pub(crate) async fn retrying<T, F, Fut>(deadline: Instant, retry: Retry, mut call: F) -> Result<T, Status>
+pub(crate) async fn retrying<T, F, Fut>(
+    deadline: Instant,
+    retry: Retry,
+    mut call: F,
+) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
@@ -86,8 +89,7 @@ where
         match tokio::time::timeout_at(deadline, call()).await {
             Err(_) => return Err(EtcdError::Timeout.into()),
             Ok(Err(s))
-                if not_connected(&s)
-                    || (retry == Retry::Idempotent && transport_failure(&s)) =>
+                if not_connected(&s) || (retry == Retry::Idempotent && transport_failure(&s)) =>
             {
                 if Instant::now() + RETRY >= deadline {
                     return Err(EtcdError::Timeout.into());
@@ -177,11 +179,11 @@ impl Backend {
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
         let resp = retrying(self.deadline(), Retry::Idempotent, || {
-                let mut raft = self.raft.clone();
-                async move { raft.read_index(ReadIndexRequest {}).await }
-            })
-            .await?
-            .into_inner();
+            let mut raft = self.raft.clone();
+            async move { raft.read_index(ReadIndexRequest {}).await }
+        })
+        .await?
+        .into_inner();
         self.note_term(resp.raft_term);
         Ok(())
     }
@@ -206,11 +208,11 @@ impl Backend {
 
     pub async fn raft_status(&self) -> Result<RaftStatus, Status> {
         let s = retrying(self.deadline(), Retry::Idempotent, || {
-                let mut raft = self.raft.clone();
-                async move { raft.status(RaftStatusRequest {}).await }
-            })
-            .await?
-            .into_inner();
+            let mut raft = self.raft.clone();
+            async move { raft.status(RaftStatusRequest {}).await }
+        })
+        .await?
+        .into_inner();
         self.note_term(s.term);
         Ok(s)
     }

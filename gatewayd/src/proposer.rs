@@ -28,7 +28,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn spawn(raft: RaftLocalClient<Channel>, request_timeout: Duration, term: Arc<AtomicU64>) -> Proposer {
+    pub fn spawn(
+        raft: RaftLocalClient<Channel>,
+        request_timeout: Duration,
+        term: Arc<AtomicU64>,
+    ) -> Proposer {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(collect(rx, raft, request_timeout, term));
         Proposer { queue }
@@ -37,7 +41,9 @@ impl Proposer {
     /// Replicate one encoded RaftRequest; storaged's encoded RaftResult.
     pub async fn propose(&self, request: Vec<u8>) -> Result<Vec<u8>, Status> {
         let (tx, rx) = oneshot::channel();
-        self.queue.send((request, tx)).map_err(|_| Status::from(EtcdError::Stopped))?;
+        self.queue
+            .send((request, tx))
+            .map_err(|_| Status::from(EtcdError::Stopped))?;
         rx.await.unwrap_or_else(|_| Err(EtcdError::Stopped.into()))
     }
 }
@@ -50,7 +56,9 @@ async fn collect(
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         // Everything that queued up while waiting for a slot goes together.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -67,7 +75,12 @@ async fn collect(
     }
 }
 
-async fn send(raft: RaftLocalClient<Channel>, batch: Vec<(Vec<u8>, Reply)>, deadline: Instant, term: &AtomicU64) {
+async fn send(
+    raft: RaftLocalClient<Channel>,
+    batch: Vec<(Vec<u8>, Reply)>,
+    deadline: Instant,
+    term: &AtomicU64,
+) {
     let (requests, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
     let sent = retrying(deadline, Retry::OnlyUnsent, || {
         let mut raft = raft.clone();

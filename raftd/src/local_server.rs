@@ -10,8 +10,8 @@ use common::errors::EtcdError;
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    HelloRequest, HelloResponse, ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome, ReadIndexRequest,
-    ReadIndexResponse, StatusRequest, StatusResponse,
+    HelloRequest, HelloResponse, ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome,
+    ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
@@ -26,7 +26,11 @@ pub struct RaftLocalService {
 
 impl RaftLocalService {
     pub fn new(raft: Raft, member_id: u64, cluster_id: u64) -> Self {
-        RaftLocalService { raft, member_id, cluster_id }
+        RaftLocalService {
+            raft,
+            member_id,
+            cluster_id,
+        }
     }
 
     fn term(&self) -> u64 {
@@ -40,7 +44,9 @@ fn write_error(e: &ClientWriteError<TypeConfig>) -> EtcdError {
         ClientWriteError::ForwardToLeader(f) if f.leader_id.is_none() => EtcdError::NoLeader,
         ClientWriteError::ForwardToLeader(_) => EtcdError::NotLeader,
         ClientWriteError::LogEntryDiscarded(_) => EtcdError::LeaderChanged,
-        ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_) => EtcdError::NotCapable,
+        ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_) => {
+            EtcdError::NotCapable
+        }
     }
 }
 
@@ -49,7 +55,9 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) if f.leader_id.is_none() => {
             EtcdError::NoLeader.into()
         }
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => EtcdError::NotLeader.into(),
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
+            EtcdError::NotLeader.into()
+        }
         RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => EtcdError::Timeout.into(),
         RaftError::Fatal(_) => EtcdError::Stopped.into(),
     }
@@ -76,7 +84,11 @@ impl RaftLocal for RaftLocalService {
     ) -> Result<Response<ProposeBatchResponse>, Status> {
         let proposals = req.into_inner().requests.into_iter().map(Proposal);
         let stopped = |_| Status::from(EtcdError::Stopped);
-        let mut results = self.raft.client_write_many(proposals).await.map_err(stopped)?;
+        let mut results = self
+            .raft
+            .client_write_many(proposals)
+            .await
+            .map_err(stopped)?;
         let mut outcomes = Vec::new();
         let mut raft_term = self.term();
         while let Some(r) = results.next().await {
@@ -87,17 +99,35 @@ impl RaftLocal for RaftLocalService {
                 }
                 Err(e) => Outcome::Error(write_error(&e).wire_code()),
             };
-            outcomes.push(ProposeOutcome { outcome: Some(outcome) });
+            outcomes.push(ProposeOutcome {
+                outcome: Some(outcome),
+            });
         }
-        Ok(Response::new(ProposeBatchResponse { outcomes, raft_term }))
+        Ok(Response::new(ProposeBatchResponse {
+            outcomes,
+            raft_term,
+        }))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
-        Ok(Response::new(ReadIndexResponse { read_index: read.index(), raft_term: self.term() }))
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let read = self
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(read_error)?;
+        Ok(Response::new(ReadIndexResponse {
+            read_index: read.index(),
+            raft_term: self.term(),
+        }))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(StatusResponse {
             member_id: self.member_id,

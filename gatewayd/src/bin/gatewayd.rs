@@ -44,6 +44,11 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_REQUEST_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout_ms: Option<u64>,
+    /// Threads serving clients: 1 (the default) runs everything on one
+    /// thread, which is fastest on small machines; more use a thread pool.
+    #[arg(long, env = "TRIAD_WORKER_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_threads: Option<usize>,
     /// etcd server version to report to clients (/version, Status).
     #[arg(long, env = "TRIAD_ETCD_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +73,7 @@ struct Cli {
 
 struct Resolved {
     listen: Vec<std::net::SocketAddr>,
+    worker_threads: usize,
     max_request_bytes: usize,
     max_txn_ops: usize,
     request_timeout: Duration,
@@ -94,8 +100,15 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             "--max-txn-ops must be at least 1".into(),
         ));
     }
+    let worker_threads = opts.worker_threads.unwrap_or(1);
+    if worker_threads == 0 {
+        return Err(common::config::ConfigError(
+            "--worker-threads must be at least 1".into(),
+        ));
+    }
     Ok(Resolved {
         listen,
+        worker_threads,
         max_request_bytes: opts.max_request_bytes.unwrap_or(1536 * 1024),
         max_txn_ops,
         request_timeout: Duration::from_millis(opts.request_timeout_ms.unwrap_or(7000)),
@@ -120,10 +133,16 @@ fn main() -> ExitCode {
         }
     };
     common::lifecycle::init_logging(member.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: on a small machine cross-thread wake-ups cost
+    // more per request than a second thread gains (see BENCHMARKS.md).
+    let mut builder = if cfg.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.worker_threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatewayd: cannot start runtime: {e}");
