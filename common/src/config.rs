@@ -242,6 +242,38 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| err(format!("cannot resolve {url:?}")))
 }
 
+/// A daemon's command line: the config file, the member options and the
+/// daemon's own options.
+#[derive(clap::Parser, Debug)]
+pub struct DaemonCli<T: clap::Args> {
+    /// Path to the member's TOML config file.
+    #[arg(long, env = "TRIAD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub member: MemberOpts,
+    #[command(flatten)]
+    pub opts: T,
+}
+
+/// Parse the command line of daemon `name` (clap prints help, version and
+/// usage errors itself) and load its layered configuration.
+pub fn from_command_line<T>(
+    name: &'static str,
+    about: &'static str,
+) -> Result<(Member, T), ConfigError>
+where
+    T: clap::Args + Serialize + DeserializeOwned,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = DaemonCli::<T>::command()
+        .name(name)
+        .about(about)
+        .version(crate::VERSION)
+        .get_matches();
+    let cli = DaemonCli::<T>::from_arg_matches(&matches).map_err(|e| err(e.to_string()))?;
+    load_daemon(cli.config_file.as_deref(), &cli.member, name, &cli.opts)
+}
+
 /// Load a daemon's configuration: `[member]` and `[section]` of the file
 /// named by `config_file`, overlaid with the resolved flags/env.
 pub fn load_daemon<T: Serialize + DeserializeOwned>(

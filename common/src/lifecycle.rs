@@ -63,3 +63,47 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         tracing::info!("shutdown signal received");
     }
 }
+
+/// A configuration error: one line on stderr and exit status 2.
+pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("{daemon}: {e}");
+    std::process::ExitCode::from(2)
+}
+
+/// Run a daemon's async main on a tokio runtime (single-threaded when
+/// `threads` is 1) with logging set up; a failure is one line on stderr and
+/// in the log, and exit status 1.
+pub fn run_daemon<F, E>(
+    daemon: &str,
+    log_json: bool,
+    threads: usize,
+    main: F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_logging(log_json);
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{daemon}: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{daemon}: {e:#}");
+            eprintln!("{daemon}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

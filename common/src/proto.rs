@@ -31,3 +31,14 @@ pub use triad::storage::v1 as storage;
 /// Protocol names daemons exchange in Hello to check compatibility.
 pub const STORAGE_PROTOCOL: &str = "triad.storage.v1";
 pub const RAFT_PROTOCOL: &str = "triad.raft.v1";
+
+/// A daemon's Hello check: the caller must speak our protocol version.
+pub fn check_protocol(daemon: &str, ours: &str, asked: &str) -> Result<(), tonic::Status> {
+    if asked == ours {
+        Ok(())
+    } else {
+        Err(tonic::Status::failed_precondition(format!(
+            "{daemon} speaks {ours}, caller wants {asked}"
+        )))
+    }
+}

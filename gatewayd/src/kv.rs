@@ -11,7 +11,7 @@ use common::errors::unavailable;
 use common::proto::etcdserverpb::kv_server::Kv;
 use common::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
@@ -30,15 +30,20 @@ impl KvService {
         }
     }
 
-    async fn write(&self, op: Op) -> Result<Outcome, Status> {
-        self.backend.propose(RaftRequest { op: Some(op) }).await
+    /// Propose `op` and take its response out of storaged's outcome, with
+    /// the header's member fields filled in.
+    async fn write<R>(
+        &self,
+        op: Op,
+        pick: fn(Outcome) -> Option<R>,
+        header: fn(&mut R) -> &mut Option<ResponseHeader>,
+    ) -> Result<R, Status> {
+        let outcome = self.backend.propose(RaftRequest { op: Some(op) }).await?;
+        let mut resp = pick(outcome)
+            .ok_or_else(|| unavailable("apply returned a result of the wrong kind"))?;
+        self.backend.fill(header(&mut resp));
+        Ok(resp)
     }
-}
-
-fn mismatched(what: &str) -> Status {
-    unavailable(format!(
-        "apply returned a result of the wrong kind for {what}"
-    ))
 }
 
 #[tonic::async_trait]
@@ -57,13 +62,16 @@ impl Kv for KvService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let p = req.into_inner();
         validate::check_put(&p)?;
-        match self.write(Op::Put(p)).await? {
-            Outcome::Put(mut resp) => {
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::Put(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(mismatched("put")),
-        }
+        };
+        self.write(Op::Put(p), pick, |r| &mut r.header)
+            .await
+            .map(Response::new)
     }
 
     async fn delete_range(
@@ -72,25 +80,31 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let d = req.into_inner();
         validate::check_delete(&d)?;
-        match self.write(Op::DeleteRange(d)).await? {
-            Outcome::DeleteRange(mut resp) => {
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::DeleteRange(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(mismatched("delete range")),
-        }
+        };
+        self.write(Op::DeleteRange(d), pick, |r| &mut r.header)
+            .await
+            .map(Response::new)
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let t = req.into_inner();
         validate::check_txn(&t, self.max_txn_ops)?;
-        match self.write(Op::Txn(t)).await? {
-            Outcome::Txn(mut resp) => {
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::Txn(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(mismatched("txn")),
-        }
+        };
+        self.write(Op::Txn(t), pick, |r| &mut r.header)
+            .await
+            .map(Response::new)
     }
 
     async fn compact(
@@ -99,15 +113,19 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let c = req.into_inner();
         let (revision, physical) = (c.revision, c.physical);
-        match self.write(Op::Compaction(c)).await? {
-            Outcome::Compaction(mut resp) => {
-                if physical {
-                    self.backend.wait_compaction(revision).await?;
-                }
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::Compaction(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(mismatched("compaction")),
+        };
+        let resp = self
+            .write(Op::Compaction(c), pick, |r| &mut r.header)
+            .await?;
+        if physical {
+            self.backend.wait_compaction(revision).await?;
         }
+        Ok(Response::new(resp))
     }
 }

@@ -66,12 +66,7 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
 #[tonic::async_trait]
 impl RaftLocal for RaftLocalService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        let asked = req.into_inner().protocol;
-        if asked != RAFT_PROTOCOL {
-            return Err(Status::failed_precondition(format!(
-                "raftd speaks {RAFT_PROTOCOL}, caller wants {asked}"
-            )));
-        }
+        common::proto::check_protocol("raftd", RAFT_PROTOCOL, &req.into_inner().protocol)?;
         Ok(Response::new(HelloResponse {
             protocol: RAFT_PROTOCOL.to_string(),
             daemon_version: common::VERSION.to_string(),

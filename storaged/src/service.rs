@@ -37,12 +37,7 @@ impl StorageService {
 #[tonic::async_trait]
 impl Storage for StorageService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        let asked = req.into_inner().protocol;
-        if asked != STORAGE_PROTOCOL {
-            return Err(Status::failed_precondition(format!(
-                "storaged speaks {STORAGE_PROTOCOL}, caller wants {asked}"
-            )));
-        }
+        common::proto::check_protocol("storaged", STORAGE_PROTOCOL, &req.into_inner().protocol)?;
         Ok(Response::new(HelloResponse {
             protocol: STORAGE_PROTOCOL.to_string(),
             daemon_version: common::VERSION.to_string(),

@@ -79,6 +79,20 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         )
     }
 
+    /// Every live key-value named by (key, range_end), as this txn sees them.
+    fn live_in(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let range = KeyRange::new(key, range_end);
+        Ok(read::scan(
+            &*self.tx,
+            self.ks.index.as_ref(),
+            &range,
+            self.rev(),
+            0,
+            true,
+        )?
+        .0)
+    }
+
     fn write(&mut self, key: &[u8], rec: &Record) {
         let rev = Rev {
             main: self.begin + 1,
@@ -146,15 +160,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         &mut self,
         d: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
-        let range = KeyRange::new(&d.key, &d.range_end);
-        let (live, _) = read::scan(
-            &*self.tx,
-            self.ks.index.as_ref(),
-            &range,
-            self.rev(),
-            0,
-            true,
-        )?;
+        let live = self.live_in(&d.key, &d.range_end)?;
         let tomb = Record::tombstone();
         for kv in &live {
             self.write(&kv.key, &tomb);
@@ -193,15 +199,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, StoreError> {
-        let range = KeyRange::new(&c.key, &c.range_end);
-        let (kvs, _) = read::scan(
-            &*self.tx,
-            self.ks.index.as_ref(),
-            &range,
-            self.rev(),
-            0,
-            true,
-        )?;
+        let kvs = self.live_in(&c.key, &c.range_end)?;
         if kvs.is_empty() {
             // A missing key has no value to compare; other targets compare zero.
             return Ok(

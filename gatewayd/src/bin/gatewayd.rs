@@ -1,15 +1,13 @@
 //! gatewayd's entry point: config, links to raftd and storaged, and the
 //! client listeners (etcd gRPC + HTTP on every --listen-client-urls).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use common::config::{Member, MemberOpts};
+use common::config::Member;
 use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use gatewayd::backend::Backend;
@@ -53,22 +51,6 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_ETCD_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     etcd_version: Option<String>,
-}
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "gatewayd",
-    version,
-    about = "triad's client gateway (etcd v3 API)"
-)]
-struct Cli {
-    /// Path to the member's TOML config file.
-    #[arg(long, env = "TRIAD_CONFIG_FILE")]
-    config_file: Option<PathBuf>,
-    #[command(flatten)]
-    member: MemberOpts,
-    #[command(flatten)]
-    opts: GatewaydOpts,
 }
 
 struct Resolved {
@@ -117,46 +99,24 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let loaded = common::config::load_daemon(
-        cli.config_file.as_deref(),
-        &cli.member,
+    let loaded = common::config::from_command_line::<GatewaydOpts>(
         "gatewayd",
-        &cli.opts,
+        "triad's client gateway (etcd v3 API)",
     )
     .and_then(|(m, o)| Ok((m, resolve(&o)?)));
-    let (member, cfg) = match loaded {
+    let (member, opts) = match loaded {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatewayd: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return common::lifecycle::config_error("gatewayd", e),
     };
-    common::lifecycle::init_logging(member.log_json);
-    // One thread by default: on a small machine cross-thread wake-ups cost
-    // more per request than a second thread gains (see BENCHMARKS.md).
-    let mut builder = if cfg.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cfg.worker_threads);
-        b
-    };
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatewayd: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(member, cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("gatewayd: {e:#}");
-            eprintln!("gatewayd: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // One thread by default: every request is a short hop between sockets,
+    // and on a small machine cross-thread wake-ups cost more than a second
+    // thread gains (see BENCHMARKS.md).
+    common::lifecycle::run_daemon(
+        "gatewayd",
+        member.log_json,
+        opts.worker_threads,
+        run(member, opts),
+    )
 }
 
 /// Accepted client connections with Nagle off: gRPC responses are small

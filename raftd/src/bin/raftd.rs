@@ -2,14 +2,12 @@
 //! from --initial-cluster on first start), and the local Unix-socket server.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use common::config::{Member, MemberOpts};
+use common::config::Member;
 use common::proto::raft::raft_local_server::RaftLocalServer;
 use common::proto::storage::storage_client::StorageClient;
 use raftd::local_server::RaftLocalService;
@@ -36,57 +34,18 @@ struct RaftdOpts {
     listen_peer_urls: Option<String>,
 }
 
-#[derive(Parser, Debug)]
-#[command(name = "raftd", version, about = "triad's consensus daemon (openraft)")]
-struct Cli {
-    /// Path to the member's TOML config file.
-    #[arg(long, env = "TRIAD_CONFIG_FILE")]
-    config_file: Option<PathBuf>,
-    #[command(flatten)]
-    member: MemberOpts,
-    #[command(flatten)]
-    opts: RaftdOpts,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (member, opts) = match common::config::load_daemon(
-        cli.config_file.as_deref(),
-        &cli.member,
-        "raftd",
-        &cli.opts,
-    ) {
+    let loaded = common::config::from_command_line("raftd", "triad's consensus daemon (openraft)")
+        .map_err(|e| e.to_string())
+        .and_then(|(m, o)| check(&m, &o).map(|()| (m, o)).map_err(|e| e.to_string()));
+    let (member, opts) = match loaded {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("raftd: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return common::lifecycle::config_error("raftd", e),
     };
-    if let Err(e) = check(&member, &opts) {
-        eprintln!("raftd: {e}");
-        return ExitCode::from(2);
-    }
-    common::lifecycle::init_logging(member.log_json);
-    // One thread: every request is a short hop between sockets, and on a
-    // small machine cross-thread wake-ups cost more than they parallelize.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("raftd: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(member, opts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("raftd: {e:#}");
-            eprintln!("raftd: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // One thread by default: every request is a short hop between sockets,
+    // and on a small machine cross-thread wake-ups cost more than a second
+    // thread gains (see BENCHMARKS.md).
+    common::lifecycle::run_daemon("raftd", member.log_json, 1, run(member, opts))
 }
 
 fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {

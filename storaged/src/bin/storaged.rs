@@ -1,13 +1,10 @@
 //! storaged's entry point: config, the store, the Unix-socket server.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use common::config::MemberOpts;
 use common::proto::storage::storage_server::StorageServer;
 use storaged::{compactor, service::StorageService, store::Store};
 
@@ -21,57 +18,19 @@ struct StoragedOpts {
     cache_mb: Option<u64>,
 }
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "storaged",
-    version,
-    about = "triad's state machine daemon (MVCC store on fjall)"
-)]
-struct Cli {
-    /// Path to the member's TOML config file.
-    #[arg(long, env = "TRIAD_CONFIG_FILE")]
-    config_file: Option<PathBuf>,
-    #[command(flatten)]
-    member: MemberOpts,
-    #[command(flatten)]
-    opts: StoragedOpts,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (member, opts) = match common::config::load_daemon(
-        cli.config_file.as_deref(),
-        &cli.member,
+    let loaded = common::config::from_command_line::<StoragedOpts>(
         "storaged",
-        &cli.opts,
-    ) {
+        "triad's state machine daemon (MVCC store on fjall)",
+    );
+    let (member, opts) = match loaded {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("storaged: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return common::lifecycle::config_error("storaged", e),
     };
-    common::lifecycle::init_logging(member.log_json);
-    // One thread: every request is a short hop between sockets, and on a
-    // small machine cross-thread wake-ups cost more than they parallelize.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("storaged: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(member, opts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("storaged: {e:#}");
-            eprintln!("storaged: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // One thread by default: every request is a short hop between sockets,
+    // and on a small machine cross-thread wake-ups cost more than a second
+    // thread gains (see BENCHMARKS.md).
+    common::lifecycle::run_daemon("storaged", member.log_json, 1, run(member, opts))
 }
 
 async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {
