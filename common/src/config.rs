@@ -242,6 +242,42 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| err(format!("cannot resolve {url:?}")))
 }
 
+/// A Go-style duration as etcd's flags take it: "10m", "1m30s", "500ms".
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, ConfigError> {
+    let bad = || {
+        err(format!(
+            "invalid duration {text:?} (want e.g. 10m, 30s, 500ms)"
+        ))
+    };
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 /// A daemon's command line: the config file, the member options and the
 /// daemon's own options.
 #[derive(clap::Parser, Debug)]
@@ -338,6 +374,17 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].1.len(), 2);
         assert!(parse_initial_cluster("a").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

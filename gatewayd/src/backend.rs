@@ -128,6 +128,11 @@ impl Backend {
         }
     }
 
+    /// A client of this member's storaged (for the watch feed).
+    pub fn storage_client(&self) -> StorageClient<Channel> {
+        self.storage.clone()
+    }
+
     /// When a request started now must have finished.
     fn deadline(&self) -> Instant {
         Instant::now() + self.request_timeout

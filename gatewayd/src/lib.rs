@@ -9,3 +9,5 @@ pub mod kv;
 pub mod maintenance;
 pub mod proposer;
 pub mod validate;
+pub mod watch;
+pub mod watch_hub;

@@ -4,6 +4,8 @@
 //! socket. storaged never talks to the network.
 
 pub mod compactor;
+pub mod event_feed;
+pub mod events;
 pub mod keys;
 pub mod read;
 pub mod record;

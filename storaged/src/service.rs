@@ -8,8 +8,8 @@ use crate::store::Store;
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
-    ApplyRequest, ApplyResponse, HelloRequest, HelloResponse, StatusRequest, StatusResponse,
-    WaitCompactionRequest, WaitCompactionResponse,
+    ApplyRequest, ApplyResponse, EventsRequest, HelloRequest, HelloResponse, StatusRequest,
+    StatusResponse, WaitCompactionRequest, WaitCompactionResponse,
 };
 use common::proto::STORAGE_PROTOCOL;
 
@@ -79,5 +79,19 @@ impl Storage for StorageService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         self.blocking(|s| s.status()).await.map(Response::new)
+    }
+
+    type EventsStream = crate::event_feed::EventStream;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(crate::event_feed::spawn(
+            self.store.clone(),
+            r.start_revision,
+            r.end_revision,
+        )))
     }
 }

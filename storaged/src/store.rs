@@ -11,7 +11,9 @@ use std::sync::Mutex;
 
 use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 use prost::Message;
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 use crate::read::{self, RevBounds};
 use crate::write::{self, RevState, WriteTxn};
@@ -20,7 +22,7 @@ use common::errors::EtcdError;
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use common::proto::storage::{
     apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
-    ApplyResponse, LogId, RaftRequest, RaftResult, StatusResponse,
+    ApplyResponse, EventBatch, LogId, RaftRequest, RaftResult, StatusResponse,
 };
 
 const META_APPLIED: &[u8] = b"applied";
@@ -53,7 +55,13 @@ pub struct Store {
     pub(crate) compact_target: watch::Sender<i64>,
     /// Revision through which old revisions are physically removed.
     pub(crate) compact_done: watch::Sender<i64>,
+    /// Every applied revision's events, published after its batch commits.
+    pub(crate) events: broadcast::Sender<Arc<EventBatch>>,
 }
+
+/// Revisions a live-event subscriber may fall behind before it must catch up
+/// from the revision log instead.
+const LIVE_EVENTS: usize = 4096;
 
 fn get_i64(ks: &SingleWriterTxKeyspace, key: &[u8]) -> Result<i64, StoreError> {
     match ks.get(key)? {
@@ -92,6 +100,7 @@ impl Store {
             apply_lock: Mutex::new(()),
             compact_target: watch::Sender::new(compacted),
             compact_done: watch::Sender::new(done),
+            events: broadcast::Sender::new(LIVE_EVENTS),
         })
     }
 
@@ -123,6 +132,7 @@ impl Store {
         };
         let mut tx = self.db.write_tx().durability(Some(PersistMode::Buffer));
         let mut results = Vec::with_capacity(entries.len());
+        let mut published = Vec::new();
         for entry in entries {
             let log_id = entry.log_id.ok_or(StoreError::MissingLogId)?;
             let next = applied.map_or(0, |a| a.index + 1);
@@ -139,7 +149,9 @@ impl Store {
             let result = match &entry.payload {
                 Some(Payload::Request(bytes)) => {
                     let outcome = match RaftRequest::decode(bytes.as_slice()) {
-                        Ok(req) => apply_request(&mut tx, &self.ks, &mut revs, &req)?,
+                        Ok(req) => {
+                            apply_request(&mut tx, &self.ks, &mut revs, &req, &mut published)?
+                        }
                         Err(e) => {
                             tracing::error!(index = log_id.index, error = %e, "undecodable raft request");
                             None
@@ -180,7 +192,34 @@ impl Store {
             *t = revs.compacted;
             changed
         });
+        // Watch events go out only once readers can see them (see `events`).
+        for batch in published {
+            let _ = self.events.send(Arc::new(batch));
+        }
         Ok(ApplyResponse { results, applied })
+    }
+
+    /// Events of revisions `from..=to` from the revision log (at most
+    /// `max_revs` revisions), or etcd's compacted error.
+    pub fn history(
+        &self,
+        from: i64,
+        to: i64,
+        max_revs: usize,
+    ) -> Result<Vec<EventBatch>, StoreError> {
+        let snapshot = self.db.read_tx();
+        let batches = crate::events::history(&snapshot, &self.ks, from, to, max_revs)?;
+        // Compaction may have removed part of what was read meanwhile.
+        if from < self.bounds().compacted {
+            return Err(EtcdError::Compacted.into());
+        }
+        Ok(batches)
+    }
+
+    /// Live events from now on: subscribe *before* reading `bounds().current`;
+    /// every revision above that current arrives on the receiver.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventBatch>> {
+        self.events.subscribe()
     }
 
     /// fsync everything; used on graceful shutdown.
@@ -221,6 +260,7 @@ fn apply_request(
     ks: &Keyspaces,
     revs: &mut RevState,
     req: &RaftRequest,
+    published: &mut Vec<EventBatch>,
 ) -> Result<Option<Outcome>, StoreError> {
     let outcome = match &req.op {
         None => return Ok(None),
@@ -235,6 +275,14 @@ fn apply_request(
             };
             if out.is_ok() {
                 revs.current = w.rev();
+                let events = w.take_events();
+                if !events.is_empty() {
+                    published.push(EventBatch {
+                        revision: revs.current,
+                        events,
+                        compact_revision: 0,
+                    });
+                }
             }
             out
         }

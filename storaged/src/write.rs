@@ -19,7 +19,7 @@ use common::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use common::proto::mvccpb::KeyValue;
+use common::proto::mvccpb::{Event, KeyValue};
 
 /// Revision state carried across the entries of one applied batch.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +36,8 @@ pub struct WriteTxn<'a, 'db> {
     begin: i64,
     compacted: i64,
     changes: i64,
+    /// The changes made, as watch events (with prev_kv), in order.
+    events: Vec<Event>,
 }
 
 impl<'a, 'db> WriteTxn<'a, 'db> {
@@ -46,6 +48,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             begin: revs.current,
             compacted: revs.compacted,
             changes: 0,
+            events: Vec::new(),
         }
     }
 
@@ -93,7 +96,8 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         .0)
     }
 
-    fn write(&mut self, key: &[u8], rec: &Record) {
+    /// Store `rec` as the next change of this request and record its event.
+    fn write(&mut self, key: &[u8], rec: Record, prev_kv: Option<KeyValue>) {
         let rev = Rev {
             main: self.begin + 1,
             sub: self.changes,
@@ -103,6 +107,13 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             .insert(&self.ks.index, keys::index_key(&esc, rev), rec.encode());
         self.tx.insert(&self.ks.revs, keys::rev_key(rev), esc);
         self.changes += 1;
+        self.events
+            .push(crate::events::event(key.to_vec(), rev, rec, prev_kv));
+    }
+
+    /// The watch events of the changes made so far.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     fn lease_exists(&self, lease: i64) -> Result<bool, StoreError> {
@@ -145,14 +156,11 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             lease,
             value,
         };
-        self.write(&p.key, &rec);
-        let prev_kv = match prev {
-            Some((rev, old)) if p.prev_kv => Some(old.into_kv(p.key.clone(), rev)),
-            _ => None,
-        };
+        let prev_kv = prev.map(|(rev, old)| old.into_kv(p.key.clone(), rev));
+        self.write(&p.key, rec, prev_kv.clone());
         Ok(PutResponse {
             header: self.header(),
-            prev_kv,
+            prev_kv: if p.prev_kv { prev_kv } else { None },
         })
     }
 
@@ -161,9 +169,8 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         d: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
         let live = self.live_in(&d.key, &d.range_end)?;
-        let tomb = Record::tombstone();
         for kv in &live {
-            self.write(&kv.key, &tomb);
+            self.write(&kv.key, Record::tombstone(), Some(kv.clone()));
         }
         Ok(DeleteRangeResponse {
             header: self.header(),

@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use common::config::Member;
 use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use common::proto::etcdserverpb::watch_server::WatchServer;
 use gatewayd::backend::Backend;
 use gatewayd::kv::KvService;
 use gatewayd::maintenance::MaintenanceService;
+use gatewayd::watch::WatchService;
+use gatewayd::watch_hub::WatchHub;
 
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -42,6 +45,11 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_REQUEST_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout_ms: Option<u64>,
+    /// Interval of progress notifications to watchers that asked for them
+    /// and saw no events (etcd's --experimental-watch-progress-notify-interval).
+    #[arg(long, env = "TRIAD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch_progress_notify_interval: Option<String>,
     /// Threads serving clients: 1 (the default) runs everything on one
     /// thread, which is fastest on small machines; more use a thread pool.
     #[arg(long, env = "TRIAD_WORKER_THREADS")]
@@ -55,6 +63,7 @@ struct GatewaydOpts {
 
 struct Resolved {
     listen: Vec<std::net::SocketAddr>,
+    watch_progress_interval: Duration,
     worker_threads: usize,
     max_request_bytes: usize,
     max_txn_ops: usize,
@@ -88,8 +97,19 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             "--worker-threads must be at least 1".into(),
         ));
     }
+    let watch_progress_interval = common::config::parse_duration(
+        opts.watch_progress_notify_interval
+            .as_deref()
+            .unwrap_or("10m"),
+    )?;
+    if watch_progress_interval.is_zero() {
+        return Err(common::config::ConfigError(
+            "--watch-progress-notify-interval must be positive".into(),
+        ));
+    }
     Ok(Resolved {
         listen,
+        watch_progress_interval,
         worker_threads,
         max_request_bytes: opts.max_request_bytes.unwrap_or(1536 * 1024),
         max_txn_ops,
@@ -147,6 +167,15 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     grpc.add_service(
         KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
             .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        WatchServer::new(WatchService::new(
+            backend.clone(),
+            WatchHub::spawn(backend.storage_client()),
+            cfg.max_request_bytes,
+            cfg.watch_progress_interval,
+        ))
+        .max_decoding_message_size(max_recv),
     )
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(

@@ -1,0 +1,448 @@
+//! The etcd v3 Watch service. Each client stream is one task that owns its
+//! watchers: it answers create/cancel/progress requests, delivers live
+//! batches from the watch hub to every watcher whose range and filters
+//! match, replays history from storaged for watchers that start in the past
+//! (and for the whole stream when it fell behind the live channel), and
+//! sends progress notifications. Events of one revision always go out in
+//! one response (or in fragments of it, when asked for).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::Backend;
+use crate::watch_hub::WatchHub;
+use common::proto::etcdserverpb::watch_create_request::FilterType;
+use common::proto::etcdserverpb::watch_request::RequestUnion;
+use common::proto::etcdserverpb::watch_server::Watch;
+use common::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use common::proto::mvccpb::{event::EventType, Event};
+use common::proto::storage::EventBatch;
+
+/// Responses buffered toward one client before its stream task waits.
+const OUT_BUFFER: usize = 128;
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+pub struct WatchService {
+    backend: Arc<Backend>,
+    hub: Arc<WatchHub>,
+    max_request_bytes: usize,
+    progress_interval: Duration,
+}
+
+impl WatchService {
+    pub fn new(
+        backend: Arc<Backend>,
+        hub: Arc<WatchHub>,
+        max_request_bytes: usize,
+        progress_interval: Duration,
+    ) -> Self {
+        WatchService {
+            backend,
+            hub,
+            max_request_bytes,
+            progress_interval,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, rx) = mpsc::channel(OUT_BUFFER);
+        let (live, delivered) = self.hub.subscribe().await;
+        let stream = ClientStream {
+            backend: self.backend.clone(),
+            hub: self.hub.clone(),
+            max_request_bytes: self.max_request_bytes,
+            out,
+            live,
+            delivered,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+        };
+        tokio::spawn(stream.run(req.into_inner(), self.progress_interval));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One watcher on a client stream.
+struct Watcher {
+    key: Vec<u8>,
+    /// None: only `key`; Some(empty): every key >= `key`; else [key, end).
+    end: Option<Vec<u8>>,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+    fragment: bool,
+    /// The next revision this watcher has not been given yet.
+    next: i64,
+    /// Whether anything was sent since the last progress tick.
+    active: bool,
+}
+
+impl Watcher {
+    fn from_request(c: &WatchCreateRequest) -> Watcher {
+        // etcd: an empty key means "\0", the smallest key.
+        let key = if c.key.is_empty() {
+            vec![0]
+        } else {
+            c.key.clone()
+        };
+        let end = match c.range_end.as_slice() {
+            [] => None,
+            [0] => Some(Vec::new()),
+            e => Some(e.to_vec()),
+        };
+        let has = |f: FilterType| c.filters.contains(&(f as i32));
+        Watcher {
+            key,
+            end,
+            no_put: has(FilterType::Noput),
+            no_delete: has(FilterType::Nodelete),
+            prev_kv: c.prev_kv,
+            progress_notify: c.progress_notify,
+            fragment: c.fragment,
+            next: 0,
+            active: false,
+        }
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        let Some(kv) = &e.kv else { return false };
+        let k = kv.key.as_slice();
+        let in_range = match &self.end {
+            None => k == self.key.as_slice(),
+            Some(end) if end.is_empty() => k >= self.key.as_slice(),
+            Some(end) => k >= self.key.as_slice() && k < end.as_slice(),
+        };
+        let filtered = if e.r#type == EventType::Delete as i32 {
+            self.no_delete
+        } else {
+            self.no_put
+        };
+        in_range && !filtered
+    }
+
+    /// This watcher's events of a batch, prev_kv kept only if asked for.
+    fn select(&self, batch: &EventBatch) -> Vec<Event> {
+        batch
+            .events
+            .iter()
+            .filter(|e| self.matches(e))
+            .map(|e| {
+                let mut e = e.clone();
+                if !self.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+struct ClientStream {
+    backend: Arc<Backend>,
+    hub: Arc<WatchHub>,
+    max_request_bytes: usize,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    live: broadcast::Receiver<Arc<EventBatch>>,
+    /// Every revision up to this one has been dispatched to the watchers.
+    delivered: i64,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+}
+
+/// The client went away: stop the stream task.
+struct Gone;
+
+impl ClientStream {
+    async fn run(mut self, mut requests: Streaming<WatchRequest>, progress_interval: Duration) {
+        let mut ticker = tokio::time::interval(progress_interval);
+        ticker.tick().await;
+        loop {
+            let step = tokio::select! {
+                req = requests.next() => match req {
+                    Some(Ok(r)) => self.handle(r).await,
+                    Some(Err(_)) | None => Err(Gone),
+                },
+                batch = self.live.recv() => match batch {
+                    Ok(b) => self.dispatch(&b).await,
+                    Err(RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(RecvError::Closed) => Err(Gone),
+                },
+                _ = ticker.tick() => self.progress_tick().await,
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
+        WatchResponse {
+            header: self.backend.header(revision),
+            watch_id,
+            ..Default::default()
+        }
+    }
+
+    async fn send(&self, r: WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(r)).await.map_err(|_| Gone)
+    }
+
+    async fn handle(&mut self, req: WatchRequest) -> Result<(), Gone> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => {
+                if self.watchers.remove(&c.watch_id).is_some() {
+                    let mut r = self.response(c.watch_id, self.delivered);
+                    r.canceled = true;
+                    self.send(r).await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.send(self.response(-1, self.delivered)).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
+        let id = if c.watch_id != 0 {
+            if self.watchers.contains_key(&c.watch_id) {
+                let mut r = self.response(-1, self.delivered);
+                r.created = true;
+                r.canceled = true;
+                r.cancel_reason = DUPLICATE_ID.to_string();
+                return self.send(r).await;
+            }
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        };
+        let mut w = Watcher::from_request(&c);
+        let mut created = self.response(id, self.delivered);
+        created.created = true;
+        self.send(created).await?;
+        let start = c.start_revision;
+        if start <= 0 || start > self.delivered {
+            w.next = if start <= 0 {
+                self.delivered + 1
+            } else {
+                start
+            };
+            self.watchers.insert(id, w);
+            return Ok(());
+        }
+        // Starts in the past: replay history up to what this stream has
+        // delivered, then follow live batches with the others.
+        w.next = start;
+        self.watchers.insert(id, w);
+        self.replay(start, self.delivered, Some(id)).await
+    }
+
+    /// Replay storaged's history of `from..=to` to one watcher, or to all.
+    async fn replay(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
+        let mut history = match self.hub.history(from, to).await {
+            Ok(h) => h,
+            Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
+        };
+        loop {
+            match history.message().await {
+                Ok(Some(b)) if b.compact_revision > 0 => {
+                    return self.compacted(b.compact_revision, only).await
+                }
+                Ok(Some(b)) => self.deliver(&b, only).await?,
+                Ok(None) => break,
+                Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
+            }
+        }
+        for (id, w) in self.watchers.iter_mut() {
+            if only.is_none_or(|o| o == *id) && w.next <= to {
+                w.next = to + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancel watchers whose history was compacted away, as etcd does.
+    async fn compacted(&mut self, compact_revision: i64, only: Option<i64>) -> Result<(), Gone> {
+        let victims: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.next < compact_revision)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in victims {
+            self.watchers.remove(&id);
+            // etcd's compaction notice carries no revision in its header.
+            let mut r = self.response(id, 0);
+            r.compact_revision = compact_revision;
+            r.canceled = true;
+            self.send(r).await?;
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, batch: &EventBatch) -> Result<(), Gone> {
+        self.deliver(batch, None).await?;
+        self.delivered = self.delivered.max(batch.revision);
+        Ok(())
+    }
+
+    /// Give `batch` to every (or one) watcher that has not seen its revision.
+    async fn deliver(&mut self, batch: &EventBatch, only: Option<i64>) -> Result<(), Gone> {
+        let mut sends = Vec::new();
+        for (id, w) in self.watchers.iter_mut() {
+            if only.is_some_and(|o| o != *id) || w.next > batch.revision {
+                continue;
+            }
+            w.next = batch.revision + 1;
+            let events = w.select(batch);
+            if !events.is_empty() {
+                w.active = true;
+                sends.push((*id, events, w.fragment));
+            }
+        }
+        for (id, events, fragment) in sends {
+            let mut r = self.response(id, batch.revision);
+            r.events = events;
+            for part in fragments(r, fragment, self.max_request_bytes) {
+                self.send(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream fell behind the live channel: replay what it missed from
+    /// storaged, then follow live batches again.
+    async fn catch_up(&mut self) -> Result<(), Gone> {
+        let (live, last) = self.hub.subscribe().await;
+        self.live = live;
+        if last > self.delivered {
+            self.replay(self.delivered + 1, last, None).await?;
+            self.delivered = last;
+        }
+        Ok(())
+    }
+
+    async fn progress_tick(&mut self) -> Result<(), Gone> {
+        let due: Vec<i64> = self
+            .watchers
+            .iter_mut()
+            .filter_map(|(id, w)| {
+                let idle = !std::mem::replace(&mut w.active, false);
+                (w.progress_notify && idle && w.next > self.delivered).then_some(*id)
+            })
+            .collect();
+        for id in due {
+            self.send(self.response(id, self.delivered)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// etcd's sendFragments: split a response larger than the request limit
+/// into parts (all but the last marked `fragment`), when the watcher asked.
+fn fragments(r: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<WatchResponse> {
+    if !fragment || r.encoded_len() < max_bytes || r.events.len() < 2 {
+        return vec![r];
+    }
+    let mut parts = Vec::new();
+    let mut rest = r.events.clone().into_iter().peekable();
+    let template = WatchResponse {
+        events: Vec::new(),
+        ..r
+    };
+    while rest.peek().is_some() {
+        let mut part = WatchResponse {
+            fragment: true,
+            ..template.clone()
+        };
+        while let Some(e) = rest.peek() {
+            part.events.push(e.clone());
+            if part.events.len() > 1 && part.encoded_len() >= max_bytes {
+                part.events.pop();
+                break;
+            }
+            rest.next();
+        }
+        if rest.peek().is_none() {
+            part.fragment = false;
+        }
+        parts.push(part);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::proto::mvccpb::KeyValue;
+
+    fn ev(key: &str, value_len: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: key.into(),
+                value: vec![b'x'; value_len],
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn fragments_split_large_responses_and_mark_all_but_the_last() {
+        let r = WatchResponse {
+            events: (0..10).map(|i| ev(&format!("k{i}"), 100)).collect(),
+            ..Default::default()
+        };
+        let parts = fragments(r.clone(), true, 350);
+        assert!(parts.len() > 1);
+        assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        assert_eq!(fragments(r.clone(), false, 350).len(), 1);
+        assert_eq!(fragments(r, true, 1 << 20).len(), 1);
+    }
+
+    #[test]
+    fn watcher_ranges_and_filters() {
+        let mut c = WatchCreateRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            ..Default::default()
+        };
+        let w = Watcher::from_request(&c);
+        assert!(w.matches(&ev("a", 0)) && w.matches(&ev("b", 0)) && !w.matches(&ev("c", 0)));
+        c.range_end = vec![0];
+        assert!(Watcher::from_request(&c).matches(&ev("zzz", 0)));
+        c.filters = vec![FilterType::Noput as i32];
+        assert!(!Watcher::from_request(&c).matches(&ev("b", 0)));
+        c = WatchCreateRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        };
+        assert!(!Watcher::from_request(&c).matches(&ev("ab", 0)));
+    }
+}
