@@ -172,7 +172,9 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         WatchServer::new(WatchService::new(
             backend.clone(),
             WatchHub::spawn(backend.storage_client()),
-            cfg.max_request_bytes,
+            // etcd fragments watch responses above the request limit plus
+            // the same gRPC overhead allowance.
+            cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             cfg.watch_progress_interval,
         ))
         .max_decoding_message_size(max_recv),
