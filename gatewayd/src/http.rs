@@ -1,6 +1,6 @@
 //! Plain-HTTP endpoints on the client port, beside gRPC (as etcd serves
-//! them): /health (a linearizable read must succeed, as etcd checks) and
-//! /version.
+//! them): /health (a linearizable read must succeed, as etcd checks),
+//! /version and /metrics.
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ pub fn routes(backend: Arc<Backend>, version: String) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version_info))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
         .with_state(HttpState { backend, version })
 }
 

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod http;
 pub mod kv;
 pub mod maintenance;
+pub mod metrics;
 pub mod proposer;
 pub mod validate;
 pub mod watch;

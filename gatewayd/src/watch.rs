@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
+use crate::metrics;
 use crate::watch_hub::WatchHub;
 use common::proto::etcdserverpb::watch_create_request::FilterType;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
@@ -28,6 +29,8 @@ use common::proto::storage::EventBatch;
 
 /// Responses buffered toward one client before its stream task waits.
 const OUT_BUFFER: usize = 128;
+/// Revisions of history per response when a watcher replays the past.
+const REPLAY_REVISIONS: usize = 1000;
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub struct WatchService {
@@ -171,6 +174,7 @@ struct Gone;
 
 impl ClientStream {
     async fn run(mut self, mut requests: Streaming<WatchRequest>, progress_interval: Duration) {
+        metrics::WATCH_STREAMS.add(1);
         let mut ticker = tokio::time::interval(progress_interval);
         ticker.tick().await;
         loop {
@@ -187,9 +191,11 @@ impl ClientStream {
                 _ = ticker.tick() => self.progress_tick().await,
             };
             if step.is_err() {
-                return;
+                break;
             }
         }
+        metrics::WATCH_STREAMS.add(-1);
+        metrics::WATCHERS.add(-(self.watchers.len() as i64));
     }
 
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
@@ -209,6 +215,7 @@ impl ClientStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
+                    metrics::WATCHERS.add(-1);
                     let mut r = self.response(c.watch_id, self.delivered);
                     r.canceled = true;
                     self.send(r).await?;
@@ -251,30 +258,60 @@ impl ClientStream {
                 start
             };
             self.watchers.insert(id, w);
+            metrics::WATCHERS.add(1);
             return Ok(());
         }
         // Starts in the past: replay history up to what this stream has
         // delivered, then follow live batches with the others.
         w.next = start;
         self.watchers.insert(id, w);
+        metrics::WATCHERS.add(1);
         self.replay(start, self.delivered, Some(id)).await
     }
 
     /// Replay storaged's history of `from..=to` to one watcher, or to all.
     async fn replay(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
+        let replaying = if only.is_some() {
+            1
+        } else {
+            self.watchers.len() as i64
+        };
+        metrics::SLOW_WATCHERS.add(replaying);
+        let result = self.replay_history(from, to, only).await;
+        metrics::SLOW_WATCHERS.add(-replaying);
+        result
+    }
+
+    async fn replay_history(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
         let mut history = match self.hub.history(from, to).await {
             Ok(h) => h,
             Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
         };
+        // As etcd syncs unsynced watchers: up to REPLAY_REVISIONS revisions
+        // per response, each response headed with the current revision.
+        let mut pending: BTreeMap<i64, (Vec<Event>, usize)> = BTreeMap::new();
         loop {
             match history.message().await {
                 Ok(Some(b)) if b.compact_revision > 0 => {
                     return self.compacted(b.compact_revision, only).await
                 }
-                Ok(Some(b)) => self.deliver(&b, only).await?,
+                Ok(Some(b)) => {
+                    for (id, events) in self.select(&b, only) {
+                        let entry = pending.entry(id).or_default();
+                        entry.0.extend(events);
+                        entry.1 += 1;
+                        if entry.1 == REPLAY_REVISIONS {
+                            let (events, _) = pending.remove(&id).unwrap_or_default();
+                            self.send_events(id, to, events).await?;
+                        }
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
             }
+        }
+        for (id, (events, _)) in pending {
+            self.send_events(id, to, events).await?;
         }
         for (id, w) in self.watchers.iter_mut() {
             if only.is_none_or(|o| o == *id) && w.next <= to {
@@ -294,6 +331,7 @@ impl ClientStream {
             .collect();
         for id in victims {
             self.watchers.remove(&id);
+            metrics::WATCHERS.add(-1);
             // etcd's compaction notice carries no revision in its header.
             let mut r = self.response(id, 0);
             r.compact_revision = compact_revision;
@@ -304,14 +342,17 @@ impl ClientStream {
     }
 
     async fn dispatch(&mut self, batch: &EventBatch) -> Result<(), Gone> {
-        self.deliver(batch, None).await?;
+        for (id, events) in self.select(batch, None) {
+            self.send_events(id, batch.revision, events).await?;
+        }
         self.delivered = self.delivered.max(batch.revision);
         Ok(())
     }
 
-    /// Give `batch` to every (or one) watcher that has not seen its revision.
-    async fn deliver(&mut self, batch: &EventBatch, only: Option<i64>) -> Result<(), Gone> {
-        let mut sends = Vec::new();
+    /// Each (or one) watcher's events of `batch`, for watchers that have not
+    /// seen its revision yet; marks them as having seen it.
+    fn select(&mut self, batch: &EventBatch, only: Option<i64>) -> Vec<(i64, Vec<Event>)> {
+        let mut out = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if only.is_some_and(|o| o != *id) || w.next > batch.revision {
                 continue;
@@ -320,15 +361,20 @@ impl ClientStream {
             let events = w.select(batch);
             if !events.is_empty() {
                 w.active = true;
-                sends.push((*id, events, w.fragment));
+                out.push((*id, events));
             }
         }
-        for (id, events, fragment) in sends {
-            let mut r = self.response(id, batch.revision);
-            r.events = events;
-            for part in fragments(r, fragment, self.max_request_bytes) {
-                self.send(part).await?;
-            }
+        out
+    }
+
+    /// Send one watcher's events, fragmented if it asked and they are large.
+    async fn send_events(&self, id: i64, revision: i64, events: Vec<Event>) -> Result<(), Gone> {
+        let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
+        let mut r = self.response(id, revision);
+        metrics::WATCH_EVENTS.add(events.len() as i64);
+        r.events = events;
+        for part in fragments(r, fragment, self.max_request_bytes) {
+            self.send(part).await?;
         }
         Ok(())
     }
@@ -336,6 +382,7 @@ impl ClientStream {
     /// The stream fell behind the live channel: replay what it missed from
     /// storaged, then follow live batches again.
     async fn catch_up(&mut self) -> Result<(), Gone> {
+        metrics::WATCH_CATCH_UPS.add(1);
         let (live, last) = self.hub.subscribe().await;
         self.live = live;
         if last > self.delivered {

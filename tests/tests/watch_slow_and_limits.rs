@@ -75,6 +75,34 @@ async fn a_client_that_stops_reading_stalls_nobody_and_catches_up() {
         (start..=last).collect::<Vec<_>>(),
         "the slow watcher has a gap or duplicate"
     );
+    // The metrics show that a stream fell behind and caught up.
+    let metrics = http_get(&member.endpoint(), "/metrics");
+    let catch_ups: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("triad_watch_catch_ups_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no catch-up metric in:\n{metrics}"));
+    assert!(catch_ups > 0, "{metrics}");
+    assert!(
+        metrics.contains("etcd_debugging_mvcc_watch_stream_total 2"),
+        "{metrics}"
+    );
+}
+
+/// A plain HTTP/1.1 GET on the client port; the response body.
+fn http_get(endpoint: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(endpoint).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(out)
 }
 
 /// The number of events in each response of a fragmented watch (etcd-client
