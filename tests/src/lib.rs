@@ -341,3 +341,12 @@ pub fn reference_etcd(extra: &[&str]) -> Option<RefEtcd> {
     }
     r
 }
+
+/// The revision the next write will get (current revision + 1).
+pub async fn next_revision(c: &mut etcd_client::Client) -> i64 {
+    let r = c
+        .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
+        .await
+        .expect("read revision");
+    r.header().expect("header").revision() + 1
+}

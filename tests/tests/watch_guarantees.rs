@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions};
-use triad_tests::{connect, Member};
+use triad_tests::{connect, next_revision, Member};
 
 /// (revision, key, is_put) of one event.
 type Seen = (i64, String, bool);
@@ -146,14 +146,11 @@ async fn many_watchers_see_every_event_once_in_order() {
         let start = if i % 3 == 0 { 0 } else { 2 + i * 7 };
         watchers.push(tokio::spawn(async move {
             let mut c = connect(&ep).await;
-            let rev_now = c
-                .get("g/", None)
-                .await
-                .unwrap()
-                .header()
-                .unwrap()
-                .revision();
-            let start = if start == 0 { rev_now + 1 } else { start };
+            let start = if start == 0 {
+                next_revision(&mut c).await
+            } else {
+                start
+            };
             (start, record(&mut c, start).await)
         }));
     }
@@ -179,14 +176,7 @@ async fn kill9_of_storaged_or_raftd_keeps_watches_complete() {
     let ep = member.endpoint();
     for daemon in ["storaged", "raftd"] {
         let mut c = member.client().await;
-        let start = c
-            .get("g/", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision()
-            + 1;
+        let start = next_revision(&mut c).await;
         let sentinel = format!("g/~end-{daemon}");
         let watchers: Vec<_> = (0..4)
             .map(|_| {
@@ -222,14 +212,7 @@ async fn after_gatewayd_restart_clients_resume_from_the_next_revision() {
     let member = Member::start();
     let ep = member.endpoint();
     let mut c = member.client().await;
-    let start = c
-        .get("g/", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision()
-        + 1;
+    let start = next_revision(&mut c).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(ep.clone(), 2, stop.clone(), 400);
     let mut w = connect(&ep).await;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{DeleteOptions, WatchOptions, WatchStream};
-use triad_tests::{connect, reference_etcd, Member};
+use triad_tests::{connect, next_revision, reference_etcd, Member};
 
 async fn revisions_until(stream: &mut WatchStream, last: i64) -> Vec<i64> {
     let mut revs = Vec::new();
@@ -25,14 +25,7 @@ async fn revisions_until(stream: &mut WatchStream, last: i64) -> Vec<i64> {
 async fn a_client_that_stops_reading_stalls_nobody_and_catches_up() {
     let member = Member::start();
     let mut c = member.client().await;
-    let start = c
-        .get("s/", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision()
-        + 1;
+    let start = next_revision(&mut c).await;
     // The slow client opens its watch and then does not read.
     let mut slow = connect(&member.endpoint())
         .await
