@@ -12,8 +12,10 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::log_store::LogReader;
 use crate::types::{
@@ -21,7 +23,7 @@ use crate::types::{
 };
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    apply_entry::Payload, ApplyEntry, ApplyResponse, StatusRequest, StatusResponse,
+    apply_entry::Payload, ApplyEntry, ApplyRequest, ApplyResponse, StatusRequest, StatusResponse,
 };
 
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
@@ -30,13 +32,24 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 pub struct StateMachine {
     storage: StorageClient<Channel>,
     log: LogReader,
+    apply_stream: Option<ApplyStream>,
+}
+
+/// The open Apply stream to storaged: batches go in, responses come back in order.
+struct ApplyStream {
+    tx: mpsc::Sender<ApplyRequest>,
+    responses: tonic::Streaming<ApplyResponse>,
 }
 
 const RETRY: Duration = Duration::from_millis(100);
 
 impl StateMachine {
     pub fn new(storage: StorageClient<Channel>, log: LogReader) -> Self {
-        StateMachine { storage, log }
+        StateMachine {
+            storage,
+            log,
+            apply_stream: None,
+        }
     }
 
     /// storaged's status, waiting for storaged to come (back) up.
@@ -71,10 +84,10 @@ impl StateMachine {
             let replayed = replay.len();
             let mut batch = std::mem::take(&mut replay);
             batch.extend(entries.iter().cloned());
-            let req = common::proto::storage::ApplyRequest { entries: batch };
-            match self.storage.apply(req).await {
+            let req = ApplyRequest { entries: batch };
+            match self.apply_on_stream(req).await {
                 Ok(r) => {
-                    let ApplyResponse { mut results, .. } = r.into_inner();
+                    let ApplyResponse { mut results, .. } = r;
                     results.drain(..replayed.min(results.len()));
                     results.resize(entries.len(), Vec::new());
                     return Ok(results);
@@ -98,6 +111,34 @@ impl StateMachine {
                 }
             }
         }
+    }
+
+    /// One Apply over the long-lived stream to storaged (opened on first use
+    /// and again after any failure; re-sending a batch is safe, Apply is
+    /// idempotent).
+    async fn apply_on_stream(&mut self, req: ApplyRequest) -> Result<ApplyResponse, Status> {
+        let stream = match self.apply_stream.take() {
+            Some(s) => s,
+            None => {
+                let (tx, rx) = mpsc::channel(4);
+                let responses = self
+                    .storage
+                    .apply(ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                ApplyStream { tx, responses }
+            }
+        };
+        let ApplyStream { tx, mut responses } = stream;
+        if tx.send(req).await.is_err() {
+            return Err(Status::unavailable("storaged apply stream closed"));
+        }
+        let resp = match responses.message().await? {
+            Some(r) => r,
+            None => return Err(Status::unavailable("storaged apply stream ended")),
+        };
+        self.apply_stream = Some(ApplyStream { tx, responses });
+        Ok(resp)
     }
 
     /// Entries between storaged's applied index and `first` (exclusive).

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -44,14 +47,27 @@ impl Storage for StorageService {
         }))
     }
 
-    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
-        let entries = req.into_inner().entries;
-        // Inline, not spawn_blocking: a batch applies in tens of microseconds
-        // and a thread hand-off would cost more than the work.
-        self.store
-            .apply(&entries)
-            .map(Response::new)
-            .map_err(Status::from)
+    type ApplyStream = ReceiverStream<Result<ApplyResponse, Status>>;
+
+    async fn apply(
+        &self,
+        req: Request<Streaming<ApplyRequest>>,
+    ) -> Result<Response<Self::ApplyStream>, Status> {
+        let mut batches = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(batch)) = batches.next().await {
+                // Inline, not spawn_blocking: a batch applies in tens of
+                // microseconds and a thread hand-off would cost more.
+                let result = store.apply(&batch.entries).map_err(Status::from);
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
