@@ -42,3 +42,110 @@ pub fn check_protocol(daemon: &str, ours: &str, asked: &str) -> Result<(), tonic
         )))
     }
 }
+
+/// Why a peer daemon cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{daemon} speaks an incompatible protocol: {message}")]
+pub struct Incompatible {
+    pub daemon: &'static str,
+    pub message: String,
+}
+
+/// How often daemons re-check their peers' protocol (one may be upgraded
+/// and restarted on its own at any time).
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Call `hello` until the peer daemon answers (it may still be starting);
+/// Err when it answers that it speaks another protocol version.
+pub async fn await_compatible<F, Fut, T>(
+    daemon: &'static str,
+    mut hello: F,
+) -> Result<(), Incompatible>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        match hello().await {
+            Ok(_) => return Ok(()),
+            Err(s)
+                if s.code() == tonic::Code::FailedPrecondition
+                    || s.code() == tonic::Code::Unimplemented =>
+            {
+                return Err(Incompatible {
+                    daemon,
+                    message: s.message().to_string(),
+                });
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Run `check` now and every RECHECK; resolves with the first peer found
+/// speaking another protocol (one daemon may be upgraded and restarted on
+/// its own at any time).
+pub async fn first_incompatible<F, Fut>(mut check: F) -> Incompatible
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Incompatible>>,
+{
+    loop {
+        if let Err(e) = check().await {
+            return e;
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+/// storaged's protocol check, for its callers.
+pub async fn storaged_compatible(
+    client: &storage::storage_client::StorageClient<tonic::transport::Channel>,
+) -> Result<(), Incompatible> {
+    await_compatible("storaged", || {
+        let mut c = client.clone();
+        async move {
+            c.hello(storage::HelloRequest {
+                protocol: STORAGE_PROTOCOL.into(),
+            })
+            .await
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn waits_for_an_unreachable_peer_and_refuses_another_protocol() {
+        let calls = AtomicU32::new(0);
+        let ok = await_compatible("storaged", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(tonic::Status::unavailable("connection refused"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let err = await_compatible("raftd", || async {
+            check_protocol("raftd", "triad.raft.v2", RAFT_PROTOCOL).map(|_| ())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.daemon, "raftd");
+        assert!(
+            err.to_string()
+                .contains("raftd speaks triad.raft.v2, caller wants triad.raft.v1"),
+            "{err}"
+        );
+    }
+}

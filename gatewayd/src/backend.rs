@@ -128,6 +128,28 @@ impl Backend {
         }
     }
 
+    /// Resolves only when raftd or storaged answers that it speaks another
+    /// protocol version (checked at start and again every RECHECK).
+    pub async fn incompatible_peer(&self) -> common::proto::Incompatible {
+        use common::proto::{
+            await_compatible, first_incompatible, raft, storaged_compatible, RAFT_PROTOCOL,
+        };
+        first_incompatible(|| async {
+            await_compatible("raftd", || {
+                let mut c = self.raft.clone();
+                async move {
+                    c.hello(raft::HelloRequest {
+                        protocol: RAFT_PROTOCOL.into(),
+                    })
+                    .await
+                }
+            })
+            .await?;
+            storaged_compatible(&self.storage).await
+        })
+        .await
+    }
+
     /// A client of this member's storaged (for the watch feed).
     pub fn storage_client(&self) -> StorageClient<Channel> {
         self.storage.clone()

@@ -212,12 +212,15 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         tracing::info!(%addr, "gatewayd serving clients");
     }
     common::lifecycle::notify_ready("serving");
-    shutdown.await;
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        e = backend.incompatible_peer() => Err(anyhow::anyhow!(e)),
+    };
     common::lifecycle::notify_stopping();
     let _ = stop_tx.send(true);
     for s in servers {
         s.await??;
     }
     tracing::info!("gatewayd stopped");
-    Ok(())
+    outcome
 }

@@ -88,6 +88,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
 
     let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
         .max_decoding_message_size(usize::MAX);
+    let storage_check = storage.clone();
     let sm = StateMachine::new(storage, log.reader());
     tracing::info!("waiting for storaged's applied state");
     let raft = Raft::new(member.member_id, config, Peers, log, sm).await?;
@@ -112,15 +113,33 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
     tracing::info!(socket = %socket.display(), member = format!("{:x}", member.member_id), "raftd serving");
     let shutdown = common::lifecycle::shutdown_signal();
+    // Stop serving (and fail) if storaged speaks another protocol version.
+    let incompatible = Arc::new(std::sync::Mutex::new(None));
+    let stop = {
+        let (incompatible, storage) = (incompatible.clone(), storage_check);
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => {
+                    if let Ok(mut slot) = incompatible.lock() {
+                        *slot = Some(e);
+                    }
+                }
+            }
+        }
+    };
     common::lifecycle::notify_ready("serving");
     let service = RaftLocalService::new(raft.clone(), member.member_id, member.cluster_id);
     tonic::transport::Server::builder()
         .add_service(RaftLocalServer::new(service).max_decoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(common::uds::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(common::uds::incoming(listener), stop)
         .await?;
     common::lifecycle::notify_stopping();
     let _ = raft.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("raftd stopped");
-    Ok(())
+    match incompatible.lock().ok().and_then(|mut e| e.take()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
