@@ -7,6 +7,7 @@ pub mod compactor;
 pub mod event_feed;
 pub mod events;
 pub mod keys;
+pub mod lease;
 pub mod read;
 pub mod record;
 pub mod service;

@@ -11,8 +11,9 @@ use crate::store::Store;
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
-    ApplyRequest, ApplyResponse, EventsRequest, HelloRequest, HelloResponse, StatusRequest,
-    StatusResponse, WaitCompactionRequest, WaitCompactionResponse,
+    ApplyRequest, ApplyResponse, EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest,
+    LeaseKeysResponse, LeasesRequest, LeasesResponse, StatusRequest, StatusResponse,
+    WaitCompactionRequest, WaitCompactionResponse,
 };
 use common::proto::STORAGE_PROTOCOL;
 
@@ -109,5 +110,24 @@ impl Storage for StorageService {
             r.start_revision,
             r.end_revision,
         )))
+    }
+
+    async fn leases(
+        &self,
+        _req: Request<LeasesRequest>,
+    ) -> Result<Response<LeasesResponse>, Status> {
+        let (leases, revision) = self.store.leases()?;
+        Ok(Response::new(LeasesResponse { leases, revision }))
+    }
+
+    async fn lease_keys(
+        &self,
+        req: Request<LeaseKeysRequest>,
+    ) -> Result<Response<LeaseKeysResponse>, Status> {
+        let keys = self.store.lease_keys(req.into_inner().id)?;
+        Ok(Response::new(LeaseKeysResponse {
+            found: keys.is_some(),
+            keys: keys.unwrap_or_default(),
+        }))
     }
 }

@@ -39,6 +39,8 @@ pub struct Keyspaces {
     pub revs: SingleWriterTxKeyspace,
     /// lease id → lease record.
     pub leases: SingleWriterTxKeyspace,
+    /// lease id ++ key → (): the keys attached to each lease.
+    pub lease_keys: SingleWriterTxKeyspace,
     /// applied log id, membership, revision counters.
     pub meta: SingleWriterTxKeyspace,
 }
@@ -81,6 +83,7 @@ impl Store {
             index: db.keyspace("index", KeyspaceCreateOptions::default)?,
             revs: db.keyspace("revs", KeyspaceCreateOptions::default)?,
             leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
+            lease_keys: db.keyspace("lease_keys", KeyspaceCreateOptions::default)?,
             meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
         };
         let applied = match ks.meta.get(META_APPLIED)? {
@@ -222,6 +225,17 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// Every lease, and the revision they were read at.
+    pub fn leases(&self) -> Result<(Vec<common::proto::storage::LeaseInfo>, i64), StoreError> {
+        let revision = self.bounds().current;
+        Ok((crate::lease::all(&self.db.read_tx(), &self.ks)?, revision))
+    }
+
+    /// The keys attached to `lease`; None if there is no such lease.
+    pub fn lease_keys(&self, lease: i64) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        crate::lease::keys_of(&self.db.read_tx(), &self.ks, lease)
+    }
+
     /// fsync everything; used on graceful shutdown.
     pub fn persist(&self) -> Result<(), StoreError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
@@ -271,6 +285,9 @@ fn apply_request(
                 Op::Put(p) => w.put(p).map(Outcome::Put),
                 Op::DeleteRange(d) => w.delete_range(d).map(Outcome::DeleteRange),
                 Op::Txn(t) => w.txn(t).map(Outcome::Txn),
+                Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
+                Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
+                Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
                 Op::Compaction(_) => unreachable_compaction(),
             };
             if out.is_ok() {

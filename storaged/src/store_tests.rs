@@ -152,3 +152,122 @@ async fn physical_compaction_removes_superseded_revisions() {
     assert_eq!(get(&store, "b", 0).unwrap(), Vec::<String>::new());
     assert_eq!(get(&store, "c", 0).unwrap(), ["y"]);
 }
+
+fn outcome(
+    resp: &common::proto::storage::ApplyResponse,
+    i: usize,
+) -> common::proto::storage::raft_result::Result {
+    common::proto::storage::RaftResult::decode(resp.results[i].as_slice())
+        .unwrap()
+        .result
+        .unwrap()
+}
+
+#[test]
+fn leases_attach_keys_and_revoke_deletes_them_in_one_revision() {
+    use common::proto::etcdserverpb::{
+        LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    };
+    use common::proto::storage::raft_result::Result as Outcome;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let with_lease = |index, k: &str, lease| {
+        entry(
+            index,
+            Op::Put(PutRequest {
+                key: k.into(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            }),
+        )
+    };
+    let resp = store
+        .apply(&[
+            entry(0, Op::LeaseGrant(LeaseGrantRequest { ttl: 30, id: 7 })),
+            entry(1, Op::LeaseGrant(LeaseGrantRequest { ttl: 30, id: 7 })),
+            with_lease(2, "b", 7),
+            with_lease(3, "a", 7),
+            with_lease(4, "c", 7),
+            put(5, "c", "no lease now"),
+            with_lease(6, "x", 8),
+        ])
+        .unwrap();
+    assert!(matches!(outcome(&resp, 0), Outcome::LeaseGrant(g) if g.id == 7 && g.ttl == 30));
+    assert!(
+        matches!(outcome(&resp, 1), Outcome::Error(c) if c == common::errors::EtcdError::LeaseExist.wire_code())
+    );
+    assert!(
+        matches!(outcome(&resp, 6), Outcome::Error(c) if c == common::errors::EtcdError::LeaseNotFound.wire_code())
+    );
+    assert_eq!(
+        store.lease_keys(7).unwrap().unwrap(),
+        [b"a".to_vec(), b"b".to_vec()]
+    );
+    assert_eq!(store.lease_keys(8).unwrap(), None);
+
+    let mut events = store.subscribe();
+    let before = store.bounds().current;
+    let resp = store
+        .apply(&[
+            entry(
+                7,
+                Op::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![LeaseCheckpoint {
+                        id: 7,
+                        remaining_ttl: 12,
+                    }],
+                }),
+            ),
+            entry(8, Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            entry(9, Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        ])
+        .unwrap();
+    assert!(
+        matches!(outcome(&resp, 2), Outcome::Error(c) if c == common::errors::EtcdError::LeaseNotFound.wire_code())
+    );
+    // Both attached keys went in one revision, in key order; "c" stays.
+    assert_eq!(store.bounds().current, before + 1);
+    let batch = events.try_recv().unwrap();
+    let deleted: Vec<&[u8]> = batch
+        .events
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().key.as_slice())
+        .collect();
+    assert_eq!(deleted, [b"a".as_slice(), b"b".as_slice()]);
+    assert_eq!(get(&store, "a", 0).unwrap(), Vec::<String>::new());
+    assert_eq!(get(&store, "c", 0).unwrap(), ["no lease now"]);
+    assert_eq!(store.lease_keys(7).unwrap(), None);
+    assert!(store.leases().unwrap().0.is_empty());
+}
+
+#[test]
+fn checkpoints_record_the_remaining_ttl() {
+    use common::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    store
+        .apply(&[
+            entry(0, Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 1 })),
+            entry(
+                1,
+                Op::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![
+                        LeaseCheckpoint {
+                            id: 1,
+                            remaining_ttl: 42,
+                        },
+                        LeaseCheckpoint {
+                            id: 2,
+                            remaining_ttl: 5,
+                        },
+                    ],
+                }),
+            ),
+        ])
+        .unwrap();
+    let (leases, _) = store.leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    let rec = leases[0].lease.unwrap();
+    assert_eq!((leases[0].id, rec.ttl, rec.remaining_ttl), (1, 60, 42));
+}

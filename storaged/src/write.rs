@@ -31,8 +31,8 @@ pub struct RevState {
 /// One write request in progress: its pending main revision and how many
 /// changes it has made so far.
 pub struct WriteTxn<'a, 'db> {
-    tx: &'a mut SingleWriterWriteTx<'db>,
-    ks: &'a Keyspaces,
+    pub(crate) tx: &'a mut SingleWriterWriteTx<'db>,
+    pub(crate) ks: &'a Keyspaces,
     begin: i64,
     compacted: i64,
     changes: i64,
@@ -61,7 +61,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         }
     }
 
-    fn header(&self) -> Option<ResponseHeader> {
+    pub(crate) fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             revision: self.rev(),
             ..Default::default()
@@ -75,7 +75,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         }
     }
 
-    fn latest_live(&self, key: &[u8]) -> Result<Option<(Rev, Record)>, StoreError> {
+    pub(crate) fn latest_live(&self, key: &[u8]) -> Result<Option<(Rev, Record)>, StoreError> {
         Ok(
             read::latest(&*self.tx, self.ks.index.as_ref(), key, self.rev())?
                 .filter(|(_, r)| !r.tombstone),
@@ -97,7 +97,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     /// Store `rec` as the next change of this request and record its event.
-    fn write(&mut self, key: &[u8], rec: Record, prev_kv: Option<KeyValue>) {
+    pub(crate) fn write(&mut self, key: &[u8], rec: Record, prev_kv: Option<KeyValue>) {
         let rev = Rev {
             main: self.begin + 1,
             sub: self.changes,
@@ -107,6 +107,22 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             .insert(&self.ks.index, keys::index_key(&esc, rev), rec.encode());
         self.tx.insert(&self.ks.revs, keys::rev_key(rev), esc);
         self.changes += 1;
+        // Keep each lease's set of attached keys current.
+        let old_lease = prev_kv.as_ref().map_or(0, |kv| kv.lease);
+        let new_lease = if rec.tombstone { 0 } else { rec.lease };
+        if old_lease != 0 && old_lease != new_lease {
+            self.tx.remove(
+                &self.ks.lease_keys,
+                crate::lease::attachment(old_lease, key),
+            );
+        }
+        if new_lease != 0 {
+            self.tx.insert(
+                &self.ks.lease_keys,
+                crate::lease::attachment(new_lease, key),
+                [],
+            );
+        }
         self.events
             .push(crate::events::event(key.to_vec(), rev, rec, prev_kv));
     }
@@ -116,7 +132,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         std::mem::take(&mut self.events)
     }
 
-    fn lease_exists(&self, lease: i64) -> Result<bool, StoreError> {
+    pub(crate) fn lease_exists(&self, lease: i64) -> Result<bool, StoreError> {
         Ok(self.tx.contains_key(&self.ks.leases, lease.to_be_bytes())?)
     }
 
