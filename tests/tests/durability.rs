@@ -193,10 +193,10 @@ async fn while_raftd_is_down_serializable_reads_work_and_writes_time_out() {
         }
         other => panic!("unexpected error {other}"),
     }
-    assert!(
-        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
-        "waited {waited:?}"
-    );
+    // Within the request timeout (1.5 s) plus slack, never hanging. It may
+    // be sooner: a proposal whose connection broke is failed at once rather
+    // than re-sent, since it might have been committed.
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
 
     let lin = c
         .get("k", None)
