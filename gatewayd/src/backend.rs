@@ -38,6 +38,20 @@ pub struct Backend {
     pub max_request_bytes: usize,
 }
 
+/// storaged's encoded RaftResult: its outcome, or the etcd error it carries.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, Status> {
+    match RaftResult::decode(bytes) {
+        Ok(RaftResult {
+            result: Some(Outcome::Error(code)),
+        }) => Err(EtcdError::from_wire_code(code)
+            .map(Status::from)
+            .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
+        Ok(RaftResult { result: Some(o) }) => Ok(o),
+        Ok(RaftResult { result: None }) => Err(unavailable("empty apply result")),
+        Err(e) => Err(unavailable(format!("undecodable apply result: {e}"))),
+    }
+}
+
 /// The daemon could not be reached at all (not running, socket missing):
 /// safe to retry, nothing was sent.
 fn not_connected(s: &Status) -> bool {
@@ -190,16 +204,34 @@ impl Backend {
         let result = tokio::time::timeout(self.request_timeout, self.proposer.propose(bytes))
             .await
             .map_err(|_| Status::from(EtcdError::Timeout))??;
-        match RaftResult::decode(result.as_slice()) {
-            Ok(RaftResult {
-                result: Some(Outcome::Error(code)),
-            }) => Err(EtcdError::from_wire_code(code)
-                .map(Status::from)
-                .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
-            Ok(RaftResult { result: Some(o) }) => Ok(o),
-            Ok(RaftResult { result: None }) => Err(unavailable("empty apply result")),
-            Err(e) => Err(unavailable(format!("undecodable apply result: {e}"))),
-        }
+        decode_outcome(&result)
+    }
+
+    /// A raftd call that must not be re-sent once it may have arrived
+    /// (lease grant and revoke), retried only while raftd is unreachable.
+    pub async fn raft_once<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(RaftLocalClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        retrying(self.deadline(), Retry::OnlyUnsent, || {
+            call(self.raft.clone())
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    /// A raftd call that is safe to repeat (queries, keepalives).
+    pub async fn raft_query<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(RaftLocalClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        retrying(self.deadline(), Retry::Idempotent, || {
+            call(self.raft.clone())
+        })
+        .await
+        .map(|r| r.into_inner())
     }
 
     /// Wait until this member's storaged has applied a quorum-confirmed

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod metrics;
 pub mod proposer;

@@ -48,6 +48,11 @@ impl WatchHub {
         (rx, self.last.load(Ordering::Acquire))
     }
 
+    /// The current revision as gatewayd knows it (the newest one published).
+    pub fn revision(&self) -> i64 {
+        self.last.load(Ordering::Acquire)
+    }
+
     /// Events of `from..=to` from storaged's history.
     pub async fn history(
         &self,

@@ -3,6 +3,7 @@
 //! state machine is this member's storaged, and serves Propose/ReadIndex to
 //! gatewayd on the member's Unix socket. Only raftd fsyncs on the write path.
 
+pub mod lessor;
 pub mod local_server;
 pub mod log_store;
 pub mod network;

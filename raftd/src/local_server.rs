@@ -5,13 +5,19 @@
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use crate::lessor::Lessor;
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
+use common::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    HelloRequest, HelloResponse, ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome,
-    ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
+    HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest, ProposeBatchResponse,
+    ProposeOutcome, ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
@@ -20,14 +26,16 @@ use openraft::ReadPolicy;
 
 pub struct RaftLocalService {
     raft: Raft,
+    lessor: Arc<Lessor>,
     member_id: u64,
     cluster_id: u64,
 }
 
 impl RaftLocalService {
-    pub fn new(raft: Raft, member_id: u64, cluster_id: u64) -> Self {
+    pub fn new(raft: Raft, lessor: Arc<Lessor>, member_id: u64, cluster_id: u64) -> Self {
         RaftLocalService {
             raft,
+            lessor,
             member_id,
             cluster_id,
         }
@@ -132,6 +140,56 @@ impl RaftLocal for RaftLocalService {
             commit_index: m.cluster_committed.map_or(0, |l| l.index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             cluster_id: self.cluster_id,
+        }))
+    }
+
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<ProposeOutcome>, Status> {
+        let result = self.lessor.grant(req.into_inner()).await?;
+        Ok(Response::new(ProposeOutcome {
+            outcome: Some(Outcome::Result(result)),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<ProposeOutcome>, Status> {
+        let result = self.lessor.revoke(req.into_inner()).await?;
+        Ok(Response::new(ProposeOutcome {
+            outcome: Some(Outcome::Result(result)),
+        }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseLiveness>, Status> {
+        let id = req.into_inner().id;
+        let ttl = self.lessor.keep_alive(id).await?;
+        Ok(Response::new(LeaseLiveness {
+            id,
+            ttl: ttl.unwrap_or(-1),
+            granted_ttl: ttl.unwrap_or(-1),
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseLiveness>, Status> {
+        let id = req.into_inner().id;
+        let (ttl, granted_ttl) = self
+            .lessor
+            .get(id)
+            .await?
+            .map_or((-1, -1), |l| (l.remaining, l.granted));
+        Ok(Response::new(LeaseLiveness {
+            id,
+            ttl,
+            granted_ttl,
         }))
     }
 }

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use common::config::Member;
 use common::proto::etcdserverpb::kv_server::KvServer;
+use common::proto::etcdserverpb::lease_server::LeaseServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use common::proto::etcdserverpb::watch_server::WatchServer;
 use gatewayd::backend::Backend;
 use gatewayd::kv::KvService;
+use gatewayd::lease::LeaseService;
 use gatewayd::maintenance::MaintenanceService;
 use gatewayd::watch::WatchService;
 use gatewayd::watch_hub::WatchHub;
@@ -163,6 +165,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         cfg.max_request_bytes,
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let hub = WatchHub::spawn(backend.storage_client());
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(
         KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
@@ -171,13 +174,17 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     .add_service(
         WatchServer::new(WatchService::new(
             backend.clone(),
-            WatchHub::spawn(backend.storage_client()),
+            hub.clone(),
             // etcd fragments watch responses above the request limit plus
             // the same gRPC overhead allowance.
             cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             cfg.watch_progress_interval,
         ))
         .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        LeaseServer::new(LeaseService::new(backend.clone(), hub.clone()))
+            .max_decoding_message_size(max_recv),
     )
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use common::config::Member;
 use common::proto::raft::raft_local_server::RaftLocalServer;
 use common::proto::storage::storage_client::StorageClient;
+use raftd::lessor::Lessor;
 use raftd::local_server::RaftLocalService;
 use raftd::log_store::LogStore;
 use raftd::network::Peers;
@@ -28,6 +29,11 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_ELECTION_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     election_timeout: Option<u64>,
+    /// Interval of lease TTL checkpoints through raft (etcd's
+    /// --experimental-lease-checkpoint-interval), e.g. 5m.
+    #[arg(long, env = "TRIAD_LEASE_CHECKPOINT_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_checkpoint_interval: Option<String>,
     /// URLs to listen on for peer traffic.
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +65,11 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
             "this raftd runs single-member clusters only; --initial-cluster names {} members",
             member.initial_cluster.len()
         );
+    }
+    if let Some(i) = &opts.lease_checkpoint_interval {
+        if common::config::parse_duration(i)?.is_zero() {
+            anyhow::bail!("--lease-checkpoint-interval must be positive");
+        }
     }
     if let Some(urls) = &opts.listen_peer_urls {
         common::config::parse_urls(urls, "listen-peer-urls")?;
@@ -108,6 +119,20 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         raft.initialize(members).await?;
     }
 
+    // etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds up.
+    let min_ttl_ms = (3 * (el / hb)) / 2 * hb;
+    let checkpoint = opts.lease_checkpoint_interval.as_deref().unwrap_or("5m");
+    let lessor = Arc::new(Lessor::new(
+        raft.clone(),
+        storage_check.clone(),
+        min_ttl_ms.div_ceil(1000) as i64,
+        common::config::parse_duration(checkpoint)?,
+    ));
+    tokio::spawn({
+        let lessor = lessor.clone();
+        async move { lessor.run().await }
+    });
+
     let socket = member.raftd_socket();
     let listener = common::uds::bind(&socket, member.socket_group_access)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
@@ -129,7 +154,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         }
     };
     common::lifecycle::notify_ready("serving");
-    let service = RaftLocalService::new(raft.clone(), member.member_id, member.cluster_id);
+    let service = RaftLocalService::new(raft.clone(), lessor, member.member_id, member.cluster_id);
     tonic::transport::Server::builder()
         .add_service(RaftLocalServer::new(service).max_decoding_message_size(usize::MAX))
         .serve_with_incoming_shutdown(common::uds::incoming(listener), stop)

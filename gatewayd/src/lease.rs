@@ -1,0 +1,161 @@
+//! The etcd v3 Lease service. Grant and revoke go through raftd's lessor
+//! (and raft); keepalives are answered by the lessor from memory, so many
+//! clients keeping leases alive cost no raft proposals; time-to-live adds
+//! the attached keys from storaged.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::{decode_outcome, Backend};
+use crate::watch_hub::WatchHub;
+use common::errors::unavailable;
+use common::proto::etcdserverpb::lease_server::Lease;
+use common::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use common::proto::raft::propose_outcome::Outcome as Proposed;
+use common::proto::raft::ProposeOutcome;
+use common::proto::storage::raft_result::Result as Outcome;
+use common::proto::storage::{LeaseKeysRequest, LeasesRequest};
+
+pub struct LeaseService {
+    backend: Arc<Backend>,
+    hub: Arc<WatchHub>,
+}
+
+impl LeaseService {
+    pub fn new(backend: Arc<Backend>, hub: Arc<WatchHub>) -> Self {
+        LeaseService { backend, hub }
+    }
+}
+
+/// The outcome of a lease change proposed by the lessor.
+fn applied(p: ProposeOutcome) -> Result<Outcome, Status> {
+    match p.outcome {
+        Some(Proposed::Result(bytes)) => decode_outcome(&bytes),
+        Some(Proposed::Error(code)) => Err(common::errors::EtcdError::from_wire_code(code)
+            .map(Status::from)
+            .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
+        None => Err(unavailable("empty lease outcome")),
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let g = req.into_inner();
+        let out = self
+            .backend
+            .raft_once(|mut r| async move { r.lease_grant(g).await })
+            .await?;
+        match applied(out)? {
+            Outcome::LeaseGrant(mut resp) => {
+                self.backend.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unavailable("apply returned a result of the wrong kind")),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .backend
+            .raft_once(|mut c| async move { c.lease_revoke(r).await })
+            .await?;
+        match applied(out)? {
+            Outcome::LeaseRevoke(mut resp) => {
+                self.backend.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unavailable("apply returned a result of the wrong kind")),
+        }
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let (backend, hub) = (self.backend.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(k)) = requests.next().await {
+                let answer = backend
+                    .raft_query(|mut r| async move { r.lease_keep_alive(k).await })
+                    .await
+                    .map(|l| {
+                        // etcd answers a keepalive for an unknown lease with TTL 0.
+                        LeaseKeepAliveResponse {
+                            header: backend.header(hub.revision()),
+                            id: l.id,
+                            ttl: l.ttl.max(0),
+                        }
+                    });
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let t = req.into_inner();
+        let l = self
+            .backend
+            .raft_query(|mut r| async move { r.lease_time_to_live(t).await })
+            .await?;
+        let mut resp = LeaseTimeToLiveResponse {
+            header: self.backend.header(self.hub.revision()),
+            id: t.id,
+            ttl: l.ttl,
+            granted_ttl: if l.ttl < 0 { 0 } else { l.granted_ttl },
+            keys: Vec::new(),
+        };
+        if t.keys && l.ttl >= 0 {
+            let mut storage = self.backend.storage_client();
+            resp.keys = storage
+                .lease_keys(LeaseKeysRequest { id: t.id })
+                .await?
+                .into_inner()
+                .keys;
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let mut storage = self.backend.storage_client();
+        let all = storage.leases(LeasesRequest {}).await?.into_inner();
+        let leases = all
+            .leases
+            .iter()
+            .map(|l| LeaseStatus { id: l.id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.backend.header(all.revision),
+            leases,
+        }))
+    }
+}
