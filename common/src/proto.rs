@@ -10,6 +10,9 @@ pub mod authpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
 pub mod triad {
     pub mod storage {
         pub mod v1 {

@@ -4,9 +4,11 @@
 //! for linearizable reads). gatewayd holds no durable state.
 
 pub mod backend;
+pub mod concurrency;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod metrics;
 pub mod proposer;

@@ -12,9 +12,12 @@ use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::lease_server::LeaseServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use common::proto::etcdserverpb::watch_server::WatchServer;
+use common::proto::v3lockpb::lock_server::LockServer;
 use gatewayd::backend::Backend;
+use gatewayd::concurrency::Recipes;
 use gatewayd::kv::KvService;
 use gatewayd::lease::LeaseService;
+use gatewayd::lock::LockService;
 use gatewayd::maintenance::MaintenanceService;
 use gatewayd::watch::WatchService;
 use gatewayd::watch_hub::WatchHub;
@@ -186,6 +189,10 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         LeaseServer::new(LeaseService::new(backend.clone(), hub.clone()))
             .max_decoding_message_size(max_recv),
     )
+    .add_service(LockServer::new(LockService::new(Recipes {
+        backend: backend.clone(),
+        hub: hub.clone(),
+    })))
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(
             backend.clone(),
