@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/auth.proto",
         "proto/etcd/rpc.proto",
         "proto/etcd/v3lock.proto",
+        "proto/etcd/v3election.proto",
         "proto/triad/storage.proto",
         "proto/triad/raft.proto",
     ];

@@ -13,6 +13,9 @@ pub mod etcdserverpb {
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
 pub mod triad {
     pub mod storage {
         pub mod v1 {

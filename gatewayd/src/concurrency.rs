@@ -116,6 +116,31 @@ impl Recipes {
         Ok((kv.create_revision, kv.value, resp.header))
     }
 
+    /// Run `then` only if `key` still has create revision `rev` (the caller
+    /// still holds that key): etcd's leader-guarded Proclaim and Resign.
+    pub async fn if_created_at(
+        &self,
+        key: &[u8],
+        rev: i64,
+        then: Op,
+    ) -> Result<TxnResponse, Status> {
+        let held = Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key.to_vec(),
+            target_union: Some(TargetUnion::CreateRevision(rev)),
+            range_end: Vec::new(),
+        };
+        self.txn(TxnRequest {
+            compare: vec![held],
+            success: vec![RequestOp {
+                request: Some(then),
+            }],
+            failure: vec![],
+        })
+        .await
+    }
+
     /// The first-created key under `prefix` (the owner), if any.
     pub async fn owner(&self, prefix: &[u8]) -> Result<RangeResponse, Status> {
         self.range(RangeRequest {

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod concurrency;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;

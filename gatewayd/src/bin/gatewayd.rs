@@ -12,9 +12,11 @@ use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::lease_server::LeaseServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use common::proto::etcdserverpb::watch_server::WatchServer;
+use common::proto::v3electionpb::election_server::ElectionServer;
 use common::proto::v3lockpb::lock_server::LockServer;
 use gatewayd::backend::Backend;
 use gatewayd::concurrency::Recipes;
+use gatewayd::election::ElectionService;
 use gatewayd::kv::KvService;
 use gatewayd::lease::LeaseService;
 use gatewayd::lock::LockService;
@@ -169,6 +171,10 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let hub = WatchHub::spawn(backend.storage_client());
+    let recipes = || Recipes {
+        backend: backend.clone(),
+        hub: hub.clone(),
+    };
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(
         KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
@@ -189,10 +195,8 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         LeaseServer::new(LeaseService::new(backend.clone(), hub.clone()))
             .max_decoding_message_size(max_recv),
     )
-    .add_service(LockServer::new(LockService::new(Recipes {
-        backend: backend.clone(),
-        hub: hub.clone(),
-    })))
+    .add_service(LockServer::new(LockService::new(recipes())))
+    .add_service(ElectionServer::new(ElectionService::new(recipes())))
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(
             backend.clone(),
