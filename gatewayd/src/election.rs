@@ -195,20 +195,20 @@ async fn observe(
             for e in &batch.events {
                 let Some(kv) = &e.kv else { continue };
                 let is_put = e.r#type == EventType::Put as i32;
-                match &leader {
+                // The revision to report this event at, if it concerns the leader.
+                let report = match &leader {
                     None if is_put && kv.key.starts_with(prefix) => {
                         leader = Some(kv.clone());
-                        if send(kv.clone(), kv.mod_revision).await.is_err() {
-                            return Ok(());
-                        }
+                        Some(kv.mod_revision)
                     }
-                    Some(l) if kv.key == l.key && is_put => {
-                        if send(kv.clone(), batch.revision).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                    Some(l) if kv.key == l.key && is_put => Some(batch.revision),
                     Some(l) if kv.key == l.key => break 'follow,
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(revision) = report {
+                    if send(kv.clone(), revision).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
         }

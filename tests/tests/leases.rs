@@ -276,3 +276,35 @@ async fn leases_survive_kill9_of_raftd_and_storaged_and_still_expire() {
         c.lease_revoke(keep).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_keep_a_raftd_restart_from_extending_a_lease() {
+    // With checkpoints every second, a lease's remaining TTL survives a raftd
+    // restart to within one interval; without them it would reset to 30 s.
+    let member = Member::start_with_env(&[("TRIAD_LEASE_CHECKPOINT_INTERVAL", "1s")]);
+    let mut c = member.client().await;
+    let lease = c.lease_grant(30, None).await.unwrap().id();
+    let granted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let old = member.kill9("raftd");
+    tokio::task::block_in_place(|| member.wait_restarted("raftd", old));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let left = loop {
+        match c.lease_time_to_live(lease, None).await {
+            Ok(t) => break t.ttl(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("time-to-live after restart: {e}"),
+        }
+    };
+    let elapsed = granted.elapsed().as_secs() as i64;
+    assert!(
+        left <= 30 - elapsed + 2,
+        "lease extended by the restart: {left}s left after {elapsed}s"
+    );
+    assert!(
+        left >= 30 - elapsed - 3,
+        "lease shortened by the restart: {left}s left after {elapsed}s"
+    );
+}
