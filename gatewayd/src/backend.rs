@@ -79,7 +79,7 @@ fn transport_failure(s: &Status) -> bool {
 
 /// Whether a call may be sent again after this failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
+pub enum Retry {
     /// Reads: any transport failure (the daemon restarting) is retried.
     Idempotent,
     /// Proposals: only when nothing was sent; a proposal lost in flight may
@@ -90,11 +90,7 @@ pub(crate) enum Retry {
 const RETRY: Duration = Duration::from_millis(50);
 
 /// Run `call` until it reaches its daemon or the request timeout ends.
-pub(crate) async fn retrying<T, F, Fut>(
-    deadline: Instant,
-    retry: Retry,
-    mut call: F,
-) -> Result<T, Status>
+pub async fn retrying<T, F, Fut>(deadline: Instant, retry: Retry, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
@@ -207,31 +203,16 @@ impl Backend {
         decode_outcome(&result)
     }
 
-    /// A raftd call that must not be re-sent once it may have arrived
-    /// (lease grant and revoke), retried only while raftd is unreachable.
-    pub async fn raft_once<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    /// A raftd call (lessor requests) under the request timeout, retried
+    /// as `retry` allows while raftd is unreachable or restarting.
+    pub async fn raft_call<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T, Status>
     where
         F: Fn(RaftLocalClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        retrying(self.deadline(), Retry::OnlyUnsent, || {
-            call(self.raft.clone())
-        })
-        .await
-        .map(|r| r.into_inner())
-    }
-
-    /// A raftd call that is safe to repeat (queries, keepalives).
-    pub async fn raft_query<T, F, Fut>(&self, call: F) -> Result<T, Status>
-    where
-        F: Fn(RaftLocalClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        retrying(self.deadline(), Retry::Idempotent, || {
-            call(self.raft.clone())
-        })
-        .await
-        .map(|r| r.into_inner())
+        retrying(self.deadline(), retry, || call(self.raft.clone()))
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Wait until this member's storaged has applied a quorum-confirmed

@@ -10,10 +10,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::{decode_outcome, Backend};
+use crate::backend::{decode_outcome, Backend, Retry};
 use crate::watch_hub::WatchHub;
 use common::errors::unavailable;
 use common::proto::etcdserverpb::lease_server::Lease;
+use common::proto::etcdserverpb::ResponseHeader;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
@@ -35,14 +36,28 @@ impl LeaseService {
     }
 }
 
-/// The outcome of a lease change proposed by the lessor.
-fn applied(p: ProposeOutcome) -> Result<Outcome, Status> {
-    match p.outcome {
-        Some(Proposed::Result(bytes)) => decode_outcome(&bytes),
-        Some(Proposed::Error(code)) => Err(common::errors::EtcdError::from_wire_code(code)
-            .map(Status::from)
-            .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
-        None => Err(unavailable("empty lease outcome")),
+impl LeaseService {
+    /// The response in the outcome of a lease change the lessor proposed,
+    /// with the header's member fields filled in.
+    fn applied<R>(
+        &self,
+        p: ProposeOutcome,
+        pick: fn(Outcome) -> Option<R>,
+        header: fn(&mut R) -> &mut Option<ResponseHeader>,
+    ) -> Result<Response<R>, Status> {
+        let outcome = match p.outcome {
+            Some(Proposed::Result(bytes)) => decode_outcome(&bytes)?,
+            Some(Proposed::Error(code)) => {
+                return Err(common::errors::EtcdError::from_wire_code(code)
+                    .map(Status::from)
+                    .unwrap_or_else(|| unavailable(format!("unknown error code {code}"))))
+            }
+            None => return Err(unavailable("empty lease outcome")),
+        };
+        let mut resp = pick(outcome)
+            .ok_or_else(|| unavailable("apply returned a result of the wrong kind"))?;
+        self.backend.fill(header(&mut resp));
+        Ok(Response::new(resp))
     }
 }
 
@@ -55,15 +70,19 @@ impl Lease for LeaseService {
         let g = req.into_inner();
         let out = self
             .backend
-            .raft_once(|mut r| async move { r.lease_grant(g).await })
+            .raft_call(
+                Retry::OnlyUnsent,
+                |mut r| async move { r.lease_grant(g).await },
+            )
             .await?;
-        match applied(out)? {
-            Outcome::LeaseGrant(mut resp) => {
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::LeaseGrant(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(unavailable("apply returned a result of the wrong kind")),
-        }
+        };
+        self.applied(out, pick, |r| &mut r.header)
     }
 
     async fn lease_revoke(
@@ -73,15 +92,19 @@ impl Lease for LeaseService {
         let r = req.into_inner();
         let out = self
             .backend
-            .raft_once(|mut c| async move { c.lease_revoke(r).await })
+            .raft_call(
+                Retry::OnlyUnsent,
+                |mut c| async move { c.lease_revoke(r).await },
+            )
             .await?;
-        match applied(out)? {
-            Outcome::LeaseRevoke(mut resp) => {
-                self.backend.fill(&mut resp.header);
-                Ok(Response::new(resp))
+        let pick = |o| {
+            if let Outcome::LeaseRevoke(r) = o {
+                Some(r)
+            } else {
+                None
             }
-            _ => Err(unavailable("apply returned a result of the wrong kind")),
-        }
+        };
+        self.applied(out, pick, |r| &mut r.header)
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
@@ -96,7 +119,9 @@ impl Lease for LeaseService {
         tokio::spawn(async move {
             while let Some(Ok(k)) = requests.next().await {
                 let answer = backend
-                    .raft_query(|mut r| async move { r.lease_keep_alive(k).await })
+                    .raft_call(Retry::Idempotent, |mut r| async move {
+                        r.lease_keep_alive(k).await
+                    })
                     .await
                     .map(|l| {
                         // etcd answers a keepalive for an unknown lease with TTL 0.
@@ -122,7 +147,9 @@ impl Lease for LeaseService {
         let t = req.into_inner();
         let l = self
             .backend
-            .raft_query(|mut r| async move { r.lease_time_to_live(t).await })
+            .raft_call(Retry::Idempotent, |mut r| async move {
+                r.lease_time_to_live(t).await
+            })
             .await?;
         let mut resp = LeaseTimeToLiveResponse {
             header: self.backend.header(self.hub.revision()),
