@@ -185,14 +185,23 @@ async fn config_file_env_and_flags_layer_as_documented() {
     assert!(c.txn(txn(4)).await.is_err());
 }
 
-#[test]
-fn triad_up_stops_all_daemons_cleanly_on_sigterm() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triad_up_stops_all_daemons_cleanly_on_sigterm() {
     let mut m = Member::start();
+    // A long-lived watch stream must not hold up the stop.
+    let mut c = m.client().await;
+    let _watch = c.watch("w", None).await.unwrap();
+    let started = std::time::Instant::now();
     let pids: Vec<i32> = triad_tests::DAEMONS
         .iter()
         .map(|d| m.pid(d).unwrap())
         .collect();
-    let status = m.stop().expect("supervisor status");
+    let status = tokio::task::block_in_place(|| m.stop()).expect("supervisor status");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stopping took {:?}",
+        started.elapsed()
+    );
     assert!(status.success(), "triad up exit {status}");
     for (d, p) in triad_tests::DAEMONS.iter().zip(pids) {
         assert!(kill(Pid::from_raw(p), None).is_err(), "{d} still running");

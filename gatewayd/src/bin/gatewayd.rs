@@ -24,6 +24,9 @@ use gatewayd::maintenance::MaintenanceService;
 use gatewayd::watch::WatchService;
 use gatewayd::watch_hub::WatchHub;
 
+/// How long a stopping gatewayd lets open client streams finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
@@ -236,8 +239,17 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     };
     common::lifecycle::notify_stopping();
     let _ = stop_tx.send(true);
-    for s in servers {
-        s.await??;
+    // Finish in-flight requests, but do not wait on long-lived streams
+    // (watches, keepalives, observers): like etcd's bounded graceful stop,
+    // drop whatever is still open after SHUTDOWN_DRAIN; clients reconnect.
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, futures::future::join_all(servers)).await;
+    match drained {
+        Ok(results) => {
+            for r in results {
+                r??;
+            }
+        }
+        Err(_) => tracing::info!("closing client streams still open after {SHUTDOWN_DRAIN:?}"),
     }
     tracing::info!("gatewayd stopped");
     outcome
