@@ -275,7 +275,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, ConfigError> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    Ok(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// A daemon's command line: the config file, the member options and the
@@ -383,6 +383,7 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("10").is_err());
+        assert!(parse_duration("99999999999999999999999999h").is_err());
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("").is_err());
     }

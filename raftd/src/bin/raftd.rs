@@ -57,8 +57,14 @@ fn main() -> ExitCode {
 fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
     let hb = opts.heartbeat_interval.unwrap_or(100);
     let el = opts.election_timeout.unwrap_or(1000);
-    if hb == 0 || el < 5 * hb {
+    if hb == 0 || el < hb.saturating_mul(5) {
         anyhow::bail!("--election-timeout[{el}ms] should be at least as 5 times as --heartbeat-interval[{hb}ms]");
+    }
+    // etcd's bound, which also keeps the timer arithmetic far from overflow.
+    if el >= 50_000 {
+        anyhow::bail!(
+            "--election-timeout[{el}ms] is too long, and should be set less than 50000ms"
+        );
     }
     if member.initial_cluster.len() != 1 {
         anyhow::bail!(
