@@ -99,6 +99,27 @@ fn bad_configuration_is_one_line_and_exit_2() {
         &[("TRIAD_LOG_FORMAT", "xml")],
         "--log-format",
     );
+    one_line_error(
+        "raftd",
+        &["--election-timeout", "60000"],
+        &[],
+        "should be set less than 50000ms",
+    );
+    one_line_error(
+        "raftd",
+        &["--heartbeat-interval", "18446744073709551615"],
+        &[],
+        "raftd:",
+    );
+    one_line_error(
+        "gatewayd",
+        &[
+            "--watch-progress-notify-interval",
+            "99999999999999999999999999h",
+        ],
+        &[],
+        "invalid duration",
+    );
 }
 
 #[test]
