@@ -112,6 +112,14 @@ impl From<EtcdError> for Status {
     }
 }
 
+/// The Status for an error code carried inside an internal message; an
+/// unknown code (a newer peer daemon) is reported, not guessed at.
+pub fn status_from_wire(code: u32) -> Status {
+    EtcdError::from_wire_code(code)
+        .map(Status::from)
+        .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))
+}
+
 /// A daemon of this member could not be reached or failed internally: the
 /// client sees etcd's generic unavailability, with the cause for operators.
 pub fn unavailable(cause: impl std::fmt::Display) -> Status {

@@ -14,7 +14,7 @@ use tonic::{Code, Status};
 
 use crate::proposer::Proposer;
 
-use common::errors::{unavailable, EtcdError};
+use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
@@ -43,9 +43,7 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, Status> {
     match RaftResult::decode(bytes) {
         Ok(RaftResult {
             result: Some(Outcome::Error(code)),
-        }) => Err(EtcdError::from_wire_code(code)
-            .map(Status::from)
-            .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
+        }) => Err(status_from_wire(code)),
         Ok(RaftResult { result: Some(o) }) => Ok(o),
         Ok(RaftResult { result: None }) => Err(unavailable("empty apply result")),
         Err(e) => Err(unavailable(format!("undecodable apply result: {e}"))),
@@ -176,6 +174,20 @@ impl Backend {
         h.cluster_id = self.cluster_id;
         h.member_id = self.member_id;
         h.raft_term = self.term.load(Ordering::Relaxed);
+    }
+
+    /// Take the expected response out of storaged's outcome and fill its
+    /// header's member fields.
+    pub fn respond<R>(
+        &self,
+        outcome: Outcome,
+        pick: fn(Outcome) -> Option<R>,
+        header: fn(&mut R) -> &mut Option<ResponseHeader>,
+    ) -> Result<R, Status> {
+        let mut resp = pick(outcome)
+            .ok_or_else(|| unavailable("apply returned a result of the wrong kind"))?;
+        self.fill(header(&mut resp));
+        Ok(resp)
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {

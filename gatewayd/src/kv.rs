@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 
 use crate::backend::Backend;
 use crate::validate;
-use common::errors::unavailable;
 use common::proto::etcdserverpb::kv_server::Kv;
 use common::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -39,10 +38,7 @@ impl KvService {
         header: fn(&mut R) -> &mut Option<ResponseHeader>,
     ) -> Result<R, Status> {
         let outcome = self.backend.propose(RaftRequest { op: Some(op) }).await?;
-        let mut resp = pick(outcome)
-            .ok_or_else(|| unavailable("apply returned a result of the wrong kind"))?;
-        self.backend.fill(header(&mut resp));
-        Ok(resp)
+        self.backend.respond(outcome, pick, header)
     }
 }
 

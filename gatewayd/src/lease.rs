@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::{decode_outcome, Backend, Retry};
 use crate::watch_hub::WatchHub;
-use common::errors::unavailable;
+use common::errors::{status_from_wire, unavailable};
 use common::proto::etcdserverpb::lease_server::Lease;
 use common::proto::etcdserverpb::ResponseHeader;
 use common::proto::etcdserverpb::{
@@ -47,17 +47,12 @@ impl LeaseService {
     ) -> Result<Response<R>, Status> {
         let outcome = match p.outcome {
             Some(Proposed::Result(bytes)) => decode_outcome(&bytes)?,
-            Some(Proposed::Error(code)) => {
-                return Err(common::errors::EtcdError::from_wire_code(code)
-                    .map(Status::from)
-                    .unwrap_or_else(|| unavailable(format!("unknown error code {code}"))))
-            }
+            Some(Proposed::Error(code)) => return Err(status_from_wire(code)),
             None => return Err(unavailable("empty lease outcome")),
         };
-        let mut resp = pick(outcome)
-            .ok_or_else(|| unavailable("apply returned a result of the wrong kind"))?;
-        self.backend.fill(header(&mut resp));
-        Ok(Response::new(resp))
+        self.backend
+            .respond(outcome, pick, header)
+            .map(Response::new)
     }
 }
 

@@ -4,7 +4,6 @@
 use tonic::{Request, Response, Status};
 
 use crate::concurrency::{contender_key, Recipes};
-use common::errors::unavailable;
 use common::proto::etcdserverpb::DeleteRangeRequest;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
@@ -47,17 +46,18 @@ impl Lock for LockService {
             key,
             ..Default::default()
         });
-        match self
-            .recipes
-            .backend
-            .propose(RaftRequest { op: Some(op) })
-            .await?
-        {
-            Outcome::DeleteRange(mut d) => {
-                self.recipes.backend.fill(&mut d.header);
-                Ok(Response::new(UnlockResponse { header: d.header }))
+        let backend = &self.recipes.backend;
+        let outcome = backend.propose(RaftRequest { op: Some(op) }).await?;
+        let pick = |o| {
+            if let Outcome::DeleteRange(d) = o {
+                Some(d)
+            } else {
+                None
             }
-            _ => Err(unavailable("apply returned a result of the wrong kind")),
-        }
+        };
+        let deleted = backend.respond(outcome, pick, |d| &mut d.header)?;
+        Ok(Response::new(UnlockResponse {
+            header: deleted.header,
+        }))
     }
 }

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::backend::{retrying, Retry};
-use common::errors::{unavailable, EtcdError};
+use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::ProposeBatchRequest;
@@ -96,9 +96,7 @@ async fn send(
             for reply in replies {
                 let result = match outcomes.next().and_then(|o| o.outcome) {
                     Some(Outcome::Result(bytes)) => Ok(bytes),
-                    Some(Outcome::Error(code)) => Err(EtcdError::from_wire_code(code)
-                        .map(Status::from)
-                        .unwrap_or_else(|| unavailable(format!("unknown error code {code}")))),
+                    Some(Outcome::Error(code)) => Err(status_from_wire(code)),
                     None => Err(unavailable("raftd returned too few outcomes")),
                 };
                 let _ = reply.send(result);

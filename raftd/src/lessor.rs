@@ -25,6 +25,7 @@ use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{LeasesRequest, RaftRequest, RaftResult};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
 
 /// etcd's MaxLeaseTTL (seconds).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -92,7 +93,8 @@ impl Lessor {
         let bytes = RaftRequest { op: Some(op) }.encode_to_vec();
         match self.raft.client_write(Proposal(bytes)).await {
             Ok(r) => Ok(r.data.0),
-            Err(_) => Err(EtcdError::NotLeader.into()),
+            Err(RaftError::APIError(e)) => Err(crate::local_server::write_error(&e).into()),
+            Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
         }
     }
 

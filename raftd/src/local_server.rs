@@ -47,7 +47,7 @@ impl RaftLocalService {
 }
 
 /// etcd's error for a proposal that was not committed through this node.
-fn write_error(e: &ClientWriteError<TypeConfig>) -> EtcdError {
+pub(crate) fn write_error(e: &ClientWriteError<TypeConfig>) -> EtcdError {
     match e {
         ClientWriteError::ForwardToLeader(f) if f.leader_id.is_none() => EtcdError::NoLeader,
         ClientWriteError::ForwardToLeader(_) => EtcdError::NotLeader,
