@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/v3election.proto",
         "proto/triad/storage.proto",
         "proto/triad/raft.proto",
+        "proto/triad/peer.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
     for p in protos {

@@ -50,9 +50,30 @@ pub enum EtcdError {
     NotCapable,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
 }
 
-const ALL: [EtcdError; 21] = [
+/// Wire codes are positions in this list: append only.
+const ALL: [EtcdError; 31] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -74,6 +95,16 @@ const ALL: [EtcdError; 21] = [
     EtcdError::Stopped,
     EtcdError::NotCapable,
     EtcdError::Corrupt,
+    EtcdError::MemberExist,
+    EtcdError::PeerUrlExist,
+    EtcdError::MemberNotEnoughStarted,
+    EtcdError::MemberBadUrls,
+    EtcdError::MemberNotFound,
+    EtcdError::MemberNotLearner,
+    EtcdError::LearnerNotReady,
+    EtcdError::TooManyLearners,
+    EtcdError::BadLeaderTransferee,
+    EtcdError::NotSupportedForLearner,
 ];
 
 impl EtcdError {
@@ -82,12 +113,23 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
-            LeaseNotFound => Code::NotFound,
-            LeaseExist | NotLeader | NotCapable => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExist
+            | NotLeader
+            | NotCapable
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Timeout | Stopped | NotSupportedForLearner => {
+                Code::Unavailable
+            }
             Corrupt => Code::DataLoss,
         }
     }

@@ -27,8 +27,15 @@ pub mod triad {
             tonic::include_proto!("triad.raft.v1");
         }
     }
+    pub mod peer {
+        pub mod v1 {
+            tonic::include_proto!("triad.peer.v1");
+        }
+    }
 }
 
+/// triad.peer.v1: raftd-to-raftd messages over TCP.
+pub use triad::peer::v1 as peer;
 /// triad.raft.v1: raftd's internal (member-local) protocol.
 pub use triad::raft::v1 as raft;
 /// triad.storage.v1: storaged's internal protocol.

@@ -15,10 +15,13 @@ use tonic::{Code, Status};
 use crate::proposer::Proposer;
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
-use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use common::proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
+};
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
-    ReadIndexRequest, StatusRequest as RaftStatusRequest, StatusResponse as RaftStatus,
+    PublishRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest,
+    StatusResponse as RaftStatus,
 };
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
@@ -31,8 +34,10 @@ pub struct Backend {
     raft: RaftLocalClient<Channel>,
     proposer: Proposer,
     storage: StorageClient<Channel>,
-    pub cluster_id: u64,
-    pub member_id: u64,
+    /// From raftd once it answers (a joining member learns its IDs from the
+    /// cluster); the configured IDs until then.
+    cluster_id: AtomicU64,
+    member_id: AtomicU64,
     term: Arc<AtomicU64>,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
@@ -128,8 +133,8 @@ impl Backend {
             proposer: Proposer::spawn(raft.clone(), request_timeout, term.clone()),
             raft,
             storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
-            cluster_id,
-            member_id,
+            cluster_id: AtomicU64::new(cluster_id),
+            member_id: AtomicU64::new(member_id),
             term,
             request_timeout,
             max_request_bytes,
@@ -171,8 +176,8 @@ impl Backend {
     /// Fill the member part of a response header, keeping its revision.
     pub fn fill(&self, header: &mut Option<ResponseHeader>) {
         let h = header.get_or_insert_with(ResponseHeader::default);
-        h.cluster_id = self.cluster_id;
-        h.member_id = self.member_id;
+        h.cluster_id = self.cluster_id.load(Ordering::Relaxed);
+        h.member_id = self.member_id.load(Ordering::Relaxed);
         h.raft_term = self.term.load(Ordering::Relaxed);
     }
 
@@ -250,6 +255,15 @@ impl Backend {
         .map(|r| r.into_inner())
     }
 
+    pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Status> {
+        retrying(self.deadline(), Retry::Idempotent, || {
+            let mut storage = self.storage.clone();
+            async move { storage.hash_kv(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
     pub async fn wait_compaction(&self, revision: i64) -> Result<(), Status> {
         let mut storage = self.storage.clone();
         storage
@@ -266,7 +280,37 @@ impl Backend {
         .await?
         .into_inner();
         self.note_term(s.term);
+        self.cluster_id.store(s.cluster_id, Ordering::Relaxed);
+        self.member_id.store(s.member_id, Ordering::Relaxed);
         Ok(s)
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id.load(Ordering::Relaxed)
+    }
+
+    /// Learn this member's IDs from raftd, then publish its name and client
+    /// URLs to the cluster (etcd's publish), retrying until both succeed.
+    pub async fn publish(&self, name: String, client_urls: Vec<String>) {
+        loop {
+            let published = async {
+                let s = self.raft_status().await?;
+                let req = PublishRequest {
+                    client_urls: client_urls.clone(),
+                    member_id: s.member_id,
+                    name: name.clone(),
+                };
+                self.raft.clone().publish(req).await
+            };
+            match published.await {
+                Ok(_) => {
+                    tracing::info!(?client_urls, "published this member's client URLs");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "publish failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     pub async fn storage_status(&self) -> Result<StorageStatus, Status> {

@@ -4,6 +4,7 @@
 //! for linearizable reads). gatewayd holds no durable state.
 
 pub mod backend;
+pub mod cluster;
 pub mod concurrency;
 pub mod election;
 pub mod http;

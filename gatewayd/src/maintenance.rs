@@ -1,13 +1,14 @@
 //! The etcd v3 Maintenance service: Status (from raftd and storaged),
 //! Alarm (no alarm can be raised yet, so the list is empty), Defragment
-//! (nothing to defragment on fjall: succeeds at once). Hash, HashKV,
-//! Snapshot, MoveLeader and Downgrade are not implemented yet.
+//! (nothing to defragment on fjall: succeeds at once), MoveLeader (raftd
+//! transfers leadership), HashKV (storaged's, etcd's algorithm). Hash,
+//! Snapshot and Downgrade are not implemented yet.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Retry};
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::maintenance_server::Maintenance;
 use common::proto::etcdserverpb::*;
@@ -61,12 +62,12 @@ impl Maintenance for MaintenanceService {
             version: self.version.clone(),
             db_size: storage.db_size,
             leader: raft.leader,
-            raft_index: raft.last_log_index,
+            raft_index: raft.commit_index.max(raft.last_log_index),
             raft_term: raft.term,
             raft_applied_index: storage.applied.map_or(0, |a| a.index),
             errors,
             db_size_in_use: storage.db_size_in_use,
-            is_learner: false,
+            is_learner: raft.is_learner,
         }))
     }
 
@@ -86,9 +87,13 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented("HashKV is not implemented yet"))
+        let req = req.into_inner();
+        let mut resp = self.backend.hash_kv(req).await?;
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = self.backend.header(revision);
+        Ok(Response::new(resp))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -102,9 +107,18 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+        let req = req.into_inner();
+        let mut resp = self
+            .backend
+            .raft_call(Retry::OnlyUnsent, |mut raft| async move {
+                raft.move_leader(req).await
+            })
+            .await?;
+        let s = self.backend.storage_status().await?;
+        resp.header = self.backend.header(s.revision);
+        Ok(Response::new(resp))
     }
 
     async fn downgrade(

@@ -8,16 +8,22 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use crate::lessor::Lessor;
+use crate::members::Members;
+use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
 };
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
     HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest, ProposeBatchResponse,
-    ProposeOutcome, ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
+    ProposeOutcome, PublishRequest, PublishResponse, ReadIndexRequest, ReadIndexResponse,
+    StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
@@ -26,23 +32,133 @@ use openraft::ReadPolicy;
 
 pub struct RaftLocalService {
     raft: Raft,
+    router: Arc<Router>,
     lessor: Arc<Lessor>,
-    member_id: u64,
+    members: Arc<Members>,
     cluster_id: u64,
 }
 
+/// How often a proposal is re-routed when leadership moved under it.
+const REROUTES: usize = 3;
+
 impl RaftLocalService {
-    pub fn new(raft: Raft, lessor: Arc<Lessor>, member_id: u64, cluster_id: u64) -> Self {
+    pub fn new(
+        router: Arc<Router>,
+        lessor: Arc<Lessor>,
+        members: Arc<Members>,
+        cluster_id: u64,
+    ) -> Self {
         RaftLocalService {
-            raft,
+            raft: router.raft().clone(),
+            router,
             lessor,
-            member_id,
+            members,
             cluster_id,
         }
     }
 
     fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// Propose on this (leading) raftd; outcomes align with `proposals`.
+    async fn propose_here(&self, proposals: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
+        let stopped = |_| Status::from(EtcdError::Stopped);
+        let mut results = self
+            .raft
+            .client_write_many(proposals.into_iter().map(Proposal))
+            .await
+            .map_err(stopped)?;
+        let mut outcomes = Vec::new();
+        let mut raft_term = self.term();
+        let mut raft_index = 0;
+        while let Some(r) = results.next().await {
+            let outcome = match r.map_err(stopped)? {
+                Ok(w) => {
+                    raft_term = raft_term.max(w.log_id.leader_id.term);
+                    raft_index = raft_index.max(w.log_id.index);
+                    Outcome::Result(w.response.0)
+                }
+                Err(e) => Outcome::Error(write_error(&e).wire_code()),
+            };
+            outcomes.push(ProposeOutcome {
+                outcome: Some(outcome),
+            });
+        }
+        Ok(ProposeBatchResponse {
+            outcomes,
+            raft_term,
+            raft_index,
+        })
+    }
+
+    /// Propose here or on the leader. Proposals refused because leadership
+    /// moved (never appended, so never committed) are routed again.
+    async fn propose(
+        &self,
+        proposals: Vec<Vec<u8>>,
+        forwarded: bool,
+    ) -> Result<ProposeBatchResponse, Status> {
+        let not_appended = [
+            EtcdError::NotLeader.wire_code(),
+            EtcdError::NoLeader.wire_code(),
+        ];
+        let mut resp = self.propose_once(proposals.clone(), forwarded).await?;
+        for _ in 0..REROUTES {
+            if forwarded {
+                break;
+            }
+            let retry: Vec<usize> = resp
+                .outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| matches!(o.outcome, Some(Outcome::Error(c)) if not_appended.contains(&c)))
+                .map(|(i, _)| i)
+                .collect();
+            if retry.is_empty() {
+                break;
+            }
+            let again = retry.iter().map(|&i| proposals[i].clone()).collect();
+            let more = self.propose_once(again, false).await?;
+            for (i, o) in retry.into_iter().zip(more.outcomes) {
+                resp.outcomes[i] = o;
+            }
+            resp.raft_term = resp.raft_term.max(more.raft_term);
+            resp.raft_index = resp.raft_index.max(more.raft_index);
+        }
+        Ok(resp)
+    }
+
+    async fn propose_once(
+        &self,
+        proposals: Vec<Vec<u8>>,
+        forwarded: bool,
+    ) -> Result<ProposeBatchResponse, Status> {
+        match self.router.route(forwarded).await? {
+            Route::Here => self.propose_here(proposals).await,
+            Route::Leader(mut leader) => {
+                let resp = leader
+                    .propose_batch(forwarded_request(ProposeBatchRequest {
+                        requests: proposals,
+                    }))
+                    .await
+                    .map_err(leader_failed)?
+                    .into_inner();
+                self.router.wait_applied(resp.raft_index).await?;
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// The leader could not be asked or failed to answer: etcd's unavailability
+/// (a proposal may or may not have been committed, as with etcd).
+fn leader_failed(s: Status) -> Status {
+    if std::error::Error::source(&s).is_some() {
+        tracing::warn!(error = %s, "forwarding to the leader failed");
+        EtcdError::Timeout.into()
+    } else {
+        s
     }
 }
 
@@ -85,44 +201,44 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<ProposeBatchRequest>,
     ) -> Result<Response<ProposeBatchResponse>, Status> {
-        let proposals = req.into_inner().requests.into_iter().map(Proposal);
-        let stopped = |_| Status::from(EtcdError::Stopped);
-        let mut results = self
-            .raft
-            .client_write_many(proposals)
-            .await
-            .map_err(stopped)?;
-        let mut outcomes = Vec::new();
-        let mut raft_term = self.term();
-        while let Some(r) = results.next().await {
-            let outcome = match r.map_err(stopped)? {
-                Ok(w) => {
-                    raft_term = raft_term.max(w.log_id.leader_id.term);
-                    Outcome::Result(w.response.0)
-                }
-                Err(e) => Outcome::Error(write_error(&e).wire_code()),
-            };
-            outcomes.push(ProposeOutcome {
-                outcome: Some(outcome),
-            });
-        }
-        Ok(Response::new(ProposeBatchResponse {
-            outcomes,
-            raft_term,
-        }))
+        let forwarded = is_forwarded(&req);
+        let resp = self.propose(req.into_inner().requests, forwarded).await?;
+        Ok(Response::new(resp))
     }
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let read = self
-            .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map_err(read_error)?;
+        let forwarded = is_forwarded(&req);
+        let read_index = match self.router.route(forwarded).await? {
+            // A forwarded read index is applied by the asking member.
+            Route::Here if forwarded => self
+                .raft
+                .get_read_log_id(ReadPolicy::ReadIndex)
+                .await
+                .map_err(read_error)?
+                .0
+                .index(),
+            Route::Here => self
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .map_err(read_error)?
+                .index(),
+            Route::Leader(mut leader) => {
+                let index = leader
+                    .read_index(forwarded_request(ReadIndexRequest {}))
+                    .await
+                    .map_err(leader_failed)?
+                    .into_inner()
+                    .read_index;
+                self.router.wait_applied(index).await?;
+                index
+            }
+        };
         Ok(Response::new(ReadIndexResponse {
-            read_index: read.index(),
+            read_index,
             raft_term: self.term(),
         }))
     }
@@ -132,14 +248,20 @@ impl RaftLocal for RaftLocalService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
+        let is_learner = !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.router.id());
         Ok(Response::new(StatusResponse {
-            member_id: self.member_id,
+            member_id: self.router.id(),
             leader: m.current_leader.unwrap_or(0),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: m.cluster_committed.map_or(0, |l| l.index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             cluster_id: self.cluster_id,
+            is_learner,
         }))
     }
 
@@ -147,49 +269,194 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<ProposeOutcome>, Status> {
-        let result = self.lessor.grant(req.into_inner()).await?;
-        Ok(Response::new(ProposeOutcome {
-            outcome: Some(Outcome::Result(result)),
-        }))
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => {
+                let result = self.lessor.grant(req).await?;
+                Ok(Response::new(ProposeOutcome {
+                    outcome: Some(Outcome::Result(result)),
+                }))
+            }
+            Route::Leader(mut l) => l
+                .lease_grant(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
     }
 
     async fn lease_revoke(
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<ProposeOutcome>, Status> {
-        let result = self.lessor.revoke(req.into_inner()).await?;
-        Ok(Response::new(ProposeOutcome {
-            outcome: Some(Outcome::Result(result)),
-        }))
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => {
+                let result = self.lessor.revoke(req).await?;
+                Ok(Response::new(ProposeOutcome {
+                    outcome: Some(Outcome::Result(result)),
+                }))
+            }
+            Route::Leader(mut l) => l
+                .lease_revoke(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
     }
 
     async fn lease_keep_alive(
         &self,
         req: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseLiveness>, Status> {
-        let id = req.into_inner().id;
-        let ttl = self.lessor.keep_alive(id).await?;
-        Ok(Response::new(LeaseLiveness {
-            id,
-            ttl: ttl.unwrap_or(-1),
-            granted_ttl: ttl.unwrap_or(-1),
-        }))
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => {
+                let id = req.id;
+                let ttl = self.lessor.keep_alive(id).await?;
+                Ok(Response::new(LeaseLiveness {
+                    id,
+                    ttl: ttl.unwrap_or(-1),
+                    granted_ttl: ttl.unwrap_or(-1),
+                }))
+            }
+            Route::Leader(mut l) => l
+                .lease_keep_alive(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
     }
 
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseLiveness>, Status> {
-        let id = req.into_inner().id;
-        let (ttl, granted_ttl) = self
-            .lessor
-            .get(id)
-            .await?
-            .map_or((-1, -1), |l| (l.remaining, l.granted));
-        Ok(Response::new(LeaseLiveness {
-            id,
-            ttl,
-            granted_ttl,
-        }))
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => {
+                let id = req.id;
+                let (ttl, granted_ttl) = self
+                    .lessor
+                    .get(id)
+                    .await?
+                    .map_or((-1, -1), |l| (l.remaining, l.granted));
+                Ok(Response::new(LeaseLiveness {
+                    id,
+                    ttl,
+                    granted_ttl,
+                }))
+            }
+            Route::Leader(mut l) => l
+                .lease_time_to_live(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn member_list(
+        &self,
+        req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        if !req.linearizable {
+            return Ok(Response::new(self.members.list_response()));
+        }
+        match self.router.route(forwarded).await? {
+            Route::Here => Ok(Response::new(self.members.list_response())),
+            Route::Leader(mut l) => l
+                .member_list(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => Ok(Response::new(self.members.add(req).await?)),
+            Route::Leader(mut l) => l
+                .member_add(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => Ok(Response::new(self.members.remove(req).await?)),
+            Route::Leader(mut l) => l
+                .member_remove(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => Ok(Response::new(self.members.update(req).await?)),
+            Route::Leader(mut l) => l
+                .member_update(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => Ok(Response::new(self.members.promote(req).await?)),
+            Route::Leader(mut l) => l
+                .member_promote(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        // etcd: only the leader transfers leadership; no forwarding.
+        let req = req.into_inner();
+        Ok(Response::new(self.members.move_leader(req).await?))
+    }
+
+    async fn publish(
+        &self,
+        req: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => {
+                self.members.publish(req).await?;
+                Ok(Response::new(PublishResponse {}))
+            }
+            Route::Leader(mut l) => l
+                .publish(forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
     }
 }

@@ -20,18 +20,13 @@ use crate::types::{Entry, LogId, TypeConfig, Vote};
 const META_VOTE: &[u8] = b"vote";
 const META_COMMITTED: &[u8] = b"committed";
 const META_PURGED: &[u8] = b"purged";
+const META_IDENTITY: &[u8] = b"identity";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(v).map_err(io_err)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(b).map_err(io_err)
-}
+use crate::codec::{decode, encode};
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -71,6 +66,21 @@ impl LogStore {
             log: self.log.clone(),
             meta: self.meta.clone(),
         }
+    }
+
+    /// (member ID, cluster ID) this raftd settled on when it first started.
+    pub fn identity(&self) -> io::Result<Option<(u64, u64)>> {
+        match self.meta.get(META_IDENTITY).map_err(io_err)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn save_identity(&self, identity: (u64, u64)) -> io::Result<()> {
+        self.meta
+            .insert(META_IDENTITY, encode(&identity)?)
+            .map_err(io_err)?;
+        self.sync()
     }
 
     fn sync(&self) -> io::Result<()> {

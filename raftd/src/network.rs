@@ -1,59 +1,176 @@
-//! Outgoing raft RPCs to other members. This raftd runs single-voter
-//! clusters only, so no peer is ever contacted: every RPC reports the peer
-//! unreachable. Peer transport over TCP replaces this with multi-member
-//! support.
+//! Outgoing raft RPCs to the other members' raftd over TCP (their peer
+//! URLs): openraft's messages postcard-encoded in triad.peer.v1 envelopes
+//! that carry the cluster ID and the sender, so a member of another cluster
+//! is refused. One lazily connected channel per target.
 
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use std::time::Duration;
+
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::raft::{TransferLeaderRequest, TransferLeaderResponse};
 use openraft::RaftNetworkV2;
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 
-use crate::types::{NodeId, TypeConfig, Vote};
+use crate::codec;
+use crate::types::{MemberNode, NodeId, TypeConfig, Vote};
+use common::proto::peer::raft_peer_client::RaftPeerClient;
+use common::proto::peer::RaftMessage;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
-pub struct Peers;
-
-pub struct NoPeer {
-    target: NodeId,
+/// A lazily connected channel to a member's peer URL (the first one that
+/// parses). Connection failures surface on first use.
+pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
+    let url = urls
+        .first()
+        .ok_or_else(|| "member has no peer URL".to_string())?;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
 }
 
-impl NoPeer {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&std::io::Error::other(format!(
-            "no transport to member {:x}",
-            self.target
-        )))
-    }
+/// Creates a client per replication target.
+pub struct Peers {
+    pub cluster_id: u64,
+    pub member_id: NodeId,
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    cluster_id: u64,
+    member_id: NodeId,
+    client: Result<RaftPeerClient<Channel>, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
-    type Network = NoPeer;
+    type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &openraft::impls::BasicNode) -> NoPeer {
-        NoPeer { target }
+    async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerClient {
+        PeerClient {
+            target,
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            client: peer_channel(&node.peer_urls)
+                .map(|c| RaftPeerClient::new(c).max_decoding_message_size(usize::MAX)),
+        }
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoPeer {
+impl PeerClient {
+    /// Send one openraft message with `method` and decode the reply.
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+        method: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, RaftMessage) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::from_string(e))),
+        };
+        let body = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = RaftMessage {
+            cluster_id: self.cluster_id,
+            from: self.member_id,
+            body,
+        };
+        let ttl = option.hard_ttl();
+        let reply = match tokio::time::timeout(ttl, method(client, msg)).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.member_id,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(s)) => return Err(status_error(&s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        codec::decode(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// A peer that cannot be reached is backed off; anything else is retried.
+fn status_error(s: &tonic::Status) -> RPCError<TypeConfig> {
+    let msg = format!("{:?}: {}", s.code(), s.message());
+    match s.code() {
+        Code::Unavailable | Code::FailedPrecondition => {
+            RPCError::Unreachable(Unreachable::from_string(msg))
+        }
+        _ => RPCError::Network(NetworkError::from_string(msg)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+            |mut c, m| async move { c.append_entries(m).await },
+        )
+        .await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(RPCTypes::Vote, &rpc, &option, |mut c, m| async move {
+            c.vote(m).await
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::Vote, &rpc, &option, |mut c, m| async move {
+            c.pre_vote(m).await
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RPCTypes::TransferLeader,
+            &req,
+            &option,
+            |mut c, m| async move { c.transfer_leader(m).await },
+        )
+        .await
     }
 
     async fn full_snapshot(
@@ -63,6 +180,8 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        Err(StreamingError::Unreachable(Unreachable::from_string(
+            "snapshot streaming is not implemented yet",
+        )))
     }
 }

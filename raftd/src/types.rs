@@ -19,10 +19,28 @@ impl fmt::Display for Proposal {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied(pub Vec<u8>);
 
+/// What the cluster knows of a member besides its ID: etcd's member fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberNode {
+    /// Empty until the member has started and published itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Published by the member's gatewayd once it serves.
+    pub client_urls: Vec<String>,
+}
+
+impl fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Proposal,
         R = Applied,
+        Node = MemberNode,
 );
 
 pub type NodeId = u64;
@@ -31,7 +49,7 @@ pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
-pub type Membership = openraft::Membership<NodeId, openraft::impls::BasicNode>;
+pub type Membership = openraft::Membership<NodeId, MemberNode>;
 
 /// Between openraft's log ids and the wire form storaged keeps.
 pub fn to_wire(id: &LogId) -> common::proto::storage::LogId {

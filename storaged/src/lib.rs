@@ -6,6 +6,7 @@
 pub mod compactor;
 pub mod event_feed;
 pub mod events;
+pub mod hash;
 pub mod keys;
 pub mod lease;
 pub mod read;

@@ -8,7 +8,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
-use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use common::proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
+};
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
     ApplyRequest, ApplyResponse, EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest,
@@ -128,6 +130,29 @@ impl Storage for StorageService {
         Ok(Response::new(LeaseKeysResponse {
             found: keys.is_some(),
             keys: keys.unwrap_or_default(),
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let revision = req.into_inner().revision;
+        // Hash what every member keeps: wait out physical compaction.
+        let compacted = self.store.bounds().compacted;
+        let mut done = self.store.compact_done.subscribe();
+        done.wait_for(|d| *d >= compacted)
+            .await
+            .map_err(|_| Status::unavailable("storaged is shutting down"))?;
+        let (hash, current, compact_revision, hash_revision) = self.store.hash_kv(revision)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(ResponseHeader {
+                revision: current,
+                ..Default::default()
+            }),
+            hash,
+            compact_revision,
+            hash_revision,
         }))
     }
 }

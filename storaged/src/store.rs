@@ -232,6 +232,32 @@ impl Store {
     }
 
     /// The keys attached to `lease`; None if there is no such lease.
+    /// etcd's HashKV at `revision` (0 = current): (hash, current revision,
+    /// compacted revision, revision hashed). Physical compaction must have caught up first
+    /// so members hash the same stored revisions.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64, i64), StoreError> {
+        let bounds = self.bounds();
+        if revision > 0 && revision <= bounds.compacted {
+            return Err(EtcdError::Compacted.into());
+        }
+        if revision > bounds.current {
+            return Err(EtcdError::FutureRev.into());
+        }
+        let upto = if revision == 0 {
+            bounds.current
+        } else {
+            revision
+        };
+        let hash = crate::hash::hash_kv(&self.db.read_tx(), &self.ks, upto, bounds.compacted)?;
+        // etcd reports -1 before the first compaction.
+        let compacted = if bounds.compacted == 0 {
+            -1
+        } else {
+            bounds.compacted
+        };
+        Ok((hash, bounds.current, compacted, upto))
+    }
+
     pub fn lease_keys(&self, lease: i64) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         crate::lease::keys_of(&self.db.read_tx(), &self.ks, lease)
     }

@@ -350,3 +350,7 @@ pub async fn next_revision(c: &mut etcd_client::Client) -> i64 {
         .expect("read revision");
     r.header().expect("header").revision() + 1
 }
+
+pub mod cluster;
+pub mod history;
+pub mod load;

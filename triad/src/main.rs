@@ -25,9 +25,21 @@ enum Command {
         /// Data directory of the member (created if missing).
         #[arg(long, default_value = "triad-data")]
         data_dir: PathBuf,
-        /// Client port P (gRPC + HTTP); the peer port is P+1.
+        /// Client port P (gRPC + HTTP); the peer port is P+1. Member i of a
+        /// cluster uses P + 10000*i.
         #[arg(long, default_value_t = 2379)]
         client_port: u16,
+        /// Run a local cluster of this many members on loopback (each in
+        /// DATA_DIR/m<i>).
+        #[arg(long, default_value_t = 1)]
+        members: u16,
+        /// Join an existing cluster as one member: its name, and the
+        /// cluster including this member (name=peerURL,...); the member must
+        /// have been added first (etcdctl member add).
+        #[arg(long, requires = "join")]
+        name: Option<String>,
+        #[arg(long, requires = "name", conflicts_with = "members")]
+        join: Option<String>,
     },
 }
 
@@ -48,7 +60,13 @@ fn main() -> ExitCode {
         Command::Up {
             data_dir,
             client_port,
-        } => rt.block_on(up::run(data_dir, client_port)),
+            members,
+            name,
+            join,
+        } => {
+            let join = name.zip(join);
+            rt.block_on(up::run(data_dir, client_port, members, join))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,24 +26,76 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn specs(data_dir: &Path, client_port: u16) -> anyhow::Result<Vec<DaemonSpec>> {
-    let peer_port = client_port
-        .checked_add(1)
-        .context("--client-port too large")?;
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let dir = data_dir.to_string_lossy().to_string();
+/// One member of the local cluster: where it lives and its ports.
+struct LocalMember {
+    name: String,
+    data_dir: PathBuf,
+    client_port: u16,
+}
+
+impl LocalMember {
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port + 1)
+    }
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// Member i: client port P + 10000*i, peer port one above; a single member
+/// keeps the data dir itself, cluster members get DIR/m<i>.
+fn local_members(
+    data_dir: &Path,
+    client_port: u16,
+    count: u16,
+) -> anyhow::Result<Vec<LocalMember>> {
+    anyhow::ensure!(count >= 1, "--members must be at least 1");
+    (0..count)
+        .map(|i| {
+            let port = u32::from(client_port) + 10_000 * u32::from(i);
+            let port = u16::try_from(port + 1)
+                .ok()
+                .and_then(|_| u16::try_from(port).ok())
+                .context("--client-port too large for that many members")?;
+            Ok(LocalMember {
+                name: if count == 1 {
+                    "default".into()
+                } else {
+                    format!("m{i}")
+                },
+                data_dir: if count == 1 {
+                    data_dir.to_path_buf()
+                } else {
+                    data_dir.join(format!("m{i}"))
+                },
+                client_port: port,
+            })
+        })
+        .collect()
+}
+
+fn specs(m: &LocalMember, initial_cluster: &str, joining: bool) -> anyhow::Result<Vec<DaemonSpec>> {
+    let dir = m.data_dir.to_string_lossy().to_string();
+    let (peer_url, client_url) = (m.peer_url(), m.client_url());
     let member = [
         "--name".to_string(),
-        "default".to_string(),
+        m.name.clone(),
         "--data-dir".to_string(),
-        dir.clone(),
+        dir,
         "--initial-advertise-peer-urls".to_string(),
         peer_url.clone(),
+        "--initial-cluster".to_string(),
+        initial_cluster.to_string(),
     ];
     let own = |name: &str| -> Vec<String> {
         match name {
-            "raftd" => vec!["--listen-peer-urls".into(), peer_url.clone()],
+            "raftd" => {
+                let mut args = vec!["--listen-peer-urls".into(), peer_url.clone()];
+                if joining {
+                    args.extend(["--initial-cluster-state".into(), "existing".into()]);
+                }
+                args
+            }
             "gatewayd" => vec![
                 "--listen-client-urls".into(),
                 client_url.clone(),
@@ -60,8 +112,8 @@ fn specs(data_dir: &Path, client_port: u16) -> anyhow::Result<Vec<DaemonSpec>> {
                 name,
                 program: sibling_binary(name)?,
                 args: member.iter().cloned().chain(own(name)).collect(),
-                log_file: data_dir.join("logs").join(format!("{name}.log")),
-                pid_file: supervisor::pid_file(data_dir, name),
+                log_file: m.data_dir.join("logs").join(format!("{name}.log")),
+                pid_file: supervisor::pid_file(&m.data_dir, name),
             })
         })
         .collect()
@@ -84,46 +136,87 @@ async fn wait_ready(client_port: u16) {
     }
 }
 
-pub async fn run(data_dir: PathBuf, client_port: u16) -> anyhow::Result<()> {
-    for sub in ["logs", "pids"] {
-        std::fs::create_dir_all(data_dir.join(sub))
-            .with_context(|| format!("cannot create {}", data_dir.join(sub).display()))?;
+/// Run `count` local members, or (`join` = (name, initial cluster)) one
+/// member joining an existing cluster.
+pub async fn run(
+    data_dir: PathBuf,
+    client_port: u16,
+    count: u16,
+    join: Option<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut members = local_members(&data_dir, client_port, count)?;
+    let initial_cluster = match &join {
+        Some((name, cluster)) => {
+            members[0].name = name.clone();
+            cluster.clone()
+        }
+        None => members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    // Daemons by start order, member by member within each kind.
+    let mut by_kind: Vec<Vec<DaemonSpec>> = DAEMONS.iter().map(|_| Vec::new()).collect();
+    for m in &members {
+        for sub in ["logs", "pids"] {
+            std::fs::create_dir_all(m.data_dir.join(sub))
+                .with_context(|| format!("cannot create {}", m.data_dir.join(sub).display()))?;
+        }
+        for (kind, spec) in specs(m, &initial_cluster, join.is_some())?
+            .into_iter()
+            .enumerate()
+        {
+            by_kind[kind].push(spec);
+        }
     }
-    let specs = specs(&data_dir, client_port)?;
     eprintln!(
-        "triad: member data in {}, logs in {}",
-        data_dir.display(),
-        data_dir.join("logs").display()
+        "triad: {} member(s), data and logs under {}",
+        members.len(),
+        data_dir.display()
     );
 
     let mut shutdown = Box::pin(common::lifecycle::shutdown_signal());
-    let mut stops = Vec::new();
-    let mut tasks = Vec::new();
-    for spec in specs {
-        let (tx, rx) = watch::channel(false);
-        stops.push(tx);
-        tasks.push(tokio::spawn(supervisor::supervise(spec, rx)));
+    let mut kinds = Vec::new();
+    for specs in by_kind {
+        let mut stops = Vec::new();
+        for spec in specs {
+            let (tx, rx) = watch::channel(false);
+            stops.push((tx, tokio::spawn(supervisor::supervise(spec, rx))));
+        }
+        kinds.push(stops);
     }
 
+    let all_ready = futures::future::join_all(members.iter().map(|m| wait_ready(m.client_port)));
     tokio::select! {
-        _ = wait_ready(client_port) => {
-            println!("ready 127.0.0.1:{client_port}");
+        _ = all_ready => {
+            let endpoints: Vec<String> = members
+                .iter()
+                .map(|m| format!("127.0.0.1:{}", m.client_port))
+                .collect();
+            println!("ready {}", endpoints.join(","));
         }
         _ = &mut shutdown => {
-            stop_all(stops, tasks).await;
+            stop_all(kinds).await;
             return Ok(());
         }
     }
     shutdown.await;
-    stop_all(stops, tasks).await;
+    stop_all(kinds).await;
     Ok(())
 }
 
-/// Stop gatewayd first (clients go), then raftd, then storaged.
-async fn stop_all(stops: Vec<watch::Sender<bool>>, tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for (stop, task) in stops.into_iter().zip(tasks).rev() {
-        let _ = stop.send(true);
-        let _ = task.await;
+type Supervised = Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>;
+
+/// Stop every gatewayd first (clients go), then raftd, then storaged.
+async fn stop_all(kinds: Vec<Supervised>) {
+    for kind in kinds.into_iter().rev() {
+        for (stop, _) in &kind {
+            let _ = stop.send(true);
+        }
+        for (_, task) in kind {
+            let _ = task.await;
+        }
     }
     eprintln!("triad: stopped");
 }

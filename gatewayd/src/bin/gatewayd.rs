@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use common::config::Member;
+use common::proto::etcdserverpb::cluster_server::ClusterServer;
 use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::lease_server::LeaseServer;
 use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -15,6 +16,7 @@ use common::proto::etcdserverpb::watch_server::WatchServer;
 use common::proto::v3electionpb::election_server::ElectionServer;
 use common::proto::v3lockpb::lock_server::LockServer;
 use gatewayd::backend::Backend;
+use gatewayd::cluster::ClusterService;
 use gatewayd::concurrency::Recipes;
 use gatewayd::election::ElectionService;
 use gatewayd::kv::KvService;
@@ -79,6 +81,7 @@ struct Resolved {
     max_txn_ops: usize,
     request_timeout: Duration,
     version: String,
+    advertise: Vec<String>,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -92,9 +95,12 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         .iter()
         .map(|u| common::config::listen_addr(u))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(adv) = &opts.advertise_client_urls {
-        common::config::parse_urls(adv, "advertise-client-urls")?;
-    }
+    let advertise = common::config::parse_urls(
+        opts.advertise_client_urls
+            .as_deref()
+            .unwrap_or("http://localhost:2379"),
+        "advertise-client-urls",
+    )?;
     let max_txn_ops = opts.max_txn_ops.unwrap_or(128);
     if max_txn_ops == 0 {
         return Err(common::config::ConfigError(
@@ -119,6 +125,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
     }
     Ok(Resolved {
         listen,
+        advertise,
         watch_progress_interval,
         worker_threads,
         max_request_bytes: opts.max_request_bytes.unwrap_or(1536 * 1024),
@@ -200,6 +207,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     )
     .add_service(LockServer::new(LockService::new(recipes())))
     .add_service(ElectionServer::new(ElectionService::new(recipes())))
+    .add_service(ClusterServer::new(ClusterService::new(backend.clone())))
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(
             backend.clone(),
@@ -233,6 +241,10 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         tracing::info!(%addr, "gatewayd serving clients");
     }
     common::lifecycle::notify_ready("serving");
+    tokio::spawn({
+        let (backend, name, urls) = (backend.clone(), member.name.clone(), cfg.advertise.clone());
+        async move { backend.publish(name, urls).await }
+    });
     let outcome = tokio::select! {
         _ = shutdown => Ok(()),
         e = backend.incompatible_peer() => Err(anyhow::anyhow!(e)),

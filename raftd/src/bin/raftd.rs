@@ -4,17 +4,25 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::storage::RaftLogStorage;
 
 use serde::{Deserialize, Serialize};
 
 use common::config::Member;
+use common::proto::peer::raft_peer_server::RaftPeerServer;
 use common::proto::raft::raft_local_server::RaftLocalServer;
 use common::proto::storage::storage_client::StorageClient;
 use raftd::lessor::Lessor;
 use raftd::local_server::RaftLocalService;
 use raftd::log_store::LogStore;
+use raftd::members::Members;
 use raftd::network::Peers;
+use raftd::peer_server::RaftPeerService;
+use raftd::route::Router;
 use raftd::state_machine::StateMachine;
+use raftd::types::MemberNode;
 use raftd::types::Raft;
 
 /// raftd's own options (`[raftd]`), with etcd's flag names.
@@ -38,6 +46,20 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen_peer_urls: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "TRIAD_INITIAL_CLUSTER_STATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_cluster_state: Option<String>,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "TRIAD_STRICT_RECONFIG_CHECK")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_reconfig_check: Option<bool>,
+}
+
+impl RaftdOpts {
+    fn joining(&self) -> bool {
+        self.initial_cluster_state.as_deref() == Some("existing")
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,10 +88,15 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
             "--election-timeout[{el}ms] is too long, and should be set less than 50000ms"
         );
     }
-    if member.initial_cluster.len() != 1 {
+    match opts.initial_cluster_state.as_deref() {
+        None | Some("new") | Some("existing") => {}
+        Some(other) => anyhow::bail!(
+            "invalid value \"{other}\" for flag -initial-cluster-state: valid values are \"new\" or \"existing\""
+        ),
+    }
+    if opts.joining() && member.initial_cluster.len() < 2 {
         anyhow::bail!(
-            "this raftd runs single-member clusters only; --initial-cluster names {} members",
-            member.initial_cluster.len()
+            "--initial-cluster-state existing needs the other members in --initial-cluster"
         );
     }
     if let Some(i) = &opts.lease_checkpoint_interval {
@@ -103,21 +130,44 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     };
     let config = Arc::new(config.validate()?);
 
+    // Who this member is: settled on first start and kept (a joining member
+    // learns its IDs from the cluster).
+    let (member_id, cluster_id) = match log.identity()? {
+        Some(ids) => ids,
+        None => {
+            let ids = if opts.joining() {
+                tracing::info!("joining an existing cluster; asking its members");
+                raftd::join::discover(&member, Duration::from_secs(60)).await?
+            } else {
+                (member.member_id, member.cluster_id)
+            };
+            log.save_identity(ids)?;
+            ids
+        }
+    };
+    let initialized_before = log.clone().get_log_state().await?.last_log_id.is_some();
+
     let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
         .max_decoding_message_size(usize::MAX);
     let storage_check = storage.clone();
     let sm = StateMachine::new(storage, log.reader());
     tracing::info!("waiting for storaged's applied state");
-    let raft = Raft::new(member.member_id, config, Peers, log, sm).await?;
+    let peers = Peers {
+        cluster_id,
+        member_id,
+    };
+    let raft = Raft::new(member_id, config, peers, log, sm).await?;
 
-    if !raft.is_initialized().await? {
+    if !opts.joining() && !initialized_before && !raft.is_initialized().await? {
         let mut members = BTreeMap::new();
-        for (_, urls) in &member.initial_cluster {
+        for (name, urls) in &member.initial_cluster {
             let id = common::ids::member_id(urls, &member.cluster_token);
             members.insert(
                 id,
-                openraft::impls::BasicNode {
-                    addr: urls.join(","),
+                MemberNode {
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                    client_urls: Vec::new(),
                 },
             );
         }
@@ -138,11 +188,49 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         let lessor = lessor.clone();
         async move { lessor.run().await }
     });
+    let router = Arc::new(Router::new(
+        raft.clone(),
+        member_id,
+        Duration::from_millis(el * 3),
+    ));
+    let members = Arc::new(Members::new(
+        raft.clone(),
+        Duration::from_secs(5),
+        opts.strict_reconfig_check.unwrap_or(true),
+    ));
+    let local = RaftLocalService::new(router, lessor, members, cluster_id);
+    let local = Arc::new(local);
+
+    // Peers: raft messages, and forwarded client work.
+    let peer_urls = match &opts.listen_peer_urls {
+        Some(urls) => common::config::parse_urls(urls, "listen-peer-urls")?,
+        None => member.peer_urls.clone(),
+    };
+    for url in &peer_urls {
+        let addr = common::config::listen_addr(url)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+        tracing::info!(%url, "listening for peers");
+        let peer = RaftPeerService::new(raft.clone(), cluster_id, member_id);
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(RaftPeerServer::new(peer).max_decoding_message_size(usize::MAX))
+            .add_service(
+                RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(usize::MAX),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "peer server failed");
+            }
+        });
+    }
 
     let socket = member.raftd_socket();
     let listener = common::uds::bind(&socket, member.socket_group_access)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
-    tracing::info!(socket = %socket.display(), member = format!("{:x}", member.member_id), "raftd serving");
+    tracing::info!(socket = %socket.display(), member = format!("{member_id:x}"), "raftd serving");
     let shutdown = common::lifecycle::shutdown_signal();
     // Stop serving (and fail) if storaged speaks another protocol version.
     let incompatible = Arc::new(std::sync::Mutex::new(None));
@@ -160,9 +248,8 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         }
     };
     common::lifecycle::notify_ready("serving");
-    let service = RaftLocalService::new(raft.clone(), lessor, member.member_id, member.cluster_id);
     tonic::transport::Server::builder()
-        .add_service(RaftLocalServer::new(service).max_decoding_message_size(usize::MAX))
+        .add_service(RaftLocalServer::from_arc(local).max_decoding_message_size(usize::MAX))
         .serve_with_incoming_shutdown(common::uds::incoming(listener), stop)
         .await?;
     common::lifecycle::notify_stopping();

@@ -1,0 +1,303 @@
+//! A local multi-member cluster as real processes: `triad up --members N`
+//! (one supervisor, N × three daemons on loopback), plus members that join
+//! later through their own `triad up --join`. Any daemon of any member can
+//! be killed, stopped or continued; the supervisor restarts killed ones.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::{bin, connect, etcdctl, free_port_pair, DAEMONS};
+
+/// A client port base P in 10000..25000 with P + 10000*i and the port
+/// above it free for every member i.
+fn free_cluster_base(n: u16) -> u16 {
+    for attempt in 0..200u16 {
+        let seed = (std::process::id() as u16)
+            .wrapping_mul(7)
+            .wrapping_add(attempt * 131);
+        let base = 10_000 + seed % 15_000;
+        let all_free = (0..n).all(|i| {
+            let p = base + 10_000 * i;
+            TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range for a {n}-member cluster");
+}
+
+/// One member's place: its data dir and client port.
+#[derive(Clone)]
+pub struct Place {
+    pub name: String,
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Place {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port + 1)
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Place>,
+    /// `triad up` processes: the cluster's, then one per joined member.
+    ups: Vec<Child>,
+}
+
+/// Start `triad up` with `args` and wait for its ready line.
+fn launch(args: &[String], logs_hint: &Path) -> Child {
+    let mut child = Command::new(bin("triad"))
+        .arg("up")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn triad up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(line) if line.starts_with("ready ") => child,
+        other => {
+            let _ = child.kill();
+            panic!(
+                "triad up did not become ready ({other:?}); logs under {}",
+                logs_hint.display()
+            );
+        }
+    }
+}
+
+impl Cluster {
+    pub fn start(n: u16) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("triad-cluster")
+            .tempdir()
+            .expect("tempdir");
+        let base = free_cluster_base(n);
+        let members = (0..n)
+            .map(|i| Place {
+                name: format!("m{i}"),
+                dir: dir.path().join(format!("m{i}")),
+                port: base + 10_000 * i,
+            })
+            .collect();
+        let args = vec![
+            "--data-dir".to_string(),
+            dir.path().to_string_lossy().into_owned(),
+            "--client-port".into(),
+            base.to_string(),
+            "--members".into(),
+            n.to_string(),
+        ];
+        let up = launch(&args, dir.path());
+        Cluster {
+            dir,
+            members,
+            ups: vec![up],
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Place::endpoint).collect()
+    }
+
+    pub async fn client(&self, i: usize) -> etcd_client::Client {
+        connect(&self.members[i].endpoint()).await
+    }
+
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+        etcdctl(&self.members[i].endpoint(), args)
+    }
+
+    /// A new member's place (not yet added to the cluster).
+    pub fn new_place(&self) -> Place {
+        let i = self.members.len();
+        Place {
+            name: format!("m{i}"),
+            dir: self.dir.path().join(format!("m{i}")),
+            port: free_port_pair(),
+        }
+    }
+
+    /// Start a member that was added with `member add`: its own `triad up`
+    /// joining the cluster.
+    pub fn join(&mut self, place: Place) {
+        let mut cluster: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        cluster.push(format!("{}={}", place.name, place.peer_url()));
+        let args = vec![
+            "--data-dir".to_string(),
+            place.dir.to_string_lossy().into_owned(),
+            "--client-port".into(),
+            place.port.to_string(),
+            "--name".into(),
+            place.name.clone(),
+            "--join".into(),
+            cluster.join(","),
+        ];
+        self.ups.push(launch(&args, &place.dir));
+        self.members.push(place);
+    }
+
+    pub fn pid(&self, i: usize, daemon: &str) -> Option<i32> {
+        let p = self.members[i]
+            .dir
+            .join("pids")
+            .join(format!("{daemon}.pid"));
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
+    pub fn signal(&self, i: usize, daemon: &str, sig: Signal) -> i32 {
+        let pid = self
+            .pid(i, daemon)
+            .unwrap_or_else(|| panic!("no pid for {daemon} of member {i}"));
+        kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {daemon}: {e}"));
+        pid
+    }
+
+    /// kill -9 one daemon of member i and wait until it is restarted.
+    pub fn kill9(&self, i: usize, daemon: &str) {
+        let old = self.signal(i, daemon, Signal::SIGKILL);
+        self.wait_restarted(i, daemon, old);
+    }
+
+    /// kill -9 every daemon of member i at once; all are restarted.
+    pub fn kill9_member(&self, i: usize) {
+        let old: Vec<i32> = DAEMONS
+            .iter()
+            .map(|d| self.signal(i, d, Signal::SIGKILL))
+            .collect();
+        for (d, pid) in DAEMONS.iter().zip(old) {
+            self.wait_restarted(i, d, pid);
+        }
+    }
+
+    pub fn wait_restarted(&self, i: usize, daemon: &str, old_pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.pid(i, daemon).is_some_and(|p| p != old_pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{daemon} of member {i} was not restarted\n{}", self.logs(i));
+    }
+
+    /// The index of the member whose raftd leads (asked via member 0..n).
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for (i, m) in self.members.iter().enumerate() {
+                let Ok(mut c) = etcd_client::Client::connect([m.endpoint()], None).await else {
+                    continue;
+                };
+                if let Ok(s) = c.status().await {
+                    let leader = s.leader();
+                    if leader != 0 && s.header().map(|h| h.member_id()) == Some(leader) {
+                        return i;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no leader within 30 s");
+    }
+
+    /// Member IDs by index, from member list.
+    pub async fn member_id(&self, i: usize) -> u64 {
+        let mut c = self.client(i).await;
+        c.status()
+            .await
+            .expect("status")
+            .header()
+            .expect("header")
+            .member_id()
+    }
+
+    /// The tail of member i's daemon logs, for failure messages.
+    pub fn logs(&self, i: usize) -> String {
+        DAEMONS
+            .iter()
+            .map(|d| {
+                let p = self.members[i].dir.join("logs").join(format!("{d}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- m{i} {d} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// HashKV of every member at one revision (all must be equal).
+    pub async fn hash_kvs(&self, revision: i64) -> Vec<u32> {
+        let mut out = Vec::new();
+        for i in 0..self.members.len() {
+            let mut c = self.client(i).await;
+            let h = c.hash_kv(revision).await.expect("hash_kv");
+            out.push(h.hash());
+        }
+        out
+    }
+
+    /// Stop everything: SIGTERM every `triad up` (graceful).
+    pub fn stop(&mut self) {
+        for up in &mut self.ups {
+            let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM);
+        }
+        for up in &mut self.ups {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = up.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = up.kill();
+            let _ = up.wait();
+        }
+        self.ups.clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for up in &mut self.ups {
+            let _ = up.kill();
+            let _ = up.wait();
+        }
+        // Daemons die with their supervisor (parent-death signal); make sure.
+        for i in 0..self.members.len() {
+            for d in DAEMONS {
+                if let Some(pid) = self.pid(i, d) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
