@@ -64,6 +64,41 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
+/// How long a stopping daemon lets in-flight requests finish before it
+/// drops what is still open (long-lived streams: watch feeds, apply
+/// streams, keepalives), like etcd's bounded graceful stop.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Run a server built by `serve` (given the future that tells it to stop)
+/// until `stop` fires, then let it drain for at most SHUTDOWN_DRAIN.
+/// Streams the other daemons keep open would otherwise hold the stop
+/// forever; they reconnect to the restarted daemon.
+pub async fn serve_with_bounded_stop<F, E>(
+    serve: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = serve(Box::pin(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        _ = stop => {}
+    }
+    let _ = tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!("closing streams still open after {SHUTDOWN_DRAIN:?}");
+            Ok(())
+        }
+    }
+}
+
 /// A configuration error: one line on stderr and exit status 2.
 pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
     eprintln!("{daemon}: {e}");

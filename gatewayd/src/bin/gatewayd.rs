@@ -26,8 +26,7 @@ use gatewayd::maintenance::MaintenanceService;
 use gatewayd::watch::WatchService;
 use gatewayd::watch_hub::WatchHub;
 
-/// How long a stopping gatewayd lets open client streams finish.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+use common::lifecycle::SHUTDOWN_DRAIN;
 
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

@@ -248,10 +248,17 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         }
     };
     common::lifecycle::notify_ready("serving");
-    tonic::transport::Server::builder()
-        .add_service(RaftLocalServer::from_arc(local).max_decoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(common::uds::incoming(listener), stop)
-        .await?;
+    let service = RaftLocalServer::from_arc(local).max_decoding_message_size(usize::MAX);
+    let incoming = common::uds::incoming(listener);
+    common::lifecycle::serve_with_bounded_stop(
+        |drain| {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, drain)
+        },
+        stop,
+    )
+    .await?;
     common::lifecycle::notify_stopping();
     let _ = raft.shutdown().await;
     let _ = std::fs::remove_file(&socket);

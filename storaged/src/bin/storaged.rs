@@ -50,13 +50,18 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     tracing::info!(socket = %socket.display(), applied = ?store.applied().map(|a| a.index), revision = store.bounds().current, "storaged serving");
     let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
-    tonic::transport::Server::builder()
-        .add_service(
-            StorageServer::new(StorageService::new(store.clone()))
-                .max_decoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(common::uds::incoming(listener), shutdown)
-        .await?;
+    let service = StorageServer::new(StorageService::new(store.clone()))
+        .max_decoding_message_size(usize::MAX);
+    let incoming = common::uds::incoming(listener);
+    common::lifecycle::serve_with_bounded_stop(
+        |stop| {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop)
+        },
+        shutdown,
+    )
+    .await?;
     common::lifecycle::notify_stopping();
     store.persist()?;
     let _ = std::fs::remove_file(&socket);

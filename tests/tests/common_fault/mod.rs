@@ -1,0 +1,80 @@
+//! The fault-test driver shared by the cluster tests: a watcher and
+//! concurrent clients on every member, a fault in the middle, then the
+//! history checked for linearizability, the watch for order/gaps/
+//! duplicates, and every member's HashKV compared.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use triad_tests::cluster::Cluster;
+use triad_tests::history::{check, check_watch, Report};
+use triad_tests::load::{read_log, Load, Watcher};
+
+pub type Fault = for<'a> fn(&'a mut Cluster) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+pub fn no_fault(_: &mut Cluster) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+    Box::pin(async {})
+}
+
+pub const CLIENTS: usize = 6;
+
+/// Load for `settle`, the fault, load for `settle` again, then check.
+pub async fn checked_run(cluster: &mut Cluster, settle: Duration, fault: Fault) -> Report {
+    let endpoints = cluster.endpoints();
+    let start = {
+        let mut c = cluster.client(0).await;
+        triad_tests::next_revision(&mut c).await
+    };
+    let watcher = Watcher::start(&endpoints, start);
+    let load = Load::start(&endpoints, CLIENTS, 1_000_000);
+    tokio::time::sleep(settle).await;
+    fault(cluster).await;
+    tokio::time::sleep(settle).await;
+    let history = load.finish().await;
+    // The log and the hashes come from the members as they are now (a
+    // member added by the fault included).
+    let endpoints = cluster.endpoints();
+    let log = read_log(&endpoints, start).await;
+    let last = log.last().map_or(start, |l| l.revision);
+    let seen = watcher.finish(last).await;
+    let ops = history.ops();
+    let report = match check(&ops, &log) {
+        Ok(r) => r,
+        Err(e) => panic!("history not linearizable: {e}"),
+    };
+    if let Err(e) = check_watch(&seen, &log) {
+        panic!("watch stream broken: {e}");
+    }
+    assert_eq!(seen.len(), log.len(), "the watcher saw the whole log");
+    assert_equal_hashes(cluster, last).await;
+    report
+}
+
+/// Every member's HashKV at `revision`, once each has applied it.
+pub async fn assert_equal_hashes(cluster: &Cluster, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut hashes = Vec::new();
+    for i in 0..cluster.members.len() {
+        loop {
+            let mut c = cluster.client(i).await;
+            match c.hash_kv(revision).await {
+                Ok(h) => {
+                    hashes.push(h.hash());
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("hash_kv on member {i}: {e}"),
+            }
+        }
+    }
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "members' HashKV differ at {revision}: {hashes:?}"
+    );
+}
