@@ -99,6 +99,21 @@ where
     }
 }
 
+/// Replace this process with a fresh start of the same program and
+/// arguments (same pid, so systemd and supervisors see no exit). Returns
+/// only on failure.
+pub fn reexec() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    std::process::Command::new(exe)
+        .args(args.iter().skip(1))
+        .exec()
+}
+
 /// A configuration error: one line on stderr and exit status 2.
 pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
     eprintln!("{daemon}: {e}");

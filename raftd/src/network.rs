@@ -19,11 +19,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
-use crate::types::{MemberNode, NodeId, TypeConfig, Vote};
+use crate::types::{MemberNode, NodeId, Snapshot, StoragedSnapshot, TypeConfig, Vote};
 use common::proto::peer::raft_peer_client::RaftPeerClient;
-use common::proto::peer::RaftMessage;
-
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+use common::proto::peer::{RaftMessage, SnapshotChunk};
+use common::proto::storage::storage_client::StorageClient;
+use common::proto::storage::SnapshotRequest;
+use prost::Message;
 
 /// A lazily connected channel to a member's peer URL (the first one that
 /// parses). Connection failures surface on first use.
@@ -44,6 +45,8 @@ pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
 pub struct Peers {
     pub cluster_id: u64,
     pub member_id: NodeId,
+    /// This member's storaged: snapshots are streamed from it.
+    pub storage: StorageClient<Channel>,
 }
 
 pub struct PeerClient {
@@ -51,6 +54,7 @@ pub struct PeerClient {
     cluster_id: u64,
     member_id: NodeId,
     client: Result<RaftPeerClient<Channel>, String>,
+    storage: StorageClient<Channel>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -63,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             member_id: self.member_id,
             client: peer_channel(&node.peer_urls)
                 .map(|c| RaftPeerClient::new(c).max_decoding_message_size(usize::MAX)),
+            storage: self.storage.clone(),
         }
     }
 }
@@ -121,7 +126,7 @@ fn status_error(s: &tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = StoragedSnapshot;
 
     async fn append_entries(
         &mut self,
@@ -173,15 +178,63 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
+    /// Stream storaged's point-in-time copy to the target: the first peer
+    /// chunk carries vote and meta, then storaged's chunks as they come
+    /// (bounded buffering on both ends).
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(Unreachable::from_string(
-            "snapshot streaming is not implemented yet",
-        )))
+        let unreachable = |e: String| StreamingError::Unreachable(Unreachable::from_string(e));
+        let mut client = self.client.clone().map_err(unreachable)?;
+        let head = SnapshotChunk {
+            cluster_id: self.cluster_id,
+            from: self.member_id,
+            vote: codec::encode(&vote).map_err(|e| unreachable(e.to_string()))?,
+            meta: codec::encode(&snapshot.meta).map_err(|e| unreachable(e.to_string()))?,
+            data: Vec::new(),
+        };
+        let mut source = self
+            .storage
+            .snapshot(SnapshotRequest {})
+            .await
+            .map_err(|s| unreachable(format!("local storaged: {}", s.message())))?
+            .into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (cluster_id, from) = (self.cluster_id, self.member_id);
+        let pump = async move {
+            tx.send(head)
+                .await
+                .map_err(|_| "receiver closed".to_string())?;
+            while let Some(chunk) = source
+                .message()
+                .await
+                .map_err(|s| format!("local storaged: {}", s.message()))?
+            {
+                let wrapped = SnapshotChunk {
+                    cluster_id,
+                    from,
+                    data: chunk.encode_to_vec(),
+                    ..Default::default()
+                };
+                tx.send(wrapped)
+                    .await
+                    .map_err(|_| "receiver closed".to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let call = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let transfer = async { tokio::join!(pump, call) };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            (pumped, reply) = transfer => {
+                let reply = reply.map_err(|s| unreachable(format!("{:?}: {}", s.code(), s.message())))?;
+                pumped.map_err(unreachable)?;
+                codec::decode(&reply.into_inner().body).map_err(|e| unreachable(e.to_string()))
+            }
+        }
     }
 }

@@ -8,30 +8,46 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::members;
-use crate::types::Raft;
+use crate::types::{Raft, Snapshot, SnapshotMeta, StoragedSnapshot, Vote};
 use common::proto::peer::raft_peer_server::RaftPeer;
 use common::proto::peer::{ClusterRequest, ClusterResponse, RaftMessage, SnapshotChunk};
+use common::proto::storage::storage_client::StorageClient;
+use common::proto::storage::SnapshotChunk as StorageChunk;
+use prost::Message;
+use tonic::transport::Channel;
 
 pub struct RaftPeerService {
     raft: Raft,
     cluster_id: u64,
     member_id: u64,
+    /// This member's storaged: a received snapshot is streamed into it.
+    storage: StorageClient<Channel>,
 }
 
 impl RaftPeerService {
-    pub fn new(raft: Raft, cluster_id: u64, member_id: u64) -> Self {
+    pub fn new(
+        raft: Raft,
+        cluster_id: u64,
+        member_id: u64,
+        storage: StorageClient<Channel>,
+    ) -> Self {
         RaftPeerService {
             raft,
             cluster_id,
             member_id,
+            storage,
         }
     }
 
     fn check(&self, msg: &RaftMessage) -> Result<(), Status> {
-        if msg.cluster_id != self.cluster_id {
+        self.check_cluster(msg.cluster_id)
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
                 "request cluster ID mismatch (got {:x} want {:x})",
-                msg.cluster_id, self.cluster_id
+                cluster_id, self.cluster_id
             )));
         }
         Ok(())
@@ -101,11 +117,45 @@ impl RaftPeer for RaftPeerService {
 
     async fn install_snapshot(
         &self,
-        _req: Request<Streaming<SnapshotChunk>>,
+        req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        Err(Status::unimplemented(
-            "snapshot install is not implemented yet",
-        ))
+        let mut chunks = req.into_inner();
+        let head = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.check_cluster(head.cluster_id)?;
+        let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
+        let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
+        tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");
+        // Into storaged's staging area as it arrives.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let pump = async move {
+            while let Some(c) = chunks.message().await? {
+                let chunk = StorageChunk::decode(c.data.as_slice())
+                    .map_err(|e| Status::invalid_argument(format!("bad snapshot chunk: {e}")))?;
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), Status>(())
+        };
+        let mut storage = self.storage.clone();
+        let receive = storage.receive_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let (pumped, received) = tokio::join!(pump, receive);
+        pumped?;
+        let staged = received?.into_inner();
+        tracing::info!(applied = ?staged.applied, "snapshot staged in storaged");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: StoragedSnapshot,
+        };
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(raft_failed)?;
+        self.reply(&resp)
     }
 
     async fn cluster(

@@ -3,8 +3,9 @@
 //! while storaged is down raftd keeps retrying (applying pauses, nothing is
 //! lost). If storaged reports a gap (it lost lazily-persisted entries in a
 //! machine crash), the missing entries are re-read from the raft log and
-//! sent first. Snapshots are not produced yet: a single voter never needs
-//! one, and raftd never purges its log (see ARCHITECTURE.md).
+//! sent first. A snapshot is storaged's own state: building one makes
+//! storaged's applied state durable (so raftd may purge its log up to it),
+//! installing one activates what storaged received from the leader.
 
 use std::io;
 use std::time::Duration;
@@ -19,15 +20,14 @@ use tonic::{Code, Status};
 
 use crate::log_store::LogReader;
 use crate::types::{
-    from_wire, to_wire, Applied, Entry, LogId, Membership, StoredMembership, TypeConfig,
+    from_wire, to_wire, Applied, Entry, LogId, Membership, Snapshot, SnapshotMeta,
+    StoragedSnapshot, StoredMembership, TypeConfig,
 };
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    apply_entry::Payload, ApplyEntry, ApplyRequest, ApplyResponse, StatusRequest, StatusResponse,
+    apply_entry::Payload, ActivateSnapshotRequest, ApplyEntry, ApplyRequest, ApplyResponse,
+    StatusRequest, StatusResponse,
 };
-
-type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
 pub struct StateMachine {
     storage: StorageClient<Channel>,
@@ -172,21 +172,38 @@ fn to_apply_entry(e: &Entry) -> io::Result<ApplyEntry> {
     })
 }
 
+/// openraft's view of storaged's applied state: the snapshot it amounts to.
+fn snapshot_meta(status: &StatusResponse) -> io::Result<Option<SnapshotMeta>> {
+    let Some(applied) = status.applied.as_ref().map(from_wire) else {
+        return Ok(None);
+    };
+    Ok(Some(SnapshotMeta {
+        last_log_id: Some(applied),
+        last_membership: membership_of(status)?,
+    }))
+}
+
+fn membership_of(status: &StatusResponse) -> io::Result<StoredMembership> {
+    if status.membership.is_empty() {
+        return Ok(StoredMembership::default());
+    }
+    let m: Membership = serde_json::from_slice(&status.membership).map_err(io::Error::other)?;
+    Ok(StoredMembership::new(
+        status.membership_log_id.as_ref().map(from_wire),
+        m,
+    ))
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotData = StoragedSnapshot;
+    type SnapshotBuilder = Checkpointer;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let status = self.status().await;
-        let applied = status.applied.as_ref().map(from_wire);
-        let membership = if status.membership.is_empty() {
-            StoredMembership::default()
-        } else {
-            let m: Membership =
-                serde_json::from_slice(&status.membership).map_err(io::Error::other)?;
-            StoredMembership::new(status.membership_log_id.as_ref().map(from_wire), m)
-        };
-        Ok((applied, membership))
+        Ok((
+            status.applied.as_ref().map(from_wire),
+            membership_of(&status)?,
+        ))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -213,35 +230,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        Checkpointer {
+            storage: self.storage.clone(),
+        }
     }
 
+    /// storaged has received the snapshot (the peer server streamed it into
+    /// its staging area): activate it and wait until storaged is back with
+    /// at least that state.
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta,
-        _snapshot: Vec<u8>,
+        meta: &SnapshotMeta,
+        _snapshot: StoragedSnapshot,
     ) -> Result<(), io::Error> {
-        Err(io::Error::other(
-            "snapshot install is not supported by this raftd yet",
-        ))
+        let want = meta.last_log_id.as_ref().map(to_wire);
+        let want_index = want.map_or(0, |w| w.index);
+        self.apply_stream = None;
+        self.storage
+            .activate_snapshot(ActivateSnapshotRequest { applied: want })
+            .await
+            .map_err(|s| {
+                io::Error::other(format!(
+                    "storaged cannot activate the snapshot: {}",
+                    s.message()
+                ))
+            })?;
+        loop {
+            let applied = self.status().await.applied.map_or(0, |a| a.index);
+            if applied >= want_index {
+                tracing::info!(applied, "snapshot installed");
+                return Ok(());
+            }
+            tokio::time::sleep(RETRY).await;
+        }
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(None)
+        let status = self.status().await;
+        Ok(snapshot_meta(&status)?.map(|meta| Snapshot {
+            meta,
+            snapshot: StoragedSnapshot,
+        }))
     }
 }
 
-/// Snapshot policy is `Never` and the log is never purged, so openraft only
-/// asks for a snapshot to catch up a follower that is missing purged logs,
-/// which cannot happen yet.
-pub struct NoSnapshots;
+/// Builds a snapshot by making storaged's applied state durable.
+pub struct Checkpointer {
+    storage: StorageClient<Channel>,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
-    type SnapshotData = Vec<u8>;
+impl RaftSnapshotBuilder<TypeConfig> for Checkpointer {
+    type SnapshotData = StoragedSnapshot;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        Err(io::Error::other(
-            "snapshots are not supported by this raftd yet",
-        ))
+        let status = self
+            .storage
+            .checkpoint(StatusRequest {})
+            .await
+            .map_err(|s| io::Error::other(format!("storaged checkpoint failed: {}", s.message())))?
+            .into_inner();
+        let meta = snapshot_meta(&status)?
+            .ok_or_else(|| io::Error::other("nothing applied yet to snapshot"))?;
+        tracing::info!(last = ?meta.last_log_id, "snapshot taken (storaged checkpointed)");
+        Ok(Snapshot {
+            meta,
+            snapshot: StoragedSnapshot,
+        })
     }
 }

@@ -36,6 +36,12 @@ impl fmt::Display for MemberNode {
     }
 }
 
+/// openraft's snapshot data. A snapshot lives in storaged: the leader
+/// streams it from its storaged to the follower's, which stages it; raftd
+/// only passes this marker to openraft.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoragedSnapshot;
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Proposal,
@@ -50,6 +56,8 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, MemberNode>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, StoragedSnapshot>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
 /// Between openraft's log ids and the wire form storaged keeps.
 pub fn to_wire(id: &LogId) -> common::proto::storage::LogId {

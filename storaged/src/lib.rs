@@ -12,6 +12,7 @@ pub mod lease;
 pub mod read;
 pub mod record;
 pub mod service;
+pub mod snapshot;
 pub mod store;
 pub mod write;
 
@@ -35,6 +36,10 @@ pub enum StoreError {
     Gap { applied: Option<u64>, got: u64 },
     #[error("a storaged lock was poisoned")]
     Poisoned,
+    #[error("snapshot: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("snapshot stream ended before it was complete")]
+    IncompleteSnapshot,
 }
 
 impl From<StoreError> for tonic::Status {

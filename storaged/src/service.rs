@@ -1,8 +1,9 @@
 //! The triad.storage.v1 gRPC service on storaged's Unix socket.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -13,19 +14,31 @@ use common::proto::etcdserverpb::{
 };
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
-    ApplyRequest, ApplyResponse, EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest,
-    LeaseKeysResponse, LeasesRequest, LeasesResponse, StatusRequest, StatusResponse,
+    ActivateSnapshotRequest, ActivateSnapshotResponse, ApplyRequest, ApplyResponse, EventsRequest,
+    HelloRequest, HelloResponse, LeaseKeysRequest, LeaseKeysResponse, LeasesRequest,
+    LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
     WaitCompactionRequest, WaitCompactionResponse,
 };
 use common::proto::STORAGE_PROTOCOL;
 
 pub struct StorageService {
     store: Arc<Store>,
+    /// The live store's directory (a received snapshot is staged beside it).
+    dir: PathBuf,
+    /// Asks main to restart storaged (to activate a staged snapshot).
+    restart: watch::Sender<bool>,
+    /// One snapshot received at a time.
+    receiving: tokio::sync::Mutex<()>,
 }
 
 impl StorageService {
-    pub fn new(store: Arc<Store>) -> Self {
-        StorageService { store }
+    pub fn new(store: Arc<Store>, dir: PathBuf, restart: watch::Sender<bool>) -> Self {
+        StorageService {
+            store,
+            dir,
+            restart,
+            receiving: tokio::sync::Mutex::new(()),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -154,5 +167,71 @@ impl Storage for StorageService {
             compact_revision,
             hash_revision,
         }))
+    }
+
+    async fn checkpoint(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        // Status first: what is persisted next includes at least this.
+        let status = self
+            .blocking(|store| {
+                let s = store.status()?;
+                store.persist()?;
+                Ok(s)
+            })
+            .await?;
+        Ok(Response::new(status))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (tx, rx) = mpsc::channel(2);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::send(&store, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn receive_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let _one = self.receiving.lock().await;
+        let mut chunks = req.into_inner();
+        let dir = self.dir.clone();
+        let mut staging =
+            tokio::task::spawn_blocking(move || crate::snapshot::Staging::create(&dir))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        while let Some(chunk) = chunks.message().await? {
+            staging = tokio::task::spawn_blocking(move || staging.write(chunk).map(|()| staging))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        }
+        let status = tokio::task::spawn_blocking(move || staging.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        tracing::info!(applied = ?status.applied, "received a snapshot");
+        Ok(Response::new(status))
+    }
+
+    async fn activate_snapshot(
+        &self,
+        req: Request<ActivateSnapshotRequest>,
+    ) -> Result<Response<ActivateSnapshotResponse>, Status> {
+        let want = req.into_inner().applied;
+        let applied = self.store.applied();
+        if applied.map(|a| a.index) >= want.map(|w| w.index) {
+            // Already this far (the snapshot was activated before a retry).
+            return Ok(Response::new(ActivateSnapshotResponse {}));
+        }
+        crate::snapshot::mark_for_activation(&self.dir)?;
+        tracing::info!(applied = ?want, "restarting to activate the received snapshot");
+        let _ = self.restart.send(true);
+        Ok(Response::new(ActivateSnapshotResponse {}))
     }
 }

@@ -32,6 +32,10 @@ const META_REVISION: &[u8] = b"revision";
 const META_COMPACTED: &[u8] = b"compacted";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";
 
+/// The keyspaces in snapshot order (a snapshot entry names its keyspace by
+/// position here).
+pub const KEYSPACES: [&str; 5] = ["index", "revs", "leases", "lease_keys", "meta"];
+
 pub struct Keyspaces {
     /// (escaped key, inverted revision) → record: the key index with values.
     pub index: SingleWriterTxKeyspace,
@@ -79,12 +83,14 @@ impl Store {
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(cache_bytes)
             .open()?;
+        let [index, revs, leases, lease_keys, meta] =
+            KEYSPACES.map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
         let ks = Keyspaces {
-            index: db.keyspace("index", KeyspaceCreateOptions::default)?,
-            revs: db.keyspace("revs", KeyspaceCreateOptions::default)?,
-            leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
-            lease_keys: db.keyspace("lease_keys", KeyspaceCreateOptions::default)?,
-            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+            index: index?,
+            revs: revs?,
+            leases: leases?,
+            lease_keys: lease_keys?,
+            meta: meta?,
         };
         let applied = match ks.meta.get(META_APPLIED)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),
@@ -268,27 +274,56 @@ impl Store {
     }
 
     pub fn status(&self) -> Result<StatusResponse, StoreError> {
-        let membership = self
-            .ks
-            .meta
-            .get(META_MEMBERSHIP)?
+        let mut s = self.status_at(&self.db.read_tx())?;
+        let db_size = self.db.disk_space()? as i64;
+        s.db_size = db_size;
+        s.db_size_in_use = db_size;
+        Ok(s)
+    }
+
+    /// The applied state as a read snapshot `r` sees it (sizes left out).
+    pub fn status_at<R: fjall::Readable>(&self, r: &R) -> Result<StatusResponse, StoreError> {
+        let meta = &self.ks.meta;
+        let membership = r
+            .get(meta, META_MEMBERSHIP)?
             .map(|v| v.to_vec())
             .unwrap_or_default();
-        let membership_log_id = match self.ks.meta.get(META_MEMBERSHIP_LOG_ID)? {
+        let membership_log_id = match r.get(meta, META_MEMBERSHIP_LOG_ID)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),
             None => None,
         };
-        let bounds = self.bounds();
-        let db_size = self.db.disk_space()? as i64;
+        let applied = match r.get(meta, META_APPLIED)? {
+            Some(v) => Some(LogId::decode(v.as_ref())?),
+            None => None,
+        };
         Ok(StatusResponse {
-            applied: self.applied(),
+            applied,
             membership_log_id,
             membership,
-            revision: bounds.current,
-            compact_revision: bounds.compacted,
-            db_size,
-            db_size_in_use: db_size,
+            revision: get_i64_at(r, meta, META_REVISION)?.max(1),
+            compact_revision: get_i64_at(r, meta, META_COMPACTED)?,
+            db_size: 0,
+            db_size_in_use: 0,
         })
+    }
+
+    /// Every keyspace, in KEYSPACES order.
+    pub fn keyspaces(&self) -> [&SingleWriterTxKeyspace; 5] {
+        let ks = &self.ks;
+        [&ks.index, &ks.revs, &ks.leases, &ks.lease_keys, &ks.meta]
+    }
+}
+
+fn get_i64_at<R: fjall::Readable>(
+    r: &R,
+    ks: &SingleWriterTxKeyspace,
+    key: &[u8],
+) -> Result<i64, StoreError> {
+    match r.get(ks, key)? {
+        None => Ok(0),
+        Some(v) => Ok(i64::from_be_bytes(
+            v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?,
+        )),
     }
 }
 

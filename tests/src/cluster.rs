@@ -55,15 +55,18 @@ impl Place {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Place>,
+    /// TRIAD_* settings every member's daemons get.
+    env: Vec<(String, String)>,
     /// `triad up` processes: the cluster's, then one per joined member.
     ups: Vec<Child>,
 }
 
 /// Start `triad up` with `args` and wait for its ready line.
-fn launch(args: &[String], logs_hint: &Path) -> Child {
+fn launch(args: &[String], env: &[(String, String)], logs_hint: &Path) -> Child {
     let mut child = Command::new(bin("triad"))
         .arg("up")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -89,6 +92,15 @@ fn launch(args: &[String], logs_hint: &Path) -> Child {
 
 impl Cluster {
     pub fn start(n: u16) -> Cluster {
+        Cluster::start_with_env(n, &[])
+    }
+
+    /// Start with `TRIAD_*` settings that every member's daemons inherit.
+    pub fn start_with_env(n: u16, env: &[(&str, &str)]) -> Cluster {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::Builder::new()
             .prefix("triad-cluster")
             .tempdir()
@@ -109,10 +121,11 @@ impl Cluster {
             "--members".into(),
             n.to_string(),
         ];
-        let up = launch(&args, dir.path());
+        let up = launch(&args, &env, dir.path());
         Cluster {
             dir,
             members,
+            env,
             ups: vec![up],
         }
     }
@@ -158,7 +171,7 @@ impl Cluster {
             "--join".into(),
             cluster.join(","),
         ];
-        self.ups.push(launch(&args, &place.dir));
+        self.ups.push(launch(&args, &self.env, &place.dir));
         self.members.push(place);
     }
 

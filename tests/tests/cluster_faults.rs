@@ -107,3 +107,51 @@ async fn remove_the_leader() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_member_under_load_caught_up_by_snapshot() {
+    // Small snapshot settings: the log is purged long before the new member
+    // arrives, so only a snapshot can bring it up to date.
+    let mut cluster = Cluster::start_with_env(
+        3,
+        &[
+            ("TRIAD_SNAPSHOT_COUNT", "100"),
+            ("TRIAD_SNAPSHOT_CATCHUP_ENTRIES", "20"),
+        ],
+    );
+    let report = checked_run(&mut cluster, SETTLE, |c| {
+        Box::pin(async move {
+            let place = c.new_place();
+            let url = format!("--peer-urls={}", place.peer_url());
+            let out = c.etcdctl(0, &["member", "add", &place.name, "--learner", &url]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            c.join(place);
+            let id = format!("{:x}", c.member_id(3).await);
+            // Promote once it is in sync (etcd refuses before).
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let out = c.etcdctl(0, &["member", "promote", &id]);
+                if out.status.success() {
+                    break;
+                }
+                let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert!(err.contains("in sync with leader"), "{err}");
+                assert!(std::time::Instant::now() < deadline, "never in sync: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    })
+    .await;
+    assert!(report.acknowledged_puts > 20, "{report:?}");
+    let log = std::fs::read_to_string(cluster.members[3].dir.join("logs/storaged.log"))
+        .expect("new member's storaged log");
+    assert!(
+        log.contains("activated the received snapshot"),
+        "the new member was not caught up by a snapshot:\n{}",
+        cluster.logs(3)
+    );
+}

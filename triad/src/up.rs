@@ -9,8 +9,7 @@ use tokio::sync::watch;
 
 use crate::supervisor::{self, DaemonSpec};
 use common::proto::etcdserverpb::cluster_client::ClusterClient;
-use common::proto::etcdserverpb::kv_client::KvClient;
-use common::proto::etcdserverpb::{MemberListRequest, RangeRequest};
+use common::proto::etcdserverpb::MemberListRequest;
 
 /// The daemons in start order; they are stopped in reverse.
 const DAEMONS: [&str; 3] = ["storaged", "raftd", "gatewayd"];
@@ -120,35 +119,27 @@ fn specs(m: &LocalMember, initial_cluster: &str, joining: bool) -> anyhow::Resul
         .collect()
 }
 
-/// Wait until a linearizable read through the client port succeeds and the
-/// member has published its client URL to the cluster (etcd is ready once
-/// it has published itself).
+/// Wait until the member has published its client URL to the cluster:
+/// a membership change committed by a quorum and applied here, so the
+/// member serves (etcd is ready once it has published itself). Learners
+/// count too, which do not serve linearizable reads.
 async fn wait_ready(client_port: u16) {
     let url = format!("http://127.0.0.1:{client_port}");
     loop {
-        if let Ok(channel) =
-            tonic::transport::Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy())
-        {
-            let mut kv = KvClient::new(channel.clone());
-            let probe = RangeRequest {
-                key: b"health".to_vec(),
-                ..Default::default()
-            };
-            if kv.range(probe).await.is_ok() {
-                let mut cluster = ClusterClient::new(channel);
-                let list = cluster
-                    .member_list(MemberListRequest {
-                        linearizable: false,
-                    })
-                    .await;
-                if list.is_ok_and(|l| {
-                    l.into_inner()
-                        .members
-                        .iter()
-                        .any(|m| m.client_ur_ls.contains(&url))
-                }) {
-                    return;
-                }
+        if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) {
+            let mut cluster = ClusterClient::new(endpoint.connect_lazy());
+            let list = cluster
+                .member_list(MemberListRequest {
+                    linearizable: false,
+                })
+                .await;
+            if list.is_ok_and(|l| {
+                l.into_inner()
+                    .members
+                    .iter()
+                    .any(|m| m.client_ur_ls.contains(&url))
+            }) {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

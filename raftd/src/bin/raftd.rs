@@ -50,6 +50,15 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER_STATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     initial_cluster_state: Option<String>,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "TRIAD_SNAPSHOT_COUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_count: Option<u64>,
+    /// Entries kept in the log after a snapshot, for slow followers to
+    /// catch up from (etcd's --experimental-snapshot-catchup-entries).
+    #[arg(long, env = "TRIAD_SNAPSHOT_CATCHUP_ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_catchup_entries: Option<u64>,
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "TRIAD_STRICT_RECONFIG_CHECK")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +103,9 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
             "invalid value \"{other}\" for flag -initial-cluster-state: valid values are \"new\" or \"existing\""
         ),
     }
+    if opts.snapshot_count == Some(0) {
+        anyhow::bail!("--snapshot-count must be at least 1");
+    }
     if opts.joining() && member.initial_cluster.len() < 2 {
         anyhow::bail!(
             "--initial-cluster-state existing needs the other members in --initial-cluster"
@@ -119,12 +131,15 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
 
     let hb = opts.heartbeat_interval.unwrap_or(100);
     let el = opts.election_timeout.unwrap_or(1000);
+    let snapshot_count = opts.snapshot_count.unwrap_or(100_000);
+    let catchup_entries = opts.snapshot_catchup_entries.unwrap_or(5000);
     let config = openraft::Config {
         cluster_name: format!("{:x}", member.cluster_id),
         heartbeat_interval: hb,
         election_timeout_min: el,
         election_timeout_max: el * 2,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_count),
+        max_in_snapshot_log_to_keep: catchup_entries,
         enable_pre_vote: Some(true),
         ..Default::default()
     };
@@ -155,6 +170,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let peers = Peers {
         cluster_id,
         member_id,
+        storage: storage_check.clone(),
     };
     let raft = Raft::new(member_id, config, peers, log, sm).await?;
 
@@ -212,7 +228,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
         tracing::info!(%url, "listening for peers");
-        let peer = RaftPeerService::new(raft.clone(), cluster_id, member_id);
+        let peer = RaftPeerService::new(raft.clone(), cluster_id, member_id, storage_check.clone());
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(RaftPeerServer::new(peer).max_decoding_message_size(usize::MAX))

@@ -1,6 +1,7 @@
 //! storaged's entry point: config, the store, the Unix-socket server.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,13 @@ fn main() -> ExitCode {
 
 async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {
     let dir = member.data_dir.join("storaged");
+    // A received snapshot marked for activation replaces the store now.
+    storaged::snapshot::settle(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot settle a received snapshot in {}: {e}",
+            dir.display()
+        )
+    })?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let cache = opts.cache_mb.unwrap_or(256) * 1024 * 1024;
@@ -50,18 +58,38 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     tracing::info!(socket = %socket.display(), applied = ?store.applied().map(|a| a.index), revision = store.bounds().current, "storaged serving");
     let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
-    let service = StorageServer::new(StorageService::new(store.clone()))
-        .max_decoding_message_size(usize::MAX);
+    let (restart_tx, mut restart_rx) = tokio::sync::watch::channel(false);
+    let service = StorageService::new(store.clone(), dir.clone(), restart_tx);
+    let service = StorageServer::new(service).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);
+    let restarting = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let restarting = restarting.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = restart_rx.wait_for(|r| *r) => restarting.store(true, Ordering::Relaxed),
+            }
+        }
+    };
     common::lifecycle::serve_with_bounded_stop(
-        |stop| {
+        |drain| {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stop)
+                .serve_with_incoming_shutdown(incoming, drain)
         },
-        shutdown,
+        stop,
     )
     .await?;
+    if restarting.load(Ordering::Relaxed) {
+        // Activate a received snapshot: start afresh (same pid), and the
+        // new process swaps the store directory before opening it.
+        store.persist()?;
+        drop(store);
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("restarting to activate the received snapshot");
+        return Err(common::lifecycle::reexec().into());
+    }
     common::lifecycle::notify_stopping();
     store.persist()?;
     let _ = std::fs::remove_file(&socket);

@@ -1,0 +1,159 @@
+//! Whole-store snapshots, for raftd to catch up a member that is far
+//! behind or new. The sender streams a point-in-time copy of every
+//! keyspace in bounded chunks from a blocking thread (never the whole
+//! store in memory). The receiver writes them into a staging database next
+//! to the live one; activation marks the staging complete and storaged
+//! restarts itself, swapping the directories before it opens the store, so
+//! a crash at any point leaves either the old store or the new one.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
+use tokio::sync::mpsc;
+
+use crate::store::{Store, KEYSPACES};
+use crate::StoreError;
+use common::proto::storage::{SnapshotChunk, SnapshotEntry, StatusResponse};
+
+/// Bytes of entries per chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Marks a staged snapshot as complete and to be activated.
+const ACTIVATE: &str = "ACTIVATE";
+
+pub fn staging_dir(live: &Path) -> PathBuf {
+    live.with_extension("snapshot")
+}
+
+/// Stream a point-in-time copy of `store` into `tx`, first chunk with the
+/// copy's applied state. Runs on a blocking thread.
+pub fn send(store: &Store, tx: mpsc::Sender<Result<SnapshotChunk, tonic::Status>>) {
+    let result = (|| -> Result<(), StoreError> {
+        let snap = store.db.read_tx();
+        let status = store.status_at(&snap)?;
+        let mut chunk = SnapshotChunk {
+            status: Some(status),
+            ..Default::default()
+        };
+        let mut bytes = 0;
+        for (i, ks) in store.keyspaces().iter().enumerate() {
+            for g in snap.iter(ks) {
+                let (k, v) = g.into_inner()?;
+                bytes += k.len() + v.len();
+                chunk.entries.push(SnapshotEntry {
+                    keyspace: i as u32,
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                });
+                if bytes >= CHUNK_BYTES {
+                    let full = std::mem::take(&mut chunk);
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return Ok(()); // the receiver went away
+                    }
+                    bytes = 0;
+                }
+            }
+        }
+        chunk.last = true;
+        let _ = tx.blocking_send(Ok(chunk));
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = tx.blocking_send(Err(e.into()));
+    }
+}
+
+/// A snapshot being received into the staging directory.
+pub struct Staging {
+    db: SingleWriterTxDatabase,
+    keyspaces: Vec<fjall::SingleWriterTxKeyspace>,
+    status: Option<StatusResponse>,
+    complete: bool,
+}
+
+impl Staging {
+    /// A fresh staging database (any earlier one is discarded).
+    pub fn create(live: &Path) -> Result<Staging, StoreError> {
+        let dir = staging_dir(live);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let db = SingleWriterTxDatabase::builder(&dir)
+            .cache_size(16 << 20)
+            .open()?;
+        let keyspaces = KEYSPACES
+            .iter()
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Staging {
+            db,
+            keyspaces,
+            status: None,
+            complete: false,
+        })
+    }
+
+    pub fn write(&mut self, chunk: SnapshotChunk) -> Result<(), StoreError> {
+        if let Some(s) = chunk.status {
+            self.status = Some(s);
+        }
+        let mut tx = self.db.write_tx();
+        for e in chunk.entries {
+            let ks = self
+                .keyspaces
+                .get(e.keyspace as usize)
+                .ok_or(StoreError::CorruptKey)?;
+            tx.insert(ks, e.key, e.value);
+        }
+        tx.commit()?;
+        self.complete |= chunk.last;
+        Ok(())
+    }
+
+    /// Make the staging durable; its applied state.
+    pub fn finish(self) -> Result<StatusResponse, StoreError> {
+        if !self.complete {
+            return Err(StoreError::IncompleteSnapshot);
+        }
+        self.db.persist(PersistMode::SyncAll)?;
+        self.status.ok_or(StoreError::IncompleteSnapshot)
+    }
+}
+
+/// Mark the staged snapshot for activation at the next start.
+pub fn mark_for_activation(live: &Path) -> Result<(), StoreError> {
+    let dir = staging_dir(live);
+    if !dir.exists() {
+        return Err(StoreError::IncompleteSnapshot);
+    }
+    let marker = dir.join(ACTIVATE);
+    std::fs::write(&marker, b"")?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+/// At start, before the store opens: a staged snapshot marked for
+/// activation replaces the live store; an unmarked one is discarded.
+pub fn settle(live: &Path) -> Result<(), StoreError> {
+    let staged = staging_dir(live);
+    let old = live.with_extension("old");
+    if staged.exists() && staged.join(ACTIVATE).exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        if live.exists() {
+            std::fs::rename(live, &old)?;
+        }
+        std::fs::rename(&staged, live)?;
+        std::fs::remove_file(live.join(ACTIVATE))?;
+        if let Some(parent) = live.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        tracing::info!(dir = %live.display(), "activated the received snapshot");
+    } else if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
