@@ -3,7 +3,7 @@
 //! request timeout, then fail with etcd's "request timed out"; a call that
 //! reached raftd is never retried (it may have been committed).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ pub struct Backend {
     /// cluster); the configured IDs until then.
     cluster_id: AtomicU64,
     member_id: AtomicU64,
+    /// Whether raftd last said this member is a learner.
+    learner: AtomicBool,
     term: Arc<AtomicU64>,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
@@ -135,6 +137,7 @@ impl Backend {
             storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
+            learner: AtomicBool::new(false),
             term,
             request_timeout,
             max_request_bytes,
@@ -282,7 +285,27 @@ impl Backend {
         self.note_term(s.term);
         self.cluster_id.store(s.cluster_id, Ordering::Relaxed);
         self.member_id.store(s.member_id, Ordering::Relaxed);
+        self.learner.store(s.is_learner, Ordering::Relaxed);
         Ok(s)
+    }
+
+    /// Whether this member is a learner. The cached answer is exact for
+    /// voters (a voter never becomes a learner again); a cached "learner"
+    /// is confirmed with raftd, so a promotion takes effect at once.
+    pub async fn is_learner(&self) -> bool {
+        if !self.learner.load(Ordering::Relaxed) {
+            return false;
+        }
+        let _ = self.raft_status().await;
+        self.learner.load(Ordering::Relaxed)
+    }
+
+    /// etcd's refusal of what learners do not serve.
+    pub async fn refuse_learner(&self) -> Result<(), Status> {
+        if self.is_learner().await {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
     }
 
     pub fn member_id(&self) -> u64 {
@@ -290,7 +313,8 @@ impl Backend {
     }
 
     /// Learn this member's IDs from raftd, then publish its name and client
-    /// URLs to the cluster (etcd's publish), retrying until both succeed.
+    /// URLs to the cluster (etcd's publish), retrying until both succeed;
+    /// then keep following raftd's status (a learner may be promoted).
     pub async fn publish(&self, name: String, client_urls: Vec<String>) {
         loop {
             let published = async {
@@ -305,11 +329,16 @@ impl Backend {
             match published.await {
                 Ok(_) => {
                     tracing::info!(?client_urls, "published this member's client URLs");
-                    return;
+                    break;
                 }
                 Err(e) => tracing::debug!(error = %e.message(), "publish failed; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Keep learning whether this member is a learner (promotion).
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = self.raft_status().await;
         }
     }
 

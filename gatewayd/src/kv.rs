@@ -48,6 +48,7 @@ impl Kv for KvService {
         let r = req.into_inner();
         validate::check_range(&r)?;
         if !r.serializable {
+            self.backend.refuse_learner().await?;
             self.backend.read_index().await?;
         }
         let mut resp = self.backend.range(r).await?;

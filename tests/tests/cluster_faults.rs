@@ -130,6 +130,20 @@ async fn add_a_member_under_load_caught_up_by_snapshot() {
                 String::from_utf8_lossy(&out.stderr)
             );
             c.join(place);
+            // A learner serves what etcd's learners serve.
+            let refused = c.etcdctl(3, &["get", "k"]);
+            assert!(
+                String::from_utf8_lossy(&refused.stderr)
+                    .contains("etcdserver: rpc not supported for learner"),
+                "{}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+            let local = c.etcdctl(3, &["get", "k", "--consistency=s"]);
+            assert!(
+                local.status.success(),
+                "{}",
+                String::from_utf8_lossy(&local.stderr)
+            );
             let id = format!("{:x}", c.member_id(3).await);
             // Promote once it is in sync (etcd refuses before).
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -142,6 +156,16 @@ async fn add_a_member_under_load_caught_up_by_snapshot() {
                 assert!(err.contains("in sync with leader"), "{err}");
                 assert!(std::time::Instant::now() < deadline, "never in sync: {err}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Like etcd's, the new member serves as a voter once it has
+            // applied its promotion.
+            let mut client = c.client(3).await;
+            while client.status().await.expect("status").is_learner() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "promotion never applied"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     })

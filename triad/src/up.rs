@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::supervisor::{self, DaemonSpec};
+use common::errors::EtcdError;
 use common::proto::etcdserverpb::cluster_client::ClusterClient;
 use common::proto::etcdserverpb::MemberListRequest;
 
@@ -121,8 +122,8 @@ fn specs(m: &LocalMember, initial_cluster: &str, joining: bool) -> anyhow::Resul
 
 /// Wait until the member has published its client URL to the cluster:
 /// a membership change committed by a quorum and applied here, so the
-/// member serves (etcd is ready once it has published itself). Learners
-/// count too, which do not serve linearizable reads.
+/// member serves (etcd is ready once it has published itself). A learner
+/// is ready once it answers (it refuses membership calls, as etcd's do).
 async fn wait_ready(client_port: u16) {
     let url = format!("http://127.0.0.1:{client_port}");
     loop {
@@ -133,12 +134,16 @@ async fn wait_ready(client_port: u16) {
                     linearizable: false,
                 })
                 .await;
-            if list.is_ok_and(|l| {
-                l.into_inner()
+            let ready = match list {
+                Ok(l) => l
+                    .into_inner()
                     .members
                     .iter()
-                    .any(|m| m.client_ur_ls.contains(&url))
-            }) {
+                    .any(|m| m.client_ur_ls.contains(&url)),
+                // A learner serves status and serializable reads only.
+                Err(s) => s.message() == EtcdError::NotSupportedForLearner.to_string(),
+            };
+            if ready {
                 return;
             }
         }

@@ -217,6 +217,10 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let grpc = grpc.routes();
     let router = grpc
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            backend.clone(),
+            gatewayd::learner::guard,
+        ))
         .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
