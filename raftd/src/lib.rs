@@ -7,6 +7,7 @@
 //! write path.
 
 pub mod codec;
+pub mod force;
 pub mod join;
 pub mod lessor;
 pub mod local_server;

@@ -83,6 +83,14 @@ impl LogStore {
         self.sync()
     }
 
+    /// Append one entry durably, outside openraft (before it starts).
+    pub fn append_now(&self, entry: Entry) -> io::Result<()> {
+        self.log
+            .insert(entry.log_id.index.to_be_bytes(), encode(&entry)?)
+            .map_err(io_err)?;
+        self.sync()
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(io_err)
     }

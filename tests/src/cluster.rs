@@ -278,6 +278,52 @@ impl Cluster {
         out
     }
 
+    /// kill -9 every supervisor and every daemon (all members crash).
+    pub fn crash_all(&mut self) {
+        for up in &mut self.ups {
+            let _ = up.kill();
+            let _ = up.wait();
+        }
+        self.ups.clear();
+        for i in 0..self.members.len() {
+            for d in DAEMONS {
+                if let Some(pid) = self.pid(i, d) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let alive = |c: &Cluster| {
+            (0..c.members.len()).any(|i| {
+                DAEMONS.iter().any(|d| {
+                    c.pid(i, d)
+                        .is_some_and(|p| kill(Pid::from_raw(p), None).is_ok())
+                })
+            })
+        };
+        while Instant::now() < deadline && alive(self) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// After `crash_all`: bring member i back alone as a new one-member
+    /// cluster on its data (etcd's --force-new-cluster); it becomes the
+    /// cluster's only member.
+    pub fn force_new_cluster(&mut self, i: usize) {
+        let place = self.members[i].clone();
+        let args = vec![
+            "--data-dir".to_string(),
+            place.dir.to_string_lossy().into_owned(),
+            "--client-port".into(),
+            place.port.to_string(),
+            "--name".into(),
+            place.name.clone(),
+            "--force-new-cluster".into(),
+        ];
+        self.ups.push(launch(&args, &self.env, &place.dir));
+        self.members = vec![place];
+    }
+
     /// Stop everything: SIGTERM every `triad up` (graceful).
     pub fn stop(&mut self) {
         for up in &mut self.ups {

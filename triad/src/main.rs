@@ -33,13 +33,18 @@ enum Command {
         /// DATA_DIR/m<i>).
         #[arg(long, default_value_t = 1)]
         members: u16,
-        /// Join an existing cluster as one member: its name, and the
-        /// cluster including this member (name=peerURL,...); the member must
-        /// have been added first (etcdctl member add).
-        #[arg(long, requires = "join")]
+        /// The member's name (a single member; default "default").
+        #[arg(long, conflicts_with = "members")]
         name: Option<String>,
+        /// Join an existing cluster as this one member: the cluster
+        /// including it (name=peerURL,...). The member must have been added
+        /// first (etcdctl member add).
         #[arg(long, requires = "name", conflicts_with = "members")]
         join: Option<String>,
+        /// Restart a single surviving member's data as a new one-member
+        /// cluster (etcd's --force-new-cluster).
+        #[arg(long, conflicts_with_all = ["members", "join"])]
+        force_new_cluster: bool,
     },
 }
 
@@ -63,9 +68,14 @@ fn main() -> ExitCode {
             members,
             name,
             join,
+            force_new_cluster,
         } => {
-            let join = name.zip(join);
-            rt.block_on(up::run(data_dir, client_port, members, join))
+            let how = up::How {
+                name,
+                join,
+                force_new_cluster,
+            };
+            rt.block_on(up::run(data_dir, client_port, members, how))
         }
     };
     match result {

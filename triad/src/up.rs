@@ -75,7 +75,16 @@ fn local_members(
         .collect()
 }
 
-fn specs(m: &LocalMember, initial_cluster: &str, joining: bool) -> anyhow::Result<Vec<DaemonSpec>> {
+/// How a single member starts: its name, joining an existing cluster, or
+/// forced into a new one-member cluster.
+#[derive(Default)]
+pub struct How {
+    pub name: Option<String>,
+    pub join: Option<String>,
+    pub force_new_cluster: bool,
+}
+
+fn specs(m: &LocalMember, initial_cluster: &str, how: &How) -> anyhow::Result<Vec<DaemonSpec>> {
     let dir = m.data_dir.to_string_lossy().to_string();
     let (peer_url, client_url) = (m.peer_url(), m.client_url());
     let member = [
@@ -92,8 +101,11 @@ fn specs(m: &LocalMember, initial_cluster: &str, joining: bool) -> anyhow::Resul
         match name {
             "raftd" => {
                 let mut args = vec!["--listen-peer-urls".into(), peer_url.clone()];
-                if joining {
+                if how.join.is_some() {
                     args.extend(["--initial-cluster-state".into(), "existing".into()]);
+                }
+                if how.force_new_cluster {
+                    args.push("--force-new-cluster".into());
                 }
                 args
             }
@@ -151,20 +163,14 @@ async fn wait_ready(client_port: u16) {
     }
 }
 
-/// Run `count` local members, or (`join` = (name, initial cluster)) one
-/// member joining an existing cluster.
-pub async fn run(
-    data_dir: PathBuf,
-    client_port: u16,
-    count: u16,
-    join: Option<(String, String)>,
-) -> anyhow::Result<()> {
+/// Run `count` local members, or one member as `how` says.
+pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> anyhow::Result<()> {
     let mut members = local_members(&data_dir, client_port, count)?;
-    let initial_cluster = match &join {
-        Some((name, cluster)) => {
-            members[0].name = name.clone();
-            cluster.clone()
-        }
+    if let Some(name) = &how.name {
+        members[0].name = name.clone();
+    }
+    let initial_cluster = match &how.join {
+        Some(cluster) => cluster.clone(),
         None => members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
@@ -178,10 +184,7 @@ pub async fn run(
             std::fs::create_dir_all(m.data_dir.join(sub))
                 .with_context(|| format!("cannot create {}", m.data_dir.join(sub).display()))?;
         }
-        for (kind, spec) in specs(m, &initial_cluster, join.is_some())?
-            .into_iter()
-            .enumerate()
-        {
+        for (kind, spec) in specs(m, &initial_cluster, &how)?.into_iter().enumerate() {
             by_kind[kind].push(spec);
         }
     }

@@ -59,8 +59,12 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_SNAPSHOT_CATCHUP_ENTRIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_catchup_entries: Option<u64>,
+    /// Force to create a new one-member cluster from this member's data.
+    #[arg(long, env = "TRIAD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    force_new_cluster: Option<bool>,
     /// Reject reconfiguration requests that would cause quorum loss.
-    #[arg(long, env = "TRIAD_STRICT_RECONFIG_CHECK")]
+    #[arg(long, env = "TRIAD_STRICT_RECONFIG_CHECK", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     strict_reconfig_check: Option<bool>,
 }
@@ -122,6 +126,21 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The membership storaged applied last (waits for storaged to answer).
+async fn storaged_membership(member: &Member) -> anyhow::Result<Option<raftd::types::Membership>> {
+    let mut storage = StorageClient::new(common::uds::channel(&member.storaged_socket()));
+    loop {
+        match storage
+            .status(common::proto::storage::StatusRequest {})
+            .await
+        {
+            Ok(s) if s.get_ref().membership.is_empty() => return Ok(None),
+            Ok(s) => return Ok(Some(serde_json::from_slice(&s.get_ref().membership)?)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let dir = member.data_dir.join("raftd");
     std::fs::create_dir_all(&dir)
@@ -161,6 +180,10 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         }
     };
     let initialized_before = log.clone().get_log_state().await?.last_log_id.is_some();
+    if opts.force_new_cluster.unwrap_or(false) && initialized_before {
+        let applied = storaged_membership(&member).await?;
+        raftd::force::force_new_cluster(&mut log.clone(), member_id, applied).await?;
+    }
 
     let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
         .max_decoding_message_size(usize::MAX);

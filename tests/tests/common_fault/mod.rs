@@ -55,7 +55,8 @@ pub async fn checked_run(cluster: &mut Cluster, settle: Duration, fault: Fault) 
 
 /// Every member's HashKV at `revision`, once each has applied it.
 pub async fn assert_equal_hashes(cluster: &Cluster, revision: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: a follower on a loaded 2-core machine may trail.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut hashes = Vec::new();
     for i in 0..cluster.members.len() {
         loop {
@@ -69,7 +70,7 @@ pub async fn assert_equal_hashes(cluster: &Cluster, revision: i64) {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("hash_kv on member {i}: {e}"),
+                Err(e) => panic!("hash_kv on member {i}: {e}\n{}", cluster.logs(i)),
             }
         }
     }
