@@ -40,6 +40,8 @@ pub struct Backend {
     member_id: AtomicU64,
     /// Whether raftd last said this member is a learner.
     learner: AtomicBool,
+    /// Set once raftd says this member was removed from the cluster.
+    removed: tokio::sync::watch::Sender<bool>,
     term: Arc<AtomicU64>,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
@@ -138,6 +140,7 @@ impl Backend {
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
             learner: AtomicBool::new(false),
+            removed: tokio::sync::watch::Sender::new(false),
             term,
             request_timeout,
             max_request_bytes,
@@ -286,7 +289,16 @@ impl Backend {
         self.cluster_id.store(s.cluster_id, Ordering::Relaxed);
         self.member_id.store(s.member_id, Ordering::Relaxed);
         self.learner.store(s.is_learner, Ordering::Relaxed);
+        if s.removed {
+            self.removed.send_replace(true);
+        }
         Ok(s)
+    }
+
+    /// Resolves once raftd reports this member removed from the cluster.
+    pub async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Whether this member is a learner. The cached answer is exact for
@@ -335,7 +347,7 @@ impl Backend {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        // Keep learning whether this member is a learner (promotion).
+        // Keep following raftd: promotion of a learner, removal.
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = self.raft_status().await;

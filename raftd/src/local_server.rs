@@ -248,11 +248,11 @@ impl RaftLocal for RaftLocalService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
-        let is_learner = !m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == self.router.id());
+        let membership = m.membership_config.membership();
+        let me = self.router.id();
+        let is_learner = !membership.voter_ids().any(|v| v == me);
+        // Initialized (it has a membership) but not in it: removed.
+        let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
         Ok(Response::new(StatusResponse {
             member_id: self.router.id(),
             leader: m.current_leader.unwrap_or(0),
@@ -262,6 +262,7 @@ impl RaftLocal for RaftLocalService {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             cluster_id: self.cluster_id,
             is_learner,
+            removed,
         }))
     }
 

@@ -15,14 +15,17 @@ use nix::unistd::Pid;
 
 use crate::{bin, connect, etcdctl, free_port_pair, DAEMONS};
 
-/// A client port base P in 10000..25000 with P + 10000*i and the port
-/// above it free for every member i.
+/// A client port base P with P + 10000*i and the port above it free for
+/// every member i.
 fn free_cluster_base(n: u16) -> u16 {
     for attempt in 0..200u16 {
         let seed = (std::process::id() as u16)
             .wrapping_mul(7)
             .wrapping_add(attempt * 131);
-        let base = 10_000 + seed % 15_000;
+        // Below the kernel's ephemeral range (32768+), where outgoing
+        // connections could take a member's port first.
+        let span = 32_766u16.saturating_sub(10_000 * n).max(1);
+        let base = 10_000 + seed % span;
         let all_free = (0..n).all(|i| {
             let p = base + 10_000 * i;
             TcpListener::bind(("127.0.0.1", p)).is_ok()

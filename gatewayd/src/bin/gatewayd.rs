@@ -251,6 +251,8 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         _ = shutdown => Ok(()),
         e = backend.incompatible_peer() => Err(anyhow::anyhow!(e)),
+        // Like a removed etcd member, stop serving: clients go elsewhere.
+        _ = backend.removed() => Err(anyhow::anyhow!("the member has been permanently removed from the cluster")),
     };
     common::lifecycle::notify_stopping();
     let _ = stop_tx.send(true);
