@@ -18,10 +18,16 @@ use crate::{bin, connect, etcdctl, free_port_pair, DAEMONS};
 /// A client port base P with P + 10000*i and the port above it free for
 /// every member i.
 fn free_cluster_base(n: u16) -> u16 {
+    // Tests in one binary start clusters concurrently: every call starts
+    // from a different place, so two clusters never pick the same ports
+    // (a port being free now does not keep it free).
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for attempt in 0..200u16 {
         let seed = (std::process::id() as u16)
             .wrapping_mul(7)
-            .wrapping_add(attempt * 131);
+            .wrapping_add(call.wrapping_mul(1009))
+            .wrapping_add(attempt.wrapping_mul(131));
         // Below the kernel's ephemeral range (32768+), where outgoing
         // connections could take a member's port first.
         let span = 32_766u16.saturating_sub(10_000 * n).max(1);
