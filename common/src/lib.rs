@@ -7,6 +7,7 @@ pub mod errors;
 pub mod ids;
 pub mod lifecycle;
 pub mod proto;
+pub mod tcp;
 pub mod uds;
 
 /// The version every daemon reports for `--version`.

@@ -1,22 +1,28 @@
-//! Batches concurrent client writes into ProposeBatch calls to raftd: one
-//! task takes whatever proposals are queued (up to MAX_BATCH) as soon as a
-//! slot among IN_FLIGHT concurrent calls is free. A lone writer sends
-//! batches of one, so its latency is unchanged; many writers share RPCs.
+//! Batches concurrent client writes into batches for raftd: one task takes
+//! whatever proposals are queued (up to MAX_BATCH) as soon as a slot among
+//! IN_FLIGHT concurrent batches is free. A lone writer sends batches of
+//! one, so its latency is unchanged; many writers share messages. Batches
+//! travel on one long-lived Propose stream (`Link`), answered by id, so
+//! the hot path pays no call set-up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::backend::{retrying, Retry};
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
-use common::proto::raft::ProposeBatchRequest;
+use common::proto::raft::{ProposeBatchRequest, ProposeBatchResponse};
 
 const MAX_BATCH: usize = 1024;
 const IN_FLIGHT: usize = 4;
@@ -27,6 +33,105 @@ pub struct Proposer {
     queue: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
 }
 
+type Answer = oneshot::Sender<Result<ProposeBatchResponse, Status>>;
+type Pending = Arc<Mutex<HashMap<u64, Answer>>>;
+
+/// The open Propose stream: batches go in, answers come back by id.
+struct Open {
+    tx: mpsc::Sender<ProposeBatchRequest>,
+    pending: Pending,
+}
+
+/// The Propose stream to raftd, opened on first use and again after it
+/// breaks. A batch sent on a stream that then breaks has an unknown
+/// outcome (it may have committed): it fails with etcd's "request timed
+/// out", like a unary call lost in flight.
+pub struct Link {
+    raft: RaftLocalClient<Channel>,
+    open: tokio::sync::Mutex<Option<Arc<Open>>>,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    pub fn new(raft: RaftLocalClient<Channel>) -> Link {
+        Link {
+            raft,
+            open: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The open stream, opening one if needed (errors are the open call's,
+    /// so callers can tell "raftd not reachable, nothing sent").
+    async fn stream(&self) -> Result<Arc<Open>, Status> {
+        let mut slot = self.open.lock().await;
+        if let Some(o) = slot.as_ref().filter(|o| !o.tx.is_closed()) {
+            return Ok(o.clone());
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let mut answers = self
+            .raft
+            .clone()
+            .propose(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let open = Arc::new(Open {
+            tx,
+            pending: pending.clone(),
+        });
+        tokio::spawn(async move {
+            while let Ok(Some(resp)) = answers.message().await {
+                let answer = pending.lock().ok().and_then(|mut p| p.remove(&resp.id));
+                if let Some(a) = answer {
+                    let _ = a.send(Ok(resp));
+                }
+            }
+            // The stream broke: what is still pending may or may not have
+            // been committed.
+            if let Ok(mut p) = pending.lock() {
+                for (_, a) in p.drain() {
+                    let _ = a.send(Err(EtcdError::Timeout.into()));
+                }
+            }
+        });
+        *slot = Some(open.clone());
+        Ok(open)
+    }
+
+    /// Propose one batch over the stream.
+    pub async fn call(&self, requests: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut req = ProposeBatchRequest { requests, id };
+        loop {
+            let open = self.stream().await?;
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut p) = open.pending.lock() {
+                p.insert(id, tx);
+            }
+            match open.tx.send(req).await {
+                Ok(()) => {
+                    let resp = rx
+                        .await
+                        .unwrap_or_else(|_| Err(EtcdError::Timeout.into()))?;
+                    return match resp.failure {
+                        Some(f) => Err(Status::new(Code::from_i32(f.code), f.message)),
+                        None => Ok(resp),
+                    };
+                }
+                // Closed before it took the batch: nothing was sent; open a
+                // new stream and send it there.
+                Err(mpsc::error::SendError(unsent)) => {
+                    if let Ok(mut p) = open.pending.lock() {
+                        p.remove(&id);
+                    }
+                    req = unsent;
+                }
+            }
+        }
+    }
+}
+
 impl Proposer {
     pub fn spawn(
         raft: RaftLocalClient<Channel>,
@@ -34,7 +139,8 @@ impl Proposer {
         term: Arc<AtomicU64>,
     ) -> Proposer {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(collect(rx, raft, request_timeout, term));
+        let link = Arc::new(Link::new(raft));
+        tokio::spawn(collect(rx, link, request_timeout, term));
         Proposer { queue }
     }
 
@@ -50,7 +156,7 @@ impl Proposer {
 
 async fn collect(
     mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>,
-    raft: RaftLocalClient<Channel>,
+    link: Arc<Link>,
     request_timeout: Duration,
     term: Arc<AtomicU64>,
 ) {
@@ -67,30 +173,19 @@ async fn collect(
                 Err(_) => break,
             }
         }
-        let (raft, term) = (raft.clone(), term.clone());
+        let (link, term) = (link.clone(), term.clone());
         tokio::spawn(async move {
-            send(raft, batch, Instant::now() + request_timeout, &term).await;
+            send(&link, batch, Instant::now() + request_timeout, &term).await;
             drop(slot);
         });
     }
 }
 
-async fn send(
-    raft: RaftLocalClient<Channel>,
-    batch: Vec<(Vec<u8>, Reply)>,
-    deadline: Instant,
-    term: &AtomicU64,
-) {
+async fn send(link: &Link, batch: Vec<(Vec<u8>, Reply)>, deadline: Instant, term: &AtomicU64) {
     let (requests, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
-    let sent = retrying(deadline, Retry::OnlyUnsent, || {
-        let mut raft = raft.clone();
-        let requests = requests.clone();
-        async move { raft.propose_batch(ProposeBatchRequest { requests }).await }
-    })
-    .await;
+    let sent = retrying(deadline, Retry::OnlyUnsent, || link.call(requests.clone())).await;
     match sent {
         Ok(resp) => {
-            let resp = resp.into_inner();
             term.fetch_max(resp.raft_term, Ordering::Relaxed);
             let mut outcomes = resp.outcomes.into_iter();
             for reply in replies {

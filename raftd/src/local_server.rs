@@ -3,7 +3,9 @@
 //! etcd's errors through common::errors.
 
 use futures::StreamExt;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use std::sync::Arc;
 
@@ -21,15 +23,16 @@ use common::proto::etcdserverpb::{
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest, ProposeBatchResponse,
-    ProposeOutcome, PublishRequest, PublishResponse, ReadIndexRequest, ReadIndexResponse,
-    StatusRequest, StatusResponse,
+    BatchFailure, HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest,
+    ProposeBatchResponse, ProposeOutcome, PublishRequest, PublishResponse, ReadIndexRequest,
+    ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 
+#[derive(Clone)]
 pub struct RaftLocalService {
     raft: Raft,
     router: Arc<Router>,
@@ -89,6 +92,7 @@ impl RaftLocalService {
             outcomes,
             raft_term,
             raft_index,
+            ..Default::default()
         })
     }
 
@@ -140,6 +144,7 @@ impl RaftLocalService {
                 let resp = leader
                     .propose_batch(forwarded_request(ProposeBatchRequest {
                         requests: proposals,
+                        id: 0,
                     }))
                     .await
                     .map_err(leader_failed)?
@@ -204,6 +209,41 @@ impl RaftLocal for RaftLocalService {
         let forwarded = is_forwarded(&req);
         let resp = self.propose(req.into_inner().requests, forwarded).await?;
         Ok(Response::new(resp))
+    }
+
+    type ProposeStream = ReceiverStream<Result<ProposeBatchResponse, Status>>;
+
+    /// Batches on one stream, each proposed as it arrives (concurrently)
+    /// and answered when committed.
+    async fn propose(
+        &self,
+        req: Request<Streaming<ProposeBatchRequest>>,
+    ) -> Result<Response<Self::ProposeStream>, Status> {
+        let forwarded = is_forwarded(&req);
+        let mut batches = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = batches.message().await {
+                let (this, tx) = (this.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let id = batch.id;
+                    let resp = match this.propose(batch.requests, forwarded).await {
+                        Ok(r) => ProposeBatchResponse { id, ..r },
+                        Err(s) => ProposeBatchResponse {
+                            id,
+                            failure: Some(BatchFailure {
+                                code: s.code() as i32,
+                                message: s.message().to_string(),
+                            }),
+                            ..Default::default()
+                        },
+                    };
+                    let _ = tx.send(Ok(resp)).await;
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn read_index(

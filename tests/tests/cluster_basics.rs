@@ -162,3 +162,61 @@ async fn concurrent_clients_on_all_members_are_linearizable() {
     assert!(report.reads > 50, "{report:?}");
     assert_eq!(report.unknown, 0, "no failures without faults: {report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_and_member_update() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 3;
+    let target_id = format!("{:x}", cluster.member_id(target).await);
+    // etcd: only the leader moves leadership.
+    let refused = cluster.etcdctl(target, &["move-leader", &target_id]);
+    assert!(!refused.status.success());
+    let moved = cluster.etcdctl(leader, &["move-leader", &target_id]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert_eq!(cluster.leader().await, target);
+    let bad = cluster.etcdctl(target, &["move-leader", "1234"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("etcdserver: bad leader transferee"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // MemberUpdate changes a member's peer URLs (here an added member that
+    // never started); unknown IDs get etcd's error.
+    let add = ok_stdout(&cluster.etcdctl(
+        0,
+        &["member", "add", "later", "--peer-urls=http://127.0.0.1:9"],
+    ));
+    let id = add
+        .split_whitespace()
+        .nth(1)
+        .expect("member add prints the new ID")
+        .to_string();
+    ok_stdout(&cluster.etcdctl(
+        1,
+        &["member", "update", &id, "--peer-urls=http://127.0.0.1:10"],
+    ));
+    let list = ok_stdout(&cluster.etcdctl(2, &["member", "list"]));
+    assert!(
+        list.contains("http://127.0.0.1:10") && !list.contains("http://127.0.0.1:9,"),
+        "{list}"
+    );
+    let missing = cluster.etcdctl(
+        0,
+        &[
+            "member",
+            "update",
+            "1234",
+            "--peer-urls=http://127.0.0.1:11",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("etcdserver: member not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

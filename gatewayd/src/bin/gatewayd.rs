@@ -155,20 +155,6 @@ fn main() -> ExitCode {
     )
 }
 
-/// Accepted client connections with Nagle off: gRPC responses are small
-/// writes, and Nagle with delayed ACKs would add ~40 ms to each. (tonic's
-/// own `tcp_nodelay` only applies to listeners it binds itself.)
-fn client_connections(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
-
 async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
@@ -237,9 +223,12 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
                 .accept_http1(true)
                 .tcp_nodelay(true)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(client_connections(listener), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }),
+                .serve_with_incoming_shutdown(
+                    common::tcp::nodelay_connections(listener),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                ),
         ));
         tracing::info!(%addr, "gatewayd serving clients");
     }

@@ -258,7 +258,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             .add_service(
                 RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(usize::MAX),
             )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            .serve_with_incoming(common::tcp::nodelay_connections(listener));
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "peer server failed");
