@@ -21,6 +21,7 @@ use common::proto::etcdserverpb::{
     MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
 };
 use common::proto::raft::propose_outcome::Outcome;
+use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
     BatchFailure, HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest,
@@ -31,6 +32,7 @@ use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
+use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct RaftLocalService {
@@ -133,6 +135,30 @@ impl RaftLocalService {
         Ok(resp)
     }
 
+    /// Run a request with `here` when this raftd leads, else send it to
+    /// the leader's raftd with `leader` (marked as forwarded).
+    async fn routed<Req, Resp, H, HF, L, LF>(
+        &self,
+        req: Request<Req>,
+        here: H,
+        leader: L,
+    ) -> Result<Response<Resp>, Status>
+    where
+        H: FnOnce(Req) -> HF,
+        HF: std::future::Future<Output = Result<Resp, Status>>,
+        L: FnOnce(RaftLocalClient<Channel>, Request<Req>) -> LF,
+        LF: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = is_forwarded(&req);
+        let req = req.into_inner();
+        match self.router.route(forwarded).await? {
+            Route::Here => here(req).await.map(Response::new),
+            Route::Leader(client) => leader(client, forwarded_request(req))
+                .await
+                .map_err(leader_failed),
+        }
+    }
+
     async fn propose_once(
         &self,
         proposals: Vec<Vec<u8>>,
@@ -153,6 +179,13 @@ impl RaftLocalService {
                 Ok(resp)
             }
         }
+    }
+}
+
+/// A raft result as a proposal outcome.
+fn applied(result: Vec<u8>) -> ProposeOutcome {
+    ProposeOutcome {
+        outcome: Some(Outcome::Result(result)),
     }
 }
 
@@ -310,168 +343,129 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<ProposeOutcome>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => {
-                let result = self.lessor.grant(req).await?;
-                Ok(Response::new(ProposeOutcome {
-                    outcome: Some(Outcome::Result(result)),
-                }))
-            }
-            Route::Leader(mut l) => l
-                .lease_grant(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| async move { Ok(applied(self.lessor.grant(r).await?)) },
+            |mut l, r| async move { l.lease_grant(r).await },
+        )
+        .await
     }
 
     async fn lease_revoke(
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<ProposeOutcome>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => {
-                let result = self.lessor.revoke(req).await?;
-                Ok(Response::new(ProposeOutcome {
-                    outcome: Some(Outcome::Result(result)),
-                }))
-            }
-            Route::Leader(mut l) => l
-                .lease_revoke(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| async move { Ok(applied(self.lessor.revoke(r).await?)) },
+            |mut l, r| async move { l.lease_revoke(r).await },
+        )
+        .await
     }
 
     async fn lease_keep_alive(
         &self,
         req: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseLiveness>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => {
-                let id = req.id;
-                let ttl = self.lessor.keep_alive(id).await?;
-                Ok(Response::new(LeaseLiveness {
-                    id,
-                    ttl: ttl.unwrap_or(-1),
-                    granted_ttl: ttl.unwrap_or(-1),
-                }))
-            }
-            Route::Leader(mut l) => l
-                .lease_keep_alive(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| async move {
+                let ttl = self.lessor.keep_alive(r.id).await?.unwrap_or(-1);
+                Ok(LeaseLiveness {
+                    id: r.id,
+                    ttl,
+                    granted_ttl: ttl,
+                })
+            },
+            |mut l, r| async move { l.lease_keep_alive(r).await },
+        )
+        .await
     }
 
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseLiveness>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => {
-                let id = req.id;
+        self.routed(
+            req,
+            |r| async move {
                 let (ttl, granted_ttl) = self
                     .lessor
-                    .get(id)
+                    .get(r.id)
                     .await?
                     .map_or((-1, -1), |l| (l.remaining, l.granted));
-                Ok(Response::new(LeaseLiveness {
-                    id,
+                Ok(LeaseLiveness {
+                    id: r.id,
                     ttl,
                     granted_ttl,
-                }))
-            }
-            Route::Leader(mut l) => l
-                .lease_time_to_live(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+                })
+            },
+            |mut l, r| async move { l.lease_time_to_live(r).await },
+        )
+        .await
     }
 
     async fn member_list(
         &self,
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        if !req.linearizable {
+        if !req.get_ref().linearizable {
             return Ok(Response::new(self.members.list_response()));
         }
-        match self.router.route(forwarded).await? {
-            Route::Here => Ok(Response::new(self.members.list_response())),
-            Route::Leader(mut l) => l
-                .member_list(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |_| async move { Ok(self.members.list_response()) },
+            |mut l, r| async move { l.member_list(r).await },
+        )
+        .await
     }
 
     async fn member_add(
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => Ok(Response::new(self.members.add(req).await?)),
-            Route::Leader(mut l) => l
-                .member_add(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| self.members.add(r),
+            |mut l, r| async move { l.member_add(r).await },
+        )
+        .await
     }
 
     async fn member_remove(
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => Ok(Response::new(self.members.remove(req).await?)),
-            Route::Leader(mut l) => l
-                .member_remove(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| self.members.remove(r),
+            |mut l, r| async move { l.member_remove(r).await },
+        )
+        .await
     }
 
     async fn member_update(
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => Ok(Response::new(self.members.update(req).await?)),
-            Route::Leader(mut l) => l
-                .member_update(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| self.members.update(r),
+            |mut l, r| async move { l.member_update(r).await },
+        )
+        .await
     }
 
     async fn member_promote(
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => Ok(Response::new(self.members.promote(req).await?)),
-            Route::Leader(mut l) => l
-                .member_promote(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| self.members.promote(r),
+            |mut l, r| async move { l.member_promote(r).await },
+        )
+        .await
     }
 
     async fn move_leader(
@@ -487,17 +481,11 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let req = req.into_inner();
-        match self.router.route(forwarded).await? {
-            Route::Here => {
-                self.members.publish(req).await?;
-                Ok(Response::new(PublishResponse {}))
-            }
-            Route::Leader(mut l) => l
-                .publish(forwarded_request(req))
-                .await
-                .map_err(leader_failed),
-        }
+        self.routed(
+            req,
+            |r| async move { self.members.publish(r).await.map(|()| PublishResponse {}) },
+            |mut l, r| async move { l.publish(r).await },
+        )
+        .await
     }
 }

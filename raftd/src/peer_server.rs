@@ -53,6 +53,27 @@ impl RaftPeerService {
         Ok(())
     }
 
+    /// Decode an openraft request from a checked envelope, hand it to
+    /// `raft`, and wrap the answer.
+    async fn handle<Req, Resp, E, F, Fut>(
+        &self,
+        req: Request<RaftMessage>,
+        raft: F,
+    ) -> Result<Response<RaftMessage>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Raft, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, E>>,
+    {
+        let msg = req.into_inner();
+        self.check(&msg)?;
+        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
+        let resp = raft(self.raft.clone(), rpc).await.map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
         let body = codec::encode(v).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftMessage {
@@ -77,42 +98,31 @@ impl RaftPeer for RaftPeerService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let msg = req.into_inner();
-        self.check(&msg)?;
-        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
-        let resp = self.raft.append_entries(rpc).await.map_err(raft_failed)?;
-        self.reply(&resp)
+        self.handle(
+            req,
+            |raft, rpc| async move { raft.append_entries(rpc).await },
+        )
+        .await
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = req.into_inner();
-        self.check(&msg)?;
-        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
-        let resp = self.raft.vote(rpc).await.map_err(raft_failed)?;
-        self.reply(&resp)
+        self.handle(req, |raft, rpc| async move { raft.vote(rpc).await })
+            .await
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = req.into_inner();
-        self.check(&msg)?;
-        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
-        let resp = self.raft.pre_vote(rpc).await.map_err(raft_failed)?;
-        self.reply(&resp)
+        self.handle(req, |raft, rpc| async move { raft.pre_vote(rpc).await })
+            .await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let msg = req.into_inner();
-        self.check(&msg)?;
-        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
-        let resp = self
-            .raft
-            .handle_transfer_leader(rpc)
-            .await
-            .map_err(raft_failed)?;
-        self.reply(&resp)
+        self.handle(req, |raft, rpc| async move {
+            raft.handle_transfer_leader(rpc).await
+        })
+        .await
     }
 
     async fn install_snapshot(

@@ -3,17 +3,15 @@
 //! later through their own `triad up --join`. Any daemon of any member can
 //! be killed, stopped or continued; the supervisor restarts killed ones.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::{bin, connect, etcdctl, free_port_pair, DAEMONS};
+use crate::{connect, etcdctl, free_port_pair, spawn_up, DAEMONS};
 
 /// A client port base P with P + 10000*i and the port above it free for
 /// every member i.
@@ -72,22 +70,8 @@ pub struct Cluster {
 
 /// Start `triad up` with `args` and wait for its ready line.
 fn launch(args: &[String], env: &[(String, String)], logs_hint: &Path) -> Child {
-    let mut child = Command::new(bin("triad"))
-        .arg("up")
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn triad up");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(90)) {
+    let (mut child, first) = spawn_up(args, env, Duration::from_secs(90));
+    match first {
         Ok(line) if line.starts_with("ready ") => child,
         other => {
             let _ = child.kill();
@@ -161,6 +145,20 @@ impl Cluster {
         }
     }
 
+    /// `triad up` for one member at `place`, with `extra` arguments.
+    fn launch_one(&mut self, place: &Place, extra: &[&str]) {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            place.dir.to_string_lossy().into_owned(),
+            "--client-port".into(),
+            place.port.to_string(),
+            "--name".into(),
+            place.name.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.ups.push(launch(&args, &self.env, &place.dir));
+    }
+
     /// Start a member that was added with `member add`: its own `triad up`
     /// joining the cluster.
     pub fn join(&mut self, place: Place) {
@@ -170,17 +168,7 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect();
         cluster.push(format!("{}={}", place.name, place.peer_url()));
-        let args = vec![
-            "--data-dir".to_string(),
-            place.dir.to_string_lossy().into_owned(),
-            "--client-port".into(),
-            place.port.to_string(),
-            "--name".into(),
-            place.name.clone(),
-            "--join".into(),
-            cluster.join(","),
-        ];
-        self.ups.push(launch(&args, &self.env, &place.dir));
+        self.launch_one(&place, &["--join", &cluster.join(",")]);
         self.members.push(place);
     }
 
@@ -320,16 +308,7 @@ impl Cluster {
     /// cluster's only member.
     pub fn force_new_cluster(&mut self, i: usize) {
         let place = self.members[i].clone();
-        let args = vec![
-            "--data-dir".to_string(),
-            place.dir.to_string_lossy().into_owned(),
-            "--client-port".into(),
-            place.port.to_string(),
-            "--name".into(),
-            place.name.clone(),
-            "--force-new-cluster".into(),
-        ];
-        self.ups.push(launch(&args, &self.env, &place.dir));
+        self.launch_one(&place, &["--force-new-cluster"]);
         self.members = vec![place];
     }
 

@@ -105,23 +105,14 @@ impl Member {
 
     /// Start `triad up` on this member's dir and wait for its ready line.
     pub fn launch(&mut self) {
-        let mut child = Command::new(bin("triad"))
-            .args(["up", "--data-dir"])
-            .arg(self.dir.path())
-            .args(["--client-port", &self.port.to_string()])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn triad up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        let args = [
+            "--data-dir".to_string(),
+            self.dir.path().to_string_lossy().into_owned(),
+            "--client-port".into(),
+            self.port.to_string(),
+        ];
+        let (mut child, first) = spawn_up(&args, &self.env, Duration::from_secs(60));
+        match first {
             Ok(line) => assert_eq!(
                 line,
                 format!("ready {}", self.endpoint()),
@@ -228,6 +219,32 @@ impl Member {
     pub fn etcdctl(&self, args: &[&str]) -> Output {
         etcdctl(&self.endpoint(), args)
     }
+}
+
+/// Start `triad up` with `args` and `env`: the child, and its first line
+/// on stdout (the ready line) or why none came within `wait`.
+pub fn spawn_up(
+    args: &[String],
+    env: &[(String, String)],
+    wait: Duration,
+) -> (Child, Result<String, String>) {
+    let mut child = Command::new(bin("triad"))
+        .arg("up")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn triad up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(wait).map_err(|e| e.to_string());
+    (child, first)
 }
 
 impl Drop for Member {
