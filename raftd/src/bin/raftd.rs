@@ -59,6 +59,11 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_SNAPSHOT_CATCHUP_ENTRIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_catchup_entries: Option<u64>,
+    /// Enable the raft Pre-Vote algorithm to prevent disruption when a
+    /// node that has been partitioned away rejoins the cluster (default on).
+    #[arg(long, env = "TRIAD_PRE_VOTE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_vote: Option<bool>,
     /// Force to create a new one-member cluster from this member's data.
     #[arg(long, env = "TRIAD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,7 +164,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         election_timeout_max: el * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_count),
         max_in_snapshot_log_to_keep: catchup_entries,
-        enable_pre_vote: Some(true),
+        enable_pre_vote: Some(opts.pre_vote.unwrap_or(true)),
         ..Default::default()
     };
     let config = Arc::new(config.validate()?);
