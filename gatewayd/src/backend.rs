@@ -13,10 +13,14 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::proposer::Proposer;
+use crate::quota::{self, Quota};
+use common::proto::etcdserverpb::alarm_request::AlarmAction;
+use common::proto::etcdserverpb::{AlarmRequest, AlarmType};
+use common::proto::storage::raft_request::Op;
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{
-    HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
+    DefragmentRequest, HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
 };
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
@@ -40,6 +44,7 @@ pub struct Backend {
     member_id: AtomicU64,
     /// Whether raftd last said this member is a learner.
     learner: AtomicBool,
+    quota: Arc<Quota>,
     /// Set once raftd says this member was removed from the cluster.
     removed: tokio::sync::watch::Sender<bool>,
     term: Arc<AtomicU64>,
@@ -130,17 +135,20 @@ impl Backend {
         member_id: u64,
         request_timeout: Duration,
         max_request_bytes: usize,
+        quota_bytes: i64,
     ) -> Self {
         let raft = RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX);
         let term = Arc::new(AtomicU64::new(0));
+        let quota = Arc::new(Quota::new(quota_bytes));
         Backend {
-            proposer: Proposer::spawn(raft.clone(), request_timeout, term.clone()),
+            proposer: Proposer::spawn(raft.clone(), request_timeout, term.clone(), quota.clone()),
             raft,
             storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
             learner: AtomicBool::new(false),
             removed: tokio::sync::watch::Sender::new(false),
+            quota,
             term,
             request_timeout,
             max_request_bytes,
@@ -226,6 +234,36 @@ impl Backend {
         decode_outcome(&result)
     }
 
+    /// etcd's quota check before a write that grows the store: over the
+    /// quota, raise NOSPACE for this member and refuse.
+    pub async fn check_quota(&self, op: &Op) -> Result<(), Status> {
+        let cost = quota::cost(op);
+        if cost == 0 {
+            return Ok(());
+        }
+        if self.quota.stale() {
+            let s = self.storage_status().await?;
+            self.quota.record(s.db_size);
+        }
+        if self.quota.fits(cost) {
+            return Ok(());
+        }
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.member_id(),
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self
+            .propose(RaftRequest {
+                op: Some(Op::Alarm(raise)),
+            })
+            .await
+        {
+            tracing::warn!(error = %e.message(), "could not raise the NOSPACE alarm");
+        }
+        Err(EtcdError::NoSpace.into())
+    }
+
     /// A raftd call (lessor requests) under the request timeout, retried
     /// as `retry` allows while raftd is unreachable or restarting.
     pub async fn raft_call<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T, Status>
@@ -259,6 +297,13 @@ impl Backend {
         })
         .await
         .map(|r| r.into_inner())
+    }
+
+    /// storaged's defragmentation (flush and full compaction).
+    pub async fn defragment(&self) -> Result<(), Status> {
+        let mut storage = self.storage.clone();
+        storage.defragment(DefragmentRequest {}).await?;
+        Ok(())
     }
 
     pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Status> {

@@ -37,6 +37,7 @@ impl KvService {
         pick: fn(Outcome) -> Option<R>,
         header: fn(&mut R) -> &mut Option<ResponseHeader>,
     ) -> Result<R, Status> {
+        self.backend.check_quota(&op).await?;
         let outcome = self.backend.propose(RaftRequest { op: Some(op) }).await?;
         self.backend.respond(outcome, pick, header)
     }

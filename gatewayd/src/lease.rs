@@ -22,6 +22,7 @@ use common::proto::etcdserverpb::{
 };
 use common::proto::raft::propose_outcome::Outcome as Proposed;
 use common::proto::raft::ProposeOutcome;
+use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::{LeaseKeysRequest, LeasesRequest};
 
@@ -63,6 +64,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let g = req.into_inner();
+        self.backend.check_quota(&Op::LeaseGrant(g)).await?;
         let out = self
             .backend
             .raft_call(

@@ -15,6 +15,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod metrics;
 pub mod proposer;
+pub mod quota;
 pub mod validate;
 pub mod watch;
 pub mod watch_hub;

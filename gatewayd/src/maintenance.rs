@@ -1,6 +1,7 @@
-//! The etcd v3 Maintenance service: Status (from raftd and storaged),
-//! Alarm (no alarm can be raised yet, so the list is empty), Defragment
-//! (nothing to defragment on fjall: succeeds at once), MoveLeader (raftd
+//! The etcd v3 Maintenance service: Status (from raftd and storaged, alarms
+//! as errors),
+//! Alarm (list from storaged; activate/deactivate through raft), Defragment
+//! (storaged flushes and compacts fully, off the apply path), MoveLeader (raftd
 //! transfers leadership), HashKV (storaged's, etcd's algorithm). Hash,
 //! Snapshot and Downgrade are not implemented yet.
 
@@ -12,6 +13,9 @@ use crate::backend::{Backend, Retry};
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::maintenance_server::Maintenance;
 use common::proto::etcdserverpb::*;
+use common::proto::storage::raft_request::Op;
+use common::proto::storage::raft_result::Result as Outcome;
+use common::proto::storage::RaftRequest;
 
 pub struct MaintenanceService {
     backend: Arc<Backend>,
@@ -30,17 +34,39 @@ type SnapshotStream =
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(req.into_inner().action) {
-            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+        let req = req.into_inner();
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => {
                 let s = self.backend.storage_status().await?;
+                let wanted =
+                    |a: &AlarmMember| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm;
                 Ok(Response::new(AlarmResponse {
                     header: self.backend.header(s.revision),
-                    alarms: vec![],
+                    alarms: s.alarms.into_iter().filter(wanted).collect(),
                 }))
             }
-            _ => Err(Status::unimplemented(
-                "raising alarms by request is not supported yet",
-            )),
+            Ok(AlarmAction::Activate) | Ok(AlarmAction::Deactivate) => {
+                let outcome = self
+                    .backend
+                    .propose(RaftRequest {
+                        op: Some(Op::Alarm(req)),
+                    })
+                    .await?;
+                let mut resp = self.backend.respond(
+                    outcome,
+                    |o| match o {
+                        Outcome::Alarm(a) => Some(a),
+                        _ => None,
+                    },
+                    |r| &mut r.header,
+                )?;
+                let s = self.backend.storage_status().await?;
+                if let Some(h) = resp.header.as_mut() {
+                    h.revision = s.revision;
+                }
+                Ok(Response::new(resp))
+            }
+            Err(_) => Err(Status::invalid_argument("unknown alarm action")),
         }
     }
 
@@ -49,7 +75,15 @@ impl Maintenance for MaintenanceService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let storage = self.backend.storage_status().await?;
-        let mut errors = Vec::new();
+        // etcd lists raised alarms as errors, in protobuf text form.
+        let mut errors: Vec<String> = storage
+            .alarms
+            .iter()
+            .map(|a| {
+                let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                format!("memberID:{} alarm:{} ", a.member_id, name)
+            })
+            .collect();
         let raft = match self.backend.raft_status().await {
             Ok(r) => r,
             Err(e) => {
@@ -75,6 +109,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.backend.defragment().await?;
         let s = self.backend.storage_status().await?;
         Ok(Response::new(DefragmentResponse {
             header: self.backend.header(s.revision),

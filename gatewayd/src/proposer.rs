@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::backend::{retrying, Retry};
+use crate::quota::Quota;
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
@@ -137,10 +138,11 @@ impl Proposer {
         raft: RaftLocalClient<Channel>,
         request_timeout: Duration,
         term: Arc<AtomicU64>,
+        quota: Arc<Quota>,
     ) -> Proposer {
         let (queue, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link::new(raft));
-        tokio::spawn(collect(rx, link, request_timeout, term));
+        tokio::spawn(collect(rx, link, request_timeout, term, quota));
         Proposer { queue }
     }
 
@@ -159,6 +161,7 @@ async fn collect(
     link: Arc<Link>,
     request_timeout: Duration,
     term: Arc<AtomicU64>,
+    quota: Arc<Quota>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
@@ -173,20 +176,34 @@ async fn collect(
                 Err(_) => break,
             }
         }
-        let (link, term) = (link.clone(), term.clone());
+        let (link, term, quota) = (link.clone(), term.clone(), quota.clone());
         tokio::spawn(async move {
-            send(&link, batch, Instant::now() + request_timeout, &term).await;
+            send(
+                &link,
+                batch,
+                Instant::now() + request_timeout,
+                &term,
+                &quota,
+            )
+            .await;
             drop(slot);
         });
     }
 }
 
-async fn send(link: &Link, batch: Vec<(Vec<u8>, Reply)>, deadline: Instant, term: &AtomicU64) {
+async fn send(
+    link: &Link,
+    batch: Vec<(Vec<u8>, Reply)>,
+    deadline: Instant,
+    term: &AtomicU64,
+    quota: &Quota,
+) {
     let (requests, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
     let sent = retrying(deadline, Retry::OnlyUnsent, || link.call(requests.clone())).await;
     match sent {
         Ok(resp) => {
             term.fetch_max(resp.raft_term, Ordering::Relaxed);
+            quota.record(resp.db_size);
             let mut outcomes = resp.outcomes.into_iter();
             for reply in replies {
                 let result = match outcomes.next().and_then(|o| o.outcome) {

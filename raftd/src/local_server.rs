@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::lessor::Lessor;
@@ -41,6 +42,8 @@ pub struct RaftLocalService {
     lessor: Arc<Lessor>,
     members: Arc<Members>,
     cluster_id: u64,
+    /// This member's storaged size after its last apply.
+    db_size: Arc<AtomicI64>,
 }
 
 /// How often a proposal is re-routed when leadership moved under it.
@@ -52,6 +55,7 @@ impl RaftLocalService {
         lessor: Arc<Lessor>,
         members: Arc<Members>,
         cluster_id: u64,
+        db_size: Arc<AtomicI64>,
     ) -> Self {
         RaftLocalService {
             raft: router.raft().clone(),
@@ -59,6 +63,7 @@ impl RaftLocalService {
             lessor,
             members,
             cluster_id,
+            db_size,
         }
     }
 
@@ -240,7 +245,8 @@ impl RaftLocal for RaftLocalService {
         req: Request<ProposeBatchRequest>,
     ) -> Result<Response<ProposeBatchResponse>, Status> {
         let forwarded = is_forwarded(&req);
-        let resp = self.propose(req.into_inner().requests, forwarded).await?;
+        let mut resp = self.propose(req.into_inner().requests, forwarded).await?;
+        resp.db_size = self.db_size.load(Ordering::Relaxed);
         Ok(Response::new(resp))
     }
 
@@ -262,7 +268,11 @@ impl RaftLocal for RaftLocalService {
                 tokio::spawn(async move {
                     let id = batch.id;
                     let resp = match this.propose(batch.requests, forwarded).await {
-                        Ok(r) => ProposeBatchResponse { id, ..r },
+                        Ok(r) => ProposeBatchResponse {
+                            id,
+                            db_size: this.db_size.load(Ordering::Relaxed),
+                            ..r
+                        },
                         Err(s) => ProposeBatchResponse {
                             id,
                             failure: Some(BatchFailure {

@@ -8,6 +8,8 @@
 //! installing one activates what storaged received from the leader.
 
 use std::io;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -31,6 +33,8 @@ use common::proto::storage::{
 
 pub struct StateMachine {
     storage: StorageClient<Channel>,
+    /// storaged's size after the last batch it applied.
+    db_size: Arc<AtomicI64>,
     log: LogReader,
     apply_stream: Option<ApplyStream>,
 }
@@ -44,9 +48,10 @@ struct ApplyStream {
 const RETRY: Duration = Duration::from_millis(100);
 
 impl StateMachine {
-    pub fn new(storage: StorageClient<Channel>, log: LogReader) -> Self {
+    pub fn new(storage: StorageClient<Channel>, log: LogReader, db_size: Arc<AtomicI64>) -> Self {
         StateMachine {
             storage,
+            db_size,
             log,
             apply_stream: None,
         }
@@ -87,7 +92,12 @@ impl StateMachine {
             let req = ApplyRequest { entries: batch };
             match self.apply_on_stream(req).await {
                 Ok(r) => {
-                    let ApplyResponse { mut results, .. } = r;
+                    let ApplyResponse {
+                        mut results,
+                        db_size,
+                        ..
+                    } = r;
+                    self.db_size.store(db_size, Ordering::Relaxed);
                     results.drain(..replayed.min(results.len()));
                     results.resize(entries.len(), Vec::new());
                     return Ok(results);

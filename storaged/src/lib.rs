@@ -3,6 +3,7 @@
 //! raftd (Apply) and gatewayd (Range, Status, WaitCompaction) over a Unix
 //! socket. storaged never talks to the network.
 
+pub mod alarm;
 pub mod compactor;
 pub mod event_feed;
 pub mod events;

@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
 use common::proto::etcdserverpb::{
-    HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
+    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, RangeRequest,
+    RangeResponse, ResponseHeader,
 };
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
@@ -233,5 +234,13 @@ impl Storage for StorageService {
         tracing::info!(applied = ?want, "restarting to activate the received snapshot");
         let _ = self.restart.send(true);
         Ok(Response::new(ActivateSnapshotResponse {}))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.blocking(|store| store.defragment()).await?;
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 }

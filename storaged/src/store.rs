@@ -19,7 +19,7 @@ use crate::read::{self, RevBounds};
 use crate::write::{self, RevState, WriteTxn};
 use crate::StoreError;
 use common::errors::EtcdError;
-use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use common::proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use common::proto::storage::{
     apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
     ApplyResponse, EventBatch, LogId, RaftRequest, RaftResult, StatusResponse,
@@ -142,6 +142,7 @@ impl Store {
         let mut tx = self.db.write_tx().durability(Some(PersistMode::Buffer));
         let mut results = Vec::with_capacity(entries.len());
         let mut published = Vec::new();
+        let mut alarms = crate::alarm::list(&tx, &self.ks)?;
         for entry in entries {
             let log_id = entry.log_id.ok_or(StoreError::MissingLogId)?;
             let next = applied.map_or(0, |a| a.index + 1);
@@ -159,7 +160,14 @@ impl Store {
                 Some(Payload::Request(bytes)) => {
                     let outcome = match RaftRequest::decode(bytes.as_slice()) {
                         Ok(req) => {
-                            apply_request(&mut tx, &self.ks, &mut revs, &req, &mut published)?
+                            let mut batch = Batch {
+                                tx: &mut tx,
+                                ks: &self.ks,
+                                revs: &mut revs,
+                                alarms: &mut alarms,
+                                published: &mut published,
+                            };
+                            batch.apply(&req)?
                         }
                         Err(e) => {
                             tracing::error!(index = log_id.index, error = %e, "undecodable raft request");
@@ -205,7 +213,11 @@ impl Store {
         for batch in published {
             let _ = self.events.send(Arc::new(batch));
         }
-        Ok(ApplyResponse { results, applied })
+        Ok(ApplyResponse {
+            results,
+            applied,
+            db_size: self.data_size() as i64,
+        })
     }
 
     /// Events of revisions `from..=to` from the revision log (at most
@@ -268,6 +280,17 @@ impl Store {
         crate::lease::keys_of(&self.db.read_tx(), &self.ks, lease)
     }
 
+    /// Flush and fully compact every keyspace: deleted and compacted data
+    /// leave the disk and the journals can go. Blocking; writes continue.
+    pub fn defragment(&self) -> Result<(), StoreError> {
+        for ks in self.keyspaces() {
+            let ks: &fjall::Keyspace = ks.as_ref();
+            ks.rotate_memtable_and_wait()?;
+            ks.major_compact()?;
+        }
+        Ok(())
+    }
+
     /// fsync everything; used on graceful shutdown.
     pub fn persist(&self) -> Result<(), StoreError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
@@ -275,7 +298,7 @@ impl Store {
 
     pub fn status(&self) -> Result<StatusResponse, StoreError> {
         let mut s = self.status_at(&self.db.read_tx())?;
-        let db_size = self.db.disk_space()? as i64;
+        let db_size = self.data_size() as i64;
         s.db_size = db_size;
         s.db_size_in_use = db_size;
         Ok(s)
@@ -304,7 +327,20 @@ impl Store {
             compact_revision: get_i64_at(r, meta, META_COMPACTED)?,
             db_size: 0,
             db_size_in_use: 0,
+            alarms: crate::alarm::list(r, &self.ks)?,
         })
+    }
+
+    /// The store's size as etcd's quota and Status see a backend's: the
+    /// keyspaces' tables plus what is still in memtables (not fjall's
+    /// preallocated journal files).
+    pub fn data_size(&self) -> u64 {
+        let tables: u64 = self
+            .keyspaces()
+            .iter()
+            .map(|ks| AsRef::<fjall::Keyspace>::as_ref(*ks).disk_space())
+            .sum();
+        tables + self.db.write_buffer_size()
     }
 
     /// Every keyspace, in KEYSPACES order.
@@ -327,51 +363,65 @@ fn get_i64_at<R: fjall::Readable>(
     }
 }
 
-/// One request's effect inside the batch transaction. Etcd errors are
-/// results (the entry is applied, nothing changes); storage errors abort
-/// the whole batch.
-fn apply_request(
-    tx: &mut fjall::SingleWriterWriteTx<'_>,
-    ks: &Keyspaces,
-    revs: &mut RevState,
-    req: &RaftRequest,
-    published: &mut Vec<EventBatch>,
-) -> Result<Option<Outcome>, StoreError> {
-    let outcome = match &req.op {
-        None => return Ok(None),
-        Some(Op::Compaction(c)) => write::compaction(revs, c).map(Outcome::Compaction),
-        Some(op) => {
-            let mut w = WriteTxn::new(tx, ks, *revs);
-            let out = match op {
-                Op::Put(p) => w.put(p).map(Outcome::Put),
-                Op::DeleteRange(d) => w.delete_range(d).map(Outcome::DeleteRange),
-                Op::Txn(t) => w.txn(t).map(Outcome::Txn),
-                Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
-                Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
-                Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
-                Op::Compaction(_) => unreachable_compaction(),
-            };
-            if out.is_ok() {
-                revs.current = w.rev();
-                let events = w.take_events();
-                if !events.is_empty() {
-                    published.push(EventBatch {
-                        revision: revs.current,
-                        events,
-                        compact_revision: 0,
-                    });
-                }
+/// What one Apply batch works on: its transaction and running state.
+struct Batch<'a, 'b> {
+    tx: &'a mut fjall::SingleWriterWriteTx<'b>,
+    ks: &'a Keyspaces,
+    revs: &'a mut RevState,
+    alarms: &'a mut Vec<AlarmMember>,
+    published: &'a mut Vec<EventBatch>,
+}
+
+impl Batch<'_, '_> {
+    /// One request's effect inside the batch transaction. Etcd errors are
+    /// results (the entry is applied, nothing changes); storage errors
+    /// abort the whole batch.
+    fn apply(&mut self, req: &RaftRequest) -> Result<Option<Outcome>, StoreError> {
+        let Some(op) = &req.op else {
+            return Ok(None);
+        };
+        let outcome = match (crate::alarm::refuse(self.alarms, op), op) {
+            (Some(refused), _) => Err(StoreError::Etcd(refused)),
+            (None, Op::Compaction(c)) => write::compaction(self.revs, c).map(Outcome::Compaction),
+            (None, Op::Alarm(a)) => {
+                crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
             }
-            out
+            (None, op) => self.write(op),
+        };
+        match outcome {
+            Ok(o) => Ok(Some(o)),
+            Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
+            Err(other) => Err(other),
         }
-    };
-    match outcome {
-        Ok(o) => Ok(Some(o)),
-        Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
-        Err(other) => Err(other),
+    }
+
+    /// A write to the key space: a new revision (and its events) if any.
+    fn write(&mut self, op: &Op) -> Result<Outcome, StoreError> {
+        let mut w = WriteTxn::new(self.tx, self.ks, *self.revs);
+        let out = match op {
+            Op::Put(p) => w.put(p).map(Outcome::Put),
+            Op::DeleteRange(d) => w.delete_range(d).map(Outcome::DeleteRange),
+            Op::Txn(t) => w.txn(t).map(Outcome::Txn),
+            Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
+            Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
+            Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
+            Op::Compaction(_) | Op::Alarm(_) => unreachable_op(),
+        };
+        if out.is_ok() {
+            self.revs.current = w.rev();
+            let events = w.take_events();
+            if !events.is_empty() {
+                self.published.push(EventBatch {
+                    revision: self.revs.current,
+                    events,
+                    compact_revision: 0,
+                });
+            }
+        }
+        out
     }
 }
 
-fn unreachable_compaction() -> Result<Outcome, StoreError> {
+fn unreachable_op() -> Result<Outcome, StoreError> {
     Err(StoreError::Etcd(EtcdError::NotCapable))
 }

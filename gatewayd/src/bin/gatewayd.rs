@@ -47,6 +47,11 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_MAX_REQUEST_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_request_bytes: Option<usize>,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults
+    /// to low space quota, 2 GiB; negative: no quota).
+    #[arg(long, env = "TRIAD_QUOTA_BACKEND_BYTES", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_backend_bytes: Option<i64>,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +86,7 @@ struct Resolved {
     request_timeout: Duration,
     version: String,
     advertise: Vec<String>,
+    quota_backend_bytes: i64,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -123,6 +129,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         ));
     }
     Ok(Resolved {
+        quota_backend_bytes: opts.quota_backend_bytes.unwrap_or(0),
         listen,
         advertise,
         watch_progress_interval,
@@ -163,6 +170,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         member.member_id,
         cfg.request_timeout,
         cfg.max_request_bytes,
+        cfg.quota_backend_bytes,
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let hub = WatchHub::spawn(backend.storage_client());

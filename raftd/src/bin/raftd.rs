@@ -193,7 +193,8 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
         .max_decoding_message_size(usize::MAX);
     let storage_check = storage.clone();
-    let sm = StateMachine::new(storage, log.reader());
+    let db_size = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sm = StateMachine::new(storage, log.reader(), db_size.clone());
     tracing::info!("waiting for storaged's applied state");
     let peers = Peers {
         cluster_id,
@@ -242,7 +243,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         Duration::from_secs(5),
         opts.strict_reconfig_check.unwrap_or(true),
     ));
-    let local = RaftLocalService::new(router, lessor, members, cluster_id);
+    let local = RaftLocalService::new(router, lessor, members, cluster_id, db_size);
     let local = Arc::new(local);
 
     // Peers: raft messages, and forwarded client work.
