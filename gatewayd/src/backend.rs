@@ -30,7 +30,7 @@ use common::proto::raft::{
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    RaftRequest, RaftResult, StatusRequest as StorageStatusRequest,
+    RaftRequest, RaftResult, SnapshotChunk, SnapshotRequest, StatusRequest as StorageStatusRequest,
     StatusResponse as StorageStatus, WaitCompactionRequest,
 };
 
@@ -297,6 +297,16 @@ impl Backend {
         })
         .await
         .map(|r| r.into_inner())
+    }
+
+    /// storaged's point-in-time copy of the whole store, in chunks.
+    pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotChunk>, Status> {
+        let s = retrying(self.deadline(), Retry::Idempotent, || {
+            let mut storage = self.storage.clone();
+            async move { storage.snapshot(SnapshotRequest {}).await }
+        })
+        .await?;
+        Ok(s.into_inner())
     }
 
     /// storaged's defragmentation (flush and full compaction).

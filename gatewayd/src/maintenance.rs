@@ -2,8 +2,9 @@
 //! as errors),
 //! Alarm (list from storaged; activate/deactivate through raft), Defragment
 //! (storaged flushes and compacts fully, off the apply path), MoveLeader (raftd
-//! transfers leadership), HashKV (storaged's, etcd's algorithm). Hash,
-//! Snapshot and Downgrade are not implemented yet.
+//! transfers leadership), HashKV (storaged's, etcd's algorithm), Snapshot
+//! (storaged's point-in-time copy as a backup file, `common::backup`).
+//! Hash and Downgrade are not implemented yet.
 
 use std::sync::Arc;
 
@@ -137,7 +138,50 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Err(Status::unimplemented("Snapshot is not implemented yet"))
+        // storaged's point-in-time copy, framed into the backup format,
+        // then its SHA-256 as the last message (as etcd sends its hash).
+        let mut chunks = self.backend.snapshot().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let header = self.backend.header(0);
+        tokio::spawn(async move {
+            let mut hash = common::backup::Hasher::default();
+            let mut written = 0;
+            loop {
+                let next = match chunks.message().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let mut blob = common::backup::frame(&next);
+                if next.last {
+                    blob.extend(common::backup::padding(written + blob.len()));
+                }
+                written += blob.len();
+                hash.update(&blob);
+                let resp = SnapshotResponse {
+                    header: header.clone(),
+                    remaining_bytes: 1,
+                    blob,
+                    version: String::new(),
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+            let last = SnapshotResponse {
+                header,
+                remaining_bytes: 0,
+                blob: hash.finish(),
+                version: String::new(),
+            };
+            let _ = tx.send(Ok(last)).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(

@@ -16,7 +16,7 @@ use common::proto::etcdserverpb::{
 };
 use common::proto::storage::raft_request::Op;
 
-const META_ALARMS: &[u8] = b"alarms";
+pub(crate) const META_ALARMS: &[u8] = b"alarms";
 
 /// The raised alarms as `r` sees them.
 pub fn list<R: Readable>(r: &R, ks: &Keyspaces) -> Result<Vec<AlarmMember>, StoreError> {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
 use tokio::sync::mpsc;
 
-use crate::store::{Store, KEYSPACES};
+use crate::alarm::META_ALARMS;
+use crate::store::{Store, KEYSPACES, META_APPLIED, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID};
 use crate::StoreError;
 use common::proto::storage::{SnapshotChunk, SnapshotEntry, StatusResponse};
 
@@ -106,6 +107,30 @@ impl Staging {
         }
         tx.commit()?;
         self.complete |= chunk.last;
+        Ok(())
+    }
+
+    /// For a restore into a new cluster: drop what belongs to the old
+    /// cluster's raft (applied log id, membership) and its alarms; the data
+    /// and revisions stay. The new cluster's log starts at index 1.
+    pub fn forget_raft_state(&mut self) -> Result<(), StoreError> {
+        let meta = &self.keyspaces[KEYSPACES.len() - 1];
+        let mut tx = self.db.write_tx();
+        for key in [
+            META_APPLIED,
+            META_MEMBERSHIP,
+            META_MEMBERSHIP_LOG_ID,
+            META_ALARMS,
+        ] {
+            tx.remove(meta, key);
+        }
+        tx.commit()?;
+        if let Some(s) = self.status.as_mut() {
+            s.applied = None;
+            s.membership.clear();
+            s.membership_log_id = None;
+            s.alarms.clear();
+        }
         Ok(())
     }
 

@@ -25,9 +25,9 @@ use common::proto::storage::{
     ApplyResponse, EventBatch, LogId, RaftRequest, RaftResult, StatusResponse,
 };
 
-const META_APPLIED: &[u8] = b"applied";
-const META_MEMBERSHIP: &[u8] = b"membership";
-const META_MEMBERSHIP_LOG_ID: &[u8] = b"membership_log_id";
+pub(crate) const META_APPLIED: &[u8] = b"applied";
+pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const META_MEMBERSHIP_LOG_ID: &[u8] = b"membership_log_id";
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACTED: &[u8] = b"compacted";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";

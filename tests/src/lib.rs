@@ -84,6 +84,35 @@ impl Member {
         m
     }
 
+    /// A member on data restored from a backup file with `triad snapshot
+    /// restore` (a new one-member cluster).
+    pub fn start_restored(backup: &Path) -> Member {
+        let dir = tempfile::Builder::new()
+            .prefix("triad-restored")
+            .tempdir()
+            .expect("tempdir");
+        let out = Command::new(bin("triad"))
+            .args(["snapshot", "restore"])
+            .arg(backup)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run triad snapshot restore");
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut m = Member {
+            dir,
+            port: free_port_pair(),
+            up: None,
+            env: Vec::new(),
+        };
+        m.launch();
+        m
+    }
+
     /// SIGSTOP / SIGCONT the supervisor itself (so it restarts nothing).
     pub fn pause_supervisor(&self, paused: bool) {
         let up = self.up.as_ref().expect("member is running");

@@ -1,6 +1,7 @@
 //! triad: the operator CLI (etcd's etcdutl counterpart). `triad up` runs a
 //! supervised local member for development and demos.
 
+mod snapshot;
 mod supervisor;
 mod up;
 
@@ -17,7 +18,25 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Restore a backup (etcdctl snapshot save) into a new member's data
+    /// directory; start it with triad up / the daemons' --initial-cluster.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The new member's data directory (must not hold a member yet).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Check a backup's integrity and show what it holds.
+    Status { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
+    /// Offline tools for backup files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Run a local member: storaged, raftd and gatewayd as supervised child
     /// processes. Prints `ready <client endpoints>` once it serves; Ctrl-C
     /// or SIGTERM stops all three cleanly.
@@ -62,6 +81,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
+            snapshot::restore(&file, &data_dir)
+        }
+        Command::Snapshot(SnapshotCommand::Status { file }) => snapshot::status(&file),
         Command::Up {
             data_dir,
             client_port,
