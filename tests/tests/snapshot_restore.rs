@@ -67,16 +67,17 @@ async fn a_saved_snapshot_restores_into_a_cluster_with_the_same_data() {
         .await
         .expect("source at revision");
     let ours = r.get("\0", Some(all(at))).await.expect("restored");
-    let view = |kvs: &[triad_tests::etcd_client::KeyValue]| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> {
+    let view = |kvs: &[triad_tests::etcd_client::KeyValue]| -> Vec<String> {
         kvs.iter()
             .map(|kv| {
-                (
-                    kv.key().to_vec(),
-                    kv.value().to_vec(),
+                format!(
+                    "{:?}={:?} c{} m{} v{} l{}",
+                    kv.key(),
+                    kv.value(),
                     kv.create_revision(),
                     kv.mod_revision(),
                     kv.version(),
-                    kv.lease(),
+                    kv.lease()
                 )
             })
             .collect()
