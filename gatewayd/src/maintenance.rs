@@ -162,7 +162,7 @@ impl Maintenance for MaintenanceService {
                 written += blob.len();
                 hash.update(&blob);
                 let resp = SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: 1,
                     blob,
                     version: String::new(),
