@@ -20,7 +20,8 @@ use common::proto::storage::raft_request::Op;
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{
-    DefragmentRequest, HashKvRequest, HashKvResponse, RangeRequest, RangeResponse, ResponseHeader,
+    DefragmentRequest, HashKvRequest, HashKvResponse, HashRequest, HashResponse, RangeRequest,
+    RangeResponse, ResponseHeader,
 };
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
@@ -314,6 +315,15 @@ impl Backend {
         let mut storage = self.storage.clone();
         storage.defragment(DefragmentRequest {}).await?;
         Ok(())
+    }
+
+    pub async fn hash(&self) -> Result<HashResponse, Status> {
+        retrying(self.deadline(), Retry::Idempotent, || {
+            let mut storage = self.storage.clone();
+            async move { storage.hash(HashRequest {}).await }
+        })
+        .await
+        .map(|r| r.into_inner())
     }
 
     pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Status> {

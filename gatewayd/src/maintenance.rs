@@ -3,8 +3,8 @@
 //! Alarm (list from storaged; activate/deactivate through raft), Defragment
 //! (storaged flushes and compacts fully, off the apply path), MoveLeader (raftd
 //! transfers leadership), HashKV (storaged's, etcd's algorithm), Snapshot
-//! (storaged's point-in-time copy as a backup file, `common::backup`).
-//! Hash and Downgrade are not implemented yet.
+//! (storaged's point-in-time copy as a backup file, `common::backup`),
+//! Hash (of storaged's whole store). Downgrade is not implemented.
 
 use std::sync::Arc;
 
@@ -118,7 +118,10 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented("Hash is not implemented yet"))
+        let mut resp = self.backend.hash().await?;
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = self.backend.header(revision);
+        Ok(Response::new(resp))
     }
 
     async fn hash_kv(

@@ -27,6 +27,17 @@ use common::proto::storage::{LeasesRequest, RaftRequest, RaftResult};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
 
+/// Propose one request through raft on this (leading) raftd; storaged's
+/// encoded result. For raftd's own proposals (lessor, auto-compaction).
+pub async fn propose(raft: &Raft, op: Op) -> Result<Vec<u8>, Status> {
+    let bytes = RaftRequest { op: Some(op) }.encode_to_vec();
+    match raft.client_write(Proposal(bytes)).await {
+        Ok(r) => Ok(r.data.0),
+        Err(RaftError::APIError(e)) => Err(crate::local_server::write_error(&e).into()),
+        Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
+    }
+}
+
 /// etcd's MaxLeaseTTL (seconds).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 const TICK: Duration = Duration::from_millis(250);
@@ -88,14 +99,8 @@ impl Lessor {
         m.current_leader == Some(m.id)
     }
 
-    /// Propose one request through raft; storaged's encoded result.
     async fn propose(&self, op: Op) -> Result<Vec<u8>, Status> {
-        let bytes = RaftRequest { op: Some(op) }.encode_to_vec();
-        match self.raft.client_write(Proposal(bytes)).await {
-            Ok(r) => Ok(r.data.0),
-            Err(RaftError::APIError(e)) => Err(crate::local_server::write_error(&e).into()),
-            Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
-        }
+        propose(&self.raft, op).await
     }
 
     fn outcome(bytes: &[u8]) -> Option<Outcome> {

@@ -70,3 +70,30 @@ pub fn hash_kv<R: Readable>(
     }
     Ok(crc)
 }
+
+/// etcd's Hash: CRC-32C over every keyspace's entries (name, then keys and
+/// values in order), without the raft bookkeeping in `meta` that differs
+/// between members holding the same data (applied log id, membership).
+pub fn hash_all<R: Readable>(
+    r: &R,
+    keyspaces: &[&fjall::SingleWriterTxKeyspace],
+) -> Result<u32, StoreError> {
+    let skip: [&[u8]; 3] = [
+        crate::store::META_APPLIED,
+        crate::store::META_MEMBERSHIP,
+        crate::store::META_MEMBERSHIP_LOG_ID,
+    ];
+    let mut crc = 0;
+    for (name, ks) in crate::store::KEYSPACES.iter().zip(keyspaces) {
+        crc = crc32c::crc32c_append(crc, name.as_bytes());
+        for g in r.iter(ks) {
+            let (k, v) = g.into_inner()?;
+            if *name == "meta" && skip.contains(&k.as_ref()) {
+                continue;
+            }
+            crc = crc32c::crc32c_append(crc, &k);
+            crc = crc32c::crc32c_append(crc, &v);
+        }
+    }
+    Ok(crc)
+}

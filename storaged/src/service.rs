@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
 use common::proto::etcdserverpb::{
-    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, RangeRequest,
-    RangeResponse, ResponseHeader,
+    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
+    HashResponse, RangeRequest, RangeResponse, ResponseHeader,
 };
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
@@ -242,5 +242,16 @@ impl Storage for StorageService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.blocking(|store| store.defragment()).await?;
         Ok(Response::new(DefragmentResponse { header: None }))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (hash, revision) = self.blocking(|store| store.hash()).await?;
+        Ok(Response::new(HashResponse {
+            header: Some(ResponseHeader {
+                revision,
+                ..Default::default()
+            }),
+            hash,
+        }))
     }
 }

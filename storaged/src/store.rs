@@ -276,6 +276,13 @@ impl Store {
         Ok((hash, bounds.current, compacted, upto))
     }
 
+    /// etcd's Hash of the whole store: (hash, current revision).
+    pub fn hash(&self) -> Result<(u32, i64), StoreError> {
+        let snap = self.db.read_tx();
+        let hash = crate::hash::hash_all(&snap, &self.keyspaces())?;
+        Ok((hash, self.status_at(&snap)?.revision))
+    }
+
     pub fn lease_keys(&self, lease: i64) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         crate::lease::keys_of(&self.db.read_tx(), &self.ks, lease)
     }

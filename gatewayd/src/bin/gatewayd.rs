@@ -52,6 +52,10 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_QUOTA_BACKEND_BYTES", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_backend_bytes: Option<i64>,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "TRIAD_MAX_CONCURRENT_STREAMS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_streams: Option<u32>,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,7 @@ struct Resolved {
     version: String,
     advertise: Vec<String>,
     quota_backend_bytes: i64,
+    max_concurrent_streams: u32,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -128,7 +133,14 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             "--watch-progress-notify-interval must be positive".into(),
         ));
     }
+    let max_concurrent_streams = opts.max_concurrent_streams.unwrap_or(u32::MAX);
+    if max_concurrent_streams == 0 {
+        return Err(common::config::ConfigError(
+            "--max-concurrent-streams must be at least 1".into(),
+        ));
+    }
     Ok(Resolved {
+        max_concurrent_streams,
         quota_backend_bytes: opts.quota_backend_bytes.unwrap_or(0),
         listen,
         advertise,
@@ -230,6 +242,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
             tonic::transport::Server::builder()
                 .accept_http1(true)
                 .tcp_nodelay(true)
+                .max_concurrent_streams(Some(cfg.max_concurrent_streams))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     common::tcp::nodelay_connections(listener),

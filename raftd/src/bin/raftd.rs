@@ -59,6 +59,15 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_SNAPSHOT_CATCHUP_ENTRIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_catchup_entries: Option<u64>,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, env = "TRIAD_AUTO_COMPACTION_MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_compaction_mode: Option<String>,
+    /// Auto compaction retention for mvcc key value store. 0 means disable
+    /// auto compaction (a bare number is hours in periodic mode).
+    #[arg(long, env = "TRIAD_AUTO_COMPACTION_RETENTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_compaction_retention: Option<String>,
     /// Enable the raft Pre-Vote algorithm to prevent disruption when a
     /// node that has been partitioned away rejoins the cluster (default on).
     #[arg(long, env = "TRIAD_PRE_VOTE", num_args = 0..=1, default_missing_value = "true")]
@@ -112,6 +121,10 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
             "invalid value \"{other}\" for flag -initial-cluster-state: valid values are \"new\" or \"existing\""
         ),
     }
+    raftd::auto_compact::parse(
+        opts.auto_compaction_mode.as_deref(),
+        opts.auto_compaction_retention.as_deref(),
+    )?;
     if opts.snapshot_count == Some(0) {
         anyhow::bail!("--snapshot-count must be at least 1");
     }
@@ -233,6 +246,16 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         let lessor = lessor.clone();
         async move { lessor.run().await }
     });
+    if let Some(retention) = raftd::auto_compact::parse(
+        opts.auto_compaction_mode.as_deref(),
+        opts.auto_compaction_retention.as_deref(),
+    )? {
+        tokio::spawn(raftd::auto_compact::run(
+            raft.clone(),
+            storage_check.clone(),
+            retention,
+        ));
+    }
     let router = Arc::new(Router::new(
         raft.clone(),
         member_id,

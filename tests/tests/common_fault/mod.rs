@@ -78,4 +78,19 @@ pub async fn assert_equal_hashes(cluster: &Cluster, revision: i64) {
         hashes.windows(2).all(|w| w[0] == w[1]),
         "members' HashKV differ at {revision}: {hashes:?}"
     );
+    // Once every member has applied everything, the whole stores agree too.
+    loop {
+        let mut whole = Vec::new();
+        for i in 0..cluster.members.len() {
+            let mut c = cluster.client(i).await;
+            if let Ok(h) = c.hash().await {
+                whole.push(h.hash());
+            }
+        }
+        if whole.len() == cluster.members.len() && whole.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "members' Hash differ: {whole:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
