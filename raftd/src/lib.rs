@@ -8,6 +8,7 @@
 
 pub mod auto_compact;
 pub mod codec;
+pub mod corruption;
 pub mod force;
 pub mod join;
 pub mod lessor;

@@ -9,6 +9,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec;
 use crate::members;
 use crate::types::{Raft, Snapshot, SnapshotMeta, StoragedSnapshot, Vote};
+use common::errors::EtcdError;
+use common::proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use common::proto::peer::raft_peer_server::RaftPeer;
 use common::proto::peer::{ClusterRequest, ClusterResponse, RaftMessage, SnapshotChunk};
 use common::proto::storage::storage_client::StorageClient;
@@ -166,6 +168,25 @@ impl RaftPeer for RaftPeerService {
             .await
             .map_err(raft_failed)?;
         self.reply(&resp)
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let req = req.into_inner();
+        // The asking leader may be ahead: give this member a moment to
+        // apply the revision.
+        let mut storage = self.storage.clone();
+        for _ in 0..40 {
+            match storage.hash_kv(req).await {
+                Err(s) if s.message() == EtcdError::FutureRev.to_string() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(EtcdError::FutureRev.into())
     }
 
     async fn cluster(

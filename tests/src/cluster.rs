@@ -188,6 +188,25 @@ impl Cluster {
         pid
     }
 
+    /// SIGSTOP / SIGCONT the cluster's supervisor (so it restarts nothing).
+    pub fn pause_supervisor(&self, paused: bool) {
+        let up = self.ups.first().expect("cluster is running");
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(up.id() as i32), sig).expect("signal supervisor");
+    }
+
+    /// Wait until the process `pid` is gone (after a kill).
+    pub fn wait_dead(&self, pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && kill(Pid::from_raw(pid), None).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// kill -9 one daemon of member i and wait until it is restarted.
     pub fn kill9(&self, i: usize, daemon: &str) {
         let old = self.signal(i, daemon, Signal::SIGKILL);

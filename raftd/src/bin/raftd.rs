@@ -68,6 +68,14 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_AUTO_COMPACTION_RETENTION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     auto_compaction_retention: Option<String>,
+    /// Check data corruption before serving (compare HashKV with peers).
+    #[arg(long, env = "TRIAD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experimental_initial_corrupt_check: Option<bool>,
+    /// Duration of time between cluster corruption check passes (0: off).
+    #[arg(long, env = "TRIAD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experimental_corrupt_check_time: Option<String>,
     /// Enable the raft Pre-Vote algorithm to prevent disruption when a
     /// node that has been partitioned away rejoins the cluster (default on).
     #[arg(long, env = "TRIAD_PRE_VOTE", num_args = 0..=1, default_missing_value = "true")]
@@ -125,6 +133,9 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
         opts.auto_compaction_mode.as_deref(),
         opts.auto_compaction_retention.as_deref(),
     )?;
+    if let Some(t) = &opts.experimental_corrupt_check_time {
+        common::config::parse_duration(t)?;
+    }
     if opts.snapshot_count == Some(0) {
         anyhow::bail!("--snapshot-count must be at least 1");
     }
@@ -255,6 +266,20 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             storage_check.clone(),
             retention,
         ));
+    }
+    if opts.experimental_initial_corrupt_check.unwrap_or(false) {
+        raftd::corruption::initial_check(&raft, &storage_check, member_id).await?;
+    }
+    if let Some(t) = &opts.experimental_corrupt_check_time {
+        let every = common::config::parse_duration(t)?;
+        if !every.is_zero() {
+            tokio::spawn(raftd::corruption::run(
+                raft.clone(),
+                storage_check.clone(),
+                member_id,
+                every,
+            ));
+        }
     }
     let router = Arc::new(Router::new(
         raft.clone(),
