@@ -50,6 +50,25 @@ pub fn free_port_pair() -> u16 {
 
 pub const DAEMONS: [&str; 3] = ["storaged", "raftd", "gatewayd"];
 
+/// A tiny deterministic generator for load and fuzz tests (no dependency
+/// needed for coin flips and random bytes).
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Up to `max` random bytes.
+    pub fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = (self.next() % (max as u64 + 1)) as usize;
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
 /// One supervised triad member (`triad up`).
 pub struct Member {
     pub dir: tempfile::TempDir,

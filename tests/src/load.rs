@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 
 use crate::history::{History, Logged, Op, Outcome};
+use crate::XorShift;
 
 pub const PREFIX: &str = "hist/";
 const KEYS: u64 = 8;
@@ -21,18 +22,6 @@ async fn connect_all(endpoints: &[String]) -> Option<Client> {
         .with_timeout(OP_TIMEOUT)
         .with_connect_timeout(Duration::from_secs(2));
     Client::connect(endpoints, Some(opts)).await.ok()
-}
-
-/// A tiny deterministic generator (no dependency needed for a coin flip).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Concurrent clients until `stop` is set (or `max_ops` each). Client c

@@ -13,25 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use triad_tests::etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
-use triad_tests::{Member, DAEMONS};
+use triad_tests::{Member, XorShift, DAEMONS};
 
-/// A tiny deterministic generator for the fuzz pass.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.next() % (max as u64 + 1)) as usize;
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-fn throw_garbage(mut conn: impl Read + Write, rng: &mut Rng) {
+fn throw_garbage(mut conn: impl Read + Write, rng: &mut XorShift) {
     let _ = conn.write_all(&rng.bytes(4096));
     let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut sink = [0u8; 1024];
@@ -42,7 +26,7 @@ fn throw_garbage(mut conn: impl Read + Write, rng: &mut Rng) {
 fn garbage_on_every_port_crashes_nothing() {
     let m = Member::start();
     let pids: Vec<i32> = DAEMONS.iter().map(|d| m.pid(d).expect("pid")).collect();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
     let run = m.data_dir().join("run");
     for _ in 0..20 {
         for port in [m.port, m.port + 1] {
@@ -111,7 +95,7 @@ async fn random_requests_get_errors_never_crashes() {
     let m = Member::start();
     let pids: Vec<i32> = DAEMONS.iter().map(|d| m.pid(d).expect("pid")).collect();
     let mut c = m.client().await;
-    let mut rng = Rng(0xfeed_beef_cafe_f00d);
+    let mut rng = XorShift(0xfeed_beef_cafe_f00d);
     // Bounded: a fixed number of random requests of every kind.
     for _ in 0..300 {
         let key = rng.bytes(40);
@@ -121,7 +105,7 @@ async fn random_requests_get_errors_never_crashes() {
             .with_range(end.clone())
             .with_revision(rev)
             .with_limit((rng.next() % 10) as i64 - 3);
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             opts = opts.with_sort(SortTarget::Mod, SortOrder::Descend);
         }
         let _ = c.get(key.clone(), Some(opts)).await;
