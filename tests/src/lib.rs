@@ -55,7 +55,7 @@ pub const DAEMONS: [&str; 3] = ["storaged", "raftd", "gatewayd"];
 pub struct XorShift(pub u64);
 
 impl XorShift {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -64,8 +64,8 @@ impl XorShift {
 
     /// Up to `max` random bytes.
     pub fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.next() % (max as u64 + 1)) as usize;
-        (0..n).map(|_| self.next() as u8).collect()
+        let n = (self.next_u64() % (max as u64 + 1)) as usize;
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 

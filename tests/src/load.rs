@@ -82,8 +82,8 @@ async fn client_loop(
             }
         }
         let Some(cl) = client.as_mut() else { continue };
-        let key = format!("{PREFIX}{}", rng.next() % KEYS);
-        let is_put = rng.next().is_multiple_of(2);
+        let key = format!("{PREFIX}{}", rng.next_u64() % KEYS);
+        let is_put = rng.next_u64().is_multiple_of(2);
         let invoke = Instant::now();
         let (put, outcome) = if is_put {
             let value = format!("c{c}-{seq}");

@@ -100,12 +100,12 @@ async fn random_requests_get_errors_never_crashes() {
     for _ in 0..300 {
         let key = rng.bytes(40);
         let end = rng.bytes(40);
-        let rev = (rng.next() % 100) as i64 - 50;
+        let rev = (rng.next_u64() % 100) as i64 - 50;
         let mut opts = GetOptions::new()
             .with_range(end.clone())
             .with_revision(rev)
-            .with_limit((rng.next() % 10) as i64 - 3);
-        if rng.next().is_multiple_of(2) {
+            .with_limit((rng.next_u64() % 10) as i64 - 3);
+        if rng.next_u64().is_multiple_of(2) {
             opts = opts.with_sort(SortTarget::Mod, SortOrder::Descend);
         }
         let _ = c.get(key.clone(), Some(opts)).await;
