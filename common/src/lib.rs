@@ -9,6 +9,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod proto;
 pub mod tcp;
+pub mod tls;
 pub mod uds;
 
 /// The version every daemon reports for `--version`.

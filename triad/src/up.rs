@@ -39,7 +39,7 @@ impl LocalMember {
         format!("http://127.0.0.1:{}", self.client_port + 1)
     }
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        client_url(self.client_port)
     }
 }
 
@@ -132,14 +132,44 @@ fn specs(m: &LocalMember, initial_cluster: &str, how: &How) -> anyhow::Result<Ve
         .collect()
 }
 
+/// The client TLS files when the daemons get them from the environment
+/// (TRIAD_CERT_FILE, ...): then members serve https.
+fn client_tls() -> Option<common::tls::TlsFiles> {
+    let path = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let files = common::tls::TlsFiles {
+        cert: path("TRIAD_CERT_FILE"),
+        key: path("TRIAD_KEY_FILE"),
+        trusted_ca: path("TRIAD_TRUSTED_CA_FILE"),
+        client_cert_auth: false,
+    };
+    files.enabled().then_some(files)
+}
+
+fn client_url(port: u16) -> String {
+    let scheme = if client_tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
 /// Wait until the member has published its client URL to the cluster:
 /// a membership change committed by a quorum and applied here, so the
 /// member serves (etcd is ready once it has published itself). A learner
 /// is ready once it answers (it refuses membership calls, as etcd's do).
 async fn wait_ready(client_port: u16) {
-    let url = format!("http://127.0.0.1:{client_port}");
+    let url = client_url(client_port);
+    // Under TLS, trust the configured CA and present the member's own
+    // certificate (client certificate auth may be on).
+    let tls = client_tls().map(|t| t.client());
     loop {
-        if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone());
+        let endpoint = match (endpoint, &tls) {
+            (Ok(e), Some(Ok(t))) => e.tls_config(t.clone()),
+            (e, _) => e,
+        };
+        if let Ok(endpoint) = endpoint {
             let mut cluster = ClusterClient::new(endpoint.connect_lazy());
             let list = cluster
                 .member_list(MemberListRequest {

@@ -52,6 +52,22 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_QUOTA_BACKEND_BYTES", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_backend_bytes: Option<i64>,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "TRIAD_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_file: Option<std::path::PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "TRIAD_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<std::path::PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "TRIAD_TRUSTED_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_ca_file: Option<std::path::PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "TRIAD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert_auth: Option<bool>,
     /// Maximum concurrent streams that each client can open at a time.
     #[arg(long, env = "TRIAD_MAX_CONCURRENT_STREAMS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,7 +98,9 @@ struct GatewaydOpts {
 }
 
 struct Resolved {
-    listen: Vec<std::net::SocketAddr>,
+    /// Each listen address, and whether it is an https URL (TLS).
+    listen: Vec<(std::net::SocketAddr, bool)>,
+    tls: common::tls::TlsFiles,
     watch_progress_interval: Duration,
     worker_threads: usize,
     max_request_bytes: usize,
@@ -101,9 +119,24 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             .unwrap_or("http://localhost:2379"),
         "listen-client-urls",
     )?;
+    let tls = common::tls::TlsFiles {
+        cert: opts.cert_file.clone(),
+        key: opts.key_file.clone(),
+        trusted_ca: opts.trusted_ca_file.clone(),
+        client_cert_auth: opts.client_cert_auth.unwrap_or(false),
+    };
+    tls.check("")?;
     let listen = urls
         .iter()
-        .map(|u| common::config::listen_addr(u))
+        .map(|u| {
+            let https = u.starts_with("https://");
+            if https && !tls.enabled() {
+                return Err(common::config::ConfigError(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for the url {u}"
+                )));
+            }
+            common::config::listen_addr(u).map(|a| (a, https))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let advertise = common::config::parse_urls(
         opts.advertise_client_urls
@@ -140,6 +173,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         ));
     }
     Ok(Resolved {
+        tls,
         max_concurrent_streams,
         quota_backend_bytes: opts.quota_backend_bytes.unwrap_or(0),
         listen,
@@ -232,14 +266,21 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let shutdown = common::lifecycle::shutdown_signal();
     let mut servers = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    for addr in &cfg.listen {
+    let server_tls = cfg.tls.server()?;
+    for (addr, https) in &cfg.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let routes = tonic::service::Routes::from(router.clone());
         let mut stop = stop_rx.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let (true, Some(tls)) = (*https, &server_tls) {
+            builder = builder
+                .tls_config(tls.clone())
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        }
         servers.push(tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .accept_http1(true)
                 .tcp_nodelay(true)
                 .max_concurrent_streams(Some(cfg.max_concurrent_streams))
@@ -251,7 +292,7 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
                     },
                 ),
         ));
-        tracing::info!(%addr, "gatewayd serving clients");
+        tracing::info!(%addr, tls = *https, "gatewayd serving clients");
     }
     common::lifecycle::notify_ready("serving");
     tokio::spawn({

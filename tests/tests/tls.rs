@@ -1,0 +1,84 @@
+//! Client TLS on gatewayd with etcd's flags: https on the client port with
+//! the member's certificate; with --client-cert-auth a client must present
+//! a certificate from the trusted CA. etcdctl talks to it with --cacert,
+//! --cert and --key, as to etcd.
+
+use std::path::Path;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use triad_tests::{etcdctl, Member};
+
+/// A CA, and certificates it signed for the member and for a client.
+fn make_certs(dir: &Path) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "triad test CA");
+    let ca_key = KeyPair::generate().expect("ca key");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
+    for (name, cn) in [("server", "triad-member"), ("client", "root")] {
+        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write cert");
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem())
+            .expect("write key");
+    }
+}
+
+#[test]
+fn client_tls_with_client_certificates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path());
+    let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
+    let m = Member::start_with_env(&[
+        ("TRIAD_CERT_FILE", &file("server.pem")),
+        ("TRIAD_KEY_FILE", &file("server-key.pem")),
+        ("TRIAD_TRUSTED_CA_FILE", &file("ca.pem")),
+        ("TRIAD_CLIENT_CERT_AUTH", "true"),
+    ]);
+    let ca = format!("--cacert={}", file("ca.pem"));
+    let cert = format!("--cert={}", file("client.pem"));
+    let key = format!("--key={}", file("client-key.pem"));
+    let ep = m.endpoint();
+    let put = etcdctl(&ep, &[&ca, &cert, &key, "put", "secure", "yes"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = etcdctl(
+        &ep,
+        &[&ca, &cert, &key, "get", "secure", "--print-value-only"],
+    );
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "yes");
+    // Without a client certificate the handshake is refused.
+    let anonymous = etcdctl(
+        &ep,
+        &[
+            &ca,
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "secure",
+        ],
+    );
+    assert!(
+        !anonymous.status.success(),
+        "a client without a certificate got in"
+    );
+    // Plain text on the TLS port is refused too.
+    let plain = etcdctl(
+        &ep,
+        &["--dial-timeout=2s", "--command-timeout=3s", "get", "secure"],
+    );
+    assert!(!plain.status.success(), "plain text got in");
+}
