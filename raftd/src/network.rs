@@ -32,13 +32,31 @@ pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
     let url = urls
         .first()
         .ok_or_else(|| "member has no peer URL".to_string())?;
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let tls = PEER_TLS
+            .get()
+            .cloned()
+            .unwrap_or_else(tonic::transport::ClientTlsConfig::new);
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("peer TLS for {url}: {e}"))?;
+    }
     Ok(endpoint.connect_lazy())
+}
+
+/// How this member calls https peer URLs (--peer-* TLS flags), set once at
+/// start.
+static PEER_TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> =
+    std::sync::OnceLock::new();
+
+pub fn set_peer_tls(config: tonic::transport::ClientTlsConfig) {
+    let _ = PEER_TLS.set(config);
 }
 
 /// Creates a client per replication target.

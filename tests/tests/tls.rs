@@ -82,3 +82,35 @@ fn client_tls_with_client_certificates() {
     );
     assert!(!plain.status.success(), "plain text got in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tls_between_members() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path());
+    let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
+    let cluster = triad_tests::cluster::Cluster::start_with_env(
+        3,
+        &[
+            ("TRIAD_PEER_CERT_FILE", &file("server.pem")),
+            ("TRIAD_PEER_KEY_FILE", &file("server-key.pem")),
+            ("TRIAD_PEER_TRUSTED_CA_FILE", &file("ca.pem")),
+            ("TRIAD_PEER_CLIENT_CERT_AUTH", "true"),
+        ],
+    );
+    let list = triad_tests::ok_stdout(&cluster.etcdctl(1, &["member", "list"]));
+    assert_eq!(list.matches("https://127.0.0.1:").count(), 3, "{list}");
+    let mut c0 = cluster.client(0).await;
+    let rev = c0
+        .put("over", "tls", None)
+        .await
+        .expect("put")
+        .header()
+        .expect("h")
+        .revision();
+    let mut c2 = cluster.client(2).await;
+    let got = c2
+        .get("over", None)
+        .await
+        .expect("linearizable get elsewhere");
+    assert_eq!(got.kvs()[0].mod_revision(), rev);
+}

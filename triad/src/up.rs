@@ -36,7 +36,13 @@ struct LocalMember {
 
 impl LocalMember {
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port + 1)
+        // https when the daemons get peer TLS settings from the environment.
+        let scheme = if std::env::var_os("TRIAD_PEER_CERT_FILE").is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port + 1)
     }
     fn client_url(&self) -> String {
         client_url(self.client_port)

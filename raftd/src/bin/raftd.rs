@@ -46,6 +46,22 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen_peer_urls: Option<String>,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "TRIAD_PEER_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_cert_file: Option<std::path::PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "TRIAD_PEER_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_key_file: Option<std::path::PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "TRIAD_PEER_TRUSTED_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_trusted_ca_file: Option<std::path::PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "TRIAD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_client_cert_auth: Option<bool>,
     /// Initial cluster state ('new' or 'existing').
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER_STATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +108,15 @@ struct RaftdOpts {
 }
 
 impl RaftdOpts {
+    fn peer_tls(&self) -> common::tls::TlsFiles {
+        common::tls::TlsFiles {
+            cert: self.peer_cert_file.clone(),
+            key: self.peer_key_file.clone(),
+            trusted_ca: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth.unwrap_or(false),
+        }
+    }
+
     fn joining(&self) -> bool {
         self.initial_cluster_state.as_deref() == Some("existing")
     }
@@ -152,6 +177,17 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
     if let Some(urls) = &opts.listen_peer_urls {
         common::config::parse_urls(urls, "listen-peer-urls")?;
     }
+    let tls = opts.peer_tls();
+    tls.check("peer-")?;
+    let listen = opts
+        .listen_peer_urls
+        .clone()
+        .unwrap_or_else(|| member.peer_urls.join(","));
+    if listen.contains("https://") && !tls.enabled() {
+        anyhow::bail!(
+            "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for https peer URLs"
+        );
+    }
     Ok(())
 }
 
@@ -192,6 +228,10 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         ..Default::default()
     };
     let config = Arc::new(config.validate()?);
+
+    let peer_tls = opts.peer_tls();
+    raftd::network::set_peer_tls(peer_tls.client()?);
+    let peer_server_tls = peer_tls.server()?;
 
     // Who this member is: settled on first start and kept (a joining member
     // learns its IDs from the cluster).
@@ -306,7 +346,14 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
         tracing::info!(%url, "listening for peers");
         let peer = RaftPeerService::new(raft.clone(), cluster_id, member_id, storage_check.clone());
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let (true, Some(tls)) = (url.starts_with("https://"), &peer_server_tls) {
+            builder = builder
+                .tls_config(tls.clone())
+                .map_err(|e| anyhow::anyhow!("peer TLS: {e}"))?;
+        }
+        tracing::info!(%url, tls = url.starts_with("https://"), "serving peers");
+        let server = builder
             .tcp_nodelay(true)
             .add_service(RaftPeerServer::new(peer).max_decoding_message_size(usize::MAX))
             .add_service(
