@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -158,6 +161,49 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             |mut c, m| async move { c.append_entries(m).await },
         )
         .await
+    }
+
+    /// Replication on one bidi stream: requests go out as openraft produces
+    /// them (pipelined), results come back in order.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let (cluster_id, from) = (self.cluster_id, self.member_id);
+        let client = self.client.clone();
+        Box::pin(async move {
+            let mut client =
+                client.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
+            // An unencodable request ends the stream on the receiver, which
+            // the results then report.
+            let outgoing = input.map(move |req| RaftMessage {
+                cluster_id,
+                from,
+                body: codec::encode(&req).unwrap_or_default(),
+            });
+            let replies = client
+                .stream_append(outgoing)
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            let results = replies.map(|reply| match reply {
+                Ok(msg) => codec::decode::<StreamAppendResult<TypeConfig>>(&msg.body)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                Err(s) => Err(status_error(&s)),
+            });
+            let results: BoxStream<'s, _> = Box::pin(results);
+            Ok(results)
+        })
     }
 
     async fn vote(

@@ -107,6 +107,41 @@ impl RaftPeer for RaftPeerService {
         .await
     }
 
+    type StreamAppendStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
+    /// openraft's pipelined append: requests are handed over as they
+    /// arrive, results sent back in order.
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        use futures::StreamExt;
+        let expected = self.cluster_id;
+        // Undecodable or foreign messages end the input; the leader sees
+        // the stream end and starts over.
+        let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |m| {
+            let m = m.ok()?;
+            if m.cluster_id != expected {
+                return None;
+            }
+            codec::decode::<openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>>(&m.body)
+                .ok()
+        });
+        let (cluster_id, member_id) = (self.cluster_id, self.member_id);
+        let out = self.raft.stream_append(input).map(move |r| match r {
+            Ok(result) => codec::encode(&result)
+                .map(|body| RaftMessage {
+                    cluster_id,
+                    from: member_id,
+                    body,
+                })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(fatal) => Err(raft_failed(fatal)),
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.handle(req, |raft, rpc| async move { raft.vote(rpc).await })
             .await

@@ -118,8 +118,13 @@ pub fn check(ops: &[Op], log: &[Logged]) -> Result<Report, String> {
                     }
                     timed.push((op.invoke, op.complete, *revision, i, true));
                 }
-                (Outcome::Put { .. }, None) => {
-                    return Err(format!("acknowledged put lost: {op:?}"));
+                (Outcome::Put { revision }, None) => {
+                    let there = log.iter().find(|l| l.revision == *revision);
+                    let first = log.first();
+                    return Err(format!(
+                        "acknowledged put lost: {op:?}; the log has {there:?} at that revision and starts with {first:?} ({} entries)",
+                        log.len()
+                    ));
                 }
                 (Outcome::Unknown, Some(l)) => {
                     report.unknown += 1;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, SortOrder, SortTarget, WatchOptions};
 
 use crate::history::{History, Logged, Op, Outcome};
 use crate::XorShift;
@@ -214,18 +214,27 @@ async fn watch_loop(
 }
 
 /// The cluster's change log under PREFIX from `start`: every put in
-/// revision order, read back with a watch up to the current revision.
+/// revision order, read back with a watch up to the newest put there.
 pub async fn read_log(endpoints: &[String], start: i64) -> Vec<Logged> {
     let mut client = connect_all(endpoints).await.expect("connect for the log");
-    let current = client
-        .get("\0", Some(GetOptions::new().with_count_only()))
+    // The newest revision under PREFIX (the tests only put there).
+    let newest = client
+        .get(
+            PREFIX,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Mod, SortOrder::Descend)
+                    .with_limit(1),
+            ),
+        )
         .await
-        .expect("current revision")
-        .header()
-        .expect("header")
-        .revision();
+        .expect("newest revision under the prefix")
+        .kvs()
+        .first()
+        .map_or(0, |kv| kv.mod_revision());
     let mut log = Vec::new();
-    if current < start {
+    if newest < start {
         return log;
     }
     let opts = WatchOptions::new().with_prefix().with_start_revision(start);
@@ -233,10 +242,17 @@ pub async fn read_log(endpoints: &[String], start: i64) -> Vec<Logged> {
         .watch(PREFIX, Some(opts))
         .await
         .expect("watch the log");
-    // Writes outside PREFIX may end the log early: stop at a quiet stream.
-    while let Ok(Ok(Some(resp))) =
-        tokio::time::timeout(Duration::from_secs(3), stream.message()).await
-    {
+    // A member replaying much history on a loaded machine may be slow:
+    // wait for all of it (bounded), never return part of it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log.last().is_none_or(|l: &Logged| l.revision < newest) {
+        let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            other => panic!(
+                "reading the log back stopped at {:?} of {newest}: {other:?}",
+                log.last().map(|l| l.revision)
+            ),
+        };
         for e in resp.events() {
             if let Some(kv) = e.kv() {
                 log.push(Logged {
@@ -245,9 +261,6 @@ pub async fn read_log(endpoints: &[String], start: i64) -> Vec<Logged> {
                     value: String::from_utf8_lossy(kv.value()).into_owned(),
                 });
             }
-        }
-        if log.last().is_some_and(|l| l.revision >= current) {
-            break;
         }
     }
     log
