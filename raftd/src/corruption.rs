@@ -59,17 +59,22 @@ async fn peer_hashes(raft: &Raft, me: NodeId, revision: i64) -> Vec<(NodeId, Has
     out
 }
 
-/// The members whose hash differs from `mine` where it must not (etcd's
-/// rules: a follower ahead of the leader, or at the same compaction with
-/// another hash).
-fn mismatches(mine: &HashKvResponse, peers: &[(NodeId, HashKvResponse)]) -> BTreeSet<NodeId> {
-    let rev = mine.header.as_ref().map_or(0, |h| h.revision);
+/// The members whose answers cannot be right (etcd's rules): ahead of the
+/// leader's revision or compaction as measured *after* asking them
+/// (`after`), or at the compaction the leader hashed at (`mine`) with
+/// another hash.
+fn mismatches(
+    mine: &HashKvResponse,
+    after: &HashKvResponse,
+    peers: &[(NodeId, HashKvResponse)],
+) -> BTreeSet<NodeId> {
+    let rev_after = after.header.as_ref().map_or(0, |h| h.revision);
     peers
         .iter()
         .filter(|(_, p)| {
             let prev = p.header.as_ref().map_or(0, |h| h.revision);
-            prev > rev
-                || p.compact_revision > mine.compact_revision
+            prev > rev_after
+                || p.compact_revision > after.compact_revision
                 || (p.compact_revision == mine.compact_revision && p.hash != mine.hash)
         })
         .map(|(id, _)| *id)
@@ -108,7 +113,11 @@ pub async fn run(raft: Raft, storage: StorageClient<Channel>, me: NodeId, every:
             continue;
         };
         let peers = peer_hashes(&raft, me, mine.hash_revision).await;
-        for id in mismatches(&mine, &peers) {
+        // Followers apply after the leader: measured now, none may be ahead.
+        let Ok(after) = own_hash(&storage).await else {
+            continue;
+        };
+        for id in mismatches(&mine, &after, &peers) {
             if !raised.insert(id) {
                 continue;
             }

@@ -268,19 +268,7 @@ impl Cluster {
 
     /// The tail of member i's daemon logs, for failure messages.
     pub fn logs(&self, i: usize) -> String {
-        DAEMONS
-            .iter()
-            .map(|d| {
-                let p = self.members[i].dir.join("logs").join(format!("{d}.log"));
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!(
-                    "--- m{i} {d} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::log_tails(&self.members[i].dir, &format!("m{i} "))
     }
 
     /// HashKV of every member at one revision (all must be equal).

@@ -176,19 +176,7 @@ impl Member {
 
     /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
-        DAEMONS
-            .iter()
-            .map(|d| {
-                let p = self.dir.path().join("logs").join(format!("{d}.log"));
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!(
-                    "--- {d} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tails(self.dir.path(), "")
     }
 
     pub fn pid(&self, daemon: &str) -> Option<i32> {
@@ -267,6 +255,24 @@ impl Member {
     pub fn etcdctl(&self, args: &[&str]) -> Output {
         etcdctl(&self.endpoint(), args)
     }
+}
+
+/// The last lines of every daemon's log under a member's data dir, each
+/// headed with `label` and the daemon's name (for failure messages).
+pub fn log_tails(data_dir: &Path, label: &str) -> String {
+    DAEMONS
+        .iter()
+        .map(|d| {
+            let p = data_dir.join("logs").join(format!("{d}.log"));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            format!(
+                "--- {label}{d} ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Start `triad up` with `args` and `env`: the child, and its first line
