@@ -30,6 +30,9 @@ use common::proto::storage::EventBatch;
 /// Responses buffered toward one client before its stream task waits.
 const OUT_BUFFER: usize = 128;
 /// Revisions of history per response when a watcher replays the past.
+/// How long a history replay waits out a storaged restart (50 × 100 ms).
+const HISTORY_RETRIES: usize = 50;
+const HISTORY_RETRY: Duration = Duration::from_millis(100);
 const REPLAY_REVISIONS: usize = 1000;
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
@@ -283,31 +286,50 @@ impl ClientStream {
     }
 
     async fn replay_history(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
-        let mut history = match self.hub.history(from, to).await {
-            Ok(h) => h,
-            Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
-        };
         // As etcd syncs unsynced watchers: up to REPLAY_REVISIONS revisions
         // per response, each response headed with the current revision.
         let mut pending: BTreeMap<i64, (Vec<Event>, usize)> = BTreeMap::new();
-        loop {
-            match history.message().await {
-                Ok(Some(b)) if b.compact_revision > 0 => {
-                    return self.compacted(b.compact_revision, only).await
+        // storaged may restart under a long replay (a snapshot being
+        // activated, an operator): resume after the last revision read.
+        let mut next = from;
+        let mut retries = 0;
+        'read: loop {
+            let mut history = match self.hub.history(next, to).await {
+                Ok(h) => h,
+                Err(e) if retries < HISTORY_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(error = %e.message(), "history unavailable; retrying");
+                    tokio::time::sleep(HISTORY_RETRY).await;
+                    continue 'read;
                 }
-                Ok(Some(b)) => {
-                    for (id, events) in self.select(&b, only) {
-                        let entry = pending.entry(id).or_default();
-                        entry.0.extend(events);
-                        entry.1 += 1;
-                        if entry.1 == REPLAY_REVISIONS {
-                            let (events, _) = pending.remove(&id).unwrap_or_default();
-                            self.send_events(id, to, events).await?;
+                Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
+            };
+            loop {
+                match history.message().await {
+                    Ok(Some(b)) if b.compact_revision > 0 => {
+                        return self.compacted(b.compact_revision, only).await
+                    }
+                    Ok(Some(b)) => {
+                        next = b.revision + 1;
+                        for (id, events) in self.select(&b, only) {
+                            let entry = pending.entry(id).or_default();
+                            entry.0.extend(events);
+                            entry.1 += 1;
+                            if entry.1 == REPLAY_REVISIONS {
+                                let (events, _) = pending.remove(&id).unwrap_or_default();
+                                self.send_events(id, to, events).await?;
+                            }
                         }
                     }
+                    Ok(None) => break 'read,
+                    Err(e) if retries < HISTORY_RETRIES => {
+                        retries += 1;
+                        tracing::debug!(error = %e.message(), "history read interrupted; resuming");
+                        tokio::time::sleep(HISTORY_RETRY).await;
+                        continue 'read;
+                    }
+                    Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
                 }
-                Ok(None) => break,
-                Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
             }
         }
         for (id, (events, _)) in pending {
