@@ -1,6 +1,7 @@
 //! triad: the operator CLI (etcd's etcdutl counterpart). `triad up` runs a
 //! supervised local member for development and demos.
 
+mod ctl;
 mod snapshot;
 mod supervisor;
 mod up;
@@ -34,6 +35,19 @@ enum SnapshotCommand {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Kill, restart, pause or resume one daemon of a member run by
+    /// `triad up` (from another terminal).
+    Ctl {
+        action: ctl::Action,
+        /// storaged, raftd or gatewayd.
+        daemon: String,
+        /// The data dir given to triad up.
+        #[arg(long, default_value = "triad-data")]
+        data_dir: PathBuf,
+        /// Member index of a `triad up --members N` cluster.
+        #[arg(long)]
+        member: Option<u16>,
+    },
     /// Offline tools for backup files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -81,6 +95,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Ctl {
+            action,
+            daemon,
+            data_dir,
+            member,
+        } => ctl::run(action, &daemon, &data_dir, member),
         Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             snapshot::restore(&file, &data_dir)
         }
