@@ -235,3 +235,33 @@ async fn triad_up_stops_all_daemons_cleanly_on_sigterm() {
         );
     }
 }
+
+#[test]
+fn triad_ctl_kills_one_daemon_and_it_is_restarted() {
+    let m = triad_tests::Member::start();
+    let old = m.pid("raftd").expect("raftd pid");
+    let out = std::process::Command::new(triad_tests::bin("triad"))
+        .args(["ctl", "kill", "raftd", "--data-dir"])
+        .arg(m.data_dir())
+        .output()
+        .expect("triad ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.wait_restarted("raftd", old);
+    let bad = std::process::Command::new(triad_tests::bin("triad"))
+        .args(["ctl", "kill", "nothing", "--data-dir"])
+        .arg(m.data_dir())
+        .output()
+        .expect("triad ctl");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown daemon"));
+    let put = m.etcdctl(&["put", "after", "ctl"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+}
