@@ -69,21 +69,32 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// streams, keepalives), like etcd's bounded graceful stop.
 pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Run a server built by `serve` (given the future that tells it to stop)
-/// until `stop` fires, then let it drain for at most SHUTDOWN_DRAIN.
-/// Streams the other daemons keep open would otherwise hold the stop
-/// forever; they reconnect to the restarted daemon.
+/// Tells the servers `serve_with_bounded_stop` started to stop accepting
+/// (one per listener may hold a clone).
+#[derive(Clone)]
+pub struct Drain(tokio::sync::watch::Receiver<bool>);
+
+impl Drain {
+    /// Resolves when the servers are to stop accepting.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// Run the server(s) `serve` starts (given the `Drain` that tells them to
+/// stop accepting) until `stop` fires, then let them drain for at most
+/// SHUTDOWN_DRAIN. Streams held open by clients or by the other daemons
+/// would otherwise hold the stop forever; they reconnect to the restarted
+/// daemon.
 pub async fn serve_with_bounded_stop<F, E>(
-    serve: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    serve: impl FnOnce(Drain) -> F,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), E>
 where
     F: std::future::Future<Output = Result<(), E>>,
 {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = serve(Box::pin(async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = serve(Drain(rx));
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r,

@@ -26,8 +26,6 @@ use gatewayd::maintenance::MaintenanceService;
 use gatewayd::watch::WatchService;
 use gatewayd::watch_hub::WatchHub;
 
-use common::lifecycle::SHUTDOWN_DRAIN;
-
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
@@ -264,34 +262,24 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
-    let mut servers = Vec::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server_tls = cfg.tls.server()?;
+    let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let routes = tonic::service::Routes::from(router.clone());
-        let mut stop = stop_rx.clone();
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (*https, &server_tls) {
             builder = builder
                 .tls_config(tls.clone())
                 .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         }
-        servers.push(tokio::spawn(
-            builder
-                .accept_http1(true)
-                .tcp_nodelay(true)
-                .max_concurrent_streams(Some(cfg.max_concurrent_streams))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    common::tcp::nodelay_connections(listener),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                ),
-        ));
+        let server = builder
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+            .add_routes(tonic::service::Routes::from(router.clone()));
+        prepared.push((server, listener));
         tracing::info!(%addr, tls = *https, "gatewayd serving clients");
     }
     common::lifecycle::notify_ready("serving");
@@ -299,26 +287,49 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         let (backend, name, urls) = (backend.clone(), member.name.clone(), cfg.advertise.clone());
         async move { backend.publish(name, urls).await }
     });
-    let outcome = tokio::select! {
-        _ = shutdown => Ok(()),
-        e = backend.incompatible_peer() => Err(anyhow::anyhow!(e)),
-        // Like a removed etcd member, stop serving: clients go elsewhere.
-        _ = backend.removed() => Err(anyhow::anyhow!("the member has been permanently removed from the cluster")),
-    };
-    common::lifecycle::notify_stopping();
-    let _ = stop_tx.send(true);
-    // Finish in-flight requests, but do not wait on long-lived streams
-    // (watches, keepalives, observers): like etcd's bounded graceful stop,
-    // drop whatever is still open after SHUTDOWN_DRAIN; clients reconnect.
-    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, futures::future::join_all(servers)).await;
-    match drained {
-        Ok(results) => {
-            for r in results {
-                r??;
+    // Why gatewayd stops, when it is not asked to.
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let stop = {
+        let (backend, failure) = (backend.clone(), failure.clone());
+        async move {
+            let why = tokio::select! {
+                _ = shutdown => None,
+                e = backend.incompatible_peer() => Some(e.to_string()),
+                // Like a removed etcd member, stop serving: clients go elsewhere.
+                _ = backend.removed() => Some("the member has been permanently removed from the cluster".to_string()),
+            };
+            common::lifecycle::notify_stopping();
+            if let Ok(mut slot) = failure.lock() {
+                *slot = why;
             }
         }
-        Err(_) => tracing::info!("closing client streams still open after {SHUTDOWN_DRAIN:?}"),
-    }
+    };
+    // In-flight requests finish; long-lived client streams (watches,
+    // keepalives, observers) are dropped after the bounded drain.
+    common::lifecycle::serve_with_bounded_stop(
+        |drain| {
+            let servers: Vec<_> = prepared
+                .into_iter()
+                .map(|(server, listener)| {
+                    tokio::spawn(server.serve_with_incoming_shutdown(
+                        common::tcp::nodelay_connections(listener),
+                        drain.clone().wait(),
+                    ))
+                })
+                .collect();
+            async move {
+                for r in futures::future::join_all(servers).await {
+                    r??;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+        },
+        stop,
+    )
+    .await?;
     tracing::info!("gatewayd stopped");
-    outcome
+    match failure.lock().ok().and_then(|mut f| f.take()) {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }

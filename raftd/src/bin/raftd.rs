@@ -394,7 +394,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         |drain| {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, drain)
+                .serve_with_incoming_shutdown(incoming, drain.wait())
         },
         stop,
     )

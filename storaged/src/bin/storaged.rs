@@ -76,7 +76,7 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
         |drain| {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, drain)
+                .serve_with_incoming_shutdown(incoming, drain.wait())
         },
         stop,
     )
