@@ -70,10 +70,42 @@ pub enum EtcdError {
     BadLeaderTransferee,
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
 }
 
 /// Wire codes are positions in this list: append only.
-const ALL: [EtcdError; 31] = [
+const ALL: [EtcdError; 47] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -105,6 +137,22 @@ const ALL: [EtcdError; 31] = [
     EtcdError::TooManyLearners,
     EtcdError::BadLeaderTransferee,
     EtcdError::NotSupportedForLearner,
+    EtcdError::RootUserNotExist,
+    EtcdError::RootRoleNotExist,
+    EtcdError::UserAlreadyExist,
+    EtcdError::UserEmpty,
+    EtcdError::UserNotFound,
+    EtcdError::RoleAlreadyExist,
+    EtcdError::RoleNotFound,
+    EtcdError::RoleEmpty,
+    EtcdError::AuthFailed,
+    EtcdError::PermissionDenied,
+    EtcdError::RoleNotGranted,
+    EtcdError::PermissionNotGranted,
+    EtcdError::AuthNotEnabled,
+    EtcdError::InvalidAuthToken,
+    EtcdError::InvalidAuthMgmt,
+    EtcdError::AuthOldRevision,
 ];
 
 impl EtcdError {
@@ -113,7 +161,8 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | MemberBadUrls | UserEmpty | RoleEmpty
+            | AuthFailed | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -126,7 +175,18 @@ impl EtcdError {
             | MemberNotLearner
             | LearnerNotReady
             | TooManyLearners
-            | BadLeaderTransferee => Code::FailedPrecondition,
+            | BadLeaderTransferee
+            | RootUserNotExist
+            | RootRoleNotExist
+            | UserAlreadyExist
+            | UserNotFound
+            | RoleAlreadyExist
+            | RoleNotFound
+            | RoleNotGranted
+            | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
             NoLeader | LeaderChanged | Timeout | Stopped | NotSupportedForLearner => {
                 Code::Unavailable
             }
@@ -141,6 +201,13 @@ impl EtcdError {
             .map_or(0, |i| i as u32 + 1)
     }
 
+    /// The etcd error a status carries, if it is one of ours.
+    pub fn of_status(s: &Status) -> Option<Self> {
+        ALL.iter()
+            .copied()
+            .find(|e| e.grpc_code() == s.code() && e.to_string() == s.message())
+    }
+
     pub fn from_wire_code(code: u32) -> Option<Self> {
         (code as usize)
             .checked_sub(1)
@@ -152,6 +219,23 @@ impl From<EtcdError> for Status {
     fn from(e: EtcdError) -> Status {
         Status::new(e.grpc_code(), e.to_string())
     }
+}
+
+/// How etcd's Maintenance service reports an auth refusal: the auth
+/// store's own error text ("auth: ..."), code Unknown, not the KV service's
+/// translated status.
+pub fn maintenance_auth_status(s: Status) -> Status {
+    let Some(e) = EtcdError::of_status(&s) else {
+        return s;
+    };
+    let raw = match e {
+        EtcdError::PermissionDenied => "auth: permission denied",
+        EtcdError::UserEmpty => "auth: user name is empty",
+        EtcdError::UserNotFound => "auth: user name not found",
+        EtcdError::AuthOldRevision => "auth: revision in header is old",
+        _ => return s,
+    };
+    Status::unknown(raw)
 }
 
 /// The Status for an error code carried inside an internal message; an

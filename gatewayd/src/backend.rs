@@ -14,9 +14,17 @@ use tonic::{Code, Status};
 
 use crate::proposer::Proposer;
 use crate::quota::{self, Quota};
+use crate::tokens::Tokens;
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::{AlarmRequest, AlarmType};
+use common::proto::storage::auth_check_request::Need;
+use common::proto::storage::auth_query_request::Query;
+use common::proto::storage::auth_query_response::Answer;
 use common::proto::storage::raft_request::Op;
+use common::proto::storage::{
+    AuthCheckRequest, AuthCredentialsRequest, AuthCredentialsResponse, AuthInfo, AuthQueryRequest,
+    AuthResolveRequest, AuthResolveResponse,
+};
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{
@@ -49,6 +57,8 @@ pub struct Backend {
     /// Set once raftd says this member was removed from the cluster.
     removed: tokio::sync::watch::Sender<bool>,
     term: Arc<AtomicU64>,
+    /// How clients' auth tokens are issued and checked.
+    tokens: Tokens,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
 }
@@ -137,6 +147,7 @@ impl Backend {
         request_timeout: Duration,
         max_request_bytes: usize,
         quota_bytes: i64,
+        tokens: Tokens,
     ) -> Self {
         let raft = RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX);
         let term = Arc::new(AtomicU64::new(0));
@@ -151,6 +162,7 @@ impl Backend {
             removed: tokio::sync::watch::Sender::new(false),
             quota,
             term,
+            tokens,
             request_timeout,
             max_request_bytes,
         }
@@ -176,6 +188,10 @@ impl Backend {
             storaged_compatible(&self.storage).await
         })
         .await
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// A client of this member's storaged (for the watch feed).
@@ -257,6 +273,7 @@ impl Backend {
         if let Err(e) = self
             .propose(RaftRequest {
                 op: Some(Op::Alarm(raise)),
+                auth: None, // the member's own alarm
             })
             .await
         {
@@ -290,14 +307,100 @@ impl Backend {
         Ok(())
     }
 
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        retrying(self.deadline(), Retry::Idempotent, || {
-            let mut storage = self.storage.clone();
-            let req = req.clone();
+    /// A local read on behalf of a client `who` (storaged checks its
+    /// permission), or of the member itself (None).
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+        who: Option<&AuthInfo>,
+    ) -> Result<RangeResponse, Status> {
+        self.storage_call(|mut storage| {
+            let mut req = tonic::Request::new(req.clone());
+            if let Some(who) = who {
+                common::proto::attach_auth(&mut req, who);
+            }
             async move { storage.range(req).await }
         })
         .await
+    }
+
+    /// An idempotent storaged call under the request timeout.
+    async fn storage_call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(StorageClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        retrying(self.deadline(), Retry::Idempotent, || {
+            call(self.storage.clone())
+        })
+        .await
         .map(|r| r.into_inner())
+    }
+
+    /// Who a token stands for, and whether auth is enabled at all.
+    pub async fn auth_resolve(&self, token: &str) -> Result<AuthResolveResponse, Status> {
+        self.storage_call(|mut s| {
+            let token = token.to_string();
+            async move { s.auth_resolve(AuthResolveRequest { token }).await }
+        })
+        .await
+    }
+
+    /// Refuse unless `who` may read `key`..`range_end`.
+    pub async fn check_read(
+        &self,
+        who: &AuthInfo,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), Status> {
+        self.auth_check(who, Need::Read, key, range_end).await
+    }
+
+    /// Refuse unless `who` is an administrator (holds the root role).
+    pub async fn check_admin(&self, who: &AuthInfo) -> Result<(), Status> {
+        self.auth_check(who, Need::Admin, &[], &[]).await
+    }
+
+    async fn auth_check(
+        &self,
+        who: &AuthInfo,
+        need: Need,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), Status> {
+        self.storage_call(|mut s| {
+            let req = AuthCheckRequest {
+                auth: Some(who.clone()),
+                need: need as i32,
+                key: key.to_vec(),
+                range_end: range_end.to_vec(),
+            };
+            async move { s.auth_check(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn auth_query(&self, who: &AuthInfo, query: Query) -> Result<Answer, Status> {
+        let resp = self
+            .storage_call(|mut s| {
+                let req = AuthQueryRequest {
+                    auth: Some(who.clone()),
+                    query: Some(query.clone()),
+                };
+                async move { s.auth_query(req).await }
+            })
+            .await?;
+        resp.answer
+            .ok_or_else(|| unavailable("storaged answered an auth query with nothing"))
+    }
+
+    pub async fn auth_credentials(&self, name: &str) -> Result<AuthCredentialsResponse, Status> {
+        self.storage_call(|mut s| {
+            let name = name.to_string();
+            async move { s.auth_credentials(AuthCredentialsRequest { name }).await }
+        })
+        .await
     }
 
     /// storaged's point-in-time copy of the whole store, in chunks.

@@ -18,11 +18,13 @@ impl ClusterService {
         ClusterService { backend }
     }
 
-    /// One raftd call; the response gets this member's header.
+    /// One raftd call; the response gets this member's header. A
+    /// membership change is for administrators only (etcd's
+    /// checkMembershipOperationPermission) and is never resent once sent.
     async fn call<Req, Resp, F, Fut>(
         &self,
-        req: Req,
-        retry: Retry,
+        req: Request<Req>,
+        change: Membership,
         call: F,
         header: fn(&mut Resp) -> &mut Option<ResponseHeader>,
     ) -> Result<Response<Resp>, Status>
@@ -34,6 +36,15 @@ impl ClusterService {
         ) -> Fut,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
+        let retry = match change {
+            Membership::Change => {
+                let who = self.backend.who(&req).await?;
+                self.backend.check_admin(&who).await?;
+                Retry::OnlyUnsent
+            }
+            Membership::Read => Retry::Idempotent,
+        };
+        let req = req.into_inner();
         let mut resp = self
             .backend
             .raft_call(retry, |raft| call(raft, req.clone()))
@@ -44,6 +55,11 @@ impl ClusterService {
     }
 }
 
+enum Membership {
+    Read,
+    Change,
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
@@ -51,8 +67,8 @@ impl Cluster for ClusterService {
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         self.call(
-            req.into_inner(),
-            Retry::OnlyUnsent,
+            req,
+            Membership::Change,
             |mut r, q| async move { r.member_add(q).await },
             |r| &mut r.header,
         )
@@ -64,8 +80,8 @@ impl Cluster for ClusterService {
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         self.call(
-            req.into_inner(),
-            Retry::OnlyUnsent,
+            req,
+            Membership::Change,
             |mut r, q| async move { r.member_remove(q).await },
             |r| &mut r.header,
         )
@@ -77,8 +93,8 @@ impl Cluster for ClusterService {
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         self.call(
-            req.into_inner(),
-            Retry::OnlyUnsent,
+            req,
+            Membership::Change,
             |mut r, q| async move { r.member_update(q).await },
             |r| &mut r.header,
         )
@@ -90,8 +106,8 @@ impl Cluster for ClusterService {
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         self.call(
-            req.into_inner(),
-            Retry::Idempotent,
+            req,
+            Membership::Read,
             |mut r, q| async move { r.member_list(q).await },
             |r| &mut r.header,
         )
@@ -103,8 +119,8 @@ impl Cluster for ClusterService {
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         self.call(
-            req.into_inner(),
-            Retry::OnlyUnsent,
+            req,
+            Membership::Change,
             |mut r, q| async move { r.member_promote(q).await },
             |r| &mut r.header,
         )

@@ -22,11 +22,14 @@ use common::proto::etcdserverpb::{
 use common::proto::mvccpb::event::EventType;
 use common::proto::storage::raft_request::Op as RaftOp;
 use common::proto::storage::raft_result::Result as Outcome;
-use common::proto::storage::RaftRequest;
+use common::proto::storage::{AuthInfo, RaftRequest};
 
+/// The recipes, run with the permissions of one client (`who`).
+#[derive(Clone)]
 pub struct Recipes {
     pub backend: Arc<Backend>,
     pub hub: Arc<WatchHub>,
+    pub who: AuthInfo,
 }
 
 /// The key a contender creates: etcd's `fmt.Sprintf("%s%x", prefix, lease)`.
@@ -49,11 +52,20 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl Recipes {
+    /// These recipes acting for the sender of `req`.
+    pub async fn acting_for<T>(&self, req: &tonic::Request<T>) -> Result<Recipes, Status> {
+        Ok(Recipes {
+            who: self.backend.who(req).await?,
+            ..self.clone()
+        })
+    }
+
     pub async fn txn(&self, t: TxnRequest) -> Result<TxnResponse, Status> {
         match self
             .backend
             .propose(RaftRequest {
                 op: Some(RaftOp::Txn(t)),
+                auth: Some(self.who.clone()),
             })
             .await?
         {
@@ -64,7 +76,7 @@ impl Recipes {
 
     async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Status> {
         self.backend.read_index().await?;
-        self.backend.range(r).await
+        self.backend.range(r, Some(&self.who)).await
     }
 
     /// Create `key` (under `lease`, with `value`) unless it exists. Returns

@@ -21,14 +21,12 @@ const NO_LEADER: &str = "election: no leader";
 const MISSING_LEADER: &str = "\"leader\" field must be provided";
 
 pub struct ElectionService {
-    recipes: std::sync::Arc<Recipes>,
+    recipes: Recipes,
 }
 
 impl ElectionService {
     pub fn new(recipes: Recipes) -> Self {
-        ElectionService {
-            recipes: std::sync::Arc::new(recipes),
-        }
+        ElectionService { recipes }
     }
 }
 
@@ -66,10 +64,11 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let recipes = self.recipes.acting_for(&req).await?;
         let r = req.into_inner();
         let prefix = prefix_of(&r.name);
         let key = contender_key(&prefix, r.lease);
-        let (rev, value, mut header) = self.recipes.create(&key, r.lease, &r.value).await?;
+        let (rev, value, mut header) = recipes.create(&key, r.lease, &r.value).await?;
         let leader = LeaderKey {
             name: r.name.clone(),
             key,
@@ -78,10 +77,10 @@ impl Election for ElectionService {
         };
         if value != r.value {
             // Campaigning again with the same lease: take the new value.
-            self.recipes.proclaim(&leader, &r.value).await?;
+            recipes.proclaim(&leader, &r.value).await?;
         }
-        self.recipes.wait_deletes(&prefix, rev - 1).await?;
-        self.recipes.backend.fill(&mut header);
+        recipes.wait_deletes(&prefix, rev - 1).await?;
+        recipes.backend.fill(&mut header);
         Ok(Response::new(CampaignResponse {
             header,
             leader: Some(leader),
@@ -92,10 +91,11 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let recipes = self.recipes.acting_for(&req).await?;
         let r = req.into_inner();
         let leader = r.leader.ok_or_else(|| Status::unknown(MISSING_LEADER))?;
-        let mut header = self.recipes.proclaim(&leader, &r.value).await?;
-        self.recipes.backend.fill(&mut header);
+        let mut header = recipes.proclaim(&leader, &r.value).await?;
+        recipes.backend.fill(&mut header);
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -103,17 +103,15 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let owner = self
-            .recipes
-            .owner(&prefix_of(&req.into_inner().name))
-            .await?;
+        let recipes = self.recipes.acting_for(&req).await?;
+        let owner = recipes.owner(&prefix_of(&req.into_inner().name)).await?;
         let kv = owner
             .kvs
             .into_iter()
             .next()
             .ok_or_else(|| Status::unknown(NO_LEADER))?;
         let mut header = owner.header;
-        self.recipes.backend.fill(&mut header);
+        recipes.backend.fill(&mut header);
         Ok(Response::new(LeaderResponse {
             header,
             kv: Some(kv),
@@ -126,9 +124,10 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let recipes = self.recipes.acting_for(&req).await?;
         let prefix = prefix_of(&req.into_inner().name);
         let (tx, rx) = mpsc::channel(16);
-        let recipes = self.recipes.clone();
+        let recipes = recipes.clone();
         tokio::spawn(async move {
             if let Err(e) = observe(&recipes, &prefix, &tx).await {
                 let _ = tx.send(Err(e)).await;
@@ -141,6 +140,7 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let recipes = self.recipes.acting_for(&req).await?;
         let leader = req
             .into_inner()
             .leader
@@ -149,12 +149,11 @@ impl Election for ElectionService {
             key: leader.key.clone(),
             ..Default::default()
         });
-        let mut header = self
-            .recipes
+        let mut header = recipes
             .if_created_at(&leader.key, leader.rev, delete)
             .await?
             .header;
-        self.recipes.backend.fill(&mut header);
+        recipes.backend.fill(&mut header);
         Ok(Response::new(ResignResponse { header }))
     }
 }

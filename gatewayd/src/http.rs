@@ -32,10 +32,13 @@ async fn health(
     let probe = async {
         s.backend.read_index().await?;
         s.backend
-            .range(RangeRequest {
-                key: b"health".to_vec(),
-                ..Default::default()
-            })
+            .range(
+                RangeRequest {
+                    key: b"health".to_vec(),
+                    ..Default::default()
+                },
+                None,
+            )
             .await
     };
     let json = [("content-type", "application/json")];

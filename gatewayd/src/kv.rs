@@ -14,7 +14,7 @@ use common::proto::etcdserverpb::{
 };
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
-use common::proto::storage::RaftRequest;
+use common::proto::storage::{AuthInfo, RaftRequest};
 
 pub struct KvService {
     backend: Arc<Backend>,
@@ -33,12 +33,17 @@ impl KvService {
     /// the header's member fields filled in.
     async fn write<R>(
         &self,
+        who: AuthInfo,
         op: Op,
         pick: fn(Outcome) -> Option<R>,
         header: fn(&mut R) -> &mut Option<ResponseHeader>,
     ) -> Result<R, Status> {
         self.backend.check_quota(&op).await?;
-        let outcome = self.backend.propose(RaftRequest { op: Some(op) }).await?;
+        let req = RaftRequest {
+            op: Some(op),
+            auth: Some(who),
+        };
+        let outcome = self.backend.propose(req).await?;
         self.backend.respond(outcome, pick, header)
     }
 }
@@ -46,18 +51,20 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let r = req.into_inner();
         validate::check_range(&r)?;
         if !r.serializable {
             self.backend.refuse_learner().await?;
             self.backend.read_index().await?;
         }
-        let mut resp = self.backend.range(r).await?;
+        let mut resp = self.backend.range(r, Some(&who)).await?;
         self.backend.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let p = req.into_inner();
         validate::check_put(&p)?;
         let pick = |o| {
@@ -67,7 +74,7 @@ impl Kv for KvService {
                 None
             }
         };
-        self.write(Op::Put(p), pick, |r| &mut r.header)
+        self.write(who, Op::Put(p), pick, |r| &mut r.header)
             .await
             .map(Response::new)
     }
@@ -76,6 +83,7 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let d = req.into_inner();
         validate::check_delete(&d)?;
         let pick = |o| {
@@ -85,12 +93,13 @@ impl Kv for KvService {
                 None
             }
         };
-        self.write(Op::DeleteRange(d), pick, |r| &mut r.header)
+        self.write(who, Op::DeleteRange(d), pick, |r| &mut r.header)
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let t = req.into_inner();
         validate::check_txn(&t, self.max_txn_ops)?;
         let pick = |o| {
@@ -100,7 +109,7 @@ impl Kv for KvService {
                 None
             }
         };
-        self.write(Op::Txn(t), pick, |r| &mut r.header)
+        self.write(who, Op::Txn(t), pick, |r| &mut r.header)
             .await
             .map(Response::new)
     }
@@ -109,6 +118,7 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let c = req.into_inner();
         let (revision, physical) = (c.revision, c.physical);
         let pick = |o| {
@@ -119,7 +129,7 @@ impl Kv for KvService {
             }
         };
         let resp = self
-            .write(Op::Compaction(c), pick, |r| &mut r.header)
+            .write(who, Op::Compaction(c), pick, |r| &mut r.header)
             .await?;
         if physical {
             self.backend.wait_compaction(revision).await?;

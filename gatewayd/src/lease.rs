@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use common::proto::raft::LeaseRevokeProposal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -86,13 +87,18 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let r = req.into_inner();
+        let who = self.backend.who(&req).await?;
+        // storaged checks at apply that `who` may delete the lease's keys.
+        let r = LeaseRevokeProposal {
+            id: req.into_inner().id,
+            auth: Some(who),
+        };
         let out = self
             .backend
-            .raft_call(
-                Retry::OnlyUnsent,
-                |mut c| async move { c.lease_revoke(r).await },
-            )
+            .raft_call(Retry::OnlyUnsent, |mut c| {
+                let r = r.clone();
+                async move { c.lease_revoke(r).await }
+            })
             .await?;
         let pick = |o| {
             if let Outcome::LeaseRevoke(r) = o {

@@ -3,11 +3,13 @@
 //! does, proposes writes to raftd, reads from storaged (after a read index
 //! for linearizable reads). gatewayd holds no durable state.
 
+pub mod auth;
 pub mod backend;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
 pub mod http;
+pub mod identity;
 pub mod kv;
 pub mod learner;
 pub mod lease;
@@ -16,6 +18,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod proposer;
 pub mod quota;
+pub mod tokens;
 pub mod validate;
 pub mod watch;
 pub mod watch_hub;

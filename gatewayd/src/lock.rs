@@ -24,16 +24,17 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let recipes = self.recipes.acting_for(&req).await?;
         let r = req.into_inner();
         let mut prefix = r.name.clone();
         prefix.push(b'/');
         let key = contender_key(&prefix, r.lease);
-        let (my_rev, _, mut header) = self.recipes.create(&key, r.lease, b"").await?;
-        let owner = self.recipes.owner(&prefix).await?;
+        let (my_rev, _, mut header) = recipes.create(&key, r.lease, b"").await?;
+        let owner = recipes.owner(&prefix).await?;
         if owner.kvs.first().map(|kv| kv.create_revision) != Some(my_rev) {
-            header = self.recipes.wait_deletes(&prefix, my_rev - 1).await?;
+            header = recipes.wait_deletes(&prefix, my_rev - 1).await?;
         }
-        self.recipes.backend.fill(&mut header);
+        recipes.backend.fill(&mut header);
         Ok(Response::new(LockResponse { header, key }))
     }
 
@@ -41,13 +42,19 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let who = self.recipes.backend.who(&req).await?;
         let key = req.into_inner().key;
         let op = Op::DeleteRange(DeleteRangeRequest {
             key,
             ..Default::default()
         });
         let backend = &self.recipes.backend;
-        let outcome = backend.propose(RaftRequest { op: Some(op) }).await?;
+        let outcome = backend
+            .propose(RaftRequest {
+                op: Some(op),
+                auth: Some(who),
+            })
+            .await?;
         let pick = |o| {
             if let Outcome::DeleteRange(d) = o {
                 Some(d)

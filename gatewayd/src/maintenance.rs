@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, Retry};
+use common::errors::maintenance_auth_status;
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::maintenance_server::Maintenance;
 use common::proto::etcdserverpb::*;
@@ -27,6 +28,16 @@ impl MaintenanceService {
     pub fn new(backend: Arc<Backend>, version: String) -> Self {
         MaintenanceService { backend, version }
     }
+
+    /// etcd's guard on Defragment, Hash, HashKV and Snapshot: only an
+    /// administrator, refused with the auth store's own error text.
+    async fn admin_only<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let who = self.backend.who(req).await?;
+        self.backend
+            .check_admin(&who)
+            .await
+            .map_err(maintenance_auth_status)
+    }
 }
 
 type SnapshotStream =
@@ -35,6 +46,7 @@ type SnapshotStream =
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let who = self.backend.who(&req).await?;
         let req = req.into_inner();
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
@@ -51,6 +63,7 @@ impl Maintenance for MaintenanceService {
                     .backend
                     .propose(RaftRequest {
                         op: Some(Op::Alarm(req)),
+                        auth: Some(who),
                     })
                     .await?;
                 let mut resp = self.backend.respond(
@@ -108,8 +121,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin_only(&req).await?;
         self.backend.defragment().await?;
         let s = self.backend.storage_status().await?;
         Ok(Response::new(DefragmentResponse {
@@ -117,7 +131,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin_only(&req).await?;
         let mut resp = self.backend.hash().await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         resp.header = self.backend.header(revision);
@@ -128,6 +143,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin_only(&req).await?;
         let req = req.into_inner();
         let mut resp = self.backend.hash_kv(req).await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -139,8 +155,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.admin_only(&req).await?;
         // storaged's point-in-time copy, framed into the backup format,
         // then its SHA-256 as the last message (as etcd sends its hash).
         let mut chunks = self.backend.snapshot().await?;
@@ -191,6 +208,8 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let who = self.backend.who(&req).await?;
+        self.backend.check_admin(&who).await?;
         let req = req.into_inner();
         let mut resp = self
             .backend

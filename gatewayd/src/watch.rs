@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
+use crate::identity::Credentials;
 use crate::metrics;
 use crate::watch_hub::WatchHub;
 use common::proto::etcdserverpb::watch_create_request::FilterType;
@@ -35,6 +36,9 @@ const HISTORY_RETRIES: usize = 50;
 const HISTORY_RETRY: Duration = Duration::from_millis(100);
 const REPLAY_REVISIONS: usize = 1000;
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's cancel reason for a watch its creator may not read.
+const PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 pub struct WatchService {
     backend: Arc<Backend>,
@@ -70,6 +74,7 @@ impl Watch for WatchService {
         let (out, rx) = mpsc::channel(OUT_BUFFER);
         let (live, delivered) = self.hub.subscribe().await;
         let stream = ClientStream {
+            creds: Credentials::of(&req),
             backend: self.backend.clone(),
             hub: self.hub.clone(),
             max_request_bytes: self.max_request_bytes,
@@ -161,6 +166,8 @@ impl Watcher {
 }
 
 struct ClientStream {
+    /// What the client proved its identity with; each create is judged.
+    creds: Credentials,
     backend: Arc<Backend>,
     hub: Arc<WatchHub>,
     max_request_bytes: usize,
@@ -232,7 +239,21 @@ impl ClientStream {
         }
     }
 
+    /// etcd's isWatchPermitted: read permission on the watched range.
+    async fn permitted(&self, c: &WatchCreateRequest) -> Result<(), Status> {
+        let who = self.backend.resolve(&self.creds).await?;
+        self.backend.check_read(&who, &c.key, &c.range_end).await
+    }
+
     async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
+        if self.permitted(&c).await.is_err() {
+            // etcd answers any refusal so, with the status in Go's text form.
+            let mut r = self.response(c.watch_id, self.delivered);
+            r.created = true;
+            r.canceled = true;
+            r.cancel_reason = PERMISSION_DENIED.to_string();
+            return self.send(r).await;
+        }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
                 let mut r = self.response(-1, self.delivered);

@@ -20,6 +20,7 @@ use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
 };
+use common::proto::raft::LeaseRevokeProposal;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
@@ -30,7 +31,19 @@ use openraft::error::RaftError;
 /// Propose one request through raft on this (leading) raftd; storaged's
 /// encoded result. For raftd's own proposals (lessor, auto-compaction).
 pub async fn propose(raft: &Raft, op: Op) -> Result<Vec<u8>, Status> {
-    let bytes = RaftRequest { op: Some(op) }.encode_to_vec();
+    propose_request(
+        raft,
+        RaftRequest {
+            op: Some(op),
+            auth: None,
+        },
+    )
+    .await
+}
+
+/// Replicate one request (with a client's identity, if it carries one).
+pub async fn propose_request(raft: &Raft, req: RaftRequest) -> Result<Vec<u8>, Status> {
+    let bytes = req.encode_to_vec();
     match raft.client_write(Proposal(bytes)).await {
         Ok(r) => Ok(r.data.0),
         Err(RaftError::APIError(e)) => Err(crate::local_server::write_error(&e).into()),
@@ -150,13 +163,24 @@ impl Lessor {
         }
     }
 
-    pub async fn revoke(&self, r: LeaseRevokeRequest) -> Result<Vec<u8>, Status> {
+    /// A client's revoke: storaged checks at apply that `r.auth` may write
+    /// every attached key. The lease is forgotten only once it is gone.
+    pub async fn revoke(&self, r: LeaseRevokeProposal) -> Result<Vec<u8>, Status> {
         if !self.is_leader() {
             return Err(EtcdError::NotLeader.into());
         }
         let id = r.id;
-        let result = self.propose(Op::LeaseRevoke(r)).await?;
-        self.state()?.leases.remove(&id);
+        let req = RaftRequest {
+            op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
+            auth: r.auth,
+        };
+        let result = propose_request(&self.raft, req).await?;
+        // Refused (auth): the lease lives on. Otherwise it is gone.
+        let refused = matches!(Self::outcome(&result), Some(Outcome::Error(code))
+            if code != EtcdError::LeaseNotFound.wire_code());
+        if !refused {
+            self.state()?.leases.remove(&id);
+        }
         Ok(result)
     }
 

@@ -16,18 +16,18 @@ use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
-    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
-    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
 };
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    BatchFailure, HelloRequest, HelloResponse, LeaseLiveness, ProposeBatchRequest,
-    ProposeBatchResponse, ProposeOutcome, PublishRequest, PublishResponse, ReadIndexRequest,
-    ReadIndexResponse, StatusRequest, StatusResponse,
+    BatchFailure, HelloRequest, HelloResponse, LeaseLiveness, LeaseRevokeProposal,
+    ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome, PublishRequest, PublishResponse,
+    ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use openraft::async_runtime::WatchReceiver;
@@ -363,7 +363,7 @@ impl RaftLocal for RaftLocalService {
 
     async fn lease_revoke(
         &self,
-        req: Request<LeaseRevokeRequest>,
+        req: Request<LeaseRevokeProposal>,
     ) -> Result<Response<ProposeOutcome>, Status> {
         self.routed(
             req,

@@ -4,12 +4,14 @@
 //! socket. storaged never talks to the network.
 
 pub mod alarm;
+pub mod auth;
 pub mod compactor;
 pub mod event_feed;
 pub mod events;
 pub mod hash;
 pub mod keys;
 pub mod lease;
+pub mod permission;
 pub mod read;
 pub mod record;
 pub mod service;

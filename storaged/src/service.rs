@@ -8,17 +8,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::permission::{check_range, Access};
 use crate::store::Store;
 use common::proto::etcdserverpb::{
     DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
     HashResponse, RangeRequest, RangeResponse, ResponseHeader,
 };
+use common::proto::storage::auth_check_request::Need;
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
     ActivateSnapshotRequest, ActivateSnapshotResponse, ApplyRequest, ApplyResponse, EventsRequest,
     HelloRequest, HelloResponse, LeaseKeysRequest, LeaseKeysResponse, LeasesRequest,
     LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
     WaitCompactionRequest, WaitCompactionResponse,
+};
+use common::proto::storage::{
+    AuthCheckRequest, AuthCheckResponse, AuthCredentialsRequest, AuthCredentialsResponse,
+    AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse,
 };
 use common::proto::STORAGE_PROTOCOL;
 
@@ -88,9 +94,10 @@ impl Storage for StorageService {
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = common::proto::auth_of(&req);
         let req = req.into_inner();
         self.store
-            .range(&req)
+            .range(&req, who.as_ref())
             .map(Response::new)
             .map_err(Status::from)
     }
@@ -167,6 +174,71 @@ impl Storage for StorageService {
             hash,
             compact_revision,
             hash_revision,
+        }))
+    }
+
+    async fn auth_resolve(
+        &self,
+        req: Request<AuthResolveRequest>,
+    ) -> Result<Response<AuthResolveResponse>, Status> {
+        let token = req.into_inner().token;
+        let enabled = self.store.auth.state().enabled;
+        let user = if enabled {
+            self.store.auth.resolve(&token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(AuthResolveResponse { enabled, user }))
+    }
+
+    async fn auth_check(
+        &self,
+        req: Request<AuthCheckRequest>,
+    ) -> Result<Response<AuthCheckResponse>, Status> {
+        let r = req.into_inner();
+        let need = r.need();
+        let who = r.auth.unwrap_or_default();
+        let state = self.store.auth.state();
+        match need {
+            Need::Admin => state.check_admin(&who.user)?,
+            Need::Read => {
+                check_range(&state, &who, &r.key, &r.range_end, Access::Read)?;
+            }
+        }
+        Ok(Response::new(AuthCheckResponse {}))
+    }
+
+    async fn auth_query(
+        &self,
+        req: Request<AuthQueryRequest>,
+    ) -> Result<Response<AuthQueryResponse>, Status> {
+        let r = req.into_inner();
+        let who = r.auth.unwrap_or_default();
+        let state = self.store.auth.state();
+        let revision = self.store.bounds().current;
+        let answer = crate::auth::query(&state, &who.user, r.query, revision)?;
+        Ok(Response::new(AuthQueryResponse {
+            answer: Some(answer),
+        }))
+    }
+
+    async fn auth_credentials(
+        &self,
+        req: Request<AuthCredentialsRequest>,
+    ) -> Result<Response<AuthCredentialsResponse>, Status> {
+        let name = req.into_inner().name;
+        let state = self.store.auth.state();
+        let user = state.user(&name);
+        Ok(Response::new(AuthCredentialsResponse {
+            enabled: state.enabled,
+            found: user.is_some(),
+            no_password: user
+                .and_then(|u| u.options.as_ref())
+                .is_some_and(|o| o.no_password),
+            password_hash: user
+                .map(|u| String::from_utf8_lossy(&u.password).into_owned())
+                .unwrap_or_default(),
+            auth_revision: state.revision,
         }))
     }
 

@@ -12,7 +12,9 @@ use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase
 use tokio::sync::mpsc;
 
 use crate::alarm::META_ALARMS;
-use crate::store::{Store, KEYSPACES, META_APPLIED, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID};
+use crate::store::{
+    Store, KEYSPACES, META_APPLIED, META_KEYSPACE, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID,
+};
 use crate::StoreError;
 use common::proto::storage::{SnapshotChunk, SnapshotEntry, StatusResponse};
 
@@ -114,7 +116,7 @@ impl Staging {
     /// cluster's raft (applied log id, membership) and its alarms; the data
     /// and revisions stay. The new cluster's log starts at index 1.
     pub fn forget_raft_state(&mut self) -> Result<(), StoreError> {
-        let meta = &self.keyspaces[KEYSPACES.len() - 1];
+        let meta = &self.keyspaces[META_KEYSPACE];
         let mut tx = self.db.write_tx();
         for key in [
             META_APPLIED,

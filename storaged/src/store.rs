@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
+use crate::auth::AuthState;
+use crate::permission::Access;
 use crate::read::{self, RevBounds};
 use crate::write::{self, RevState, WriteTxn};
 use crate::StoreError;
@@ -22,7 +24,8 @@ use common::errors::EtcdError;
 use common::proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use common::proto::storage::{
     apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
-    ApplyResponse, EventBatch, LogId, RaftRequest, RaftResult, StatusResponse,
+    ApplyResponse, AuthChanged, AuthInfo, EventBatch, LogId, RaftRequest, RaftResult,
+    StatusResponse,
 };
 
 pub(crate) const META_APPLIED: &[u8] = b"applied";
@@ -34,7 +37,9 @@ pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";
 
 /// The keyspaces in snapshot order (a snapshot entry names its keyspace by
 /// position here).
-pub const KEYSPACES: [&str; 5] = ["index", "revs", "leases", "lease_keys", "meta"];
+pub const KEYSPACES: [&str; 6] = ["index", "revs", "leases", "lease_keys", "meta", "auth"];
+/// `meta`'s position in KEYSPACES.
+pub const META_KEYSPACE: usize = 4;
 
 pub struct Keyspaces {
     /// (escaped key, inverted revision) → record: the key index with values.
@@ -47,6 +52,8 @@ pub struct Keyspaces {
     pub lease_keys: SingleWriterTxKeyspace,
     /// applied log id, membership, revision counters.
     pub meta: SingleWriterTxKeyspace,
+    /// the auth store: users, roles, enabled, auth revision.
+    pub auth: SingleWriterTxKeyspace,
 }
 
 pub struct Store {
@@ -63,6 +70,8 @@ pub struct Store {
     pub(crate) compact_done: watch::Sender<i64>,
     /// Every applied revision's events, published after its batch commits.
     pub(crate) events: broadcast::Sender<Arc<EventBatch>>,
+    /// Users, roles and tokens.
+    pub auth: crate::auth::Auth,
 }
 
 /// Revisions a live-event subscriber may fall behind before it must catch up
@@ -83,7 +92,7 @@ impl Store {
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(cache_bytes)
             .open()?;
-        let [index, revs, leases, lease_keys, meta] =
+        let [index, revs, leases, lease_keys, meta, auth] =
             KEYSPACES.map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
         let ks = Keyspaces {
             index: index?,
@@ -91,7 +100,9 @@ impl Store {
             leases: leases?,
             lease_keys: lease_keys?,
             meta: meta?,
+            auth: auth?,
         };
+        let auth = crate::auth::Auth::new(crate::auth::AuthState::load(&db.read_tx(), &ks)?);
         let applied = match ks.meta.get(META_APPLIED)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),
             None => None,
@@ -110,6 +121,7 @@ impl Store {
             compact_target: watch::Sender::new(compacted),
             compact_done: watch::Sender::new(done),
             events: broadcast::Sender::new(LIVE_EVENTS),
+            auth,
         })
     }
 
@@ -124,8 +136,17 @@ impl Store {
         self.applied.lock().map(|a| *a).unwrap_or(None)
     }
 
-    /// A serializable read at the request's revision.
-    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+    /// A serializable read at the request's revision, by a client (`who`)
+    /// or by the member itself (None).
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+        who: Option<&AuthInfo>,
+    ) -> Result<RangeResponse, StoreError> {
+        if let Some(info) = who {
+            let state = self.auth.state();
+            crate::permission::check_range(&state, info, &req.key, &req.range_end, Access::Read)?;
+        }
         let bounds = self.bounds();
         let snapshot = self.db.read_tx();
         read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds)
@@ -143,6 +164,7 @@ impl Store {
         let mut results = Vec::with_capacity(entries.len());
         let mut published = Vec::new();
         let mut alarms = crate::alarm::list(&tx, &self.ks)?;
+        let mut auth = self.auth.state();
         for entry in entries {
             let log_id = entry.log_id.ok_or(StoreError::MissingLogId)?;
             let next = applied.map_or(0, |a| a.index + 1);
@@ -166,6 +188,8 @@ impl Store {
                                 revs: &mut revs,
                                 alarms: &mut alarms,
                                 published: &mut published,
+                                auth_state: &mut auth,
+                                auth: &self.auth,
                             };
                             batch.apply(&req)?
                         }
@@ -198,6 +222,7 @@ impl Store {
         tx.insert(&self.ks.meta, META_REVISION, revs.current.to_be_bytes());
         tx.insert(&self.ks.meta, META_COMPACTED, revs.compacted.to_be_bytes());
         tx.commit()?;
+        self.auth.publish(auth);
         // Publish only after the commit is visible to readers.
         self.current.store(revs.current, Ordering::Release);
         self.compacted.store(revs.compacted, Ordering::Release);
@@ -351,9 +376,16 @@ impl Store {
     }
 
     /// Every keyspace, in KEYSPACES order.
-    pub fn keyspaces(&self) -> [&SingleWriterTxKeyspace; 5] {
+    pub fn keyspaces(&self) -> [&SingleWriterTxKeyspace; 6] {
         let ks = &self.ks;
-        [&ks.index, &ks.revs, &ks.leases, &ks.lease_keys, &ks.meta]
+        [
+            &ks.index,
+            &ks.revs,
+            &ks.leases,
+            &ks.lease_keys,
+            &ks.meta,
+            &ks.auth,
+        ]
     }
 }
 
@@ -377,6 +409,9 @@ struct Batch<'a, 'b> {
     revs: &'a mut RevState,
     alarms: &'a mut Vec<AlarmMember>,
     published: &'a mut Vec<EventBatch>,
+    /// The auth store as of this point in the batch.
+    auth_state: &'a mut Arc<AuthState>,
+    auth: &'a crate::auth::Auth,
 }
 
 impl Batch<'_, '_> {
@@ -387,8 +422,30 @@ impl Batch<'_, '_> {
         let Some(op) = &req.op else {
             return Ok(None);
         };
-        let outcome = match (crate::alarm::refuse(self.alarms, op), op) {
+        let refused = match &req.auth {
+            Some(who) => self.refused_by_auth(who, op)?,
+            None => None,
+        };
+        let outcome = match (crate::alarm::refuse(self.alarms, op).or(refused), op) {
             (Some(refused), _) => Err(StoreError::Etcd(refused)),
+            (None, Op::AuthChange(c)) => {
+                let who = req.auth.as_ref().map(|a| a.user.as_str());
+                let mut changer = crate::auth::Changer {
+                    tx: self.tx,
+                    ks: self.ks,
+                    state: self.auth_state,
+                    auth: self.auth,
+                };
+                changer
+                    .apply(c, who)
+                    .map(|auth_revision| {
+                        Outcome::AuthChanged(AuthChanged {
+                            revision: self.revs.current,
+                            auth_revision,
+                        })
+                    })
+                    .map_err(StoreError::Etcd)
+            }
             (None, Op::Compaction(c)) => write::compaction(self.revs, c).map(Outcome::Compaction),
             (None, Op::Alarm(a)) => {
                 crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
@@ -398,6 +455,18 @@ impl Batch<'_, '_> {
         match outcome {
             Ok(o) => Ok(Some(o)),
             Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// etcd's auth applier: whether `who` may do `op` (auth changes judge
+    /// themselves).
+    fn refused_by_auth(&self, who: &AuthInfo, op: &Op) -> Result<Option<EtcdError>, StoreError> {
+        let tx: &fjall::SingleWriterWriteTx<'_> = self.tx;
+        let lease_keys = |lease| crate::lease::keys_of(tx, self.ks, lease);
+        match crate::permission::check_op(self.auth_state, who, op, &lease_keys) {
+            Ok(()) => Ok(None),
+            Err(StoreError::Etcd(e)) => Ok(Some(e)),
             Err(other) => Err(other),
         }
     }
@@ -412,7 +481,7 @@ impl Batch<'_, '_> {
             Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
             Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
             Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
-            Op::Compaction(_) | Op::Alarm(_) => unreachable_op(),
+            Op::Compaction(_) | Op::Alarm(_) | Op::AuthChange(_) => unreachable_op(),
         };
         if out.is_ok() {
             self.revs.current = w.rev();

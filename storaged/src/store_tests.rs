@@ -26,7 +26,11 @@ fn entry(index: u64, op: Op) -> ApplyEntry {
             index,
         }),
         payload: Some(Payload::Request(
-            RaftRequest { op: Some(op) }.encode_to_vec(),
+            RaftRequest {
+                op: Some(op),
+                auth: None,
+            }
+            .encode_to_vec(),
         )),
     }
 }
@@ -43,11 +47,14 @@ fn put(index: u64, k: &str, v: &str) -> ApplyEntry {
 }
 
 fn get(store: &Store, k: &str, rev: i64) -> Result<Vec<String>, StoreError> {
-    let r = store.range(&RangeRequest {
-        key: k.into(),
-        revision: rev,
-        ..Default::default()
-    })?;
+    let r = store.range(
+        &RangeRequest {
+            key: k.into(),
+            revision: rev,
+            ..Default::default()
+        },
+        None,
+    )?;
     Ok(r.kvs
         .iter()
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use common::config::Member;
+use common::proto::etcdserverpb::auth_server::AuthServer;
 use common::proto::etcdserverpb::cluster_server::ClusterServer;
 use common::proto::etcdserverpb::kv_server::KvServer;
 use common::proto::etcdserverpb::lease_server::LeaseServer;
@@ -15,6 +16,7 @@ use common::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use common::proto::etcdserverpb::watch_server::WatchServer;
 use common::proto::v3electionpb::election_server::ElectionServer;
 use common::proto::v3lockpb::lock_server::LockServer;
+use gatewayd::auth::AuthService;
 use gatewayd::backend::Backend;
 use gatewayd::cluster::ClusterService;
 use gatewayd::concurrency::Recipes;
@@ -89,6 +91,19 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_threads: Option<usize>,
+    /// Authentication token type and its options: 'simple' or
+    /// 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m'.
+    #[arg(long, env = "TRIAD_AUTH_TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_token: Option<String>,
+    /// Time (in seconds) a simple token lives after its last use.
+    #[arg(long, env = "TRIAD_AUTH_TOKEN_TTL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_token_ttl: Option<u64>,
+    /// Cost of bcrypt when hashing auth passwords (4 to 31).
+    #[arg(long, env = "TRIAD_BCRYPT_COST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bcrypt_cost: Option<u32>,
     /// etcd server version to report to clients (/version, Status).
     #[arg(long, env = "TRIAD_ETCD_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +123,8 @@ struct Resolved {
     advertise: Vec<String>,
     quota_backend_bytes: i64,
     max_concurrent_streams: u32,
+    tokens: gatewayd::tokens::Tokens,
+    bcrypt_cost: u32,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -170,7 +187,19 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             "--max-concurrent-streams must be at least 1".into(),
         ));
     }
+    let bcrypt_cost = opts.bcrypt_cost.unwrap_or(10);
+    if !(4..=31).contains(&bcrypt_cost) {
+        return Err(common::config::ConfigError(format!(
+            "invalid bcrypt-cost: {bcrypt_cost} (valid values are between 4 and 31)"
+        )));
+    }
+    let tokens = gatewayd::tokens::Tokens::parse(
+        opts.auth_token.as_deref().unwrap_or("simple"),
+        opts.auth_token_ttl.unwrap_or(300),
+    )?;
     Ok(Resolved {
+        tokens,
+        bcrypt_cost,
         tls,
         max_concurrent_streams,
         quota_backend_bytes: opts.quota_backend_bytes.unwrap_or(0),
@@ -215,12 +244,14 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
         cfg.request_timeout,
         cfg.max_request_bytes,
         cfg.quota_backend_bytes,
+        cfg.tokens,
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let hub = WatchHub::spawn(backend.storage_client());
     let recipes = || Recipes {
         backend: backend.clone(),
         hub: hub.clone(),
+        who: Default::default(),
     };
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(
@@ -245,6 +276,10 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     .add_service(LockServer::new(LockService::new(recipes())))
     .add_service(ElectionServer::new(ElectionService::new(recipes())))
     .add_service(ClusterServer::new(ClusterService::new(backend.clone())))
+    .add_service(AuthServer::new(AuthService::new(
+        backend.clone(),
+        cfg.bcrypt_cost,
+    )))
     .add_service(
         MaintenanceServer::new(MaintenanceService::new(
             backend.clone(),
