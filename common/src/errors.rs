@@ -238,6 +238,16 @@ pub fn maintenance_auth_status(s: Status) -> Status {
     Status::unknown(raw)
 }
 
+/// A status as etcd (Go's grpc) prints it, for texts etcd sends inside
+/// messages (a watch's cancel reason): "rpc error: code = X desc = Y".
+pub fn go_status_text(s: &Status) -> String {
+    let code = match s.code() {
+        Code::Cancelled => "Canceled".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", s.message())
+}
+
 /// The Status for an error code carried inside an internal message; an
 /// unknown code (a newer peer daemon) is reported, not guessed at.
 pub fn status_from_wire(code: u32) -> Status {

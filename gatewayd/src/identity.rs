@@ -1,8 +1,8 @@
 //! Who a client request comes from, as etcd decides it: the user its auth
 //! token stands for (metadata `token`), else the common name of its
 //! verified TLS client certificate, else nobody, which every guarded
-//! request is refused for once auth is enabled. A token sent while auth is
-//! disabled is ignored, as etcd ignores it.
+//! request is refused for once auth is enabled. A token that is not valid
+//! is refused even while auth is disabled, as etcd refuses it.
 
 use tonic::{Request, Status};
 
@@ -58,11 +58,8 @@ impl Backend {
             }
         }
         // A simple token (or a JWT that did not verify): storaged knows
-        // whether auth is on and which simple tokens are live.
+        // which simple tokens are live.
         let resolved = self.auth_resolve(token).await?;
-        if !resolved.enabled {
-            return Ok(AuthInfo::default());
-        }
         if resolved.user.is_empty() {
             return Err(EtcdError::InvalidAuthToken.into());
         }

@@ -36,9 +36,6 @@ const HISTORY_RETRIES: usize = 50;
 const HISTORY_RETRY: Duration = Duration::from_millis(100);
 const REPLAY_REVISIONS: usize = 1000;
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
-/// etcd's cancel reason for a watch its creator may not read.
-const PERMISSION_DENIED: &str =
-    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 pub struct WatchService {
     backend: Arc<Backend>,
@@ -246,12 +243,12 @@ impl ClientStream {
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
-        if self.permitted(&c).await.is_err() {
-            // etcd answers any refusal so, with the status in Go's text form.
-            let mut r = self.response(c.watch_id, self.delivered);
+        if let Err(refused) = self.permitted(&c).await {
+            // etcd answers a refusal so, with the status in Go's text form.
+            let mut r = self.response(-1, self.delivered);
             r.created = true;
             r.canceled = true;
-            r.cancel_reason = PERMISSION_DENIED.to_string();
+            r.cancel_reason = common::errors::go_status_text(&refused);
             return self.send(r).await;
         }
         let id = if c.watch_id != 0 {

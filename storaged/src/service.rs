@@ -182,13 +182,8 @@ impl Storage for StorageService {
         req: Request<AuthResolveRequest>,
     ) -> Result<Response<AuthResolveResponse>, Status> {
         let token = req.into_inner().token;
-        let enabled = self.store.auth.state().enabled;
-        let user = if enabled {
-            self.store.auth.resolve(&token).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(AuthResolveResponse { enabled, user }))
+        let user = self.store.auth.resolve(&token).unwrap_or_default();
+        Ok(Response::new(AuthResolveResponse { user }))
     }
 
     async fn auth_check(
