@@ -18,7 +18,11 @@ fn make_certs(dir: &Path) {
     let ca_key = KeyPair::generate().expect("ca key");
     let ca = ca_params.self_signed(&ca_key).expect("ca cert");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
-    for (name, cn) in [("server", "triad-member"), ("client", "root")] {
+    for (name, cn) in [
+        ("server", "triad-member"),
+        ("client", "root"),
+        ("dave", "dave"),
+    ] {
         let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .expect("params");
         p.distinguished_name.push(DnType::CommonName, cn);
@@ -81,6 +85,80 @@ fn client_tls_with_client_certificates() {
         &["--dial-timeout=2s", "--command-timeout=3s", "get", "secure"],
     );
     assert!(!plain.status.success(), "plain text got in");
+}
+
+/// With --client-cert-auth and no token, the certificate's common name is
+/// the user (etcd's CN-based identity): users without passwords, judged by
+/// their roles like any other.
+#[test]
+fn client_certificate_common_name_is_the_user() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path());
+    let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
+    let m = Member::start_with_env(&[
+        ("TRIAD_CERT_FILE", &file("server.pem")),
+        ("TRIAD_KEY_FILE", &file("server-key.pem")),
+        ("TRIAD_TRUSTED_CA_FILE", &file("ca.pem")),
+        ("TRIAD_CLIENT_CERT_AUTH", "true"),
+    ]);
+    let ca = format!("--cacert={}", file("ca.pem"));
+    let ep = m.endpoint();
+    let as_user = |who: &str, args: &[&str]| {
+        let (cert, key) = match who {
+            "root" => (file("client.pem"), file("client-key.pem")),
+            other => (
+                file(&format!("{other}.pem")),
+                file(&format!("{other}-key.pem")),
+            ),
+        };
+        let mut all = vec![ca.clone(), format!("--cert={cert}"), format!("--key={key}")];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = etcdctl(&ep, &refs);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    for args in [
+        &["user", "add", "root", "--no-password"][..],
+        &["user", "add", "dave", "--no-password"],
+        &["role", "add", "d"],
+        &[
+            "role",
+            "grant-permission",
+            "d",
+            "--prefix",
+            "readwrite",
+            "d/",
+        ],
+        &["user", "grant-role", "dave", "d"],
+        &["auth", "enable"],
+    ] {
+        let (ok, out) = as_user("root", args);
+        assert!(ok, "{args:?}: {out}");
+    }
+    let (ok, out) = as_user("dave", &["put", "d/1", "v"]);
+    assert!(ok, "dave writes d/: {out}");
+    let (ok, out) = as_user("dave", &["put", "e", "v"]);
+    assert!(
+        !ok && out.contains("etcdserver: permission denied"),
+        "{out}"
+    );
+    let (ok, out) = as_user("dave", &["user", "list"]);
+    assert!(
+        !ok && out.contains("etcdserver: permission denied"),
+        "{out}"
+    );
+    let (ok, out) = as_user("root", &["put", "e", "v"]);
+    assert!(ok, "root writes anywhere: {out}");
+    // A user without a password cannot log in with one.
+    let (ok, out) = as_user("root", &["--user=dave:x", "get", "d/1"]);
+    assert!(!ok && out.contains("authentication failed"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
