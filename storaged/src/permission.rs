@@ -236,12 +236,13 @@ mod tests {
             perm(PermType::Read, "c", b"e"),
         ];
         assert!(ok(&perms, "foo", b"", Access::Read));
-        assert!(!ok(&perms, "foo", b"", Access::Write));
+        assert!(ok(&perms, "foo", b"", Access::Write), "inside [baz, qux)");
+        assert!(!ok(&perms, "zz", b"", Access::Write));
         assert!(!ok(&perms, "foo", b"foo0", Access::Read));
         assert!(ok(&perms, "bar/", b"bar0", Access::Read));
         assert!(ok(&perms, "bar/x", b"", Access::Write));
         assert!(ok(&perms, "b", b"d", Access::Read));
-        assert!(!ok(&perms, "bar", b"bar0", Access::Read));
+        assert!(!ok(&perms, "e", b"foo", Access::Read), "a gap before foo");
         assert!(ok(&perms, "bb", b"", Access::Read));
         assert!(ok(&perms, "a", b"e", Access::Read), "adjacent spans join");
         assert!(!ok(&perms, "a", b"e\0", Access::Read));
@@ -251,5 +252,77 @@ mod tests {
         assert!(!ok(&perms, "baz", b"qux", Access::Read));
         assert!(ok(&perms, "baz", b"qux", Access::Write));
         assert!(!ok(&perms, "baz", b"\0", Access::Write));
+    }
+
+    /// Keys over {a, b} of up to 3 bytes (ranges are drawn from these),
+    /// and the universe checked: these, each with "\0" after it (the end
+    /// of a single-key interval) and one key above all. Every interval end
+    /// is in the universe, so a gap in coverage always starts at one of its
+    /// keys and checking them all is exact.
+    fn keys_and_universe() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=3u32 {
+            for n in 0..2u32.pow(len) {
+                keys.push((0..len).map(|i| b'a' + ((n >> i) & 1) as u8).collect());
+            }
+        }
+        let mut universe = keys.clone();
+        universe.extend(keys.iter().map(|k| [k.as_slice(), &[0]].concat()));
+        universe.push(vec![0xff]);
+        universe.sort();
+        universe.dedup();
+        (keys, universe)
+    }
+
+    #[test]
+    fn coverage_agrees_with_brute_force() {
+        let (keys, universe) = keys_and_universe();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut pick_range = |next: &mut dyn FnMut(usize) -> usize| {
+                let k = keys[next(keys.len())].clone();
+                let end = match next(4) {
+                    0 => Vec::new(),
+                    1 => vec![0],
+                    _ => keys[next(keys.len())].clone(),
+                };
+                (k, end)
+            };
+            let perms: Vec<Permission> = (0..next(4))
+                .map(|_| {
+                    let (key, range_end) = pick_range(&mut next);
+                    Permission {
+                        perm_type: PermType::Read as i32,
+                        key,
+                        range_end,
+                    }
+                })
+                .collect();
+            let (key, end) = pick_range(&mut next);
+            let holds = |u: &[u8]| {
+                perms.iter().any(|p| {
+                    u >= p.key.as_slice()
+                        && end_of(&p.key, &p.range_end).is_none_or(|e| u < e.as_slice())
+                })
+            };
+            let want_end = end_of(&key, &end);
+            let expected = if want_end.as_deref().is_some_and(|e| e <= key.as_slice()) {
+                holds(&key)
+            } else {
+                universe
+                    .iter()
+                    .filter(|u| u.as_slice() >= key.as_slice())
+                    .filter(|u| want_end.as_deref().is_none_or(|e| u.as_slice() < e))
+                    .all(|u| holds(u))
+            };
+            let got = covers(perms.iter(), &key, &end);
+            assert_eq!(got, expected, "perms {perms:?} range {key:?}..{end:?}");
+        }
     }
 }
