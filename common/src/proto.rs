@@ -127,6 +127,27 @@ pub async fn storaged_compatible(
     .await
 }
 
+/// Binary metadata carrying a client's identity on member-local reads
+/// (gatewayd → storaged Range); writes carry it inside the RaftRequest.
+const AUTH_METADATA: &str = "triad-auth-bin";
+
+/// Attach the identity gatewayd resolved for a client to a local call.
+pub fn attach_auth<T>(req: &mut tonic::Request<T>, info: &storage::AuthInfo) {
+    use prost::Message;
+    let value = tonic::metadata::MetadataValue::from_bytes(&info.encode_to_vec());
+    req.metadata_mut().insert_bin(AUTH_METADATA, value);
+}
+
+/// The client identity a local call carries; None for the member's own
+/// calls. An undecodable value counts as an anonymous client, never as
+/// the member itself.
+pub fn auth_of<T>(req: &tonic::Request<T>) -> Option<storage::AuthInfo> {
+    use prost::Message;
+    let value = req.metadata().get_bin(AUTH_METADATA)?;
+    let bytes = value.to_bytes().unwrap_or_default();
+    Some(storage::AuthInfo::decode(bytes.as_ref()).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,25 +182,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Binary metadata carrying a client's identity on member-local reads
-/// (gatewayd → storaged Range); writes carry it inside the RaftRequest.
-const AUTH_METADATA: &str = "triad-auth-bin";
-
-/// Attach the identity gatewayd resolved for a client to a local call.
-pub fn attach_auth<T>(req: &mut tonic::Request<T>, info: &storage::AuthInfo) {
-    use prost::Message;
-    let value = tonic::metadata::MetadataValue::from_bytes(&info.encode_to_vec());
-    req.metadata_mut().insert_bin(AUTH_METADATA, value);
-}
-
-/// The client identity a local call carries; None for the member's own
-/// calls. An undecodable value counts as an anonymous client, never as
-/// the member itself.
-pub fn auth_of<T>(req: &tonic::Request<T>) -> Option<storage::AuthInfo> {
-    use prost::Message;
-    let value = req.metadata().get_bin(AUTH_METADATA)?;
-    let bytes = value.to_bytes().unwrap_or_default();
-    Some(storage::AuthInfo::decode(bytes.as_ref()).unwrap_or_default())
 }

@@ -130,9 +130,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
-        let header = self
-            .change_by(&req, Change::Enable(req.get_ref().clone()))
-            .await?;
+        let header = self.change_by(&req, Change::Enable(*req.get_ref())).await?;
         Ok(Response::new(AuthEnableResponse { header }))
     }
 
@@ -141,7 +139,7 @@ impl Auth for AuthService {
         req: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
         let header = self
-            .change_by(&req, Change::Disable(req.get_ref().clone()))
+            .change_by(&req, Change::Disable(*req.get_ref()))
             .await?;
         Ok(Response::new(AuthDisableResponse { header }))
     }

@@ -138,17 +138,28 @@ where
     }
 }
 
+/// What a Backend is configured with (beside its two daemon links).
+pub struct Settings {
+    /// The configured IDs (raftd's take over once it answers).
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+    /// --quota-backend-bytes.
+    pub quota_bytes: i64,
+    pub tokens: Tokens,
+}
+
 impl Backend {
-    pub fn new(
-        raft: Channel,
-        storage: Channel,
-        cluster_id: u64,
-        member_id: u64,
-        request_timeout: Duration,
-        max_request_bytes: usize,
-        quota_bytes: i64,
-        tokens: Tokens,
-    ) -> Self {
+    pub fn new(raft: Channel, storage: Channel, settings: Settings) -> Self {
+        let Settings {
+            cluster_id,
+            member_id,
+            request_timeout,
+            max_request_bytes,
+            quota_bytes,
+            tokens,
+        } = settings;
         let raft = RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX);
         let term = Arc::new(AtomicU64::new(0));
         let quota = Arc::new(Quota::new(quota_bytes));

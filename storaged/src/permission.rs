@@ -285,7 +285,7 @@ mod tests {
             (seed % n as u64) as usize
         };
         for _ in 0..3000 {
-            let mut pick_range = |next: &mut dyn FnMut(usize) -> usize| {
+            let pick_range = |next: &mut dyn FnMut(usize) -> usize| {
                 let k = keys[next(keys.len())].clone();
                 let end = match next(4) {
                     0 => Vec::new(),

@@ -17,7 +17,7 @@ use common::proto::etcdserverpb::watch_server::WatchServer;
 use common::proto::v3electionpb::election_server::ElectionServer;
 use common::proto::v3lockpb::lock_server::LockServer;
 use gatewayd::auth::AuthService;
-use gatewayd::backend::Backend;
+use gatewayd::backend::{Backend, Settings};
 use gatewayd::cluster::ClusterService;
 use gatewayd::concurrency::Recipes;
 use gatewayd::election::ElectionService;
@@ -239,12 +239,14 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
         common::uds::channel(&member.storaged_socket()),
-        member.cluster_id,
-        member.member_id,
-        cfg.request_timeout,
-        cfg.max_request_bytes,
-        cfg.quota_backend_bytes,
-        cfg.tokens,
+        Settings {
+            cluster_id: member.cluster_id,
+            member_id: member.member_id,
+            request_timeout: cfg.request_timeout,
+            max_request_bytes: cfg.max_request_bytes,
+            quota_bytes: cfg.quota_backend_bytes,
+            tokens: cfg.tokens,
+        },
     ));
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let hub = WatchHub::spawn(backend.storage_client());
