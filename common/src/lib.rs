@@ -2,6 +2,7 @@
 //! plumbing, readiness/shutdown signalling, and the one mapping from internal
 //! errors to etcd's gRPC statuses. No daemon logic lives here.
 
+pub mod activation;
 pub mod backup;
 pub mod config;
 pub mod errors;

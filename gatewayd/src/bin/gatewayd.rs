@@ -227,15 +227,21 @@ fn main() -> ExitCode {
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).
+    // Before any thread starts: taking them clears systemd's variables.
+    let inherited = common::activation::inherited_listeners();
     common::lifecycle::run_daemon(
         "gatewayd",
         member.log_json,
         opts.worker_threads,
-        run(member, opts),
+        run(member, opts, inherited),
     )
 }
 
-async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
+async fn run(
+    member: Member,
+    cfg: Resolved,
+    mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+) -> anyhow::Result<()> {
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
         common::uds::channel(&member.storaged_socket()),
@@ -302,9 +308,16 @@ async fn run(member: Member, cfg: Resolved) -> anyhow::Result<()> {
     let server_tls = cfg.tls.server()?;
     let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = match common::activation::take_listener(&mut inherited, *addr) {
+            // Socket activation: the port stays open across restarts.
+            Some(l) => l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(|e| anyhow::anyhow!("socket passed for {addr}: {e}"))?,
+            None => tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+        };
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (*https, &server_tls) {
             builder = builder
