@@ -1,6 +1,6 @@
 //! Plain-HTTP endpoints on the client port, beside gRPC (as etcd serves
 //! them): /health (a linearizable read must succeed, as etcd checks),
-//! /version and /metrics.
+//! /livez and /readyz (`probes.rs`), /version and /metrics.
 
 use std::sync::Arc;
 
@@ -19,11 +19,16 @@ struct HttpState {
 }
 
 pub fn routes(backend: Arc<Backend>, version: String) -> Router {
+    let probes = Router::new()
+        .route("/livez", get(crate::probes::livez))
+        .route("/readyz", get(crate::probes::readyz))
+        .with_state(backend.clone());
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version_info))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .with_state(HttpState { backend, version })
+        .merge(probes)
 }
 
 async fn health(

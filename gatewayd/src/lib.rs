@@ -16,6 +16,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod metrics;
+pub mod probes;
 pub mod proposer;
 pub mod quota;
 pub mod tokens;

@@ -82,20 +82,9 @@ async fn a_client_that_stops_reading_stalls_nobody_and_catches_up() {
     );
 }
 
-/// A plain HTTP/1.1 GET on the client port; the response body.
+/// A plain HTTP GET on the client port; the response body.
 fn http_get(endpoint: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(endpoint).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or(out)
+    triad_tests::http(endpoint, "GET", path, "").1
 }
 
 /// The number of events in each response of a fragmented watch (etcd-client

@@ -261,7 +261,13 @@ async fn run(
         hub: hub.clone(),
         who: Default::default(),
     };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(gatewayd::probes::follow_grpc_health(
+        backend.clone(),
+        health_reporter,
+    ));
     let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service);
     grpc.add_service(
         KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
             .max_decoding_message_size(max_recv),
