@@ -16,7 +16,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/triad/raft.proto",
         "proto/triad/peer.proto",
     ];
-    tonic_prost_build::configure().compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out.join("descriptors.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
+    // etcd's JSON gateway encoding (grpc-gateway's jsonpb with OrigName):
+    // proto field names, int64 as strings, bytes as base64, enums by name,
+    // defaults left out. Only the public packages need it.
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptors)?)?
+        .preserve_proto_field_names()
+        .build(&[
+            ".etcdserverpb",
+            ".mvccpb",
+            ".authpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

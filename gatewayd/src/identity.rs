@@ -33,6 +33,16 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// A bare token (the JSON gateway's `Authorization` header).
+    pub fn token(token: Option<String>) -> Credentials {
+        Credentials {
+            token,
+            common_name: None,
+        }
+    }
+}
+
 fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;

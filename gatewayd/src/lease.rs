@@ -33,6 +33,40 @@ pub struct LeaseService {
 }
 
 impl LeaseService {
+    /// Answer a stream of keepalives (gRPC's, or the JSON gateway's).
+    pub fn keep_alive<S>(
+        &self,
+        requests: S,
+    ) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
+    where
+        S: futures::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+    {
+        let mut requests = requests;
+        let (tx, rx) = mpsc::channel(16);
+        let (backend, hub) = (self.backend.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(k)) = requests.next().await {
+                let answer = backend
+                    .raft_call(Retry::Idempotent, |mut r| async move {
+                        r.lease_keep_alive(k).await
+                    })
+                    .await
+                    .map(|l| {
+                        // etcd answers a keepalive for an unknown lease with TTL 0.
+                        LeaseKeepAliveResponse {
+                            header: backend.header(hub.revision()),
+                            id: l.id,
+                            ttl: l.ttl.max(0),
+                        }
+                    });
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
     pub fn new(backend: Arc<Backend>, hub: Arc<WatchHub>) -> Self {
         LeaseService { backend, hub }
     }
@@ -116,31 +150,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let (backend, hub) = (self.backend.clone(), self.hub.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(k)) = requests.next().await {
-                let answer = backend
-                    .raft_call(Retry::Idempotent, |mut r| async move {
-                        r.lease_keep_alive(k).await
-                    })
-                    .await
-                    .map(|l| {
-                        // etcd answers a keepalive for an unknown lease with TTL 0.
-                        LeaseKeepAliveResponse {
-                            header: backend.header(hub.revision()),
-                            id: l.id,
-                            ttl: l.ttl.max(0),
-                        }
-                    });
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(self.keep_alive(req.into_inner())))
     }
 
     async fn lease_time_to_live(

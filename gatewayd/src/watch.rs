@@ -68,10 +68,26 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let creds = Credentials::of(&req);
+        Ok(Response::new(self.open(creds, req.into_inner()).await))
+    }
+}
+
+impl WatchService {
+    /// Serve one client stream of watch requests (gRPC's, or the JSON
+    /// gateway's) sent by a client with `creds`.
+    pub async fn open<S>(
+        &self,
+        creds: Credentials,
+        requests: S,
+    ) -> ReceiverStream<Result<WatchResponse, Status>>
+    where
+        S: futures::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let (out, rx) = mpsc::channel(OUT_BUFFER);
         let (live, delivered) = self.hub.subscribe().await;
         let stream = ClientStream {
-            creds: Credentials::of(&req),
+            creds,
             backend: self.backend.clone(),
             hub: self.hub.clone(),
             max_request_bytes: self.max_request_bytes,
@@ -81,8 +97,8 @@ impl Watch for WatchService {
             watchers: BTreeMap::new(),
             next_id: 0,
         };
-        tokio::spawn(stream.run(req.into_inner(), self.progress_interval));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(stream.run(requests, self.progress_interval));
+        ReceiverStream::new(rx)
     }
 }
 
@@ -180,7 +196,10 @@ struct ClientStream {
 struct Gone;
 
 impl ClientStream {
-    async fn run(mut self, mut requests: Streaming<WatchRequest>, progress_interval: Duration) {
+    async fn run<S>(mut self, mut requests: S, progress_interval: Duration)
+    where
+        S: futures::Stream<Item = Result<WatchRequest, Status>> + Unpin,
+    {
         metrics::WATCH_STREAMS.add(1);
         let mut ticker = tokio::time::interval(progress_interval);
         ticker.tick().await;

@@ -266,41 +266,40 @@ async fn run(
         backend.clone(),
         health_reporter,
     ));
-    let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(health_service);
-    grpc.add_service(
-        KvServer::new(KvService::new(backend.clone(), cfg.max_txn_ops))
-            .max_decoding_message_size(max_recv),
-    )
-    .add_service(
-        WatchServer::new(WatchService::new(
+    // One instance of each service, served by gRPC and the JSON gateway.
+    let services = Arc::new(gatewayd::json_gateway::Services {
+        kv: Arc::new(KvService::new(backend.clone(), cfg.max_txn_ops)),
+        watch: Arc::new(WatchService::new(
             backend.clone(),
             hub.clone(),
             // etcd fragments watch responses above the request limit plus
             // the same gRPC overhead allowance.
             cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             cfg.watch_progress_interval,
-        ))
-        .max_decoding_message_size(max_recv),
-    )
-    .add_service(
-        LeaseServer::new(LeaseService::new(backend.clone(), hub.clone()))
-            .max_decoding_message_size(max_recv),
-    )
-    .add_service(LockServer::new(LockService::new(recipes())))
-    .add_service(ElectionServer::new(ElectionService::new(recipes())))
-    .add_service(ClusterServer::new(ClusterService::new(backend.clone())))
-    .add_service(AuthServer::new(AuthService::new(
-        backend.clone(),
-        cfg.bcrypt_cost,
-    )))
-    .add_service(
-        MaintenanceServer::new(MaintenanceService::new(
+        )),
+        lease: Arc::new(LeaseService::new(backend.clone(), hub.clone())),
+        cluster: Arc::new(ClusterService::new(backend.clone())),
+        maintenance: Arc::new(MaintenanceService::new(
             backend.clone(),
             cfg.version.clone(),
-        ))
-        .max_decoding_message_size(max_recv),
-    );
+        )),
+        auth: Arc::new(AuthService::new(backend.clone(), cfg.bcrypt_cost)),
+        lock: Arc::new(LockService::new(recipes())),
+        election: Arc::new(ElectionService::new(recipes())),
+    });
+    let s = &services;
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
+        .add_service(KvServer::from_arc(s.kv.clone()).max_decoding_message_size(max_recv))
+        .add_service(WatchServer::from_arc(s.watch.clone()).max_decoding_message_size(max_recv))
+        .add_service(LeaseServer::from_arc(s.lease.clone()).max_decoding_message_size(max_recv))
+        .add_service(LockServer::from_arc(s.lock.clone()))
+        .add_service(ElectionServer::from_arc(s.election.clone()))
+        .add_service(ClusterServer::from_arc(s.cluster.clone()))
+        .add_service(AuthServer::from_arc(s.auth.clone()))
+        .add_service(
+            MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
+        );
     let grpc = grpc.routes();
     let router = grpc
         .into_axum_router()
@@ -308,7 +307,8 @@ async fn run(
             backend.clone(),
             gatewayd::learner::guard,
         ))
-        .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()));
+        .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()))
+        .merge(gatewayd::json_gateway::routes(services.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
     let server_tls = cfg.tls.server()?;
