@@ -301,11 +301,25 @@ where
     T: clap::Args + Serialize + DeserializeOwned,
 {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = DaemonCli::<T>::command()
-        .name(name)
-        .about(about)
-        .version(crate::VERSION)
-        .get_matches();
+    let command = || {
+        DaemonCli::<T>::command()
+            .name(name)
+            .about(about)
+            .version(crate::VERSION)
+    };
+    // etcd's flags and ETCD_* variables, for the options this daemon has.
+    let known = command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+            a.get_long().map(|l| (l.to_string(), env))
+        })
+        .collect();
+    crate::etcd_flags::adapt_env(&known);
+    let args = crate::etcd_flags::adapt_args(std::env::args_os().collect(), &known);
+    // Built again: clap reads an option's variable when the option is made.
+    let command = command();
+    let matches = command.get_matches_from(args);
     let cli = DaemonCli::<T>::from_arg_matches(&matches).map_err(|e| err(e.to_string()))?;
     load_daemon(cli.config_file.as_deref(), &cli.member, name, &cli.opts)
 }

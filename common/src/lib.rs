@@ -6,6 +6,7 @@ pub mod activation;
 pub mod backup;
 pub mod config;
 pub mod errors;
+pub mod etcd_flags;
 pub mod ids;
 pub mod lifecycle;
 pub mod proto;

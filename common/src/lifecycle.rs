@@ -145,6 +145,9 @@ where
     E: std::fmt::Display,
 {
     init_logging(log_json);
+    for w in crate::etcd_flags::take_warnings() {
+        tracing::warn!("{w}");
+    }
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
