@@ -46,6 +46,7 @@ const SUPPORTED: &[&str] = &[
     "experimental-corrupt-check-time",
     "experimental-watch-progress-notify-interval",
     "force-new-cluster",
+    "listen-metrics-urls",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -77,7 +78,6 @@ const UNSUPPORTED: &[&str] = &[
     "host-whitelist",
     "enable-pprof",
     "metrics",
-    "listen-metrics-urls",
     "logger",
     "log-outputs",
     "log-level",

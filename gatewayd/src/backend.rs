@@ -23,7 +23,7 @@ use common::proto::storage::auth_query_response::Answer;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::{
     AuthCheckRequest, AuthCredentialsRequest, AuthCredentialsResponse, AuthInfo, AuthQueryRequest,
-    AuthResolveRequest, AuthResolveResponse,
+    AuthResolveRequest, AuthResolveResponse, MetricsRequest,
 };
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
@@ -256,7 +256,8 @@ impl Backend {
         if bytes.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
-        let result = tokio::time::timeout(self.request_timeout, self.proposer.propose(bytes))
+        let proposed = crate::metrics::timed("propose", self.proposer.propose(bytes));
+        let result = tokio::time::timeout(self.request_timeout, proposed)
             .await
             .map_err(|_| Status::from(EtcdError::Timeout))??;
         decode_outcome(&result)
@@ -308,12 +309,13 @@ impl Backend {
     /// Wait until this member's storaged has applied a quorum-confirmed
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
-        let resp = retrying(self.deadline(), Retry::Idempotent, || {
+        let read = retrying(self.deadline(), Retry::Idempotent, || {
             let mut raft = self.raft.clone();
             async move { raft.read_index(ReadIndexRequest {}).await }
-        })
-        .await?
-        .into_inner();
+        });
+        let resp = crate::metrics::timed("read_index", read)
+            .await?
+            .into_inner();
         self.note_term(resp.raft_term);
         Ok(())
     }
@@ -325,14 +327,14 @@ impl Backend {
         req: RangeRequest,
         who: Option<&AuthInfo>,
     ) -> Result<RangeResponse, Status> {
-        self.storage_call(|mut storage| {
+        let read = self.storage_call(|mut storage| {
             let mut req = tonic::Request::new(req.clone());
             if let Some(who) = who {
                 common::proto::attach_auth(&mut req, who);
             }
             async move { storage.range(req).await }
-        })
-        .await
+        });
+        crate::metrics::timed("range", read).await
     }
 
     /// An idempotent storaged call under the request timeout.
@@ -348,7 +350,19 @@ impl Backend {
         .map(|r| r.into_inner())
     }
 
-    /// Who a token stands for, and whether auth is enabled at all.
+    /// raftd's metrics text.
+    pub async fn raftd_metrics(&self) -> Result<String, Status> {
+        let mut raft = self.raft.clone();
+        Ok(raft.metrics(MetricsRequest {}).await?.into_inner().text)
+    }
+
+    /// storaged's metrics text.
+    pub async fn storaged_metrics(&self) -> Result<String, Status> {
+        let mut storage = self.storage.clone();
+        Ok(storage.metrics(MetricsRequest {}).await?.into_inner().text)
+    }
+
+    /// Who a token stands for.
     pub async fn auth_resolve(&self, token: &str) -> Result<AuthResolveResponse, Status> {
         self.storage_call(|mut s| {
             let token = token.to_string();

@@ -18,6 +18,16 @@ struct HttpState {
     version: String,
 }
 
+/// Only /metrics (gatewayd's --listen-metrics-urls).
+pub fn metrics_routes(backend: Arc<Backend>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(b): State<Arc<Backend>>| async move { crate::metrics::render(&b).await }),
+        )
+        .with_state(backend)
+}
+
 pub fn routes(backend: Arc<Backend>, version: String) -> Router {
     let probes = Router::new()
         .route("/livez", get(crate::probes::livez))
@@ -26,7 +36,10 @@ pub fn routes(backend: Arc<Backend>, version: String) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version_info))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { crate::metrics::render(&s.backend).await }),
+        )
         .with_state(HttpState { backend, version })
         .merge(probes)
 }

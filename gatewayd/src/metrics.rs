@@ -1,78 +1,152 @@
-//! gatewayd's metrics, served as Prometheus text on /metrics. Watch metrics
-//! use etcd's names where etcd has one, so existing dashboards work; the
-//! rest of etcd's metric set arrives with the operations work.
+//! gatewayd's metrics, served as Prometheus text on /metrics together with
+//! raftd's and storaged's (fetched over their sockets), so one scrape of
+//! the client port sees the whole member as one of etcd's would. etcd's
+//! names where etcd has one; triad's own are `triad_*`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
-pub struct Gauge(AtomicI64);
+use common::metrics::{CounterVec, Gauge, Histogram, Metric};
 
-impl Gauge {
-    const fn new() -> Gauge {
-        Gauge(AtomicI64::new(0))
+use crate::backend::Backend;
+
+pub static WATCH_STREAMS: Gauge = Gauge::new(
+    "etcd_debugging_mvcc_watch_stream_total",
+    "Total number of watch streams.",
+);
+pub static WATCHERS: Gauge = Gauge::new(
+    "etcd_debugging_mvcc_watcher_total",
+    "Total number of watchers.",
+);
+/// Watchers replaying history (new ones in the past, or a stream that fell
+/// behind).
+pub static SLOW_WATCHERS: Gauge = Gauge::new(
+    "etcd_debugging_mvcc_slow_watcher_total",
+    "Total number of unsynced slow watchers.",
+);
+pub static WATCH_EVENTS: Gauge = Gauge::new(
+    "etcd_debugging_mvcc_events_total",
+    "Total number of events sent by this member.",
+);
+/// Times a client stream fell behind the live feed and caught up from
+/// storaged's history instead (slow consumers).
+pub static WATCH_CATCH_UPS: Gauge = Gauge::new(
+    "triad_watch_catch_ups_total",
+    "Times a watch stream fell behind the live feed and replayed history instead.",
+);
+pub static GRPC_STARTED: CounterVec = CounterVec::new(
+    "grpc_server_started_total",
+    "Total number of RPCs started on the server.",
+    &["grpc_type", "grpc_service", "grpc_method"],
+);
+pub static GRPC_HANDLED: CounterVec = CounterVec::new(
+    "grpc_server_handled_total",
+    "Total number of RPCs completed on the server, regardless of success or failure.",
+    &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+);
+/// Latency of gatewayd's calls to the member's other daemons over their
+/// Unix sockets, by call.
+pub static LOCAL_RPC: Histogram = Histogram::labelled(
+    "triad_gatewayd_local_rpc_duration_seconds",
+    "Latency of gatewayd's calls to raftd and storaged over Unix sockets.",
+    "call",
+    0.0001,
+);
+
+fn render_own() -> String {
+    let all: [&dyn Metric; 8] = [
+        &WATCH_STREAMS,
+        &WATCHERS,
+        &SLOW_WATCHERS,
+        &WATCH_EVENTS,
+        &WATCH_CATCH_UPS,
+        &GRPC_STARTED,
+        &GRPC_HANDLED,
+        &LOCAL_RPC,
+    ];
+    common::metrics::render(&all)
+}
+
+/// The whole member's metrics: gatewayd's, then raftd's and storaged's
+/// (a daemon that does not answer within a second is left out).
+pub async fn render(backend: &Backend) -> String {
+    let mut out = render_own();
+    let wait = Duration::from_secs(1);
+    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.raftd_metrics()).await {
+        out.push_str(&text);
     }
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.storaged_metrics()).await {
+        out.push_str(&text);
     }
-    fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+    out
+}
+
+/// Time one local call under `call`.
+pub async fn timed<T>(call: &str, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let r = f.await;
+    LOCAL_RPC.observe_for(call, started.elapsed());
+    r
+}
+
+/// Count gRPC calls as go-grpc-prometheus does (an axum layer on the gRPC
+/// routes). A call is "handled" with the status its response headers carry
+/// (an error) or OK.
+pub async fn count_grpc(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let kind = grpc_type(&service, &method);
+    GRPC_STARTED.inc(&[kind, &service, &method]);
+    let resp = next.run(req).await;
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or("OK", code_name);
+    GRPC_HANDLED.inc(&[kind, &service, &method, code]);
+    resp
+}
+
+fn grpc_type(service: &str, method: &str) -> &'static str {
+    match (service, method) {
+        ("etcdserverpb.Watch", "Watch") | ("etcdserverpb.Lease", "LeaseKeepAlive") => "bidi_stream",
+        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => {
+            "server_stream"
+        }
+        _ => "unary",
     }
 }
 
-/// Open client watch streams.
-pub static WATCH_STREAMS: Gauge = Gauge::new();
-/// Watchers on those streams.
-pub static WATCHERS: Gauge = Gauge::new();
-/// Watchers currently replaying history (new ones in the past, or a stream
-/// that fell behind).
-pub static SLOW_WATCHERS: Gauge = Gauge::new();
-/// Events sent to watchers.
-pub static WATCH_EVENTS: Gauge = Gauge::new();
-/// Times a client stream fell behind the live feed and caught up from
-/// storaged's history instead (slow consumers).
-pub static WATCH_CATCH_UPS: Gauge = Gauge::new();
-
-const METRICS: [(&str, &str, &str, &Gauge); 5] = [
-    (
-        "etcd_debugging_mvcc_watch_stream_total",
-        "gauge",
-        "Total number of watch streams.",
-        &WATCH_STREAMS,
-    ),
-    (
-        "etcd_debugging_mvcc_watcher_total",
-        "gauge",
-        "Total number of watchers.",
-        &WATCHERS,
-    ),
-    (
-        "etcd_debugging_mvcc_slow_watcher_total",
-        "gauge",
-        "Total number of unsynced slow watchers.",
-        &SLOW_WATCHERS,
-    ),
-    (
-        "etcd_debugging_mvcc_events_total",
-        "counter",
-        "Total number of events sent by this member.",
-        &WATCH_EVENTS,
-    ),
-    (
-        "triad_watch_catch_ups_total",
-        "counter",
-        "Times a watch stream fell behind the live feed and replayed history instead.",
-        &WATCH_CATCH_UPS,
-    ),
-];
-
-pub fn render() -> String {
-    let mut out = String::new();
-    for (name, kind, help, value) in METRICS {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            value.get()
-        );
-    }
-    out
+fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("Unknown")
 }

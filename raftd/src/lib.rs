@@ -15,6 +15,7 @@ pub mod lessor;
 pub mod local_server;
 pub mod log_store;
 pub mod members;
+pub mod metrics;
 pub mod network;
 pub mod peer_server;
 pub mod route;

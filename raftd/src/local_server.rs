@@ -74,6 +74,7 @@ impl RaftLocalService {
     /// Propose on this (leading) raftd; outcomes align with `proposals`.
     async fn propose_here(&self, proposals: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
         let stopped = |_| Status::from(EtcdError::Stopped);
+        let _pending = crate::metrics::Pending::new(proposals.len());
         let mut results = self
             .raft
             .client_write_many(proposals.into_iter().map(Proposal))
@@ -89,7 +90,10 @@ impl RaftLocalService {
                     raft_index = raft_index.max(w.log_id.index);
                     Outcome::Result(w.response.0)
                 }
-                Err(e) => Outcome::Error(write_error(&e).wire_code()),
+                Err(e) => {
+                    crate::metrics::PROPOSALS_FAILED.inc();
+                    Outcome::Error(write_error(&e).wire_code())
+                }
             };
             outcomes.push(ProposeOutcome {
                 outcome: Some(outcome),
@@ -232,6 +236,15 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
 
 #[tonic::async_trait]
 impl RaftLocal for RaftLocalService {
+    async fn metrics(
+        &self,
+        _req: Request<common::proto::storage::MetricsRequest>,
+    ) -> Result<Response<common::proto::storage::MetricsResponse>, Status> {
+        Ok(Response::new(common::proto::storage::MetricsResponse {
+            text: crate::metrics::render(),
+        }))
+    }
+
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         common::proto::check_protocol("raftd", RAFT_PROTOCOL, &req.into_inner().protocol)?;
         Ok(Response::new(HelloResponse {

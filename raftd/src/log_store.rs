@@ -103,7 +103,9 @@ fn group_commit(db: Database, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
+        let started = std::time::Instant::now();
         let result = db.persist(PersistMode::SyncData);
+        crate::metrics::WAL_FSYNC.observe(started.elapsed());
         for cb in waiting {
             cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
         }

@@ -119,7 +119,12 @@ impl PeerClient {
             body,
         };
         let ttl = option.hard_ttl();
-        let reply = match tokio::time::timeout(ttl, method(client, msg)).await {
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(ttl, method(client, msg)).await;
+        if matches!(answered, Ok(Ok(_))) {
+            crate::metrics::peer_round_trip(self.target, started.elapsed());
+        }
+        let reply = match answered {
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout {
                     action,

@@ -11,6 +11,7 @@ pub mod events;
 pub mod hash;
 pub mod keys;
 pub mod lease;
+pub mod metrics;
 pub mod permission;
 pub mod read;
 pub mod record;

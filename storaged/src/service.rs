@@ -24,7 +24,8 @@ use common::proto::storage::{
 };
 use common::proto::storage::{
     AuthCheckRequest, AuthCheckResponse, AuthCredentialsRequest, AuthCredentialsResponse,
-    AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse,
+    AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse, MetricsRequest,
+    MetricsResponse,
 };
 use common::proto::STORAGE_PROTOCOL;
 
@@ -234,6 +235,15 @@ impl Storage for StorageService {
                 .map(|u| String::from_utf8_lossy(&u.password).into_owned())
                 .unwrap_or_default(),
             auth_revision: state.revision,
+        }))
+    }
+
+    async fn metrics(
+        &self,
+        _req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
+        Ok(Response::new(MetricsResponse {
+            text: crate::metrics::render(),
         }))
     }
 

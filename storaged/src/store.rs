@@ -221,7 +221,10 @@ impl Store {
         }
         tx.insert(&self.ks.meta, META_REVISION, revs.current.to_be_bytes());
         tx.insert(&self.ks.meta, META_COMPACTED, revs.compacted.to_be_bytes());
+        let started = std::time::Instant::now();
         tx.commit()?;
+        crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
+        crate::metrics::APPLY_BATCHES.inc();
         self.auth.publish(auth);
         // Publish only after the commit is visible to readers.
         self.current.store(revs.current, Ordering::Release);
@@ -238,10 +241,13 @@ impl Store {
         for batch in published {
             let _ = self.events.send(Arc::new(batch));
         }
+        let db_size = self.data_size() as i64;
+        crate::metrics::DB_SIZE.set(db_size);
+        crate::metrics::DB_SIZE_IN_USE.set(db_size);
         Ok(ApplyResponse {
             results,
             applied,
-            db_size: self.data_size() as i64,
+            db_size,
         })
     }
 

@@ -428,13 +428,12 @@ pub fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, Strin
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    write!(
-        s,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .expect("send request");
+    );
+    s.write_all(request.as_bytes()).expect("send request");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -91,6 +91,11 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_threads: Option<usize>,
+    /// URLs to serve the member's metrics on (GET /metrics), besides the
+    /// client URLs.
+    #[arg(long, env = "TRIAD_LISTEN_METRICS_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_metrics_urls: Option<String>,
     /// Authentication token type and its options: 'simple' or
     /// 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m'.
     #[arg(long, env = "TRIAD_AUTH_TOKEN")]
@@ -125,6 +130,7 @@ struct Resolved {
     max_concurrent_streams: u32,
     tokens: gatewayd::tokens::Tokens,
     bcrypt_cost: u32,
+    metrics_listen: Vec<std::net::SocketAddr>,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -197,7 +203,15 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         opts.auth_token.as_deref().unwrap_or("simple"),
         opts.auth_token_ttl.unwrap_or(300),
     )?;
+    let metrics_listen = match &opts.listen_metrics_urls {
+        None => Vec::new(),
+        Some(urls) => common::config::parse_urls(urls, "listen-metrics-urls")?
+            .iter()
+            .map(|u| common::config::listen_addr(u))
+            .collect::<Result<_, _>>()?,
+    };
     Ok(Resolved {
+        metrics_listen,
         tokens,
         bcrypt_cost,
         tls,
@@ -307,6 +321,7 @@ async fn run(
             backend.clone(),
             gatewayd::learner::guard,
         ))
+        .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc))
         .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()))
         .merge(gatewayd::json_gateway::routes(services.clone()));
 
@@ -337,6 +352,14 @@ async fn run(
             .add_routes(tonic::service::Routes::from(router.clone()));
         prepared.push((server, listener));
         tracing::info!(%addr, tls = *https, "gatewayd serving clients");
+    }
+    for addr in &cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        let routes = gatewayd::http::metrics_routes(backend.clone());
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        tracing::info!(%addr, "serving metrics");
     }
     common::lifecycle::notify_ready("serving");
     tokio::spawn({

@@ -29,6 +29,11 @@ use raftd::types::Raft;
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RaftdOpts {
+    /// URL to serve this daemon's metrics on (GET /metrics), e.g.
+    /// http://127.0.0.1:9101; gatewayd's /metrics shows them too.
+    #[arg(long, env = "TRIAD_RAFTD_METRICS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_url: Option<String>,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "TRIAD_HEARTBEAT_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -387,6 +392,11 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             }
         }
     };
+    tokio::spawn(raftd::metrics::follow(raft.clone(), member_id));
+    tokio::spawn(raftd::metrics::probe_peers(raft.clone(), member_id));
+    common::metrics::serve_url(opts.metrics_url.as_deref(), raftd::metrics::render)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     common::lifecycle::notify_ready("serving");
     let service = RaftLocalServer::from_arc(local).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);

@@ -17,6 +17,11 @@ struct StoragedOpts {
     #[arg(long, env = "TRIAD_STORAGED_CACHE_MB")]
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_mb: Option<u64>,
+    /// URL to serve this daemon's metrics on (GET /metrics), e.g.
+    /// http://127.0.0.1:9102; gatewayd's /metrics shows them too.
+    #[arg(long, env = "TRIAD_STORAGED_METRICS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,9 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
             .map_err(|e| anyhow::anyhow!("cannot open store in {}: {e}", dir.display()))?,
     );
     tokio::spawn(compactor::run(store.clone()));
+    common::metrics::serve_url(opts.metrics_url.as_deref(), storaged::metrics::render)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
 
     let socket = member.storaged_socket();
     let listener = common::uds::bind(&socket, member.socket_group_access)

@@ -1,0 +1,148 @@
+//! raftd's metrics, with etcd's names: leadership, proposals, WAL fsync
+//! latency and peer round trips. Leadership and raft indices follow
+//! openraft's metrics; the rest are counted where they happen.
+
+use std::time::Duration;
+
+use common::metrics::{Counter, Gauge, Histogram, Metric};
+use openraft::async_runtime::WatchReceiver;
+
+use crate::types::Raft;
+
+pub static HAS_LEADER: Gauge = Gauge::new(
+    "etcd_server_has_leader",
+    "Whether or not a leader exists. 1 is existence, 0 is not.",
+);
+pub static IS_LEADER: Gauge = Gauge::new(
+    "etcd_server_is_leader",
+    "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+);
+pub static LEADER_CHANGES: Counter = Counter::new(
+    "etcd_server_leader_changes_seen_total",
+    "The number of leader changes seen.",
+);
+pub static PROPOSALS_COMMITTED: Gauge = Gauge::new(
+    "etcd_server_proposals_committed_total",
+    "The total number of consensus proposals committed.",
+);
+pub static PROPOSALS_APPLIED: Gauge = Gauge::new(
+    "etcd_server_proposals_applied_total",
+    "The total number of consensus proposals applied.",
+);
+pub static PROPOSALS_PENDING: Gauge = Gauge::new(
+    "etcd_server_proposals_pending",
+    "The current number of pending proposals to commit.",
+);
+pub static PROPOSALS_FAILED: Counter = Counter::new(
+    "etcd_server_proposals_failed_total",
+    "The total number of failed proposals seen.",
+);
+pub static WAL_FSYNC: Histogram = Histogram::new(
+    "etcd_disk_wal_fsync_duration_seconds",
+    "The latency distributions of fsync called by WAL.",
+    0.001,
+);
+pub static PEER_RTT: Histogram = Histogram::labelled(
+    "etcd_network_peer_round_trip_time_seconds",
+    "Round-Trip-Time histogram between peers",
+    "To",
+    0.0001,
+);
+
+pub fn render() -> String {
+    let all: [&dyn Metric; 9] = [
+        &HAS_LEADER,
+        &IS_LEADER,
+        &LEADER_CHANGES,
+        &PROPOSALS_COMMITTED,
+        &PROPOSALS_APPLIED,
+        &PROPOSALS_PENDING,
+        &PROPOSALS_FAILED,
+        &WAL_FSYNC,
+        &PEER_RTT,
+    ];
+    common::metrics::render(&all)
+}
+
+/// Keep the leadership and index gauges in step with openraft.
+pub async fn follow(raft: Raft, me: u64) {
+    let mut rx = raft.metrics();
+    let mut leader = None;
+    loop {
+        let m = rx.borrow_watched().clone();
+        if m.current_leader != leader {
+            if m.current_leader.is_some() {
+                LEADER_CHANGES.inc();
+            }
+            leader = m.current_leader;
+        }
+        HAS_LEADER.set(i64::from(leader.is_some()));
+        IS_LEADER.set(i64::from(leader == Some(me)));
+        PROPOSALS_COMMITTED.set(m.last_log_index.unwrap_or(0) as i64);
+        PROPOSALS_APPLIED.set(m.last_applied.map_or(0, |l| l.index) as i64);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Proposals in flight (etcd_server_proposals_pending) while it lives.
+pub struct Pending(i64);
+
+impl Pending {
+    pub fn new(n: usize) -> Pending {
+        PROPOSALS_PENDING.add(n as i64);
+        Pending(n as i64)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        PROPOSALS_PENDING.add(-self.0);
+    }
+}
+
+pub fn peer_round_trip(target: u64, d: Duration) {
+    PEER_RTT.observe_for(&format!("{target:x}"), d);
+}
+
+/// How often each peer's round trip is measured (etcd's prober's period).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Measure the round trip to every other member now and then with a
+/// cheap peer call (etcd probes its peers the same way), for
+/// etcd_network_peer_round_trip_time_seconds.
+pub async fn probe_peers(raft: Raft, me: u64) {
+    use common::proto::peer::raft_peer_client::RaftPeerClient;
+    use common::proto::peer::ClusterRequest;
+    let mut channels: std::collections::HashMap<u64, tonic::transport::Channel> =
+        Default::default();
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let membership = raft.metrics().borrow_watched().membership_config.clone();
+        for (id, node) in membership.membership().nodes() {
+            if *id == me {
+                continue;
+            }
+            let channel = match channels.get(id) {
+                Some(c) => c.clone(),
+                None => match crate::network::peer_channel(&node.peer_urls) {
+                    Ok(c) => {
+                        channels.insert(*id, c.clone());
+                        c
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let started = std::time::Instant::now();
+            let asked = tokio::time::timeout(
+                PROBE_EVERY,
+                RaftPeerClient::new(channel).cluster(ClusterRequest {}),
+            )
+            .await;
+            if let Ok(Ok(_)) = asked {
+                peer_round_trip(*id, started.elapsed());
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! storaged's metrics, with etcd's names: backend commit latency and the
+//! store's size.
+
+use common::metrics::{Counter, Gauge, Histogram, Metric};
+
+pub static BACKEND_COMMIT: Histogram = Histogram::new(
+    "etcd_disk_backend_commit_duration_seconds",
+    "The latency distributions of commit called by backend.",
+    0.001,
+);
+pub static DB_SIZE: Gauge = Gauge::new(
+    "etcd_mvcc_db_total_size_in_bytes",
+    "Total size of the underlying database physically allocated in bytes.",
+);
+pub static DB_SIZE_IN_USE: Gauge = Gauge::new(
+    "etcd_mvcc_db_total_size_in_use_in_bytes",
+    "Total size of the underlying database logically in use in bytes.",
+);
+pub static APPLY_BATCHES: Counter = Counter::new(
+    "triad_storaged_apply_batches_total",
+    "Batches of raft entries applied (each one commit).",
+);
+
+pub fn render() -> String {
+    let all: [&dyn Metric; 4] = [&BACKEND_COMMIT, &DB_SIZE, &DB_SIZE_IN_USE, &APPLY_BATCHES];
+    common::metrics::render(&all)
+}
