@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod probes;
 pub mod proposer;
+pub mod proxy_l4;
 pub mod quota;
 pub mod tokens;
 pub mod validate;

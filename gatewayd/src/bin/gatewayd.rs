@@ -91,6 +91,20 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_threads: Option<usize>,
+    /// Proxy mode: "l4" forwards client connections to --proxy-endpoints
+    /// (etcd's `etcd gateway`) instead of serving a local member.
+    #[arg(long, env = "TRIAD_PROXY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
+    /// The remote cluster's client endpoints (host:port,...) in proxy mode.
+    #[arg(long, env = "TRIAD_PROXY_ENDPOINTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_endpoints: Option<String>,
+    /// How long an unreachable endpoint is skipped before it is tried again
+    /// (etcd gateway's --retry-delay).
+    #[arg(long, env = "TRIAD_PROXY_RETRY_DELAY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_retry_delay: Option<String>,
     /// URLs to serve the member's metrics on (GET /metrics), besides the
     /// client URLs.
     #[arg(long, env = "TRIAD_LISTEN_METRICS_URLS")]
@@ -131,6 +145,8 @@ struct Resolved {
     tokens: gatewayd::tokens::Tokens,
     bcrypt_cost: u32,
     metrics_listen: Vec<std::net::SocketAddr>,
+    /// L4 proxy mode: the endpoints and the retry delay.
+    proxy: Option<(Vec<String>, Duration)>,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -140,6 +156,37 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             .unwrap_or("http://localhost:2379"),
         "listen-client-urls",
     )?;
+    let proxy = match opts.proxy.as_deref() {
+        None | Some("off") => None,
+        Some("l4") => {
+            let endpoints: Vec<String> = opts
+                .proxy_endpoints
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(|e| {
+                    e.trim()
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                })
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect();
+            if endpoints.is_empty() {
+                return Err(common::config::ConfigError(
+                    "--proxy l4 needs --proxy-endpoints".into(),
+                ));
+            }
+            let delay =
+                common::config::parse_duration(opts.proxy_retry_delay.as_deref().unwrap_or("1m"))?;
+            Some((endpoints, delay))
+        }
+        Some(other) => {
+            return Err(common::config::ConfigError(format!(
+                "unknown --proxy mode {other:?} (want l4)"
+            )))
+        }
+    };
     let tls = common::tls::TlsFiles {
         cert: opts.cert_file.clone(),
         key: opts.key_file.clone(),
@@ -151,7 +198,8 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         .iter()
         .map(|u| {
             let https = u.starts_with("https://");
-            if https && !tls.enabled() {
+            // An L4 proxy passes TLS through; it needs no certificate.
+            if https && !tls.enabled() && proxy.is_none() {
                 return Err(common::config::ConfigError(format!(
                     "TLS key/cert (--cert-file, --key-file) must be provided for the url {u}"
                 )));
@@ -211,6 +259,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             .collect::<Result<_, _>>()?,
     };
     Ok(Resolved {
+        proxy,
         metrics_listen,
         tokens,
         bcrypt_cost,
@@ -243,12 +292,58 @@ fn main() -> ExitCode {
     // thread gains (see BENCHMARKS.md).
     // Before any thread starts: taking them clears systemd's variables.
     let inherited = common::activation::inherited_listeners();
-    common::lifecycle::run_daemon(
-        "gatewayd",
-        member.log_json,
-        opts.worker_threads,
-        run(member, opts, inherited),
-    )
+    let (log_json, threads) = (member.log_json, opts.worker_threads);
+    match opts.proxy.clone() {
+        Some((endpoints, delay)) => common::lifecycle::run_daemon(
+            "gatewayd",
+            log_json,
+            threads,
+            run_l4_proxy(opts, endpoints, delay, inherited),
+        ),
+        None => common::lifecycle::run_daemon(
+            "gatewayd",
+            log_json,
+            threads,
+            run(member, opts, inherited),
+        ),
+    }
+}
+
+/// The client listener for `addr`: the one systemd passed (socket
+/// activation: the port stays open across restarts), else a new one.
+async fn listen(
+    inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    match common::activation::take_listener(inherited, addr) {
+        Some(l) => l
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l))
+            .map_err(|e| anyhow::anyhow!("socket passed for {addr}: {e}")),
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// L4 proxy mode: no local member, connections forwarded to a remote one.
+async fn run_l4_proxy(
+    cfg: Resolved,
+    endpoints: Vec<String>,
+    retry_delay: Duration,
+    mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for (addr, _) in &cfg.listen {
+        listeners.push((*addr, listen(&mut inherited, *addr).await?));
+    }
+    common::lifecycle::notify_ready("proxying");
+    let proxy = gatewayd::proxy_l4::L4Proxy::new(endpoints, retry_delay);
+    proxy
+        .serve(listeners, common::lifecycle::shutdown_signal())
+        .await;
+    tracing::info!("gatewayd (proxy) stopped");
+    Ok(())
 }
 
 async fn run(
@@ -329,16 +424,7 @@ async fn run(
     let server_tls = cfg.tls.server()?;
     let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
-        let listener = match common::activation::take_listener(&mut inherited, *addr) {
-            // Socket activation: the port stays open across restarts.
-            Some(l) => l
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(l))
-                .map_err(|e| anyhow::anyhow!("socket passed for {addr}: {e}"))?,
-            None => tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
-        };
+        let listener = listen(&mut inherited, *addr).await?;
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (*https, &server_tls) {
             builder = builder

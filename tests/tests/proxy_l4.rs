@@ -1,0 +1,115 @@
+//! gatewayd's L4 proxy mode (etcd's `etcd gateway`) in front of a 3-member
+//! cluster: etcdctl and etcd-client work through it unchanged; when the
+//! member it forwards to dies, new connections fail over to the others and
+//! clients continue.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use triad_tests::cluster::Cluster;
+use triad_tests::{bin, etcdctl, free_port_pair};
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_proxy(endpoints: &[String], port: u16, dir: &std::path::Path) -> Proxy {
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(bin("gatewayd"))
+        .args(["--proxy", "l4", "--proxy-retry-delay", "1s"])
+        .args(["--proxy-endpoints", &endpoints.join(",")])
+        .args(["--listen-client-urls", &url])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the proxy");
+    Proxy(child)
+}
+
+fn until_ok(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} never succeeded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn l4_proxy_forwards_and_fails_over() {
+    let c = Cluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port_pair();
+    let _proxy = start_proxy(&c.endpoints(), port, dir.path());
+    let ep = format!("127.0.0.1:{port}");
+    until_ok("a put through the proxy", || {
+        etcdctl(&ep, &["put", "via-proxy", "1"]).status.success()
+    });
+    let get = etcdctl(&ep, &["get", "via-proxy", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "1");
+
+    // Every member's gatewayd goes away but one: connections fail over.
+    for i in [0, 1] {
+        c.pause_supervisor(true);
+        c.signal(i, "gatewayd", nix::sys::signal::Signal::SIGKILL);
+    }
+    for n in 0..10 {
+        let out = etcdctl(&ep, &["put", &format!("after-{n}"), "v"]);
+        assert!(
+            out.status.success(),
+            "put {n} through the proxy after the failover: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all = etcdctl(&ep, &["get", "after-", "--prefix", "--keys-only"]);
+    let keys = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .filter(|l| l.starts_with("after-"))
+        .count();
+    assert_eq!(keys, 10);
+    c.pause_supervisor(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_through_the_proxy_survives_its_member_dying() {
+    let c = Cluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port_pair();
+    // The proxy knows two members; the first is the one it will use.
+    let eps = c.endpoints();
+    let _proxy = start_proxy(&eps[..2], port, dir.path());
+    let ep = format!("127.0.0.1:{port}");
+    until_ok("the proxy serving", || {
+        etcdctl(&ep, &["get", "k"]).status.success()
+    });
+    let mut client = triad_tests::connect(&ep).await;
+    client
+        .put("k", "1", None)
+        .await
+        .expect("put through the proxy");
+    c.pause_supervisor(true);
+    c.signal(0, "gatewayd", nix::sys::signal::Signal::SIGKILL);
+    c.signal(1, "gatewayd", nix::sys::signal::Signal::SIGKILL);
+    // Both known members' client ports are gone for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One comes back: the proxy finds it (retry delay 1 s) and clients go on.
+    c.pause_supervisor(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut again) = triad_tests::etcd_client::Client::connect([ep.clone()], None).await {
+            if again.put("k", "2", None).await.is_ok() {
+                let v = again.get("k", None).await.expect("get");
+                assert_eq!(v.kvs()[0].value(), b"2");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the proxy never recovered");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
