@@ -79,10 +79,9 @@ impl Jwt {
         let algorithm: Algorithm = method
             .parse()
             .map_err(|_| err(format!("--auth-token: unsupported sign-method {method}")))?;
-        let pem = |path: &str, what| read(path, what);
         let (sign, verify) = match algorithm {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                let secret = pem(
+                let secret = read(
                     private.ok_or_else(|| err("--auth-token: HMAC needs priv-key"))?,
                     "key",
                 )?;
@@ -91,42 +90,24 @@ impl Jwt {
                     DecodingKey::from_secret(&secret),
                 )
             }
-            Algorithm::ES256 | Algorithm::ES384 => {
-                let public = public.ok_or_else(|| err("--auth-token: missing pub-key"))?;
-                let verify = DecodingKey::from_ec_pem(&pem(public, "public key")?)
-                    .map_err(|e| err(format!("--auth-token: {public}: {e}")))?;
-                let sign = private
-                    .map(|p| {
-                        EncodingKey::from_ec_pem(&pem(p, "private key")?)
-                            .map_err(|e| err(format!("--auth-token: {p}: {e}")))
-                    })
-                    .transpose()?;
-                (sign, verify)
-            }
-            Algorithm::EdDSA => {
-                let public = public.ok_or_else(|| err("--auth-token: missing pub-key"))?;
-                let verify = DecodingKey::from_ed_pem(&pem(public, "public key")?)
-                    .map_err(|e| err(format!("--auth-token: {public}: {e}")))?;
-                let sign = private
-                    .map(|p| {
-                        EncodingKey::from_ed_pem(&pem(p, "private key")?)
-                            .map_err(|e| err(format!("--auth-token: {p}: {e}")))
-                    })
-                    .transpose()?;
-                (sign, verify)
-            }
-            _ => {
-                let public = public.ok_or_else(|| err("--auth-token: missing pub-key"))?;
-                let verify = DecodingKey::from_rsa_pem(&pem(public, "public key")?)
-                    .map_err(|e| err(format!("--auth-token: {public}: {e}")))?;
-                let sign = private
-                    .map(|p| {
-                        EncodingKey::from_rsa_pem(&pem(p, "private key")?)
-                            .map_err(|e| err(format!("--auth-token: {p}: {e}")))
-                    })
-                    .transpose()?;
-                (sign, verify)
-            }
+            Algorithm::ES256 | Algorithm::ES384 => key_pair(
+                public,
+                private,
+                DecodingKey::from_ec_pem,
+                EncodingKey::from_ec_pem,
+            )?,
+            Algorithm::EdDSA => key_pair(
+                public,
+                private,
+                DecodingKey::from_ed_pem,
+                EncodingKey::from_ed_pem,
+            )?,
+            _ => key_pair(
+                public,
+                private,
+                DecodingKey::from_rsa_pem,
+                EncodingKey::from_rsa_pem,
+            )?,
         };
         Ok(Jwt {
             algorithm,
@@ -157,6 +138,27 @@ impl Jwt {
         let data = jsonwebtoken::decode::<Claims>(token, &self.verify, &v).ok()?;
         Some((data.claims.username, data.claims.revision))
     }
+}
+
+type KeyResult<K> = jsonwebtoken::errors::Result<K>;
+
+/// An asymmetric key pair from PEM files: the public key verifies (it is
+/// required), the private key, when given, signs.
+fn key_pair(
+    public: Option<&str>,
+    private: Option<&str>,
+    decoding: fn(&[u8]) -> KeyResult<DecodingKey>,
+    encoding: fn(&[u8]) -> KeyResult<EncodingKey>,
+) -> Result<(Option<EncodingKey>, DecodingKey), ConfigError> {
+    let public = public.ok_or_else(|| err("--auth-token: missing pub-key"))?;
+    let verify = decoding(&read(public, "public key")?)
+        .map_err(|e| err(format!("--auth-token: {public}: {e}")))?;
+    let sign = private
+        .map(|p| {
+            encoding(&read(p, "private key")?).map_err(|e| err(format!("--auth-token: {p}: {e}")))
+        })
+        .transpose()?;
+    Ok((sign, verify))
 }
 
 /// etcd's simple token shape: 16 random letters, a dot, a number.

@@ -44,6 +44,11 @@ pub struct RaftLocalService {
     cluster_id: u64,
     /// This member's storaged size after its last apply.
     db_size: Arc<AtomicI64>,
+    /// Whether this node has been in the membership (or had raft state
+    /// when it started): only then does its absence mean it was removed.
+    /// A joining node replays older membership configs without itself
+    /// before it reaches the one that added it.
+    was_member: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How often a proposal is re-routed when leadership moved under it.
@@ -56,8 +61,10 @@ impl RaftLocalService {
         members: Arc<Members>,
         cluster_id: u64,
         db_size: Arc<AtomicI64>,
+        initialized_before: bool,
     ) -> Self {
         RaftLocalService {
+            was_member: Arc::new(std::sync::atomic::AtomicBool::new(initialized_before)),
             raft: router.raft().clone(),
             router,
             lessor,
@@ -347,8 +354,15 @@ impl RaftLocal for RaftLocalService {
         let membership = m.membership_config.membership();
         let me = self.router.id();
         let is_learner = !membership.voter_ids().any(|v| v == me);
-        // Initialized (it has a membership) but not in it: removed.
-        let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
+        // Was in the membership, has one, and is not in it: removed.
+        let present = membership.get_node(&me).is_some();
+        if present {
+            self.was_member
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let removed = !present
+            && membership.nodes().next().is_some()
+            && self.was_member.load(std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(StatusResponse {
             member_id: self.router.id(),
             leader: m.current_leader.unwrap_or(0),

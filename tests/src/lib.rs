@@ -425,12 +425,27 @@ pub async fn next_revision(c: &mut etcd_client::Client) -> i64 {
 /// One plain HTTP/1.1 request on a client port: (status, body). Chunked
 /// bodies are reassembled.
 pub fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with_headers(endpoint, method, path, body, &[])
+}
+
+/// `http` with extra request headers.
+pub fn http_with_headers(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use std::io::{Read, Write};
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).expect("send request");
@@ -468,6 +483,15 @@ fn dechunk(mut rest: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A gRPC request carrying an etcd auth token (metadata `token`).
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = token.parse() {
+        r.metadata_mut().insert("token", v);
+    }
+    r
 }
 
 pub mod cluster;

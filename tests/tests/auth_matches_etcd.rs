@@ -16,7 +16,7 @@ use common::proto::etcdserverpb::watch_request::RequestUnion;
 use common::proto::etcdserverpb::*;
 use tonic::transport::Channel;
 use tonic::Request;
-use triad_tests::{reference_etcd, Member};
+use triad_tests::{reference_etcd, with_token, Member};
 
 /// etcdctl's output (client-side JSON logs dropped) and exit code.
 fn ctl(endpoint: &str, args: &[&str], stdin: &str) -> String {
@@ -260,14 +260,6 @@ fn mask_header(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    if let Ok(v) = token.parse() {
-        r.metadata_mut().insert("token", v);
-    }
-    r
 }
 
 async fn authenticate(auth: &mut AuthClient<Channel>, name: &str, password: &str) -> String {

@@ -13,7 +13,7 @@ use common::proto::etcdserverpb::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use triad_tests::cluster::Cluster;
-use triad_tests::Member;
+use triad_tests::{with_token, Member};
 
 async fn channel(ep: &str) -> Channel {
     Channel::from_shared(format!("http://{ep}"))
@@ -21,13 +21,6 @@ async fn channel(ep: &str) -> Channel {
         .connect()
         .await
         .expect("connect")
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("token", token.parse().expect("ascii token"));
-    r
 }
 
 async fn login(ch: &Channel, name: &str, password: &str) -> String {

@@ -121,6 +121,15 @@ async fn add_a_member_under_load_caught_up_by_snapshot() {
     );
     let report = checked_run(&mut cluster, SETTLE, |c| {
         Box::pin(async move {
+            // Well past a snapshot and the entries kept after it, so the
+            // log a new member would need is gone.
+            let mut writer = c.client(0).await;
+            for i in 0..300 {
+                writer
+                    .put(format!("fill{i}"), "x", None)
+                    .await
+                    .expect("fill put");
+            }
             let place = c.new_place();
             let url = format!("--peer-urls={}", place.peer_url());
             let out = c.etcdctl(0, &["member", "add", &place.name, "--learner", &url]);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use triad_tests::{http, reference_etcd, Member};
+use triad_tests::{http, http_with_headers, reference_etcd, Member};
 
 /// Mask what differs between two clusters: IDs, terms, lease IDs, tokens.
 fn mask(s: &str) -> String {
@@ -34,7 +34,7 @@ fn script(ep: &str) -> Vec<String> {
     let mut post = |path: &str, body: &str, auth: Option<&str>| -> String {
         let (code, resp) = match auth {
             None => http(ep, "POST", path, body),
-            Some(token) => http_auth(ep, path, body, token),
+            Some(token) => http_with_headers(ep, "POST", path, body, &[("Authorization", token)]),
         };
         let line = format!("{path} {body} -> {code} {}", mask(&resp));
         t.push(line);
@@ -117,31 +117,6 @@ fn script(ep: &str) -> Vec<String> {
     );
     post("/v3/auth/disable", "{}", Some(&token));
     t
-}
-
-fn http_auth(ep: &str, path: &str, body: &str, token: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(ep).expect("connect");
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {ep}\r\nAuthorization: {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut raw = String::new();
-    let _ = std::io::Read::read_to_string(&mut s, &mut raw);
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    // etcd's errors come chunked; the JSON object is the first line.
-    let body = if head.to_ascii_lowercase().contains("chunked") {
-        rest.lines().nth(1).unwrap_or("").to_string()
-    } else {
-        rest.to_string()
-    };
-    (code, body)
 }
 
 /// Open a watch over HTTP, put a key, and read the first two lines.

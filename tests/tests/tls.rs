@@ -38,8 +38,9 @@ fn make_certs(dir: &Path) {
     }
 }
 
-#[test]
-fn client_tls_with_client_certificates() {
+/// A member on https whose clients must present a certificate from the
+/// test CA; the certificates' directory with it.
+fn member_requiring_client_certificates() -> (tempfile::TempDir, Member) {
     let certs = tempfile::tempdir().expect("tempdir");
     make_certs(certs.path());
     let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
@@ -49,6 +50,13 @@ fn client_tls_with_client_certificates() {
         ("TRIAD_TRUSTED_CA_FILE", &file("ca.pem")),
         ("TRIAD_CLIENT_CERT_AUTH", "true"),
     ]);
+    (certs, m)
+}
+
+#[test]
+fn client_tls_with_client_certificates() {
+    let (certs, m) = member_requiring_client_certificates();
+    let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
     let ca = format!("--cacert={}", file("ca.pem"));
     let cert = format!("--cert={}", file("client.pem"));
     let key = format!("--key={}", file("client-key.pem"));
@@ -92,15 +100,8 @@ fn client_tls_with_client_certificates() {
 /// their roles like any other.
 #[test]
 fn client_certificate_common_name_is_the_user() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    make_certs(certs.path());
+    let (certs, m) = member_requiring_client_certificates();
     let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
-    let m = Member::start_with_env(&[
-        ("TRIAD_CERT_FILE", &file("server.pem")),
-        ("TRIAD_KEY_FILE", &file("server-key.pem")),
-        ("TRIAD_TRUSTED_CA_FILE", &file("ca.pem")),
-        ("TRIAD_CLIENT_CERT_AUTH", "true"),
-    ]);
     let ca = format!("--cacert={}", file("ca.pem"));
     let ep = m.endpoint();
     let as_user = |who: &str, args: &[&str]| {

@@ -336,7 +336,14 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         Duration::from_secs(5),
         opts.strict_reconfig_check.unwrap_or(true),
     ));
-    let local = RaftLocalService::new(router, lessor, members, cluster_id, db_size);
+    let local = RaftLocalService::new(
+        router,
+        lessor,
+        members,
+        cluster_id,
+        db_size,
+        initialized_before,
+    );
     let local = Arc::new(local);
 
     // Peers: raft messages, and forwarded client work.
