@@ -134,7 +134,13 @@ impl Histogram {
         let Ok(mut series) = self.series.lock() else {
             return;
         };
-        let o = series.entry(label_value.to_string()).or_default();
+        // No allocation on the hot path once the series exists.
+        if !series.contains_key(label_value) {
+            series.insert(label_value.to_string(), Observed::default());
+        }
+        let Some(o) = series.get_mut(label_value) else {
+            return;
+        };
         let mut bound = self.start;
         for b in o.buckets.iter_mut() {
             if secs <= bound {
@@ -188,7 +194,9 @@ pub struct CounterVec {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+    /// (label values, count); found by a scan, so counting allocates
+    /// nothing once a series exists.
+    values: Mutex<Vec<(Vec<String>, u64)>>,
 }
 
 impl CounterVec {
@@ -201,14 +209,20 @@ impl CounterVec {
             name,
             help,
             labels,
-            values: Mutex::new(BTreeMap::new()),
+            values: Mutex::new(Vec::new()),
         }
     }
 
     pub fn inc(&self, values: &[&str]) {
-        if let Ok(mut v) = self.values.lock() {
-            *v.entry(values.iter().map(|s| s.to_string()).collect())
-                .or_default() += 1;
+        let Ok(mut all) = self.values.lock() else {
+            return;
+        };
+        match all
+            .iter_mut()
+            .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))
+        {
+            Some((_, n)) => *n += 1,
+            None => all.push((values.iter().map(|s| s.to_string()).collect(), 1)),
         }
     }
 }
@@ -216,9 +230,10 @@ impl CounterVec {
 impl Metric for CounterVec {
     fn render(&self, out: &mut String) {
         head(out, self.name, self.help, "counter");
-        let Ok(values) = self.values.lock() else {
+        let Ok(mut values) = self.values.lock().map(|v| v.clone()) else {
             return;
         };
+        values.sort();
         for (vals, n) in values.iter() {
             let labels: Vec<String> = self
                 .labels

@@ -95,14 +95,15 @@ pub async fn count_grpc(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let path = req.uri().path().to_string();
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let kind = grpc_type(&service, &method);
-    GRPC_STARTED.inc(&[kind, &service, &method]);
+    // The URI is shared (cheap to clone): no copies of the path.
+    let uri = req.uri().clone();
+    let (service, method) = uri
+        .path()
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    let kind = grpc_type(service, method);
+    GRPC_STARTED.inc(&[kind, service, method]);
     let resp = next.run(req).await;
     let code = resp
         .headers()
@@ -110,7 +111,7 @@ pub async fn count_grpc(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or("OK", code_name);
-    GRPC_HANDLED.inc(&[kind, &service, &method, code]);
+    GRPC_HANDLED.inc(&[kind, service, method, code]);
     resp
 }
 
