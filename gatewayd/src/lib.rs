@@ -21,6 +21,7 @@ pub mod probes;
 pub mod proposer;
 pub mod proxy_l4;
 pub mod quota;
+pub mod srv;
 pub mod tokens;
 pub mod validate;
 pub mod watch;

@@ -113,3 +113,69 @@ async fn etcd_client_through_the_proxy_survives_its_member_dying() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// A one-shot DNS server on loopback: every SRV query for
+/// `_etcd-client._tcp.*` is answered with `localhost:<port>` for each port;
+/// other names get no answer records.
+fn fake_dns(ports: Vec<u16>) -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = socket.local_addr().expect("addr");
+    socket.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // The question ends 4 bytes after its name's terminating 0.
+            let Some(name_end) = q[12..].iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let question_end = 12 + name_end + 1 + 4;
+            let plain = q.windows(13).any(|w| w == b"\x0c_etcd-client" as &[u8])
+                && !q.windows(4).any(|w| w == b"-ssl");
+            let answers: &[u16] = if plain { &ports } else { &[] };
+            let mut r = Vec::new();
+            r.extend_from_slice(&q[..2]);
+            r.extend_from_slice(&[0x81, 0x80, 0, 1]);
+            r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..question_end]);
+            for port in answers {
+                r.extend_from_slice(&[0xC0, 12, 0, 33, 0, 1, 0, 0, 0, 60]);
+                let mut rdata = vec![0, 1, 0, 1];
+                rdata.extend_from_slice(&port.to_be_bytes());
+                rdata.extend_from_slice(b"\x09localhost\x00");
+                r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                r.extend_from_slice(&rdata);
+            }
+            let _ = socket.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn l4_proxy_finds_members_by_dns_srv() {
+    let m = triad_tests::Member::start();
+    let dns = fake_dns(vec![m.port]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port_pair();
+    let url = format!("http://127.0.0.1:{port}");
+    let _proxy = Proxy(
+        Command::new(bin("gatewayd"))
+            .args(["--proxy", "l4", "--proxy-discovery-srv", "example.test"])
+            .args(["--proxy-dns-server", &dns.to_string()])
+            .args(["--listen-client-urls", &url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the proxy"),
+    );
+    let ep = format!("127.0.0.1:{port}");
+    until_ok("a put through the SRV-discovered member", || {
+        etcdctl(&ep, &["put", "srv", "found"]).status.success()
+    });
+    let got = etcdctl(&m.endpoint(), &["get", "srv", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "found");
+}

@@ -100,6 +100,16 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_PROXY_ENDPOINTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_endpoints: Option<String>,
+    /// Find the remote cluster's client endpoints in DNS SRV records of
+    /// this domain (_etcd-client._tcp and _etcd-client-ssl._tcp), as etcd's
+    /// gateway --discovery-srv.
+    #[arg(long, env = "TRIAD_PROXY_DISCOVERY_SRV")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_discovery_srv: Option<String>,
+    /// Name server for --proxy-discovery-srv (default: /etc/resolv.conf's).
+    #[arg(long, env = "TRIAD_PROXY_DNS_SERVER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_dns_server: Option<String>,
     /// How long an unreachable endpoint is skipped before it is tried again
     /// (etcd gateway's --retry-delay).
     #[arg(long, env = "TRIAD_PROXY_RETRY_DELAY")]
@@ -129,6 +139,15 @@ struct GatewaydOpts {
     etcd_version: Option<String>,
 }
 
+/// Where an L4 proxy forwards to.
+#[derive(Clone)]
+struct ProxySpec {
+    endpoints: Vec<String>,
+    /// DNS SRV domain and name server, when endpoints are discovered.
+    srv: Option<(String, std::net::SocketAddr)>,
+    retry_delay: Duration,
+}
+
 struct Resolved {
     /// Each listen address, and whether it is an https URL (TLS).
     listen: Vec<(std::net::SocketAddr, bool)>,
@@ -145,8 +164,8 @@ struct Resolved {
     tokens: gatewayd::tokens::Tokens,
     bcrypt_cost: u32,
     metrics_listen: Vec<std::net::SocketAddr>,
-    /// L4 proxy mode: the endpoints and the retry delay.
-    proxy: Option<(Vec<String>, Duration)>,
+    /// L4 proxy mode.
+    proxy: Option<ProxySpec>,
 }
 
 fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
@@ -172,14 +191,32 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
                 .filter(|e| !e.is_empty())
                 .map(str::to_string)
                 .collect();
-            if endpoints.is_empty() {
+            let srv = match &opts.proxy_discovery_srv {
+                None => None,
+                Some(domain) => {
+                    let server = match &opts.proxy_dns_server {
+                        None => gatewayd::srv::system_name_server(),
+                        Some(a) => a.parse().map_err(|_| {
+                            common::config::ConfigError(format!(
+                                "invalid --proxy-dns-server {a:?} (want ip:port)"
+                            ))
+                        })?,
+                    };
+                    Some((domain.clone(), server))
+                }
+            };
+            if endpoints.is_empty() && srv.is_none() {
                 return Err(common::config::ConfigError(
-                    "--proxy l4 needs --proxy-endpoints".into(),
+                    "--proxy l4 needs --proxy-endpoints or --proxy-discovery-srv".into(),
                 ));
             }
-            let delay =
+            let retry_delay =
                 common::config::parse_duration(opts.proxy_retry_delay.as_deref().unwrap_or("1m"))?;
-            Some((endpoints, delay))
+            Some(ProxySpec {
+                endpoints,
+                srv,
+                retry_delay,
+            })
         }
         Some(other) => {
             return Err(common::config::ConfigError(format!(
@@ -294,11 +331,11 @@ fn main() -> ExitCode {
     let inherited = common::activation::inherited_listeners();
     let (log_json, threads) = (member.log_json, opts.worker_threads);
     match opts.proxy.clone() {
-        Some((endpoints, delay)) => common::lifecycle::run_daemon(
+        Some(spec) => common::lifecycle::run_daemon(
             "gatewayd",
             log_json,
             threads,
-            run_l4_proxy(opts, endpoints, delay, inherited),
+            run_l4_proxy(opts, spec, inherited),
         ),
         None => common::lifecycle::run_daemon(
             "gatewayd",
@@ -329,10 +366,16 @@ async fn listen(
 /// L4 proxy mode: no local member, connections forwarded to a remote one.
 async fn run_l4_proxy(
     cfg: Resolved,
-    endpoints: Vec<String>,
-    retry_delay: Duration,
+    spec: ProxySpec,
     mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<()> {
+    let mut endpoints = spec.endpoints;
+    if let Some((domain, server)) = &spec.srv {
+        let found = gatewayd::srv::client_endpoints(domain, *server).await?;
+        tracing::info!(%domain, endpoints = ?found, "discovered endpoints by DNS SRV");
+        endpoints.extend(found);
+    }
+    let retry_delay = spec.retry_delay;
     let mut listeners = Vec::new();
     for (addr, _) in &cfg.listen {
         listeners.push((*addr, listen(&mut inherited, *addr).await?));
