@@ -56,6 +56,8 @@ pub struct Backend {
     quota: Arc<Quota>,
     /// Set once raftd says this member was removed from the cluster.
     removed: tokio::sync::watch::Sender<bool>,
+    /// Whether raftd last reported a leader (false when it did not answer).
+    has_leader: tokio::sync::watch::Sender<bool>,
     term: Arc<AtomicU64>,
     /// How clients' auth tokens are issued and checked.
     tokens: Tokens,
@@ -171,6 +173,7 @@ impl Backend {
             member_id: AtomicU64::new(member_id),
             learner: AtomicBool::new(false),
             removed: tokio::sync::watch::Sender::new(false),
+            has_leader: tokio::sync::watch::Sender::new(false),
             quota,
             term,
             tokens,
@@ -430,12 +433,8 @@ impl Backend {
 
     /// storaged's point-in-time copy of the whole store, in chunks.
     pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotChunk>, Status> {
-        let s = retrying(self.deadline(), Retry::Idempotent, || {
-            let mut storage = self.storage.clone();
-            async move { storage.snapshot(SnapshotRequest {}).await }
-        })
-        .await?;
-        Ok(s.into_inner())
+        self.storage_call(|mut storage| async move { storage.snapshot(SnapshotRequest {}).await })
+            .await
     }
 
     /// storaged's defragmentation (flush and full compaction).
@@ -446,21 +445,13 @@ impl Backend {
     }
 
     pub async fn hash(&self) -> Result<HashResponse, Status> {
-        retrying(self.deadline(), Retry::Idempotent, || {
-            let mut storage = self.storage.clone();
-            async move { storage.hash(HashRequest {}).await }
-        })
-        .await
-        .map(|r| r.into_inner())
+        self.storage_call(|mut storage| async move { storage.hash(HashRequest {}).await })
+            .await
     }
 
     pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Status> {
-        retrying(self.deadline(), Retry::Idempotent, || {
-            let mut storage = self.storage.clone();
-            async move { storage.hash_kv(req).await }
-        })
-        .await
-        .map(|r| r.into_inner())
+        self.storage_call(|mut storage| async move { storage.hash_kv(req).await })
+            .await
     }
 
     pub async fn wait_compaction(&self, revision: i64) -> Result<(), Status> {
@@ -472,12 +463,21 @@ impl Backend {
     }
 
     pub async fn raft_status(&self) -> Result<RaftStatus, Status> {
-        let s = retrying(self.deadline(), Retry::Idempotent, || {
+        let asked = retrying(self.deadline(), Retry::Idempotent, || {
             let mut raft = self.raft.clone();
             async move { raft.status(RaftStatusRequest {}).await }
         })
-        .await?
-        .into_inner();
+        .await;
+        let s = match asked {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                self.has_leader
+                    .send_if_modified(|h| std::mem::replace(h, false));
+                return Err(e);
+            }
+        };
+        self.has_leader
+            .send_if_modified(|h| std::mem::replace(h, s.leader != 0) != (s.leader != 0));
         self.note_term(s.term);
         self.cluster_id.store(s.cluster_id, Ordering::Relaxed);
         self.member_id.store(s.member_id, Ordering::Relaxed);
@@ -486,6 +486,11 @@ impl Backend {
             self.removed.send_replace(true);
         }
         Ok(s)
+    }
+
+    /// Follows whether raftd reports a leader (as `publish` keeps asking it).
+    pub fn has_leader(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.has_leader.subscribe()
     }
 
     /// Resolves once raftd reports this member removed from the cluster.
@@ -548,11 +553,9 @@ impl Backend {
     }
 
     pub async fn storage_status(&self) -> Result<StorageStatus, Status> {
-        retrying(self.deadline(), Retry::Idempotent, || {
-            let mut storage = self.storage.clone();
-            async move { storage.status(StorageStatusRequest {}).await }
-        })
+        self.storage_call(
+            |mut storage| async move { storage.status(StorageStatusRequest {}).await },
+        )
         .await
-        .map(|r| r.into_inner())
     }
 }

@@ -36,12 +36,12 @@ pub fn routes(backend: Arc<Backend>, version: String) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version_info))
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move { crate::metrics::render(&s.backend).await }),
-        )
-        .with_state(HttpState { backend, version })
+        .with_state(HttpState {
+            backend: backend.clone(),
+            version,
+        })
         .merge(probes)
+        .merge(metrics_routes(backend))
 }
 
 async fn health(

@@ -105,13 +105,15 @@ fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
 fn decode_stream<T: DeserializeOwned + Send + 'static>(
     body: &[u8],
 ) -> Result<futures::stream::Iter<std::vec::IntoIter<Result<T, Status>>>, Status> {
+    // Decoded up front: a malformed object fails the whole call.
     let msgs = serde_json::Deserializer::from_slice(body)
         .into_iter::<T>()
-        .map(|m| m.map_err(|e| Status::invalid_argument(e.to_string())))
-        .collect::<Result<Vec<T>, Status>>()?;
-    Ok(futures::stream::iter(
-        msgs.into_iter().map(Ok).collect::<Vec<_>>(),
-    ))
+        .map(|m| {
+            m.map(Ok)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(futures::stream::iter(msgs))
 }
 
 fn token(headers: &HeaderMap) -> Option<String> {

@@ -123,15 +123,20 @@ pub async fn readyz(
 }
 
 /// The gRPC health service's answer for the whole server (""): SERVING
-/// while raftd reports a leader, NOT_SERVING otherwise (checked each second).
+/// while raftd reports a leader, NOT_SERVING otherwise. It follows the
+/// raftd status that `Backend::publish` already polls each second.
 pub async fn follow_grpc_health(b: Arc<Backend>, reporter: tonic_health::server::HealthReporter) {
     use tonic_health::ServingStatus;
+    let mut leader = b.has_leader();
     loop {
-        let status = match b.raft_status().await {
-            Ok(s) if s.leader != 0 => ServingStatus::Serving,
-            _ => ServingStatus::NotServing,
+        let status = if *leader.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
         };
         reporter.set_service_status("", status).await;
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if leader.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -485,6 +485,29 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// A raw gRPC channel to a client endpoint (host:port).
+pub async fn grpc_channel(endpoint: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{endpoint}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Authenticate over `ch`: the token (panics if refused).
+pub async fn login(ch: &tonic::transport::Channel, name: &str, password: &str) -> String {
+    use common::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
+    AuthClient::new(ch.clone())
+        .authenticate(AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token
+}
+
 /// A gRPC request carrying an etcd auth token (metadata `token`).
 pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);

@@ -14,9 +14,8 @@ use common::proto::etcdserverpb::lease_client::LeaseClient;
 use common::proto::etcdserverpb::watch_client::WatchClient;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
 use common::proto::etcdserverpb::*;
-use tonic::transport::Channel;
 use tonic::Request;
-use triad_tests::{reference_etcd, with_token, Member};
+use triad_tests::{grpc_channel, login, reference_etcd, with_token, Member};
 
 /// etcdctl's output (client-side JSON logs dropped) and exit code.
 fn ctl(endpoint: &str, args: &[&str], stdin: &str) -> String {
@@ -262,32 +261,17 @@ fn mask_header(s: &str) -> String {
     out
 }
 
-async fn authenticate(auth: &mut AuthClient<Channel>, name: &str, password: &str) -> String {
-    auth.authenticate(AuthenticateRequest {
-        name: name.into(),
-        password: password.into(),
-    })
-    .await
-    .expect("authenticate")
-    .into_inner()
-    .token
-}
-
 async fn api_script(ep: &str) -> Vec<String> {
-    let ch = Channel::from_shared(format!("http://{ep}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let ch = grpc_channel(ep).await;
     let mut auth = AuthClient::new(ch.clone());
     let mut kv = KvClient::new(ch.clone());
     let mut lease = LeaseClient::new(ch.clone());
     let mut t = Vec::new();
-    let login = AuthenticateRequest {
+    let root_login = AuthenticateRequest {
         name: "root".into(),
         password: "pw".into(),
     };
-    t.push(shown(auth.authenticate(login.clone()).await));
+    t.push(shown(auth.authenticate(root_login.clone()).await));
     t.push(shown(auth.auth_enable(AuthEnableRequest {}).await));
     let add = |name: &str| AuthUserAddRequest {
         name: name.into(),
@@ -307,7 +291,7 @@ async fn api_script(ep: &str) -> Vec<String> {
     t.push(shown(auth.auth_enable(AuthEnableRequest {}).await));
     t.push(shown(auth.auth_enable(AuthEnableRequest {}).await));
     t.push(shown(auth.user_add(add("carol")).await));
-    let root = authenticate(&mut auth, "root", "pw").await;
+    let root = login(&ch, "root", "pw").await;
     let bad = AuthenticateRequest {
         name: "root".into(),
         password: "nope".into(),
@@ -375,7 +359,7 @@ async fn api_script(ep: &str) -> Vec<String> {
         ))
         .await,
     ));
-    let carol = authenticate(&mut auth, "carol", "pw").await;
+    let carol = login(&ch, "carol", "pw").await;
     let put = |key: &str| PutRequest {
         key: key.into(),
         value: b"v".to_vec(),
@@ -470,7 +454,7 @@ async fn api_script(ep: &str) -> Vec<String> {
             .await,
     ));
     t.push(shown(kv.put(with_token(put("c/1"), "bogus.token")).await));
-    t.push(shown(auth.authenticate(login).await));
+    t.push(shown(auth.authenticate(root_login).await));
     t
 }
 

@@ -13,27 +13,7 @@ use common::proto::etcdserverpb::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use triad_tests::cluster::Cluster;
-use triad_tests::{with_token, Member};
-
-async fn channel(ep: &str) -> Channel {
-    Channel::from_shared(format!("http://{ep}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn login(ch: &Channel, name: &str, password: &str) -> String {
-    AuthClient::new(ch.clone())
-        .authenticate(AuthenticateRequest {
-            name: name.into(),
-            password: password.into(),
-        })
-        .await
-        .expect("authenticate")
-        .into_inner()
-        .token
-}
+use triad_tests::{grpc_channel as channel, login, with_token, Member};
 
 /// root (admin) and dave (readwrite on "d/"), auth enabled.
 async fn set_up_users(ch: &Channel) {
