@@ -79,7 +79,7 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, Status> {
 
 /// The daemon could not be reached at all (not running, socket missing):
 /// safe to retry, nothing was sent.
-fn not_connected(s: &Status) -> bool {
+pub(crate) fn not_connected(s: &Status) -> bool {
     if s.code() != Code::Unavailable {
         return false;
     }
@@ -98,7 +98,7 @@ fn not_connected(s: &Status) -> bool {
 
 /// The call failed in the transport, not in the daemon: tonic attaches the
 /// transport error as the source; statuses sent by a daemon have none.
-fn transport_failure(s: &Status) -> bool {
+pub(crate) fn transport_failure(s: &Status) -> bool {
     std::error::Error::source(s).is_some()
 }
 

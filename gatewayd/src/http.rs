@@ -59,9 +59,16 @@ async fn health(
             )
             .await
     };
+    health_answer(probe.await.map(|_| ()))
+}
+
+/// etcd's /health reply to the outcome of a read.
+pub fn health_answer(
+    probe: Result<(), tonic::Status>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let json = [("content-type", "application/json")];
-    match probe.await {
-        Ok(_) => (
+    match probe {
+        Ok(()) => (
             StatusCode::OK,
             json,
             r#"{"health":"true","reason":""}"#.to_string(),

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod probes;
 pub mod proposer;
 pub mod proxy_l4;
+pub mod proxy_l7;
 pub mod quota;
 pub mod srv;
 pub mod tokens;

@@ -35,7 +35,7 @@ const OUT_BUFFER: usize = 128;
 const HISTORY_RETRIES: usize = 50;
 const HISTORY_RETRY: Duration = Duration::from_millis(100);
 const REPLAY_REVISIONS: usize = 1000;
-const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+pub(crate) const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub struct WatchService {
     backend: Arc<Backend>,
@@ -469,7 +469,7 @@ impl ClientStream {
 
 /// etcd's sendFragments: split a response larger than the request limit
 /// into parts (all but the last marked `fragment`), when the watcher asked.
-fn fragments(r: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<WatchResponse> {
+pub(crate) fn fragments(r: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<WatchResponse> {
     if !fragment || r.encoded_len() < max_bytes || r.events.len() < 2 {
         return vec![r];
     }

@@ -520,3 +520,67 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 pub mod cluster;
 pub mod history;
 pub mod load;
+
+/// gatewayd in proxy mode on 127.0.0.1 (killed when dropped); its stderr
+/// log stays in its temp dir for failure messages.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// `gatewayd --proxy <mode> <args>` on a free port; returns once the
+    /// port accepts connections.
+    pub fn start(mode: &str, args: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port_pair();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).expect("proxy log");
+        let child = Command::new(bin("gatewayd"))
+            .args(["--proxy", mode])
+            .args(args)
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the proxy");
+        let proxy = Proxy { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "proxy never listened\n{}",
+                proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    /// A proxy in front of `endpoints`.
+    pub fn in_front_of(mode: &str, endpoints: &[String], args: &[&str]) -> Proxy {
+        let endpoints = format!("--proxy-endpoints={}", endpoints.join(","));
+        let all: Vec<&str> = [endpoints.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Proxy::start(mode, &all)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,7 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use triad_tests::{connect, reference_etcd, Member};
+use triad_tests::{connect, reference_etcd, Member, Proxy};
 
 fn kv(k: &etcd_client::KeyValue) -> String {
     format!(
@@ -402,10 +402,9 @@ async fn transcript(endpoint: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn kv_operations_match_etcd() {
-    let member = Member::start();
-    let ours = transcript(&member.endpoint()).await;
+/// The transcript against `endpoint` is the same as against a fresh etcd.
+async fn matches_etcd(endpoint: &str) {
+    let ours = transcript(endpoint).await;
     let Some(etcd) = reference_etcd(&[]) else {
         return;
     };
@@ -423,4 +422,19 @@ async fn kv_operations_match_etcd() {
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+#[tokio::test]
+async fn kv_operations_match_etcd() {
+    let member = Member::start();
+    matches_etcd(&member.endpoint()).await;
+}
+
+/// The same through the L7 proxy (its cache and forwarding change nothing
+/// a client can see).
+#[tokio::test]
+async fn kv_operations_through_the_l7_proxy_match_etcd() {
+    let member = Member::start();
+    let proxy = Proxy::in_front_of("l7", &[member.endpoint()], &[]);
+    matches_etcd(&proxy.endpoint()).await;
 }

@@ -3,34 +3,13 @@
 //! member it forwards to dies, new connections fail over to the others and
 //! clients continue.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use triad_tests::cluster::Cluster;
-use triad_tests::{bin, etcdctl, free_port_pair};
+use triad_tests::{etcdctl, Proxy};
 
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_proxy(endpoints: &[String], port: u16, dir: &std::path::Path) -> Proxy {
-    let url = format!("http://127.0.0.1:{port}");
-    let child = Command::new(bin("gatewayd"))
-        .args(["--proxy", "l4", "--proxy-retry-delay", "1s"])
-        .args(["--proxy-endpoints", &endpoints.join(",")])
-        .args(["--listen-client-urls", &url])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the proxy");
-    Proxy(child)
+fn start_proxy(endpoints: &[String]) -> Proxy {
+    Proxy::in_front_of("l4", endpoints, &["--proxy-retry-delay", "1s"])
 }
 
 fn until_ok(what: &str, mut f: impl FnMut() -> bool) {
@@ -44,10 +23,8 @@ fn until_ok(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn l4_proxy_forwards_and_fails_over() {
     let c = Cluster::start(3);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port_pair();
-    let _proxy = start_proxy(&c.endpoints(), port, dir.path());
-    let ep = format!("127.0.0.1:{port}");
+    let proxy = start_proxy(&c.endpoints());
+    let ep = proxy.endpoint();
     until_ok("a put through the proxy", || {
         etcdctl(&ep, &["put", "via-proxy", "1"]).status.success()
     });
@@ -79,12 +56,10 @@ fn l4_proxy_forwards_and_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_through_the_proxy_survives_its_member_dying() {
     let c = Cluster::start(3);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port_pair();
     // The proxy knows two members; the first is the one it will use.
     let eps = c.endpoints();
-    let _proxy = start_proxy(&eps[..2], port, dir.path());
-    let ep = format!("127.0.0.1:{port}");
+    let proxy = start_proxy(&eps[..2]);
+    let ep = proxy.endpoint();
     until_ok("the proxy serving", || {
         etcdctl(&ep, &["get", "k"]).status.success()
     });
@@ -156,23 +131,17 @@ fn fake_dns(ports: Vec<u16>) -> std::net::SocketAddr {
 #[test]
 fn l4_proxy_finds_members_by_dns_srv() {
     let m = triad_tests::Member::start();
-    let dns = fake_dns(vec![m.port]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port_pair();
-    let url = format!("http://127.0.0.1:{port}");
-    let _proxy = Proxy(
-        Command::new(bin("gatewayd"))
-            .args(["--proxy", "l4", "--proxy-discovery-srv", "example.test"])
-            .args(["--proxy-dns-server", &dns.to_string()])
-            .args(["--listen-client-urls", &url])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the proxy"),
+    let dns = fake_dns(vec![m.port]).to_string();
+    let proxy = Proxy::start(
+        "l4",
+        &[
+            "--proxy-discovery-srv",
+            "example.test",
+            "--proxy-dns-server",
+            &dns,
+        ],
     );
-    let ep = format!("127.0.0.1:{port}");
+    let ep = proxy.endpoint();
     until_ok("a put through the SRV-discovered member", || {
         etcdctl(&ep, &["put", "srv", "found"]).status.success()
     });

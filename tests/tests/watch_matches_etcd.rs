@@ -10,7 +10,7 @@ use etcd_client::{
     Client, DeleteOptions, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse,
     WatchStream,
 };
-use triad_tests::{connect, reference_etcd, Member};
+use triad_tests::{connect, reference_etcd, Member, Proxy};
 
 fn describe(r: &WatchResponse) -> String {
     let events: Vec<String> = r
@@ -155,14 +155,27 @@ async fn script(endpoint: &str) -> BTreeMap<i64, Vec<String>> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_matches_etcd() {
-    let member = Member::start();
-    let ours = script(&member.endpoint()).await;
+/// The script against `endpoint` gives what it gives against etcd.
+async fn matches_etcd(endpoint: &str) {
+    let ours = script(endpoint).await;
     assert!(ours.len() >= 8, "{ours:#?}");
     let Some(etcd) = reference_etcd(&[]) else {
         return;
     };
     let theirs = script(&etcd.endpoint()).await;
     assert_eq!(ours, theirs, "\ntriad: {ours:#?}\netcd: {theirs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_matches_etcd() {
+    let member = Member::start();
+    matches_etcd(&member.endpoint()).await;
+}
+
+/// The same through the L7 proxy, whose watches are coalesced upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_through_the_l7_proxy_matches_etcd() {
+    let member = Member::start();
+    let proxy = Proxy::in_front_of("l7", &[member.endpoint()], &[]);
+    matches_etcd(&proxy.endpoint()).await;
 }

@@ -91,8 +91,9 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_threads: Option<usize>,
-    /// Proxy mode: "l4" forwards client connections to --proxy-endpoints
-    /// (etcd's `etcd gateway`) instead of serving a local member.
+    /// Proxy mode instead of serving a local member: "l4" forwards client
+    /// connections to --proxy-endpoints (etcd's `etcd gateway`), "l7"
+    /// serves the gRPC API and forwards requests (etcd's `grpc-proxy`).
     #[arg(long, env = "TRIAD_PROXY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<String>,
@@ -115,6 +116,11 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_PROXY_RETRY_DELAY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_retry_delay: Option<String>,
+    /// L7 proxy: a key prefix for every client of the proxy (etcd
+    /// grpc-proxy's --namespace).
+    #[arg(long, env = "TRIAD_PROXY_NAMESPACE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_namespace: Option<String>,
     /// URLs to serve the member's metrics on (GET /metrics), besides the
     /// client URLs.
     #[arg(long, env = "TRIAD_LISTEN_METRICS_URLS")]
@@ -139,9 +145,13 @@ struct GatewaydOpts {
     etcd_version: Option<String>,
 }
 
-/// Where an L4 proxy forwards to.
+/// Where a proxy forwards to, and how.
 #[derive(Clone)]
 struct ProxySpec {
+    /// L7 (gRPC) rather than L4 (TCP).
+    l7: bool,
+    /// L7: the clients' key namespace.
+    namespace: String,
     endpoints: Vec<String>,
     /// DNS SRV domain and name server, when endpoints are discovered.
     srv: Option<(String, std::net::SocketAddr)>,
@@ -177,7 +187,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
     )?;
     let proxy = match opts.proxy.as_deref() {
         None | Some("off") => None,
-        Some("l4") => {
+        Some(mode @ ("l4" | "l7")) => {
             let endpoints: Vec<String> = opts
                 .proxy_endpoints
                 .as_deref()
@@ -206,13 +216,20 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
                 }
             };
             if endpoints.is_empty() && srv.is_none() {
-                return Err(common::config::ConfigError(
-                    "--proxy l4 needs --proxy-endpoints or --proxy-discovery-srv".into(),
-                ));
+                return Err(common::config::ConfigError(format!(
+                    "--proxy {mode} needs --proxy-endpoints or --proxy-discovery-srv"
+                )));
             }
             let retry_delay =
                 common::config::parse_duration(opts.proxy_retry_delay.as_deref().unwrap_or("1m"))?;
+            if mode == "l4" && opts.proxy_namespace.is_some() {
+                return Err(common::config::ConfigError(
+                    "--proxy-namespace needs --proxy l7".into(),
+                ));
+            }
             Some(ProxySpec {
+                l7: mode == "l7",
+                namespace: opts.proxy_namespace.clone().unwrap_or_default(),
                 endpoints,
                 srv,
                 retry_delay,
@@ -220,7 +237,7 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         }
         Some(other) => {
             return Err(common::config::ConfigError(format!(
-                "unknown --proxy mode {other:?} (want l4)"
+                "unknown --proxy mode {other:?} (want l4 or l7)"
             )))
         }
     };
@@ -236,7 +253,8 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         .map(|u| {
             let https = u.starts_with("https://");
             // An L4 proxy passes TLS through; it needs no certificate.
-            if https && !tls.enabled() && proxy.is_none() {
+            let l4 = proxy.as_ref().is_some_and(|p| !p.l7);
+            if https && !tls.enabled() && !l4 {
                 return Err(common::config::ConfigError(format!(
                     "TLS key/cert (--cert-file, --key-file) must be provided for the url {u}"
                 )));
@@ -331,6 +349,12 @@ fn main() -> ExitCode {
     let inherited = common::activation::inherited_listeners();
     let (log_json, threads) = (member.log_json, opts.worker_threads);
     match opts.proxy.clone() {
+        Some(spec) if spec.l7 => common::lifecycle::run_daemon(
+            "gatewayd",
+            log_json,
+            threads,
+            run_l7_proxy(opts, spec, inherited),
+        ),
         Some(spec) => common::lifecycle::run_daemon(
             "gatewayd",
             log_json,
@@ -344,6 +368,70 @@ fn main() -> ExitCode {
             run(member, opts, inherited),
         ),
     }
+}
+
+/// What client servers are set up from.
+struct Listening<'a> {
+    listen: &'a [(std::net::SocketAddr, bool)],
+    tls: &'a common::tls::TlsFiles,
+    max_concurrent_streams: u32,
+}
+
+/// A gRPC+HTTP server for each client URL, on its listener.
+async fn prepare_servers(
+    router: axum::Router,
+    cfg: &Listening<'_>,
+    inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+) -> anyhow::Result<Vec<(tonic::transport::server::Router, tokio::net::TcpListener)>> {
+    let server_tls = cfg.tls.server()?;
+    let mut prepared = Vec::new();
+    for (addr, https) in cfg.listen {
+        let listener = listen(inherited, *addr).await?;
+        let mut builder = tonic::transport::Server::builder();
+        if let (true, Some(tls)) = (*https, &server_tls) {
+            builder = builder
+                .tls_config(tls.clone())
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        }
+        let server = builder
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+            .add_routes(tonic::service::Routes::from(router.clone()));
+        prepared.push((server, listener));
+        tracing::info!(%addr, tls = *https, "gatewayd serving clients");
+    }
+    Ok(prepared)
+}
+
+/// Serve until `stop`: in-flight requests finish; long-lived client
+/// streams (watches, keepalives, observers) are dropped after the bounded
+/// drain.
+async fn serve_prepared(
+    prepared: Vec<(tonic::transport::server::Router, tokio::net::TcpListener)>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    common::lifecycle::serve_with_bounded_stop(
+        |drain| {
+            let servers: Vec<_> = prepared
+                .into_iter()
+                .map(|(server, listener)| {
+                    tokio::spawn(server.serve_with_incoming_shutdown(
+                        common::tcp::nodelay_connections(listener),
+                        drain.clone().wait(),
+                    ))
+                })
+                .collect();
+            async move {
+                for r in futures::future::join_all(servers).await {
+                    r??;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+        },
+        stop,
+    )
+    .await
 }
 
 /// The client listener for `addr`: the one systemd passed (socket
@@ -363,18 +451,52 @@ async fn listen(
     }
 }
 
+/// A proxy's endpoints: the configured ones and those found by DNS SRV.
+async fn proxy_endpoints(spec: &ProxySpec) -> anyhow::Result<Vec<String>> {
+    let mut endpoints = spec.endpoints.clone();
+    if let Some((domain, server)) = &spec.srv {
+        let found = gatewayd::srv::client_endpoints(domain, *server).await?;
+        tracing::info!(%domain, endpoints = ?found, "discovered endpoints by DNS SRV");
+        endpoints.extend(found);
+    }
+    Ok(endpoints)
+}
+
+/// L7 proxy mode: the gRPC API served here, requests sent on to a remote
+/// cluster.
+async fn run_l7_proxy(
+    cfg: Resolved,
+    spec: ProxySpec,
+    mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+) -> anyhow::Result<()> {
+    let endpoints = proxy_endpoints(&spec).await?;
+    tracing::info!(?endpoints, namespace = %spec.namespace, "L7 proxy");
+    let router = gatewayd::proxy_l7::routes(gatewayd::proxy_l7::L7Settings {
+        endpoints,
+        namespace: spec.namespace,
+        request_timeout: cfg.request_timeout,
+        max_request_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+    })?
+    .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc));
+    let listening = Listening {
+        listen: &cfg.listen,
+        tls: &cfg.tls,
+        max_concurrent_streams: cfg.max_concurrent_streams,
+    };
+    let prepared = prepare_servers(router, &listening, &mut inherited).await?;
+    common::lifecycle::notify_ready("proxying");
+    serve_prepared(prepared, common::lifecycle::shutdown_signal()).await?;
+    tracing::info!("gatewayd (proxy) stopped");
+    Ok(())
+}
+
 /// L4 proxy mode: no local member, connections forwarded to a remote one.
 async fn run_l4_proxy(
     cfg: Resolved,
     spec: ProxySpec,
     mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<()> {
-    let mut endpoints = spec.endpoints;
-    if let Some((domain, server)) = &spec.srv {
-        let found = gatewayd::srv::client_endpoints(domain, *server).await?;
-        tracing::info!(%domain, endpoints = ?found, "discovered endpoints by DNS SRV");
-        endpoints.extend(found);
-    }
+    let endpoints = proxy_endpoints(&spec).await?;
     let retry_delay = spec.retry_delay;
     let mut listeners = Vec::new();
     for (addr, _) in &cfg.listen {
@@ -394,6 +516,11 @@ async fn run(
     cfg: Resolved,
     mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<()> {
+    let listening = Listening {
+        listen: &cfg.listen,
+        tls: &cfg.tls,
+        max_concurrent_streams: cfg.max_concurrent_streams,
+    };
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
         common::uds::channel(&member.storaged_socket()),
@@ -464,24 +591,7 @@ async fn run(
         .merge(gatewayd::json_gateway::routes(services.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
-    let server_tls = cfg.tls.server()?;
-    let mut prepared = Vec::new();
-    for (addr, https) in &cfg.listen {
-        let listener = listen(&mut inherited, *addr).await?;
-        let mut builder = tonic::transport::Server::builder();
-        if let (true, Some(tls)) = (*https, &server_tls) {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-        }
-        let server = builder
-            .accept_http1(true)
-            .tcp_nodelay(true)
-            .max_concurrent_streams(Some(cfg.max_concurrent_streams))
-            .add_routes(tonic::service::Routes::from(router.clone()));
-        prepared.push((server, listener));
-        tracing::info!(%addr, tls = *https, "gatewayd serving clients");
-    }
+    let prepared = prepare_servers(router, &listening, &mut inherited).await?;
     for addr in &cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -512,29 +622,7 @@ async fn run(
             }
         }
     };
-    // In-flight requests finish; long-lived client streams (watches,
-    // keepalives, observers) are dropped after the bounded drain.
-    common::lifecycle::serve_with_bounded_stop(
-        |drain| {
-            let servers: Vec<_> = prepared
-                .into_iter()
-                .map(|(server, listener)| {
-                    tokio::spawn(server.serve_with_incoming_shutdown(
-                        common::tcp::nodelay_connections(listener),
-                        drain.clone().wait(),
-                    ))
-                })
-                .collect();
-            async move {
-                for r in futures::future::join_all(servers).await {
-                    r??;
-                }
-                Ok::<(), anyhow::Error>(())
-            }
-        },
-        stop,
-    )
-    .await?;
+    serve_prepared(prepared, stop).await?;
     tracing::info!("gatewayd stopped");
     match failure.lock().ok().and_then(|mut f| f.take()) {
         Some(why) => Err(anyhow::anyhow!(why)),
