@@ -87,7 +87,7 @@ impl Upstream {
     /// Whether a round of every member has been tried since `attempts`
     /// began, and so a pause is due before the next round.
     pub async fn pause_after_round(&self, attempts: usize) {
-        if attempts % self.members.len() == 0 {
+        if attempts.is_multiple_of(self.members.len()) {
             tokio::time::sleep(ROUND_PAUSE).await;
         }
     }

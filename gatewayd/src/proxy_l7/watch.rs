@@ -85,7 +85,7 @@ impl Receiver {
 
     fn response(&self, header: &Option<ResponseHeader>) -> WatchResponse {
         WatchResponse {
-            header: header.clone(),
+            header: *header,
             watch_id: self.watch_id,
             ..Default::default()
         }
@@ -294,6 +294,10 @@ impl WatchProxy {
                     }
                     r.created = true;
                     r.next = r.next.max(rev + 1);
+                    match group.join(r) {
+                        Ok(()) => return,
+                        Err(back) => r = back,
+                    }
                 }
             }
             let group = self.pending_group(&key, &metadata, r.next);
@@ -428,7 +432,7 @@ impl Group {
 
     fn header_at(&self, revision: i64) -> Option<ResponseHeader> {
         let s = self.state.lock().ok()?;
-        let mut h = s.header.clone().unwrap_or_default();
+        let mut h = s.header.unwrap_or_default();
         h.revision = revision;
         Some(h)
     }
@@ -592,10 +596,10 @@ impl Group {
                 return false;
             };
             if resp.header.is_some() {
-                s.header = resp.header.clone();
+                s.header = resp.header;
             }
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-            let header = resp.header.clone();
+            let header = resp.header;
             shared = s.receivers.len() > 1;
             if resp.canceled {
                 // Refused when created (watch ID -1), or compacted away:
