@@ -94,6 +94,16 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    /// etcd's --logger: "zap" logs JSON lines, "capnslog" text (when
+    /// --log-format is not given).
+    #[arg(long, env = "TRIAD_LOGGER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logger: Option<String>,
+    /// Lowest level logged: debug, info, warn or error (etcd's
+    /// --log-level; dpanic, panic and fatal mean error).
+    #[arg(long, env = "TRIAD_LOG_LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
 }
 
 /// The member options with defaults applied and IDs derived.
@@ -109,7 +119,7 @@ pub struct Member {
     pub member_id: u64,
     pub cluster_id: u64,
     pub socket_group_access: bool,
-    pub log_json: bool,
+    pub log: crate::logging::LogSettings,
 }
 
 impl MemberOpts {
@@ -148,15 +158,26 @@ impl MemberOpts {
             .map(|(_, urls)| crate::ids::member_id(urls, &cluster_token))
             .collect();
         let member_id = crate::ids::member_id(&peer_urls, &cluster_token);
-        let log_json = match self.log_format.as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => {
+        let json = match (self.log_format.as_deref(), self.logger.as_deref()) {
+            (Some("text"), _) | (None, None | Some("capnslog")) => false,
+            (Some("json"), _) | (None, Some("zap")) => true,
+            (None, Some(other)) => {
+                return Err(err(format!(
+                    "invalid --logger {other:?} (want zap or capnslog)"
+                )))
+            }
+            (Some(other), _) => {
                 return Err(err(format!(
                     "invalid --log-format {other:?} (want text or json)"
                 )))
             }
         };
+        let level = self.log_level.as_deref().unwrap_or("info");
+        let level = crate::logging::parse_level(level).ok_or_else(|| {
+            err(format!(
+                "invalid --log-level {level:?} (want debug, info, warn or error)"
+            ))
+        })?;
         Ok(Member {
             cluster_id: crate::ids::cluster_id(&ids),
             name,
@@ -167,7 +188,7 @@ impl MemberOpts {
             cluster_token,
             member_id,
             socket_group_access: self.socket_group_access.unwrap_or(false),
-            log_json,
+            log: crate::logging::LogSettings { json, level },
         })
     }
 }

@@ -47,6 +47,8 @@ const SUPPORTED: &[&str] = &[
     "experimental-watch-progress-notify-interval",
     "force-new-cluster",
     "listen-metrics-urls",
+    "logger",
+    "log-level",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -78,9 +80,7 @@ const UNSUPPORTED: &[&str] = &[
     "host-whitelist",
     "enable-pprof",
     "metrics",
-    "logger",
     "log-outputs",
-    "log-level",
     "proxy",
     "proxy-failure-wait",
     "proxy-refresh-interval",

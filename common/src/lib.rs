@@ -9,6 +9,7 @@ pub mod errors;
 pub mod etcd_flags;
 pub mod ids;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod tcp;

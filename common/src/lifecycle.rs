@@ -3,20 +3,6 @@
 
 use std::time::Duration;
 
-/// Logs to stderr; `RUST_LOG` filters (default info); JSON when asked.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Tell systemd (if it supervises us) that the daemon serves, and start the
 /// watchdog pings when `WatchdogSec=` is configured.
 pub fn notify_ready(status: &str) {
@@ -135,8 +121,9 @@ pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::Ex
 /// `threads` is 1) with logging set up; a failure is one line on stderr and
 /// in the log, and exit status 1.
 pub fn run_daemon<F, E>(
-    daemon: &str,
-    log_json: bool,
+    daemon: &'static str,
+    member: &str,
+    log: &crate::logging::LogSettings,
     threads: usize,
     main: F,
 ) -> std::process::ExitCode
@@ -144,7 +131,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    init_logging(log_json);
+    crate::logging::init(daemon, member, log);
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }

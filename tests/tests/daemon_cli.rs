@@ -99,6 +99,8 @@ fn bad_configuration_is_one_line_and_exit_2() {
         &[("TRIAD_LOG_FORMAT", "xml")],
         "--log-format",
     );
+    one_line_error("raftd", &["--log-level", "loud"], &[], "--log-level");
+    one_line_error("gatewayd", &["--logger", "syslog"], &[], "--logger");
     one_line_error(
         "raftd",
         &["--election-timeout", "60000"],

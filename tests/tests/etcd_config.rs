@@ -187,4 +187,19 @@ fn etcd_command_line_starts_a_member() {
     );
     let log = logs(dir.path(), "raftd");
     assert!(log.contains("ignoring etcd option enable-pprof"), "{log}");
+    // --logger zap: JSON lines shaped like etcd's, naming daemon and member.
+    let line = log
+        .lines()
+        .find(|l| l.contains("enable-pprof"))
+        .expect("the warning line");
+    for field in [
+        "{\"level\":\"warn\"",
+        "\"ts\":\"",
+        "\"caller\":\"",
+        "\"msg\":\"ignoring etcd option enable-pprof",
+        "\"daemon\":\"raftd\"",
+        "\"member\":\"",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
 }

@@ -1,0 +1,205 @@
+//! Daemon logs on stderr: text for people, or JSON lines shaped like
+//! etcd's zap logger (`level`, `ts`, `caller`, `msg`, then the event's
+//! fields) so log pipelines and greps written for etcd keep working. Every
+//! JSON line also names its `daemon` and `member`, since a member's three
+//! daemons usually log into one journal.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How a daemon logs (from --log-format/--logger and --log-level).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub json: bool,
+    /// A tracing level: error, warn, info or debug.
+    pub level: &'static str,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            json: false,
+            level: "info",
+        }
+    }
+}
+
+/// etcd's --log-level values, as tracing levels.
+pub fn parse_level(level: &str) -> Option<&'static str> {
+    Some(match level {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        _ => return None,
+    })
+}
+
+/// Install the process's logger. `RUST_LOG` overrides the level.
+pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", settings.level))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.json {
+        builder
+            .event_format(EtcdJson {
+                daemon,
+                member: member.to_string(),
+            })
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+struct EtcdJson {
+    daemon: &'static str,
+    member: String,
+}
+
+impl<S, N> FormatEvent<S, N> for EtcdJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Fields(Vec::new());
+        let level = match *meta.level() {
+            Level::ERROR => "error",
+            Level::WARN => "warn",
+            Level::INFO => "info",
+            Level::DEBUG | Level::TRACE => "debug",
+        };
+        line.push("level", level.into());
+        line.push("ts", iso8601(SystemTime::now()).into());
+        let caller = match (meta.file(), meta.line()) {
+            (Some(file), Some(n)) => format!("{file}:{n}"),
+            _ => meta.target().to_string(),
+        };
+        line.push("caller", caller.into());
+        line.push("msg", "".into());
+        line.push("daemon", self.daemon.into());
+        line.push("member", self.member.clone().into());
+        event.record(&mut line);
+        // Written by hand: zap's field order (serde_json's map would sort).
+        let mut out = String::from("{");
+        for (i, (name, value)) in line.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(name.as_str()).to_string());
+            out.push(':');
+            out.push_str(&value.to_string());
+        }
+        out.push('}');
+        writeln!(writer, "{out}")
+    }
+}
+
+/// A JSON line's fields in order; an event's `message` fills `msg`, a
+/// field recorded twice keeps its place.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn push(&mut self, name: &str, value: Value) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name.to_string(), value)),
+        }
+    }
+
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = match field.name() {
+            "message" => "msg",
+            other => other,
+        };
+        self.push(name, value);
+    }
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+}
+
+/// UTC time as zap writes it: 2006-01-02T15:04:05.000Z.
+fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_utc_iso8601() {
+        let at = |s: u64, ms: u64| {
+            iso8601(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_795_944_321, 999), "2026-11-29T09:25:21.999Z");
+    }
+
+    #[test]
+    fn etcd_levels_map_to_tracing_levels() {
+        assert_eq!(parse_level("warn"), Some("warn"));
+        assert_eq!(parse_level("fatal"), Some("error"));
+        assert_eq!(parse_level("loud"), None);
+    }
+}
