@@ -159,9 +159,7 @@ struct ProxySpec {
 }
 
 struct Resolved {
-    /// Each listen address, and whether it is an https URL (TLS).
-    listen: Vec<(std::net::SocketAddr, bool)>,
-    tls: common::tls::TlsFiles,
+    client: Listening,
     watch_progress_interval: Duration,
     worker_threads: usize,
     max_request_bytes: usize,
@@ -170,7 +168,6 @@ struct Resolved {
     version: String,
     advertise: Vec<String>,
     quota_backend_bytes: i64,
-    max_concurrent_streams: u32,
     tokens: gatewayd::tokens::Tokens,
     bcrypt_cost: u32,
     metrics_listen: Vec<std::net::SocketAddr>,
@@ -318,10 +315,12 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         metrics_listen,
         tokens,
         bcrypt_cost,
-        tls,
-        max_concurrent_streams,
+        client: Listening {
+            listen,
+            tls,
+            max_concurrent_streams,
+        },
         quota_backend_bytes: opts.quota_backend_bytes.unwrap_or(0),
-        listen,
         advertise,
         watch_progress_interval,
         worker_threads,
@@ -374,21 +373,22 @@ fn main() -> ExitCode {
 }
 
 /// What client servers are set up from.
-struct Listening<'a> {
-    listen: &'a [(std::net::SocketAddr, bool)],
-    tls: &'a common::tls::TlsFiles,
+struct Listening {
+    /// Each listen address, and whether it is an https URL (TLS).
+    listen: Vec<(std::net::SocketAddr, bool)>,
+    tls: common::tls::TlsFiles,
     max_concurrent_streams: u32,
 }
 
 /// A gRPC+HTTP server for each client URL, on its listener.
 async fn prepare_servers(
     router: axum::Router,
-    cfg: &Listening<'_>,
+    cfg: &Listening,
     inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<Vec<(tonic::transport::server::Router, tokio::net::TcpListener)>> {
     let server_tls = cfg.tls.server()?;
     let mut prepared = Vec::new();
-    for (addr, https) in cfg.listen {
+    for (addr, https) in &cfg.listen {
         let listener = listen(inherited, *addr).await?;
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (*https, &server_tls) {
@@ -481,12 +481,7 @@ async fn run_l7_proxy(
         max_request_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
     })?
     .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc));
-    let listening = Listening {
-        listen: &cfg.listen,
-        tls: &cfg.tls,
-        max_concurrent_streams: cfg.max_concurrent_streams,
-    };
-    let prepared = prepare_servers(router, &listening, &mut inherited).await?;
+    let prepared = prepare_servers(router, &cfg.client, &mut inherited).await?;
     common::lifecycle::notify_ready("proxying");
     serve_prepared(prepared, common::lifecycle::shutdown_signal()).await?;
     tracing::info!("gatewayd (proxy) stopped");
@@ -502,7 +497,7 @@ async fn run_l4_proxy(
     let endpoints = proxy_endpoints(&spec).await?;
     let retry_delay = spec.retry_delay;
     let mut listeners = Vec::new();
-    for (addr, _) in &cfg.listen {
+    for (addr, _) in &cfg.client.listen {
         listeners.push((*addr, listen(&mut inherited, *addr).await?));
     }
     common::lifecycle::notify_ready("proxying");
@@ -519,11 +514,6 @@ async fn run(
     cfg: Resolved,
     mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<()> {
-    let listening = Listening {
-        listen: &cfg.listen,
-        tls: &cfg.tls,
-        max_concurrent_streams: cfg.max_concurrent_streams,
-    };
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
         common::uds::channel(&member.storaged_socket()),
@@ -594,7 +584,7 @@ async fn run(
         .merge(gatewayd::json_gateway::routes(services.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
-    let prepared = prepare_servers(router, &listening, &mut inherited).await?;
+    let prepared = prepare_servers(router, &cfg.client, &mut inherited).await?;
     for addr in &cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

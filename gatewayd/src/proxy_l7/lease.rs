@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::metrics::KEEPALIVES;
 use super::namespace::Namespace;
-use super::upstream::{unary, Upstream};
+use super::upstream::{forward, unary, Upstream};
 use crate::backend::{transport_failure, Retry};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::lease_client::LeaseClient;
@@ -177,91 +177,50 @@ impl LeaseProxy {
     }
 }
 
-#[tonic::async_trait]
-impl Lease for LeaseProxy {
-    async fn lease_grant(
-        &self,
-        req: Request<LeaseGrantRequest>,
-    ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let (md, r) = (req.metadata().clone(), req.into_inner());
-        let resp = unary!(
-            self.upstream,
-            Retry::OnlyUnsent,
-            LeaseClient::lease_grant,
-            md,
-            r
-        )?;
-        Ok(Response::new(resp))
-    }
+forward! { Lease for LeaseProxy via LeaseClient;
+    lease_grant(LeaseGrantRequest) -> LeaseGrantResponse, Retry::OnlyUnsent;
+    lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse, Retry::OnlyUnsent;
+    lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse, Retry::Idempotent;
+    {
+        type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
 
-    async fn lease_revoke(
-        &self,
-        req: Request<LeaseRevokeRequest>,
-    ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let (md, r) = (req.metadata().clone(), req.into_inner());
-        let resp = unary!(
-            self.upstream,
-            Retry::OnlyUnsent,
-            LeaseClient::lease_revoke,
-            md,
-            r
-        )?;
-        Ok(Response::new(resp))
-    }
-
-    type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
-
-    async fn lease_keep_alive(
-        &self,
-        req: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let keep_alives = self.keep_alives.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(k)) = requests.next().await {
-                let answer = keep_alives.keep_alive(k.id).await;
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
+        async fn lease_keep_alive(
+            &self,
+            req: Request<Streaming<LeaseKeepAliveRequest>>,
+        ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+            let mut requests = req.into_inner();
+            let (tx, rx) = mpsc::channel(16);
+            let keep_alives = self.keep_alives.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(k)) = requests.next().await {
+                    let answer = keep_alives.keep_alive(k.id).await;
+                    let failed = answer.is_err();
+                    if tx.send(answer).await.is_err() || failed {
+                        return;
+                    }
                 }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        req: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let (md, r) = (req.metadata().clone(), req.into_inner());
-        let mut resp = unary!(
-            self.upstream,
-            Retry::Idempotent,
-            LeaseClient::lease_time_to_live,
-            md,
-            r
-        )?;
-        // Only the keys in the proxy's namespace, as its clients name them.
-        resp.keys.retain(|k| self.ns.contains(k));
-        for k in &mut resp.keys {
-            self.ns.strip(k);
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
         }
-        Ok(Response::new(resp))
-    }
 
-    async fn lease_leases(
-        &self,
-        req: Request<LeaseLeasesRequest>,
-    ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let (md, r) = (req.metadata().clone(), req.into_inner());
-        let resp = unary!(
-            self.upstream,
-            Retry::Idempotent,
-            LeaseClient::lease_leases,
-            md,
-            r
-        )?;
-        Ok(Response::new(resp))
+        async fn lease_time_to_live(
+            &self,
+            req: Request<LeaseTimeToLiveRequest>,
+        ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+            let (md, r) = (req.metadata().clone(), req.into_inner());
+            let mut resp = unary!(
+                self.upstream,
+                Retry::Idempotent,
+                LeaseClient::lease_time_to_live,
+                md,
+                r
+            )?;
+            // Only the keys in the proxy's namespace, as its clients name them.
+            resp.keys.retain(|k| self.ns.contains(k));
+            for k in &mut resp.keys {
+                self.ns.strip(k);
+            }
+            Ok(Response::new(resp))
+        }
     }
 }

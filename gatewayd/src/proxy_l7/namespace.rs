@@ -2,6 +2,7 @@
 //! every key a client sends gets the prefix, every key the cluster sends
 //! back loses it, so clients of the proxy see a keyspace of their own.
 
+use crate::concurrency::prefix_end;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::request_op::Request as Op;
 use common::proto::etcdserverpb::response_op::Response as OpResp;
@@ -120,18 +121,6 @@ impl Namespace {
             }
         }
     }
-}
-
-/// The first key after every key starting with `prefix` ("\0" if none).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 #[cfg(test)]

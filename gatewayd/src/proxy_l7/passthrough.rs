@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::upstream::{unary, Upstream};
+use super::upstream::{forward, unary, Upstream};
 use crate::backend::Retry::{Idempotent, OnlyUnsent};
 use common::proto::etcdserverpb::auth_client::AuthClient;
 use common::proto::etcdserverpb::auth_server::Auth;
@@ -34,26 +34,7 @@ impl Passthrough {
     }
 }
 
-/// An impl of a service trait whose unary methods forward one call each
-/// (streaming methods, when any, given in the trailing block).
-macro_rules! forward {
-    ($service:ident via $client:ident;
-     $($method:ident($req:ty) -> $resp:ty, $retry:expr;)*
-     $({ $($extra:tt)* })?) => {
-        #[tonic::async_trait]
-        impl $service for Passthrough {
-            $(
-                async fn $method(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let (md, r) = (req.metadata().clone(), req.into_inner());
-                    unary!(self.upstream, $retry, $client::$method, md, r).map(Response::new)
-                }
-            )*
-            $($($extra)*)?
-        }
-    };
-}
-
-forward! { Cluster via ClusterClient;
+forward! { Cluster for Passthrough via ClusterClient;
     member_add(MemberAddRequest) -> MemberAddResponse, OnlyUnsent;
     member_remove(MemberRemoveRequest) -> MemberRemoveResponse, OnlyUnsent;
     member_update(MemberUpdateRequest) -> MemberUpdateResponse, OnlyUnsent;
@@ -61,7 +42,7 @@ forward! { Cluster via ClusterClient;
     member_promote(MemberPromoteRequest) -> MemberPromoteResponse, OnlyUnsent;
 }
 
-forward! { Maintenance via MaintenanceClient;
+forward! { Maintenance for Passthrough via MaintenanceClient;
     alarm(AlarmRequest) -> AlarmResponse, OnlyUnsent;
     status(StatusRequest) -> StatusResponse, Idempotent;
     defragment(DefragmentRequest) -> DefragmentResponse, OnlyUnsent;
@@ -82,7 +63,7 @@ forward! { Maintenance via MaintenanceClient;
     }
 }
 
-forward! { Auth via AuthClient;
+forward! { Auth for Passthrough via AuthClient;
     auth_enable(AuthEnableRequest) -> AuthEnableResponse, OnlyUnsent;
     auth_disable(AuthDisableRequest) -> AuthDisableResponse, OnlyUnsent;
     auth_status(AuthStatusRequest) -> AuthStatusResponse, Idempotent;
@@ -102,12 +83,12 @@ forward! { Auth via AuthClient;
     role_revoke_permission(AuthRoleRevokePermissionRequest) -> AuthRoleRevokePermissionResponse, OnlyUnsent;
 }
 
-forward! { Lock via LockClient;
+forward! { Lock for Passthrough via LockClient;
     lock(LockRequest) -> LockResponse, OnlyUnsent;
     unlock(UnlockRequest) -> UnlockResponse, OnlyUnsent;
 }
 
-forward! { Election via ElectionClient;
+forward! { Election for Passthrough via ElectionClient;
     campaign(CampaignRequest) -> CampaignResponse, OnlyUnsent;
     proclaim(ProclaimRequest) -> ProclaimResponse, OnlyUnsent;
     leader(LeaderRequest) -> LeaderResponse, Idempotent;

@@ -157,3 +157,24 @@ macro_rules! unary {
     }};
 }
 pub(crate) use unary;
+
+/// An impl of a service trait whose unary methods each forward one call
+/// (other methods, when any, given in the trailing block).
+macro_rules! forward {
+    ($service:ident for $ty:ident via $client:ident;
+     $($method:ident($req:ty) -> $resp:ty, $retry:expr;)*
+     $({ $($extra:tt)* })?) => {
+        #[tonic::async_trait]
+        impl $service for $ty {
+            $(
+                async fn $method(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
+                    let (md, r) = (req.metadata().clone(), req.into_inner());
+                    $crate::proxy_l7::upstream::unary!(self.upstream, $retry, $client::$method, md, r)
+                        .map(Response::new)
+                }
+            )*
+            $($($extra)*)?
+        }
+    };
+}
+pub(crate) use forward;
