@@ -93,7 +93,7 @@ fn error_response(s: &Status) -> Response {
 }
 
 /// The request object in the body (an empty body is the empty message).
-fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+pub fn decode_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -139,7 +139,7 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let msg = match decode::<Req>(&body) {
+    let msg = match decode_body::<Req>(&body) {
         Ok(m) => m,
         Err(s) => return error_response(&s),
     };
@@ -221,7 +221,7 @@ async fn keep_alive(State(s): S, body: Bytes) -> Response {
 }
 
 async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
-    let msg = match decode(&body) {
+    let msg = match decode_body(&body) {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
@@ -232,7 +232,7 @@ async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
-    let msg = match decode(&body) {
+    let msg = match decode_body(&body) {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };

@@ -18,6 +18,24 @@ pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod peer_server;
+pub mod removal;
 pub mod route;
 pub mod state_machine;
 pub mod types;
+
+/// Resolves with openraft's fatal error once its core has stopped (a
+/// storage error, a panic); pending forever while it runs.
+pub async fn fatal(raft: &types::Raft) -> String {
+    let stopped = raft
+        .wait(None)
+        .metrics(|m| m.running_state.is_err(), "raft core stopped")
+        .await;
+    match stopped {
+        Ok(m) => match m.running_state {
+            Err(e) => e.to_string(),
+            Ok(()) => "unknown".to_string(),
+        },
+        // The metrics channel closed: the core is gone too.
+        Err(e) => e.to_string(),
+    }
+}

@@ -49,10 +49,25 @@ pub struct RaftLocalService {
     /// A joining node replays older membership configs without itself
     /// before it reaches the one that added it.
     was_member: Arc<std::sync::atomic::AtomicBool>,
+    /// A peer told this member it was removed.
+    removal: Arc<crate::removal::Removal>,
 }
 
-/// How often a proposal is re-routed when leadership moved under it.
+/// How often a proposal or read is re-routed when leadership moved under it.
 const REROUTES: usize = 3;
+/// Pause before routing a read again (a new leader is being elected).
+const REROUTE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The leader asked was no longer leading, or could not be reached.
+fn leadership_moved(e: &Status) -> bool {
+    let moved = [
+        EtcdError::NotLeader,
+        EtcdError::LeaderChanged,
+        EtcdError::NoLeader,
+    ];
+    std::error::Error::source(e).is_some()
+        || EtcdError::of_status(e).is_some_and(|k| moved.contains(&k))
+}
 
 impl RaftLocalService {
     pub fn new(
@@ -62,8 +77,10 @@ impl RaftLocalService {
         cluster_id: u64,
         db_size: Arc<AtomicI64>,
         initialized_before: bool,
+        removal: Arc<crate::removal::Removal>,
     ) -> Self {
         RaftLocalService {
+            removal,
             was_member: Arc::new(std::sync::atomic::AtomicBool::new(initialized_before)),
             raft: router.raft().clone(),
             router,
@@ -173,6 +190,36 @@ impl RaftLocalService {
                 .await
                 .map_err(leader_failed),
         }
+    }
+
+    /// A quorum-confirmed read index, here or from the leader (then
+    /// applied here before answering).
+    async fn read_index_once(&self, forwarded: bool) -> Result<u64, Status> {
+        Ok(match self.router.route(forwarded).await? {
+            // A forwarded read index is applied by the asking member.
+            Route::Here if forwarded => self
+                .raft
+                .get_read_log_id(ReadPolicy::ReadIndex)
+                .await
+                .map_err(read_error)?
+                .0
+                .index(),
+            Route::Here => self
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .map_err(read_error)?
+                .index(),
+            Route::Leader(mut leader) => {
+                let index = leader
+                    .read_index(forwarded_request(ReadIndexRequest {}))
+                    .await?
+                    .into_inner()
+                    .read_index;
+                self.router.wait_applied(index).await?;
+                index
+            }
+        })
     }
 
     async fn propose_once(
@@ -314,30 +361,16 @@ impl RaftLocal for RaftLocalService {
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let forwarded = is_forwarded(&req);
-        let read_index = match self.router.route(forwarded).await? {
-            // A forwarded read index is applied by the asking member.
-            Route::Here if forwarded => self
-                .raft
-                .get_read_log_id(ReadPolicy::ReadIndex)
-                .await
-                .map_err(read_error)?
-                .0
-                .index(),
-            Route::Here => self
-                .raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-                .map_err(read_error)?
-                .index(),
-            Route::Leader(mut leader) => {
-                let index = leader
-                    .read_index(forwarded_request(ReadIndexRequest {}))
-                    .await
-                    .map_err(leader_failed)?
-                    .into_inner()
-                    .read_index;
-                self.router.wait_applied(index).await?;
-                index
+        // A read changes nothing: when leadership moved under it (or the
+        // old leader went away), it is simply routed again.
+        let mut tries = 0;
+        let read_index = loop {
+            match self.read_index_once(forwarded).await {
+                Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(REROUTE_PAUSE).await;
+                }
+                r => break r.map_err(leader_failed)?,
             }
         };
         Ok(Response::new(ReadIndexResponse {
@@ -360,9 +393,11 @@ impl RaftLocal for RaftLocalService {
             self.was_member
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let removed = !present
-            && membership.nodes().next().is_some()
-            && self.was_member.load(std::sync::atomic::Ordering::Relaxed);
+        // Or a peer refused it as removed (it never saw its removal).
+        let removed = self.removal.told()
+            || !present
+                && membership.nodes().next().is_some()
+                && self.was_member.load(std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(StatusResponse {
             member_id: self.router.id(),
             leader: m.current_leader.unwrap_or(0),

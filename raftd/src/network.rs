@@ -68,6 +68,8 @@ pub struct Peers {
     pub member_id: NodeId,
     /// This member's storaged: snapshots are streamed from it.
     pub storage: StorageClient<Channel>,
+    /// Where a peer's "you were removed" is noted.
+    pub removal: std::sync::Arc<crate::removal::Removal>,
 }
 
 pub struct PeerClient {
@@ -76,6 +78,7 @@ pub struct PeerClient {
     member_id: NodeId,
     client: Result<RaftPeerClient<Channel>, String>,
     storage: StorageClient<Channel>,
+    removal: std::sync::Arc<crate::removal::Removal>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -89,6 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             client: peer_channel(&node.peer_urls)
                 .map(|c| RaftPeerClient::new(c).max_decoding_message_size(usize::MAX)),
             storage: self.storage.clone(),
+            removal: self.removal.clone(),
         }
     }
 }
@@ -133,7 +137,10 @@ impl PeerClient {
                     timeout: ttl,
                 }))
             }
-            Ok(Err(s)) => return Err(status_error(&s)),
+            Ok(Err(s)) => {
+                self.removal.note_refusal(&s);
+                return Err(status_error(&s));
+            }
             Ok(Ok(r)) => r.into_inner(),
         };
         codec::decode(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))

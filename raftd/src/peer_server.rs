@@ -6,8 +6,11 @@ use std::io;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
 use crate::codec;
 use crate::members;
+use crate::removal::Removal;
 use crate::types::{Raft, Snapshot, SnapshotMeta, StoragedSnapshot, Vote};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{HashKvRequest, HashKvResponse};
@@ -24,6 +27,7 @@ pub struct RaftPeerService {
     member_id: u64,
     /// This member's storaged: a received snapshot is streamed into it.
     storage: StorageClient<Channel>,
+    removal: Arc<Removal>,
 }
 
 impl RaftPeerService {
@@ -32,17 +36,20 @@ impl RaftPeerService {
         cluster_id: u64,
         member_id: u64,
         storage: StorageClient<Channel>,
+        removal: Arc<Removal>,
     ) -> Self {
         RaftPeerService {
             raft,
             cluster_id,
             member_id,
             storage,
+            removal,
         }
     }
 
     fn check(&self, msg: &RaftMessage) -> Result<(), Status> {
-        self.check_cluster(msg.cluster_id)
+        self.check_cluster(msg.cluster_id)?;
+        self.removal.check_sender(&self.raft, msg.from)
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -172,6 +179,7 @@ impl RaftPeer for RaftPeerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         self.check_cluster(head.cluster_id)?;
+        self.removal.check_sender(&self.raft, head.from)?;
         let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
         let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
         tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");

@@ -90,6 +90,13 @@ impl Cluster {
 
     /// Start with `TRIAD_*` settings that every member's daemons inherit.
     pub fn start_with_env(n: u16, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with_setup(n, env, |_| {})
+    }
+
+    /// `start_with_env`, calling `setup` with the cluster's directory
+    /// before the members start (member i lives in DIR/m<i>; a test may
+    /// put one on a filesystem of its own there).
+    pub fn start_with_setup(n: u16, env: &[(&str, &str)], setup: impl FnOnce(&Path)) -> Cluster {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -114,6 +121,7 @@ impl Cluster {
             "--members".into(),
             n.to_string(),
         ];
+        setup(dir.path());
         let up = launch(&args, &env, dir.path());
         Cluster {
             dir,
@@ -135,9 +143,12 @@ impl Cluster {
         etcdctl(&self.members[i].endpoint(), args)
     }
 
-    /// A new member's place (not yet added to the cluster).
+    /// A new member's place (not yet added to the cluster), named after
+    /// the first index no member directory uses yet.
     pub fn new_place(&self) -> Place {
-        let i = self.members.len();
+        let i = (self.members.len()..)
+            .find(|i| !self.dir.path().join(format!("m{i}")).exists())
+            .unwrap_or(self.members.len());
         Place {
             name: format!("m{i}"),
             dir: self.dir.path().join(format!("m{i}")),
@@ -280,6 +291,48 @@ impl Cluster {
             out.push(h.hash());
         }
         out
+    }
+
+    /// Every member's HashKV at `revision`, once each has applied it.
+    pub async fn assert_equal_hashes(&self, revision: i64) {
+        // Generous: a follower on a loaded 2-core machine may trail.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut hashes = Vec::new();
+        for i in 0..self.members.len() {
+            loop {
+                let mut c = self.client(i).await;
+                match c.hash_kv(revision).await {
+                    Ok(h) => {
+                        hashes.push(h.hash());
+                        break;
+                    }
+                    Err(e) if Instant::now() < deadline => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("hash_kv on member {i}: {e}\n{}", self.logs(i)),
+                }
+            }
+        }
+        assert!(
+            hashes.windows(2).all(|w| w[0] == w[1]),
+            "members' HashKV differ at {revision}: {hashes:?}"
+        );
+        // Once every member has applied everything, the whole stores agree too.
+        loop {
+            let mut whole = Vec::new();
+            for i in 0..self.members.len() {
+                let mut c = self.client(i).await;
+                if let Ok(h) = c.hash().await {
+                    whole.push(h.hash());
+                }
+            }
+            if whole.len() == self.members.len() && whole.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "members' Hash differ: {whole:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// kill -9 every supervisor and every daemon (all members crash).

@@ -520,6 +520,7 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 pub mod cluster;
 pub mod history;
 pub mod load;
+pub mod nemesis;
 
 /// gatewayd in proxy mode on 127.0.0.1 (killed when dropped); its stderr
 /// log stays in its temp dir for failure messages.

@@ -271,10 +271,12 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let db_size = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let sm = StateMachine::new(storage, log.reader(), db_size.clone());
     tracing::info!("waiting for storaged's applied state");
+    let removal = Arc::new(raftd::removal::Removal::default());
     let peers = Peers {
         cluster_id,
         member_id,
         storage: storage_check.clone(),
+        removal: removal.clone(),
     };
     let raft = Raft::new(member_id, config, peers, log, sm).await?;
 
@@ -349,6 +351,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         cluster_id,
         db_size,
         initialized_before,
+        removal.clone(),
     );
     let local = Arc::new(local);
 
@@ -363,7 +366,13 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
         tracing::info!(%url, "listening for peers");
-        let peer = RaftPeerService::new(raft.clone(), cluster_id, member_id, storage_check.clone());
+        let peer = RaftPeerService::new(
+            raft.clone(),
+            cluster_id,
+            member_id,
+            storage_check.clone(),
+            removal.clone(),
+        );
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (url.starts_with("https://"), &peer_server_tls) {
             builder = builder
@@ -394,14 +403,18 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let incompatible = Arc::new(std::sync::Mutex::new(None));
     let stop = {
         let (incompatible, storage) = (incompatible.clone(), storage_check);
+        let raft = raft.clone();
         async move {
-            tokio::select! {
-                _ = shutdown => {}
-                e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => {
-                    if let Ok(mut slot) = incompatible.lock() {
-                        *slot = Some(e);
-                    }
-                }
+            let failure = tokio::select! {
+                _ = shutdown => None,
+                e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => Some(e.to_string()),
+                // openraft stops for good on a storage error (a full disk,
+                // say): exit, so the supervisor starts raftd again and it
+                // recovers from its log once the cause is gone.
+                fatal = raftd::fatal(&raft) => Some(format!("raft stopped: {fatal}")),
+            };
+            if let (Some(e), Ok(mut slot)) = (failure, incompatible.lock()) {
+                *slot = Some(e);
             }
         }
     };
@@ -427,7 +440,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("raftd stopped");
     match incompatible.lock().ok().and_then(|mut e| e.take()) {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(anyhow::anyhow!(e)),
         None => Ok(()),
     }
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use triad_tests::cluster::Cluster;
 use triad_tests::history::{check, check_watch, Report};
@@ -49,48 +49,6 @@ pub async fn checked_run(cluster: &mut Cluster, settle: Duration, fault: Fault) 
         panic!("watch stream broken: {e}");
     }
     assert_eq!(seen.len(), log.len(), "the watcher saw the whole log");
-    assert_equal_hashes(cluster, last).await;
+    cluster.assert_equal_hashes(last).await;
     report
-}
-
-/// Every member's HashKV at `revision`, once each has applied it.
-pub async fn assert_equal_hashes(cluster: &Cluster, revision: i64) {
-    // Generous: a follower on a loaded 2-core machine may trail.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut hashes = Vec::new();
-    for i in 0..cluster.members.len() {
-        loop {
-            let mut c = cluster.client(i).await;
-            match c.hash_kv(revision).await {
-                Ok(h) => {
-                    hashes.push(h.hash());
-                    break;
-                }
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("hash_kv on member {i}: {e}\n{}", cluster.logs(i)),
-            }
-        }
-    }
-    assert!(
-        hashes.windows(2).all(|w| w[0] == w[1]),
-        "members' HashKV differ at {revision}: {hashes:?}"
-    );
-    // Once every member has applied everything, the whole stores agree too.
-    loop {
-        let mut whole = Vec::new();
-        for i in 0..cluster.members.len() {
-            let mut c = cluster.client(i).await;
-            if let Ok(h) = c.hash().await {
-                whole.push(h.hash());
-            }
-        }
-        if whole.len() == cluster.members.len() && whole.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "members' Hash differ: {whole:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -1,0 +1,57 @@
+//! How a removed member learns that it was removed, as etcd's do: a member
+//! cut out of the membership gets no more entries, so it cannot see its
+//! own removal; its peers refuse its messages instead (it is no longer a
+//! member, though it was one), and the refusal tells it. Status then
+//! reports it removed, and gatewayd stops serving clients.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tonic::{Code, Status};
+
+use openraft::async_runtime::WatchReceiver;
+
+use crate::types::{NodeId, Raft};
+
+/// etcd's words for it (its peers answer a removed member so).
+pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+
+#[derive(Default)]
+pub struct Removal {
+    /// A peer refused this member as removed.
+    told: AtomicBool,
+    /// Every member this raftd has seen in the membership since it started.
+    seen: Mutex<BTreeSet<NodeId>>,
+}
+
+impl Removal {
+    /// Refuse a message from `from` if it was a member and is no more.
+    pub fn check_sender(&self, raft: &Raft, from: NodeId) -> Result<(), Status> {
+        let metrics = raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let current: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        let Ok(mut seen) = self.seen.lock() else {
+            return Ok(());
+        };
+        seen.extend(current.iter().copied());
+        if !current.contains(&from) && seen.contains(&from) {
+            return Err(Status::failed_precondition(REMOVED));
+        }
+        Ok(())
+    }
+
+    /// Note a peer's refusal of this member's message.
+    pub fn note_refusal(&self, s: &Status) {
+        if s.code() == Code::FailedPrecondition
+            && s.message() == REMOVED
+            && !self.told.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!("{REMOVED}: this member stops serving");
+        }
+    }
+
+    pub fn told(&self) -> bool {
+        self.told.load(Ordering::Relaxed)
+    }
+}

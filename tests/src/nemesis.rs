@@ -1,0 +1,373 @@
+//! The robustness suite's fault injector (the nemesis) and its report.
+//! Faults come in random order from a seed, one at a time with load
+//! running; each is timed, so the report can say how long clients saw no
+//! successful operation around each kind of fault.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::cluster::Cluster;
+use crate::history::{Op, Outcome};
+use crate::{XorShift, DAEMONS};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// kill -9 of one daemon of one member (the supervisor restarts it).
+    Kill9,
+    /// SIGSTOP of one daemon past the election timeout, then SIGCONT.
+    Pause,
+    /// SIGTERM and restart of every daemon of every member, one by one.
+    RollingRestart,
+    /// Leadership moved five times in quick succession.
+    LeaderStorm,
+    /// A follower removed and a new member added in its place.
+    MemberChange,
+    /// The disk of the member on the small filesystem filled, then freed.
+    DiskFull,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Kill9,
+        FaultKind::Pause,
+        FaultKind::RollingRestart,
+        FaultKind::LeaderStorm,
+        FaultKind::MemberChange,
+        FaultKind::DiskFull,
+    ];
+}
+
+/// One fault as injected.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    pub kind: FaultKind,
+    pub what: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// A small tmpfs for one member's data (the disk-full fault): mounted in a
+/// temp dir of its own, reached through a symlink at the member's place.
+pub struct SmallDisk {
+    pub mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mount `size_mb` of tmpfs; None where mounting is not allowed.
+    pub fn mount(size_mb: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { mount, _dir: dir })
+    }
+
+    /// Make `member_dir` (not yet existing) live on this disk.
+    pub fn host(&self, member_dir: &Path) {
+        std::os::unix::fs::symlink(&self.mount, member_dir).expect("symlink the member dir");
+    }
+
+    fn balloon(&self) -> PathBuf {
+        self.mount.join("balloon")
+    }
+
+    /// Fill the disk to the last byte.
+    pub fn fill(&self) {
+        use std::io::Write as _;
+        let Ok(mut f) = std::fs::File::create(self.balloon()) else {
+            return;
+        };
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+    }
+
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.balloon());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// Inject every fault of `kinds` once, then random ones until `duration`
+/// has passed, with `pause` of load between them.
+pub async fn run(
+    cluster: &mut Cluster,
+    kinds: &[FaultKind],
+    duration: Duration,
+    pause: Duration,
+    seed: u64,
+    disk: Option<(&SmallDisk, &str)>,
+) -> Vec<Injected> {
+    let mut rng = XorShift(seed | 1);
+    let mut injected = Vec::new();
+    let until = Instant::now() + duration;
+    let mut member_changes = 0;
+    // Every kind once first (in random order), then random ones.
+    let mut first: Vec<FaultKind> = kinds.to_vec();
+    for i in (1..first.len()).rev() {
+        first.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    while !first.is_empty() || Instant::now() < until {
+        let mut kind = first
+            .pop()
+            .unwrap_or_else(|| kinds[(rng.next_u64() % kinds.len() as u64) as usize]);
+        // One membership change per run keeps the disk member in place and
+        // the cluster at three members.
+        if kind == FaultKind::MemberChange && member_changes > 0
+            || kind == FaultKind::DiskFull && disk.is_none()
+        {
+            kind = FaultKind::Kill9;
+        }
+        let start = Instant::now();
+        let what = inject(cluster, kind, &mut rng, disk).await;
+        if kind == FaultKind::MemberChange {
+            member_changes += 1;
+        }
+        injected.push(Injected {
+            kind,
+            what,
+            start,
+            end: Instant::now(),
+        });
+        tokio::time::sleep(pause).await;
+    }
+    injected
+}
+
+async fn inject(
+    c: &mut Cluster,
+    kind: FaultKind,
+    rng: &mut XorShift,
+    disk: Option<(&SmallDisk, &str)>,
+) -> String {
+    let n = c.members.len();
+    let member = (rng.next_u64() % n as u64) as usize;
+    let daemon = DAEMONS[(rng.next_u64() % 3) as usize];
+    match kind {
+        FaultKind::Kill9 => {
+            c.kill9(member, daemon);
+            format!("kill -9 {daemon} of {}", c.members[member].name)
+        }
+        FaultKind::Pause => {
+            let ms = 1000 + rng.next_u64() % 2000;
+            c.signal(member, daemon, Signal::SIGSTOP);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            c.signal(member, daemon, Signal::SIGCONT);
+            format!("SIGSTOP {daemon} of {} for {ms} ms", c.members[member].name)
+        }
+        FaultKind::RollingRestart => {
+            for i in 0..n {
+                for d in DAEMONS {
+                    let old = c.signal(i, d, Signal::SIGTERM);
+                    c.wait_restarted(i, d, old);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            "rolling restart of every daemon".into()
+        }
+        FaultKind::LeaderStorm => {
+            let mut moves = 0;
+            for _ in 0..5 {
+                let leader = c.leader().await;
+                let target = (leader + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
+                let id = c.member_id(target).await;
+                let mut client = c.client(leader).await;
+                if client.move_leader(id).await.is_ok() {
+                    moves += 1;
+                }
+            }
+            format!("{moves} leader transfers")
+        }
+        FaultKind::MemberChange => {
+            let leader = c.leader().await;
+            // A follower that is not on the small disk.
+            let victim = (0..n)
+                .find(|i| *i != leader && disk.is_none_or(|(_, d)| c.members[*i].name != d))
+                .unwrap_or((leader + 1) % n);
+            let id = format!("{:x}", c.member_id(victim).await);
+            let out = c.etcdctl(leader, &["member", "remove", &id]);
+            assert!(out.status.success(), "member remove: {out:?}");
+            let name = c.members[victim].name.clone();
+            c.members.remove(victim);
+            let place = c.new_place();
+            let out = c.etcdctl(
+                0,
+                &[
+                    "member",
+                    "add",
+                    &place.name,
+                    &format!("--peer-urls={}", place.peer_url()),
+                ],
+            );
+            assert!(out.status.success(), "member add: {out:?}");
+            let new = place.name.clone();
+            c.join(place);
+            wait_serving(c, c.members.len() - 1).await;
+            format!("removed {name}, added {new}")
+        }
+        FaultKind::DiskFull => {
+            let Some((disk, name)) = disk else {
+                return "no small disk".into();
+            };
+            let Some(on) = c.members.iter().position(|m| m.name == name) else {
+                return format!("{name} is no longer a member");
+            };
+            disk.fill();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            disk.free();
+            // Its daemons may have stopped on the full disk; they are
+            // restarted with backoff and catch up.
+            wait_serving(c, on).await;
+            format!("disk of {} full for 3 s", c.members[on].name)
+        }
+    }
+}
+
+/// Wait (bounded) until member i answers a linearizable read.
+async fn wait_serving(c: &Cluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ep = c.members[i].endpoint();
+        if let Ok(mut client) = etcd_client::Client::connect([ep], None).await {
+            if client.get("probe", None).await.is_ok() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {i} not serving again\n{}",
+            c.logs(i)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resident memory of every daemon of every member, in MiB.
+pub fn rss_mib(c: &Cluster) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (i, m) in c.members.iter().enumerate() {
+        for d in DAEMONS {
+            let Some(pid) = c.pid(i, d) else { continue };
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0);
+            out.insert(format!("{} {d}", m.name), kb / 1024);
+        }
+    }
+    out
+}
+
+/// What one run did and found.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub seconds: u64,
+    pub operations: usize,
+    pub failed_operations: usize,
+    pub faults: Vec<Injected>,
+    pub violations: Vec<String>,
+    pub leased_keys: usize,
+    pub max_lease_overstay: Duration,
+    pub rss_start: BTreeMap<String, u64>,
+    pub rss_end: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// Per fault kind: (count, the longest time no operation succeeded
+    /// while such a fault was under way or within `settle` after it).
+    pub fn unavailability(
+        &self,
+        ops: &[Op],
+        settle: Duration,
+    ) -> BTreeMap<FaultKind, (usize, Duration)> {
+        let mut ok: Vec<Instant> = ops
+            .iter()
+            .filter(|o| !matches!(o.outcome, Outcome::Unknown))
+            .map(|o| o.complete)
+            .collect();
+        ok.sort();
+        let mut out: BTreeMap<FaultKind, (usize, Duration)> = BTreeMap::new();
+        for f in &self.faults {
+            let (from, to) = (f.start, f.end + settle);
+            // The longest gap between successive successes that overlaps
+            // the window, clipped at its end.
+            let mut prev = ok.iter().copied().rfind(|t| *t <= from).unwrap_or(from);
+            let mut worst = Duration::ZERO;
+            for t in ok.iter().copied().filter(|t| *t > from) {
+                worst = worst.max(t.min(to) - prev);
+                prev = t;
+                if t >= to {
+                    break;
+                }
+            }
+            if prev < to {
+                worst = worst.max(to - prev);
+            }
+            let e = out.entry(f.kind).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(worst);
+        }
+        out
+    }
+
+    /// The report as a Markdown section.
+    pub fn markdown(&self, ops: &[Op], settle: Duration) -> String {
+        let mut s = String::new();
+        let rate = if self.operations == 0 {
+            0.0
+        } else {
+            100.0 * self.failed_operations as f64 / self.operations as f64
+        };
+        let _ = writeln!(
+            s,
+            "{} s, {} operations, {} failed or unknown ({rate:.2} %), {} faults, {} violations; {} leased keys, latest deletion {:.1} s after its TTL",
+            self.seconds,
+            self.operations,
+            self.failed_operations,
+            self.faults.len(),
+            self.violations.len(),
+            self.leased_keys,
+            self.max_lease_overstay.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "\n| fault | injected | max unavailability |\n|---|---|---|"
+        );
+        for (kind, (count, worst)) in self.unavailability(ops, settle) {
+            let _ = writeln!(s, "| {kind:?} | {count} | {:.2} s |", worst.as_secs_f64());
+        }
+        let _ = writeln!(
+            s,
+            "\n| daemon | RSS at start (MiB) | RSS at end (MiB) |\n|---|---|---|"
+        );
+        for (d, end) in &self.rss_end {
+            let start = self
+                .rss_start
+                .get(d)
+                .map_or("-".to_string(), |v| v.to_string());
+            let _ = writeln!(s, "| {d} | {start} | {end} |");
+        }
+        for v in &self.violations {
+            let _ = writeln!(s, "- VIOLATION: {v}");
+        }
+        s
+    }
+}
