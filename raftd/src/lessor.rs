@@ -319,7 +319,10 @@ impl Lessor {
                 .iter()
                 .map(|(id, l)| LeaseCheckpoint {
                     id: *id,
-                    remaining_ttl: (l.expiry.saturating_duration_since(now).as_secs() as i64)
+                    // Rounded up, as etcd does: a new leader must never
+                    // expire the lease before its time.
+                    remaining_ttl: (l.expiry.saturating_duration_since(now).as_secs_f64().ceil()
+                        as i64)
                         .max(1),
                 })
                 .collect(),

@@ -216,6 +216,9 @@ fn logged(e: &etcd_client::Event) -> Option<Logged> {
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<(Logged, Instant)>>>,
+    /// Each (re)connection: when, to which endpoint, from which revision,
+    /// and why the previous one ended.
+    pub connections: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -227,14 +230,21 @@ impl Watcher {
     pub fn on(endpoints: &[String], prefix: &str, start: i64) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(watch_loop(
             endpoints.to_vec(),
             prefix.to_string(),
             start,
             stop.clone(),
             seen.clone(),
+            connections.clone(),
         ));
-        Watcher { stop, seen, task }
+        Watcher {
+            stop,
+            seen,
+            connections,
+            task,
+        }
     }
 
     /// Stop once the watcher has seen revision `until` (or after 30 s).
@@ -263,19 +273,32 @@ impl Watcher {
     }
 }
 
+/// Watch through one member at a time, moving to the next one after any
+/// failure (so where each stretch of events came from is known).
 async fn watch_loop(
     endpoints: Vec<String>,
     prefix: String,
     start: i64,
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<(Logged, Instant)>>>,
+    connections: Arc<Mutex<Vec<String>>>,
 ) {
+    let began = Instant::now();
     let mut next = start;
+    let mut turn = 0;
     while !stop.load(Ordering::Relaxed) {
-        let Some(mut client) = connect_all(&endpoints).await else {
+        let endpoint = endpoints[turn % endpoints.len()].clone();
+        turn += 1;
+        let Some(mut client) = connect_all(std::slice::from_ref(&endpoint)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        if let Ok(mut c) = connections.lock() {
+            c.push(format!(
+                "{:.1}s: {endpoint} from {next}",
+                began.elapsed().as_secs_f64()
+            ));
+        }
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()

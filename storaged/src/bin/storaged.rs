@@ -77,12 +77,14 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     let service = StorageServer::new(service).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);
     let restarting = Arc::new(AtomicBool::new(false));
+    let mut fatal = storaged::FATAL.subscribe();
     let stop = {
         let restarting = restarting.clone();
         async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = restart_rx.wait_for(|r| *r) => restarting.store(true, Ordering::Relaxed),
+                _ = fatal.wait_for(|f| f.is_some()) => {}
             }
         }
     };
@@ -95,6 +97,11 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
         stop,
     )
     .await?;
+    if let Some(e) = storaged::FATAL.borrow().clone() {
+        // No persist: the database refuses writes until opened again.
+        let _ = std::fs::remove_file(&socket);
+        return Err(anyhow::anyhow!("store failed, restarting to recover: {e}"));
+    }
     if restarting.load(Ordering::Relaxed) {
         // Activate a received snapshot: start afresh (same pid), and the
         // new process swaps the store directory before opening it.
