@@ -277,6 +277,12 @@ impl Cluster {
             .member_id()
     }
 
+    /// The tail of the daemon logs of the member once named `name` (also
+    /// one removed since), for failure messages.
+    pub fn logs_of(&self, name: &str) -> String {
+        crate::log_tails(&self.dir.path().join(name), &format!("{name} "))
+    }
+
     /// The tail of member i's daemon logs, for failure messages.
     pub fn logs(&self, i: usize) -> String {
         crate::log_tails(&self.members[i].dir, &format!("m{i} "))

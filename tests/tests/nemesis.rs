@@ -118,6 +118,7 @@ async fn random_faults_under_load() {
         report.violations.push(format!("watch: {e}"));
     }
     if seen.len() != log.len() {
+        eprintln!("{}", cluster.logs_of("m0"));
         for ep in &endpoints_at_start {
             let status = triad_tests::etcdctl(ep, &["endpoint", "status", "--command-timeout=2s"]);
             let members = triad_tests::etcdctl(ep, &["member", "list", "--command-timeout=2s"]);
