@@ -26,11 +26,31 @@ pub struct Removal {
 }
 
 impl Removal {
-    /// Refuse a message from `from` if it was a member and is no more.
-    pub fn check_sender(&self, raft: &Raft, from: NodeId) -> Result<(), Status> {
+    /// Remember every member of every membership this raftd sees, for the
+    /// life of the process (a leader receives few messages, so this cannot
+    /// wait for them).
+    pub async fn follow(self: std::sync::Arc<Self>, raft: Raft) {
+        let mut metrics = raft.metrics();
+        loop {
+            let current = Self::members(&raft);
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.extend(current);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn members(raft: &Raft) -> BTreeSet<NodeId> {
         let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
-        let current: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        membership.nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// Refuse a message from `from` if it was a member and is no more.
+    pub fn check_sender(&self, raft: &Raft, from: NodeId) -> Result<(), Status> {
+        let current = Self::members(raft);
         let Ok(mut seen) = self.seen.lock() else {
             return Ok(());
         };

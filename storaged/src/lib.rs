@@ -55,9 +55,11 @@ pub static FATAL: std::sync::LazyLock<tokio::sync::watch::Sender<Option<String>>
 
 impl StoreError {
     fn is_fatal(&self) -> bool {
+        // A lock of ours poisoned means a thread panicked holding it (the
+        // store's state is unknown): also only a restart cures it.
         matches!(
             self,
-            StoreError::Fjall(fjall::Error::Poisoned | fjall::Error::Io(_))
+            StoreError::Fjall(fjall::Error::Poisoned | fjall::Error::Io(_)) | StoreError::Poisoned
         )
     }
 }

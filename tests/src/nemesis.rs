@@ -285,6 +285,9 @@ pub struct RunReport {
     pub faults: Vec<Injected>,
     pub violations: Vec<String>,
     pub leased_keys: usize,
+    /// Leased keys that outlived the allowance while faults stopped the
+    /// lessor (not judged).
+    pub leases_extended_by_faults: usize,
     pub max_lease_overstay: Duration,
     pub rss_start: BTreeMap<String, u64>,
     pub rss_end: BTreeMap<String, u64>,
@@ -338,14 +341,15 @@ impl RunReport {
         };
         let _ = writeln!(
             s,
-            "{} s, {} operations, {} failed or unknown ({rate:.2} %), {} faults, {} violations; {} leased keys, latest deletion {:.1} s after its TTL",
+            "{} s, {} operations, {} failed or unknown ({rate:.2} %), {} faults, {} violations; {} leased keys, latest deletion {:.1} s after its TTL ({} more kept longer by faults)",
             self.seconds,
             self.operations,
             self.failed_operations,
             self.faults.len(),
             self.violations.len(),
             self.leased_keys,
-            self.max_lease_overstay.as_secs_f64()
+            self.max_lease_overstay.as_secs_f64(),
+            self.leases_extended_by_faults
         );
         let _ = writeln!(
             s,

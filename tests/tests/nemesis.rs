@@ -88,7 +88,13 @@ async fn random_faults_under_load() {
     .await;
     tokio::time::sleep(SETTLE).await;
     let history = load.finish().await;
-    let lease_report = leases.finish(LEASE_ALLOWANCE).await;
+    let lease_report = leases
+        .finish(LEASE_ALLOWANCE, |from, to| {
+            faults
+                .iter()
+                .any(|f| f.start < to && f.end + LEASE_ALLOWANCE > from)
+        })
+        .await;
     let endpoints = cluster.endpoints();
     let log = read_log(&endpoints, start).await;
     let last = log.last().map_or(start, |l| l.revision);
@@ -105,6 +111,7 @@ async fn random_faults_under_load() {
             .count(),
         faults,
         leased_keys: lease_report.keys,
+        leases_extended_by_faults: lease_report.extended_by_faults,
         max_lease_overstay: lease_report.max_overstay,
         rss_start,
         rss_end: nemesis::rss_mib(&cluster),

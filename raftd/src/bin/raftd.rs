@@ -419,6 +419,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(raftd::metrics::follow(raft.clone(), member_id));
+    tokio::spawn(removal.clone().follow(raft.clone()));
     tokio::spawn(raftd::metrics::probe_peers(raft.clone(), member_id));
     common::metrics::serve_url(opts.metrics_url.as_deref(), raftd::metrics::render)
         .await
