@@ -48,8 +48,14 @@ impl RaftPeerService {
     }
 
     fn check(&self, msg: &RaftMessage) -> Result<(), Status> {
-        self.check_cluster(msg.cluster_id)?;
-        self.removal.check_sender(&self.raft, msg.from)
+        self.check_cluster(msg.cluster_id)
+    }
+
+    /// A removed member campaigning is told so. (Only elections: a leader
+    /// that removed itself keeps replicating until the change commits, and
+    /// learns of its removal from its own log.)
+    fn check_candidate(&self, req: &Request<RaftMessage>) -> Result<(), Status> {
+        self.removal.check_sender(&self.raft, req.get_ref().from)
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -150,11 +156,13 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.check_candidate(&req)?;
         self.handle(req, |raft, rpc| async move { raft.vote(rpc).await })
             .await
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.check_candidate(&req)?;
         self.handle(req, |raft, rpc| async move { raft.pre_vote(rpc).await })
             .await
     }
@@ -179,7 +187,6 @@ impl RaftPeer for RaftPeerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         self.check_cluster(head.cluster_id)?;
-        self.removal.check_sender(&self.raft, head.from)?;
         let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
         let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
         tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");

@@ -1,7 +1,8 @@
 //! How a removed member learns that it was removed, as etcd's do: a member
 //! cut out of the membership gets no more entries, so it cannot see its
-//! own removal; its peers refuse its messages instead (it is no longer a
-//! member, though it was one), and the refusal tells it. Status then
+//! own removal; when it campaigns, its peers refuse its (pre-)votes
+//! instead (it is no longer a member, though it was one), and the refusal
+//! tells it. Status then
 //! reports it removed, and gatewayd stops serving clients.
 
 use std::collections::BTreeSet;

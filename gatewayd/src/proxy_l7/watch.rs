@@ -399,12 +399,16 @@ impl WatchProxy {
             header = self.current_header(&metadata).await;
         }
         for g in groups {
-            let Ok(Some(h)) = tokio::time::timeout(self.timeout, g.progress()).await else {
+            let Ok(answer) = tokio::time::timeout(self.timeout, g.progress()).await else {
                 return;
             };
+            let Some(h) = answer else { continue };
             if header.as_ref().is_none_or(|min| h.revision < min.revision) {
                 header = Some(h);
             }
+        }
+        if header.is_none() {
+            header = self.current_header(&metadata).await;
         }
         let _ = tx
             .send(Ok(WatchResponse {
@@ -480,10 +484,15 @@ impl Group {
         let mut answered = self.answered.subscribe();
         let ticket = self.asks.fetch_add(1, Ordering::Relaxed) + 1;
         self.ask.notify_one();
-        let (_, rev) = *answered
+        let (covered, rev) = *answered
             .wait_for(|(covered, _)| *covered >= ticket)
             .await
             .ok()?;
+        // An ended group (its watches cancelled meanwhile) vouches for
+        // nothing on the stream any more.
+        if covered == u64::MAX {
+            return None;
+        }
         self.header_at(rev)
     }
 
