@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use triad_tests::{bin_dir, etcdctl, free_port_pair};
 
+/// The install test changes /lib/systemd/system while the contents test
+/// copies it: they take turns.
+static SYSTEM_UNITS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -52,6 +56,7 @@ const UNITS: [&str; 5] = [
 
 #[test]
 fn package_contents_units_and_default_config() {
+    let _turn = SYSTEM_UNITS.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("tempdir");
     let deb = build_deb(work.path());
     let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
@@ -248,6 +253,7 @@ fn gatewayd_serves_on_a_socket_passed_by_systemd() {
 /// TRIAD_TEST_INSTALL_DEB=1), and only when triad is not installed.
 #[test]
 fn install_remove_and_purge_on_this_machine() {
+    let _turn = SYSTEM_UNITS.lock().unwrap_or_else(|e| e.into_inner());
     let allowed = std::env::var_os("CI").is_some()
         || std::env::var_os("TRIAD_TEST_INSTALL_DEB").is_some_and(|v| v == "1");
     if !allowed || !nix::unistd::Uid::effective().is_root() {
