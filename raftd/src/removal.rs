@@ -44,19 +44,17 @@ impl Removal {
     }
 
     fn members(raft: &Raft) -> BTreeSet<NodeId> {
-        let metrics = raft.metrics().borrow_watched().clone();
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         membership.nodes().map(|(id, _)| *id).collect()
     }
 
-    /// Refuse a message from `from` if it was a member and is no more.
+    /// Refuse a message from `from` if it was a member (as `follow` saw)
+    /// and is no more.
     pub fn check_sender(&self, raft: &Raft, from: NodeId) -> Result<(), Status> {
-        let current = Self::members(raft);
-        let Ok(mut seen) = self.seen.lock() else {
-            return Ok(());
-        };
-        seen.extend(current.iter().copied());
-        if !current.contains(&from) && seen.contains(&from) {
+        let was_member = self.seen.lock().is_ok_and(|seen| seen.contains(&from));
+        if was_member && !Self::members(raft).contains(&from) {
             return Err(Status::failed_precondition(REMOVED));
         }
         Ok(())

@@ -352,12 +352,7 @@ impl WatchProxy {
     /// Forget an ended group.
     fn remove(&self, group: &Arc<Group>) {
         if let Ok(mut groups) = self.groups.lock() {
-            if let Some(list) = groups.get_mut(&group.key) {
-                list.retain(|g| !Arc::ptr_eq(g, group));
-                if list.is_empty() {
-                    groups.remove(&group.key);
-                }
-            }
+            forget(&mut groups, group);
         }
     }
 
@@ -375,12 +370,7 @@ impl WatchProxy {
             }
             s.ended = true;
         }
-        if let Some(list) = groups.get_mut(&group.key) {
-            list.retain(|g| !Arc::ptr_eq(g, group));
-            if list.is_empty() {
-                groups.remove(&group.key);
-            }
-        }
+        forget(&mut groups, group);
         true
     }
 
@@ -763,6 +753,16 @@ impl Group {
         }
         let (proxy, key, metadata) = (proxy.clone(), self.key.clone(), self.metadata.clone());
         tokio::spawn(async move { proxy.attach(key, metadata, r).await });
+    }
+}
+
+/// Take `group` out of the proxy's map (and its key, when it was the last).
+fn forget(groups: &mut HashMap<GroupKey, Vec<Arc<Group>>>, group: &Arc<Group>) {
+    if let Some(list) = groups.get_mut(&group.key) {
+        list.retain(|g| !Arc::ptr_eq(g, group));
+        if list.is_empty() {
+            groups.remove(&group.key);
+        }
     }
 }
 
