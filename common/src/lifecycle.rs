@@ -158,3 +158,15 @@ where
         }
     }
 }
+
+/// Move this process into the network namespace at `path` (e.g.
+/// /run/netns/NAME), as systemd's `NetworkNamespacePath=` does for a unit.
+/// Call it before any thread starts: threads created later inherit it, and
+/// sockets opened before stay where they were. Unix sockets are files and
+/// work across namespaces, so only TCP traffic moves.
+pub fn enter_network_namespace(path: &std::path::Path) -> Result<(), String> {
+    let ns = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open network namespace {}: {e}", path.display()))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("cannot enter network namespace {}: {e}", path.display()))
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::netsplit::{self, Net};
 use crate::{connect, etcdctl, free_port_pair, spawn_up, DAEMONS};
 
 /// A client port base P with P + 10000*i and the port above it free for
@@ -48,6 +49,8 @@ pub struct Place {
     pub name: String,
     pub dir: PathBuf,
     pub port: u16,
+    /// Its link slot when its raftd lives behind the cluster's `Net`.
+    pub slot: Option<usize>,
 }
 
 impl Place {
@@ -55,7 +58,10 @@ impl Place {
         format!("127.0.0.1:{}", self.port)
     }
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port + 1)
+        let host = self
+            .slot
+            .map_or(std::net::Ipv4Addr::LOCALHOST, netsplit::address);
+        format!("http://{host}:{}", self.port + 1)
     }
 }
 
@@ -66,6 +72,10 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     /// `triad up` processes: the cluster's, then one per joined member.
     ups: Vec<Child>,
+    /// The links between members, for clusters started by `start_split`.
+    pub net: Option<Net>,
+    /// Settings for one member's daemons only, by member name.
+    member_env: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// Start `triad up` with `args` and wait for its ready line.
@@ -111,6 +121,7 @@ impl Cluster {
                 name: format!("m{i}"),
                 dir: dir.path().join(format!("m{i}")),
                 port: base + 10_000 * i,
+                slot: None,
             })
             .collect();
         let args = vec![
@@ -128,7 +139,76 @@ impl Cluster {
             members,
             env,
             ups: vec![up],
+            net: None,
+            member_env: Vec::new(),
         }
+    }
+
+    /// `n` members whose raft traffic crosses a `Net` the test controls
+    /// (each member its own `triad up`, its raftd in a network namespace);
+    /// None where this machine does not allow namespaces (not root).
+    /// `setup` as for `start_with_setup`; `member_env` adds settings for
+    /// the named members' daemons only.
+    pub fn start_split(
+        n: u16,
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&Path),
+        member_env: &[(&str, Vec<(String, String)>)],
+    ) -> Option<Cluster> {
+        let base = free_cluster_base(n);
+        let ports: Vec<u16> = (0..n).map(|i| base + 10_000 * i + 1).collect();
+        let net = Net::create(&ports)?;
+        let dir = tempfile::Builder::new()
+            .prefix("triad-split")
+            .tempdir()
+            .expect("tempdir");
+        let members: Vec<Place> = (0..n as usize)
+            .map(|i| Place {
+                name: format!("m{i}"),
+                dir: dir.path().join(format!("m{i}")),
+                port: ports[i] - 1,
+                slot: Some(i),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            members: members.clone(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ups: Vec::new(),
+            net: Some(net),
+            member_env: member_env
+                .iter()
+                .map(|(name, env)| (name.to_string(), env.clone()))
+                .collect(),
+        };
+        setup(cluster.dir.path());
+        let initial = cluster.initial_cluster(None);
+        // All at once: none is ready before a quorum runs.
+        let launches: Vec<_> = members
+            .iter()
+            .map(|place| {
+                let (args, env) = cluster.up_args(place, &["--initial-cluster", &initial]);
+                let hint = place.dir.clone();
+                std::thread::spawn(move || launch(&args, &env, &hint))
+            })
+            .collect();
+        for l in launches {
+            cluster.ups.push(l.join().expect("launch"));
+        }
+        Some(cluster)
+    }
+
+    /// name=peerURL of every member, plus `extra`.
+    fn initial_cluster(&self, extra: Option<&Place>) -> String {
+        self.members
+            .iter()
+            .chain(extra)
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -149,15 +229,21 @@ impl Cluster {
         let i = (self.members.len()..)
             .find(|i| !self.dir.path().join(format!("m{i}")).exists())
             .unwrap_or(self.members.len());
+        let port = free_port_pair();
+        let slot = self.net.as_ref().map(|net| {
+            net.add(port + 1)
+                .unwrap_or_else(|e| panic!("a link slot for a new member: {e}"))
+        });
         Place {
             name: format!("m{i}"),
             dir: self.dir.path().join(format!("m{i}")),
-            port: free_port_pair(),
+            port,
+            slot,
         }
     }
 
-    /// `triad up` for one member at `place`, with `extra` arguments.
-    fn launch_one(&mut self, place: &Place, extra: &[&str]) {
+    /// Arguments and environment of `triad up` for the member at `place`.
+    fn up_args(&self, place: &Place, extra: &[&str]) -> (Vec<String>, Vec<(String, String)>) {
         let mut args = vec![
             "--data-dir".to_string(),
             place.dir.to_string_lossy().into_owned(),
@@ -166,20 +252,32 @@ impl Cluster {
             "--name".into(),
             place.name.clone(),
         ];
+        let mut env = self.env.clone();
+        for (_, extra) in self.member_env.iter().filter(|(n, _)| *n == place.name) {
+            env.extend(extra.iter().cloned());
+        }
+        if let (Some(net), Some(slot)) = (&self.net, place.slot) {
+            args.extend(["--peer-url".into(), place.peer_url()]);
+            env.push((
+                "TRIAD_PEER_NETNS".into(),
+                net.namespace(slot).to_string_lossy().into_owned(),
+            ));
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
-        self.ups.push(launch(&args, &self.env, &place.dir));
+        (args, env)
+    }
+
+    /// `triad up` for one member at `place`, with `extra` arguments.
+    fn launch_one(&mut self, place: &Place, extra: &[&str]) {
+        let (args, env) = self.up_args(place, extra);
+        self.ups.push(launch(&args, &env, &place.dir));
     }
 
     /// Start a member that was added with `member add`: its own `triad up`
     /// joining the cluster.
     pub fn join(&mut self, place: Place) {
-        let mut cluster: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect();
-        cluster.push(format!("{}={}", place.name, place.peer_url()));
-        self.launch_one(&place, &["--join", &cluster.join(",")]);
+        let cluster = self.initial_cluster(Some(&place));
+        self.launch_one(&place, &["--join", &cluster]);
         self.members.push(place);
     }
 

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::cluster::Cluster;
 use crate::history::{Op, Outcome};
+use crate::netsplit::Link;
 use crate::{XorShift, DAEMONS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,17 +30,42 @@ pub enum FaultKind {
     MemberChange,
     /// The disk of the member on the small filesystem filled, then freed.
     DiskFull,
+    /// One member (the leader half of the time) cut off from the others.
+    Partition,
+    /// The link between the leader and one follower cut, the rest up.
+    LinkCut,
+    /// Every link of one member slow (50-150 ms) and lossy (5 %).
+    SlowNetwork,
+    /// The wall clock of the member with the fake clock stepped an hour or
+    /// a day forward or back, then back to true time.
+    ClockJump,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill9,
         FaultKind::Pause,
         FaultKind::RollingRestart,
         FaultKind::LeaderStorm,
         FaultKind::MemberChange,
         FaultKind::DiskFull,
+        FaultKind::Partition,
+        FaultKind::LinkCut,
+        FaultKind::SlowNetwork,
+        FaultKind::ClockJump,
     ];
+
+    /// Faults that need a split cluster (`Cluster::start_split`: links
+    /// between members, settings per member).
+    pub fn needs_split(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition
+                | FaultKind::LinkCut
+                | FaultKind::SlowNetwork
+                | FaultKind::ClockJump
+        )
+    }
 }
 
 /// One fault as injected.
@@ -113,6 +139,7 @@ pub async fn run(
     pause: Duration,
     seed: u64,
     disk: Option<(&SmallDisk, &str)>,
+    clock: Option<(&FakeClock, &str)>,
 ) -> Vec<Injected> {
     let mut rng = XorShift(seed | 1);
     let mut injected = Vec::new();
@@ -131,11 +158,13 @@ pub async fn run(
         // the cluster at three members.
         if kind == FaultKind::MemberChange && member_changes > 0
             || kind == FaultKind::DiskFull && disk.is_none()
+            || kind.needs_split() && cluster.net.is_none()
+            || kind == FaultKind::ClockJump && clock.is_none()
         {
             kind = FaultKind::Kill9;
         }
         let start = Instant::now();
-        let what = inject(cluster, kind, &mut rng, disk).await;
+        let what = inject(cluster, kind, &mut rng, disk, clock).await;
         if kind == FaultKind::MemberChange {
             member_changes += 1;
         }
@@ -155,6 +184,7 @@ async fn inject(
     kind: FaultKind,
     rng: &mut XorShift,
     disk: Option<(&SmallDisk, &str)>,
+    clock: Option<(&FakeClock, &str)>,
 ) -> String {
     let n = c.members.len();
     let member = (rng.next_u64() % n as u64) as usize;
@@ -236,6 +266,112 @@ async fn inject(
             wait_serving(c, on).await;
             format!("disk of {} full for 3 s", c.members[on].name)
         }
+        FaultKind::Partition | FaultKind::LinkCut | FaultKind::SlowNetwork => {
+            let leader = c.leader().await;
+            let target = if rng.next_u64().is_multiple_of(2) {
+                leader
+            } else {
+                member
+            };
+            let (Some(net), Some(slot)) = (&c.net, c.members[target].slot) else {
+                return "no network to fault".into();
+            };
+            let name = &c.members[target].name;
+            let ms = 3000 + rng.next_u64() % 3000;
+            let what = match kind {
+                FaultKind::Partition => {
+                    net.isolate(slot);
+                    format!("{name} cut off for {ms} ms")
+                }
+                FaultKind::LinkCut => {
+                    let other = (leader + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
+                    let Some(other_slot) = c.members[other].slot else {
+                        return "no network to fault".into();
+                    };
+                    let lead = c.members[leader].slot.unwrap_or(slot);
+                    net.cut(lead, other_slot);
+                    format!(
+                        "link {}-{} cut for {ms} ms",
+                        c.members[leader].name, c.members[other].name
+                    )
+                }
+                _ => {
+                    let delay = Duration::from_millis(50 + rng.next_u64() % 100);
+                    net.around(slot, Link::Slow { delay, loss: 0.05 });
+                    format!("{name}'s links {delay:?} late, 5 % lost, for {ms} ms")
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            net.heal();
+            for i in 0..n {
+                wait_serving(c, i).await;
+            }
+            what
+        }
+        FaultKind::ClockJump => {
+            let Some((clock, name)) = clock else {
+                return "no fake clock".into();
+            };
+            let step: i64 = match rng.next_u64() % 4 {
+                0 => 3600,
+                1 => -3600,
+                2 => 86_400,
+                _ => -86_400,
+            };
+            clock.step(step);
+            // libfaketime re-reads its file once a second.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            clock.step(0);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if let Some(on) = c.members.iter().position(|m| m.name == name) {
+                wait_serving(c, on).await;
+            }
+            format!("wall clock of {name} stepped {step:+} s for 5 s")
+        }
+    }
+}
+
+/// One member's wall clock, stepped by libfaketime (LD_PRELOAD into its
+/// daemons) through a file it re-reads every second. Monotonic time is
+/// left alone, as an NTP step leaves it.
+pub struct FakeClock {
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeClock {
+    const LIBRARY: &'static str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+    /// None where libfaketime is not installed (Debian's libfaketime).
+    pub fn new() -> Option<FakeClock> {
+        if !Path::new(Self::LIBRARY).exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let clock = FakeClock {
+            file: dir.path().join("offset"),
+            _dir: dir,
+        };
+        clock.step(0);
+        Some(clock)
+    }
+
+    /// The settings that put a member's daemons on this clock.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("LD_PRELOAD", Self::LIBRARY),
+            ("FAKETIME_TIMESTAMP_FILE", &self.file.to_string_lossy()),
+            ("FAKETIME_CACHE_DURATION", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Set the clock `seconds` away from true time.
+    pub fn step(&self, seconds: i64) {
+        let _ = std::fs::write(&self.file, format!("{seconds:+}\n"));
     }
 }
 

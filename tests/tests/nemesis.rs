@@ -2,8 +2,10 @@
 //! (puts, compare-and-swap txns, deletes, linearizable and serializable
 //! reads, a prev_kv watcher, keys on leases nobody keeps alive) while the
 //! nemesis injects random faults: kill -9 and SIGSTOP of any daemon,
-//! rolling restarts, leader-transfer storms, a membership change and a
-//! full disk on one member. Afterwards: the history must be linearizable,
+//! rolling restarts, leader-transfer storms, a membership change, a full
+//! disk on one member, and network partitions, single cut links and slow,
+//! lossy links between members (`netsplit`), and wall-clock steps on one
+//! member (libfaketime). Afterwards: the history must be linearizable,
 //! the watch exact (order, no gap, no duplicate, prev_kv), no acknowledged
 //! write lost, every leased key gone within its TTL plus the allowance,
 //! every member's HashKV equal, and no daemon's memory past a bound.
@@ -53,18 +55,25 @@ async fn random_faults_under_load() {
     // Member 2 keeps its data on a small disk when this machine lets the
     // test mount one (root); the disk-full fault needs it.
     let disk = SmallDisk::mount(512);
-    let mut cluster = Cluster::start_with_setup(
-        3,
-        &[
-            ("TRIAD_LEASE_CHECKPOINT_INTERVAL", CHECKPOINT),
-            ("TRIAD_SNAPSHOT_COUNT", "2000"),
-        ],
-        |dir| {
-            if let Some(d) = &disk {
-                d.host(&dir.join("m2"));
-            }
-        },
-    );
+    let env = [
+        ("TRIAD_LEASE_CHECKPOINT_INTERVAL", CHECKPOINT),
+        ("TRIAD_SNAPSHOT_COUNT", "2000"),
+    ];
+    let host = |dir: &std::path::Path| {
+        if let Some(d) = &disk {
+            d.host(&dir.join("m2"));
+        }
+    };
+    // Raft traffic through links the nemesis can cut and slow where this
+    // machine lets the test make network namespaces (root).
+    // Member 1's wall clock can be stepped (libfaketime).
+    let clock = nemesis::FakeClock::new();
+    let clock_env: Vec<(&str, Vec<(String, String)>)> =
+        clock.iter().map(|c| ("m1", c.env())).collect();
+    let mut cluster = match Cluster::start_split(3, &env, host, &clock_env) {
+        Some(c) => c,
+        None => Cluster::start_with_setup(3, &env, host),
+    };
     let endpoints = cluster.endpoints();
     let endpoints_at_start = endpoints.clone();
     let start = {
@@ -84,6 +93,7 @@ async fn random_faults_under_load() {
         Duration::from_secs(2),
         seed,
         disk.as_ref().map(|d| (d, "m2")),
+        clock.as_ref().map(|c| (c, "m1")),
     )
     .await;
     tokio::time::sleep(SETTLE).await;

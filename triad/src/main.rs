@@ -74,6 +74,14 @@ enum Command {
         /// first (etcdctl member add).
         #[arg(long, requires = "name", conflicts_with = "members")]
         join: Option<String>,
+        /// Start this one member of a new cluster whose other members start
+        /// elsewhere: the whole cluster (name=peerURL,...).
+        #[arg(long, requires = "name", conflicts_with_all = ["members", "join"])]
+        initial_cluster: Option<String>,
+        /// The member's peer URL, listened on and advertised (default
+        /// http://127.0.0.1:P+1).
+        #[arg(long, conflicts_with = "members")]
+        peer_url: Option<String>,
         /// Restart a single surviving member's data as a new one-member
         /// cluster (etcd's --force-new-cluster).
         #[arg(long, conflicts_with_all = ["members", "join"])]
@@ -111,11 +119,15 @@ fn main() -> ExitCode {
             members,
             name,
             join,
+            initial_cluster,
+            peer_url,
             force_new_cluster,
         } => {
             let how = up::How {
                 name,
                 join,
+                initial_cluster,
+                peer_url,
                 force_new_cluster,
             };
             rt.block_on(up::run(data_dir, client_port, members, how))

@@ -32,10 +32,15 @@ struct LocalMember {
     name: String,
     data_dir: PathBuf,
     client_port: u16,
+    /// Set by `--peer-url`; otherwise loopback, one above the client port.
+    peer_url: Option<String>,
 }
 
 impl LocalMember {
     fn peer_url(&self) -> String {
+        if let Some(url) = &self.peer_url {
+            return url.clone();
+        }
         // https when the daemons get peer TLS settings from the environment.
         let scheme = if std::env::var_os("TRIAD_PEER_CERT_FILE").is_some() {
             "https"
@@ -76,6 +81,7 @@ fn local_members(
                     data_dir.join(format!("m{i}"))
                 },
                 client_port: port,
+                peer_url: None,
             })
         })
         .collect()
@@ -87,6 +93,9 @@ fn local_members(
 pub struct How {
     pub name: Option<String>,
     pub join: Option<String>,
+    /// A member of a new cluster started elsewhere: the whole cluster.
+    pub initial_cluster: Option<String>,
+    pub peer_url: Option<String>,
     pub force_new_cluster: bool,
 }
 
@@ -205,7 +214,10 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
     if let Some(name) = &how.name {
         members[0].name = name.clone();
     }
-    let initial_cluster = match &how.join {
+    if let Some(url) = &how.peer_url {
+        members[0].peer_url = Some(url.clone());
+    }
+    let initial_cluster = match how.join.as_ref().or(how.initial_cluster.as_ref()) {
         Some(cluster) => cluster.clone(),
         None => members
             .iter()

@@ -51,6 +51,12 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen_peer_urls: Option<String>,
+    /// Network namespace (a path such as /run/netns/NAME) to serve and
+    /// dial peers in, as systemd's NetworkNamespacePath= would put the
+    /// whole daemon; its Unix sockets to storaged and gatewayd still work.
+    #[arg(long, env = "TRIAD_PEER_NETNS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_netns: Option<std::path::PathBuf>,
     /// Path to the peer server TLS cert file.
     #[arg(long, env = "TRIAD_PEER_CERT_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +141,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return common::lifecycle::config_error("raftd", e),
     };
+    if let Some(ns) = &opts.peer_netns {
+        if let Err(e) = common::lifecycle::enter_network_namespace(ns) {
+            return common::lifecycle::config_error("raftd", e);
+        }
+    }
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).
