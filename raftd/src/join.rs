@@ -29,11 +29,18 @@ fn same_urls(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
-/// (member ID, cluster ID) from the first other member that answers,
-/// retrying for `patience`.
+/// (member ID, cluster ID) from the first other member that answers and
+/// lists this member, retrying for `patience`: a member that has not
+/// applied the MemberAdd yet, or does not answer, is asked again later.
 pub async fn discover(member: &Member, patience: Duration) -> Result<(u64, u64), JoinError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    let mut last = String::from("no other member in --initial-cluster");
+    // One call never takes the whole patience (a peer may be stopped).
+    const CALL: Duration = Duration::from_secs(2);
+    // Long enough for every member to apply a MemberAdd just committed;
+    // a member nobody added still fails fast, as in etcd.
+    const NOT_ADDED: Duration = Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    let deadline = started + patience;
+    let mut last = JoinError::NoPeer("no other member in --initial-cluster".into());
     loop {
         for (_, urls) in &member.initial_cluster {
             if same_urls(urls, &member.peer_urls) {
@@ -42,30 +49,41 @@ pub async fn discover(member: &Member, patience: Duration) -> Result<(u64, u64),
             let channel = match peer_channel(urls) {
                 Ok(c) => c,
                 Err(e) => {
-                    last = e;
+                    last = JoinError::NoPeer(e);
                     continue;
                 }
             };
-            let reply = RaftPeerClient::new(channel)
-                .cluster(ClusterRequest {})
-                .await;
-            match reply {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    let members: Vec<MemberInfo> = serde_json::from_slice(&r.members)
-                        .map_err(|e| JoinError::NoPeer(e.to_string()))?;
-                    return members
-                        .iter()
-                        .find(|m| same_urls(&m.peer_urls, &member.peer_urls))
-                        .map(|m| (m.id, r.cluster_id))
-                        .ok_or_else(|| JoinError::NotAdded(member.peer_urls.clone()));
+            let mut client = RaftPeerClient::new(channel);
+            let reply = tokio::time::timeout(CALL, client.cluster(ClusterRequest {})).await;
+            let answer = match reply {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(e)) => {
+                    last = JoinError::NoPeer(format!("{}: {}", urls.join(","), e.message()));
+                    continue;
                 }
-                Err(e) => last = format!("{}: {}", urls.join(","), e.message()),
+                Err(_) => {
+                    last =
+                        JoinError::NoPeer(format!("{}: no answer within {CALL:?}", urls.join(",")));
+                    continue;
+                }
+            };
+            let members: Vec<MemberInfo> = serde_json::from_slice(&answer.members)
+                .map_err(|e| JoinError::NoPeer(e.to_string()))?;
+            match members
+                .iter()
+                .find(|m| same_urls(&m.peer_urls, &member.peer_urls))
+            {
+                Some(m) => return Ok((m.id, answer.cluster_id)),
+                None if started.elapsed() >= NOT_ADDED => {
+                    return Err(JoinError::NotAdded(member.peer_urls.clone()))
+                }
+                None => last = JoinError::NotAdded(member.peer_urls.clone()),
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(JoinError::NoPeer(last));
+            return Err(last);
         }
+        tracing::warn!(error = %last, "cannot join yet; asking again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::lessor::Lessor;
 use crate::members::Members;
+use crate::read_batch::ReadBatch;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
@@ -51,6 +52,10 @@ pub struct RaftLocalService {
     was_member: Arc<std::sync::atomic::AtomicBool>,
     /// A peer told this member it was removed.
     removal: Arc<crate::removal::Removal>,
+    /// Read-index rounds shared by this member's clients' reads, and by
+    /// reads other members forwarded here.
+    local_reads: Arc<ReadBatch>,
+    forwarded_reads: Arc<ReadBatch>,
 }
 
 /// How often a proposal or read is re-routed when leadership moved under it.
@@ -88,7 +93,25 @@ impl RaftLocalService {
             members,
             cluster_id,
             db_size,
+            local_reads: Arc::default(),
+            forwarded_reads: Arc::default(),
         }
+    }
+
+    /// `read_index_once` in a round shared with concurrent reads.
+    async fn shared_read_index(&self, forwarded: bool) -> Result<u64, Status> {
+        let batch = if forwarded {
+            &self.forwarded_reads
+        } else {
+            &self.local_reads
+        };
+        let service = self.clone();
+        batch
+            .read(move || {
+                let service = service.clone();
+                async move { service.read_index_once(forwarded).await }
+            })
+            .await
     }
 
     fn term(&self) -> u64 {
@@ -365,7 +388,7 @@ impl RaftLocal for RaftLocalService {
         // old leader went away), it is simply routed again.
         let mut tries = 0;
         let read_index = loop {
-            match self.read_index_once(forwarded).await {
+            match self.shared_read_index(forwarded).await {
                 Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
                     tries += 1;
                     tokio::time::sleep(REROUTE_PAUSE).await;

@@ -139,18 +139,18 @@ impl Net {
         let k = ports.len();
         let name = self.name(k);
         ip(&["netns", "add", &name])?;
-        ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        // Its own address and those of every member before it.
-        for j in 0..=k {
-            ip(&[
-                "-n",
-                &name,
-                "addr",
-                "add",
-                &format!("{}/32", address(j)),
-                "dev",
-                "lo",
-            ])?;
+        let local = || -> Result<(), String> {
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            // Its own address and those of every member before it.
+            for j in 0..=k {
+                let addr = format!("{}/32", address(j));
+                ip(&["-n", &name, "addr", "add", &addr, "dev", "lo"])?;
+            }
+            Ok(())
+        };
+        if let Err(e) = local() {
+            let _ = ip(&["netns", "del", &name]);
+            return Err(e);
         }
         // The others learn its address.
         for i in 0..k {
