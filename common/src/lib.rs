@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod proto;
+pub mod read_batch;
 pub mod tcp;
 pub mod tls;
 pub mod uds;

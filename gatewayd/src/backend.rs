@@ -25,6 +25,7 @@ use common::proto::storage::{
     AuthCheckRequest, AuthCredentialsRequest, AuthCredentialsResponse, AuthInfo, AuthQueryRequest,
     AuthResolveRequest, AuthResolveResponse, MetricsRequest,
 };
+use common::read_batch::ReadBatch;
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{
@@ -63,6 +64,9 @@ pub struct Backend {
     tokens: Tokens,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
+    /// Concurrent linearizable reads share one read-index call to raftd
+    /// (its outcome: raftd's term).
+    reads: Arc<ReadBatch<u64>>,
 }
 
 /// storaged's encoded RaftResult: its outcome, or the etcd error it carries.
@@ -179,6 +183,7 @@ impl Backend {
             tokens,
             request_timeout,
             max_request_bytes,
+            reads: Arc::default(),
         }
     }
 
@@ -312,14 +317,25 @@ impl Backend {
     /// Wait until this member's storaged has applied a quorum-confirmed
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
-        let read = retrying(self.deadline(), Retry::Idempotent, || {
-            let mut raft = self.raft.clone();
-            async move { raft.read_index(ReadIndexRequest {}).await }
-        });
-        let resp = crate::metrics::timed("read_index", read)
-            .await?
-            .into_inner();
-        self.note_term(resp.raft_term);
+        let (raft, timeout) = (self.raft.clone(), self.request_timeout);
+        let round = move || {
+            let raft = raft.clone();
+            async move {
+                let read = retrying(Instant::now() + timeout, Retry::Idempotent, || {
+                    let mut raft = raft.clone();
+                    async move { raft.read_index(ReadIndexRequest {}).await }
+                });
+                Ok(read.await?.into_inner().raft_term)
+            }
+        };
+        // Within this request's own deadline, whichever round answers it.
+        let read = async {
+            tokio::time::timeout_at(self.deadline(), self.reads.read(round))
+                .await
+                .map_err(|_| Status::from(EtcdError::Timeout))?
+        };
+        let term = crate::metrics::timed("read_index", read).await?;
+        self.note_term(term);
         Ok(())
     }
 

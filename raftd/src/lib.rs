@@ -18,7 +18,6 @@ pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod peer_server;
-pub mod read_batch;
 pub mod removal;
 pub mod route;
 pub mod state_machine;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use crate::lessor::Lessor;
 use crate::members::Members;
-use crate::read_batch::ReadBatch;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
@@ -31,6 +30,7 @@ use common::proto::raft::{
     ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
+use common::read_batch::ReadBatch;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
@@ -54,8 +54,8 @@ pub struct RaftLocalService {
     removal: Arc<crate::removal::Removal>,
     /// Read-index rounds shared by this member's clients' reads, and by
     /// reads other members forwarded here.
-    local_reads: Arc<ReadBatch>,
-    forwarded_reads: Arc<ReadBatch>,
+    local_reads: Arc<ReadBatch<u64>>,
+    forwarded_reads: Arc<ReadBatch<u64>>,
 }
 
 /// How often a proposal or read is re-routed when leadership moved under it.

@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-[ -x target/release/triad ] || cargo build --release --locked
+cargo build --release --locked # the binaries measured are the tree described
 [ -x "$K" ] || (cd ../shared/kvbench && CARGO_TARGET_DIR=$(dirname "$(dirname "$K")") cargo build --release)
 log() { echo "report: $*" >&2; }
 # Before each measured phase: the previous phase's dirty pages written back,

@@ -12,7 +12,7 @@ use triad_tests::nemesis::FakeClock;
 use triad_tests::netsplit::Link;
 
 mod common_fault;
-use common_fault::checked_run;
+use common_fault::{checked_run, Fault};
 
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -22,6 +22,25 @@ fn split(member_env: &[(&str, Vec<(String, String)>)]) -> Option<Cluster> {
         eprintln!("skipped: this machine does not let the test make network namespaces");
     }
     c
+}
+
+/// A split cluster under the fault-test load: `fault`, then the history,
+/// watch and HashKV checks; None where namespaces cannot be made.
+async fn under_load(fault: Fault) -> Option<Cluster> {
+    let mut cluster = split(&[])?;
+    let report = checked_run(&mut cluster, SETTLE, fault).await;
+    assert!(
+        report.acknowledged_puts > 10,
+        "too little got through: {report:?}"
+    );
+    Some(cluster)
+}
+
+/// Member i's link slot.
+fn slot(c: &Cluster, i: usize) -> usize {
+    c.members[i]
+        .slot
+        .expect("a split cluster's member has a slot")
 }
 
 /// The member that member i names as leader, once it names one other
@@ -42,15 +61,12 @@ async fn leader_seen_by(c: &Cluster, i: usize, not: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_is_replaced_and_catches_up() {
-    let Some(mut cluster) = split(&[]) else {
-        return;
-    };
-    let report = checked_run(&mut cluster, SETTLE, |c| {
+    let Some(cluster) = under_load(|c| {
         Box::pin(async move {
             let l = c.leader().await;
             let old = c.member_id(l).await;
             let net = c.net.as_ref().expect("split cluster");
-            net.isolate(c.members[l].slot.expect("slot"));
+            net.isolate(slot(c, l));
             let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
             let new = leader_seen_by(c, others[0], old).await;
             assert_ne!(new, old);
@@ -83,8 +99,10 @@ async fn an_isolated_leader_is_replaced_and_catches_up() {
             net.heal();
         })
     })
-    .await;
-    assert!(report.acknowledged_puts > 20, "{report:?}");
+    .await
+    else {
+        return;
+    };
     // The write the cut-off member refused never appears.
     let mut c = cluster.client(0).await;
     let got = c.get("partition/minority", None).await.expect("get");
@@ -93,19 +111,12 @@ async fn an_isolated_leader_is_replaced_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_cut_link_moves_no_leader() {
-    let Some(mut cluster) = split(&[]) else {
-        return;
-    };
-    let report = checked_run(&mut cluster, SETTLE, |c| {
+    under_load(|c| {
         Box::pin(async move {
             let l = c.leader().await;
             let old = c.member_id(l).await;
-            let f = (l + 1) % 3;
             let net = c.net.as_ref().expect("split cluster");
-            net.cut(
-                c.members[l].slot.expect("slot"),
-                c.members[f].slot.expect("slot"),
-            );
+            net.cut(slot(c, l), slot(c, (l + 1) % 3));
             tokio::time::sleep(Duration::from_secs(4)).await;
             // The follower cut from the leader cannot win a pre-vote: the
             // other follower still hears the leader.
@@ -120,23 +131,16 @@ async fn one_cut_link_moves_no_leader() {
         })
     })
     .await;
-    assert!(report.acknowledged_puts > 20, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_lossy_links_slow_writes_and_lose_nothing() {
-    let Some(mut cluster) = split(&[]) else {
-        return;
-    };
-    let report = checked_run(&mut cluster, SETTLE, |c| {
+    under_load(|c| {
         Box::pin(async move {
             let l = c.leader().await;
             let net = c.net.as_ref().expect("split cluster");
             let delay = Duration::from_millis(100);
-            net.around(
-                c.members[l].slot.expect("slot"),
-                Link::Slow { delay, loss: 0.1 },
-            );
+            net.around(slot(c, l), Link::Slow { delay, loss: 0.1 });
             // A commit needs a follower's answer: out and back, both late.
             let mut client = c.client(l).await;
             let mut slowest = Duration::ZERO;
@@ -157,7 +161,6 @@ async fn slow_lossy_links_slow_writes_and_lose_nothing() {
         })
     })
     .await;
-    assert!(report.acknowledged_puts > 10, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! linearizable read loop shares one: a read joins the next round that has
 //! not started yet, so the quorum confirmation it gets was asked for after
 //! it arrived; every read waiting when a round starts is answered by it.
-//! Without this each read cost its own heartbeat round to the followers.
+//! raftd shares its quorum rounds this way (without it each read cost a
+//! heartbeat round to the followers), and gatewayd its read-index calls to
+//! raftd (one call on the Unix socket for many concurrent reads).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -10,27 +12,37 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tonic::Status;
 
-type Outcome = Option<Result<u64, Status>>;
+type Outcome<T> = Option<Result<T, Status>>;
 
-#[derive(Default)]
-pub struct ReadBatch {
-    inner: Mutex<Inner>,
+/// Rounds whose outcome (a read index, a term) is a `T`.
+pub struct ReadBatch<T> {
+    inner: Mutex<Inner<T>>,
 }
 
-#[derive(Default)]
-struct Inner {
+struct Inner<T> {
     /// A task is running rounds.
     running: bool,
     /// The round not started yet, which new reads join.
-    next: Option<watch::Sender<Outcome>>,
+    next: Option<watch::Sender<Outcome<T>>>,
 }
 
-impl ReadBatch {
+impl<T> Default for ReadBatch<T> {
+    fn default() -> Self {
+        ReadBatch {
+            inner: Mutex::new(Inner {
+                running: false,
+                next: None,
+            }),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> ReadBatch<T> {
     /// The outcome of a `round` that starts after this call.
-    pub async fn read<F, Fut>(self: &Arc<Self>, round: F) -> Result<u64, Status>
+    pub async fn read<F, Fut>(self: &Arc<Self>, round: F) -> Result<T, Status>
     where
         F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<u64, Status>> + Send + 'static,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
     {
         let (mut rx, drive) = {
             let mut inner = self
@@ -67,7 +79,7 @@ impl ReadBatch {
     async fn drive<F, Fut>(&self, round: F)
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<u64, Status>>,
+        Fut: Future<Output = Result<T, Status>>,
     {
         loop {
             let tx = {
@@ -95,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_reads_share_rounds_that_start_after_them() {
-        let batch = Arc::new(ReadBatch::default());
+        let batch = Arc::new(ReadBatch::<u64>::default());
         let rounds = Arc::new(AtomicU64::new(0));
         let round = {
             let rounds = rounds.clone();
