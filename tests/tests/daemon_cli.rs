@@ -122,6 +122,12 @@ fn bad_configuration_is_one_line_and_exit_2() {
         &[],
         "invalid duration",
     );
+    one_line_error(
+        "raftd",
+        &["--peer-netns", "/run/netns/triad-no-such-namespace"],
+        &[],
+        "cannot open network namespace /run/netns/triad-no-such-namespace",
+    );
 }
 
 #[test]
