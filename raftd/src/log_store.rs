@@ -44,10 +44,8 @@ pub struct LogReader {
 
 impl LogStore {
     pub fn open(dir: &Path) -> Result<LogStore, fjall::Error> {
-        // At most 64 MiB of journal to replay at start (fjall's default is
-        // 512 MiB; see storaged's store for the same setting).
         let db = Database::builder(dir)
-            .max_journaling_size(64 * 1024 * 1024)
+            .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
             .open()?;
         let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;

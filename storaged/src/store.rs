@@ -89,13 +89,9 @@ fn get_i64(ks: &SingleWriterTxKeyspace, key: &[u8]) -> Result<i64, StoreError> {
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        // Journals are replayed into memtables at start: fjall's default of
-        // 512 MiB of them made the first start after a large load take
-        // ~20 s; at its minimum, 64 MiB, memtables are flushed sooner and a
-        // start replays at most that much.
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(cache_bytes)
-            .max_journaling_size(64 * 1024 * 1024)
+            .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
             .open()?;
         let [index, revs, leases, lease_keys, meta, auth] =
             KEYSPACES.map(|name| db.keyspace(name, KeyspaceCreateOptions::default));

@@ -12,8 +12,8 @@
 #        data dirs go, /tmp), OUT (file to write, BENCHMARKS.md), KEEP=1
 #        (keep the raw JSON lines and logs)
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside a command substitution stops the report too
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
 DUR=${DUR:-10}
 N=${N:-1000000}
 PARENT=${PARENT:-/tmp}
@@ -55,10 +55,16 @@ for s in json.load(sys.stdin):
 }
 # "Serving" = a linearizable read answered, which needs an elected leader
 # and every member's state machine reachable through the one asked.
-wait_serving() { # endpoints → seconds until every member answers
+wait_serving() { # endpoints → seconds until every member answers (gives up after 300 s)
   local t0 e; t0=$(now)
   for e in ${1//,/ }; do
-    until etcdctl --endpoints="$e" --command-timeout=2s get report-probe >/dev/null 2>&1; do sleep 0.02; done
+    until etcdctl --endpoints="$e" --command-timeout=2s get report-probe >/dev/null 2>&1; do
+      if (($(date +%s) - ${t0%.*} > 300)); then
+        log "$e did not serve within 300 s (KEEP=1 keeps the logs)"
+        exit 1
+      fi
+      sleep 0.02
+    done
   done
   since "$t0"
 }

@@ -48,7 +48,7 @@ type Links = Arc<Mutex<HashMap<(usize, usize), Link>>>;
 
 pub struct Net {
     prefix: String,
-    /// Member slots: peer port of each (None once the slot is freed).
+    /// Member slots: the peer port of each, by slot.
     ports: Mutex<Vec<u16>>,
     links: Links,
     /// The relays' runtime (Option so that Drop can shut it down without
@@ -77,6 +77,13 @@ pub fn address(k: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 199, 0, k as u8 + 1)
 }
 
+/// Make member k's peer address local in namespace `ns` (where the relay
+/// towards k, or k itself, listens on it).
+fn add_address(ns: &str, k: usize) -> Result<(), String> {
+    let addr = format!("{}/32", address(k));
+    ip(&["-n", ns, "addr", "add", &addr, "dev", "lo"])
+}
+
 /// Run `f` on a thread that entered the network namespace at `path`:
 /// sockets it opens live there.
 fn in_namespace<T: Send + 'static>(
@@ -84,9 +91,7 @@ fn in_namespace<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path)?;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::other)?;
+        common::lifecycle::enter_network_namespace(&path).map_err(std::io::Error::other)?;
         f()
     })
     .join()
@@ -127,12 +132,6 @@ impl Net {
         PathBuf::from("/run/netns").join(self.name(k))
     }
 
-    /// Member k's peer URL.
-    pub fn peer_url(&self, k: usize) -> String {
-        let port = self.ports.lock().map(|p| p[k]).unwrap_or(0);
-        format!("http://{}:{port}", address(k))
-    }
-
     /// Add a member slot whose raftd listens on `port`; returns its index.
     pub fn add(&self, port: u16) -> Result<usize, String> {
         let mut ports = self.ports.lock().map_err(|e| e.to_string())?;
@@ -142,28 +141,14 @@ impl Net {
         let local = || -> Result<(), String> {
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
             // Its own address and those of every member before it.
-            for j in 0..=k {
-                let addr = format!("{}/32", address(j));
-                ip(&["-n", &name, "addr", "add", &addr, "dev", "lo"])?;
-            }
-            Ok(())
+            (0..=k).try_for_each(|j| add_address(&name, j))
         };
         if let Err(e) = local() {
             let _ = ip(&["netns", "del", &name]);
             return Err(e);
         }
         // The others learn its address.
-        for i in 0..k {
-            ip(&[
-                "-n",
-                &self.name(i),
-                "addr",
-                "add",
-                &format!("{}/32", address(k)),
-                "dev",
-                "lo",
-            ])?;
-        }
+        (0..k).try_for_each(|i| add_address(&self.name(i), k))?;
         ports.push(port);
         drop(ports);
         for i in 0..k {
