@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::call_stream::{CallStream, Opener, Tagged, TaggedReply};
 use crate::proposer::Proposer;
 use crate::quota::{self, Quota};
 use crate::tokens::Tokens;
@@ -40,8 +41,8 @@ use common::proto::raft::{
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    RaftRequest, RaftResult, SnapshotChunk, SnapshotRequest, StatusRequest as StorageStatusRequest,
-    StatusResponse as StorageStatus, WaitCompactionRequest,
+    RaftRequest, RaftResult, ReadCall, ReadReply, SnapshotChunk, SnapshotRequest,
+    StatusRequest as StorageStatusRequest, StatusResponse as StorageStatus, WaitCompactionRequest,
 };
 
 pub struct Backend {
@@ -67,6 +68,33 @@ pub struct Backend {
     /// Concurrent linearizable reads share one read-index call to raftd
     /// (its outcome: raftd's term).
     reads: Arc<ReadBatch<u64>>,
+    /// Single-key reads go to storaged as messages on one stream.
+    point_reads: CallStream<ReadCall, ReadReply>,
+    /// storaged predates the Reads stream: every read is its own call.
+    point_reads_unsupported: AtomicBool,
+}
+
+impl Tagged for ReadCall {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+}
+
+impl TaggedReply for ReadReply {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A read whose stream broke before it was answered: a transport failure
+/// (a source attached), which `retrying` sends again — reads are
+/// idempotent.
+fn read_stream_broken() -> Status {
+    let mut s = Status::unavailable("storaged read stream ended");
+    s.set_source(Arc::new(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    )));
+    s
 }
 
 /// storaged's encoded RaftResult: its outcome, or the etcd error it carries.
@@ -167,12 +195,18 @@ impl Backend {
             tokens,
         } = settings;
         let raft = RaftLocalClient::new(raft).max_decoding_message_size(usize::MAX);
+        let storage = StorageClient::new(storage).max_decoding_message_size(usize::MAX);
+        let reads_from = storage.clone();
+        let opener: Opener<_, _> = Box::new(move |calls| {
+            let mut storage = reads_from.clone();
+            Box::pin(async move { Ok(storage.reads(calls).await?.into_inner()) })
+        });
         let term = Arc::new(AtomicU64::new(0));
         let quota = Arc::new(Quota::new(quota_bytes));
         Backend {
             proposer: Proposer::spawn(raft.clone(), request_timeout, term.clone(), quota.clone()),
             raft,
-            storage: StorageClient::new(storage).max_decoding_message_size(usize::MAX),
+            storage,
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
             learner: AtomicBool::new(false),
@@ -184,6 +218,8 @@ impl Backend {
             request_timeout,
             max_request_bytes,
             reads: Arc::default(),
+            point_reads: CallStream::new(opener, read_stream_broken),
+            point_reads_unsupported: AtomicBool::new(false),
         }
     }
 
@@ -346,6 +382,28 @@ impl Backend {
         req: RangeRequest,
         who: Option<&AuthInfo>,
     ) -> Result<RangeResponse, Status> {
+        if req.range_end.is_empty() && !self.point_reads_unsupported.load(Ordering::Relaxed) {
+            let read = retrying(self.deadline(), Retry::Idempotent, || {
+                self.point_reads.call(ReadCall {
+                    id: 0,
+                    request: Some(req.clone()),
+                    auth: who.cloned(),
+                })
+            });
+            match crate::metrics::timed("range", read).await {
+                Ok(ReadReply {
+                    response: Some(r), ..
+                }) => return Ok(r),
+                Ok(ReadReply {
+                    failure: Some(f), ..
+                }) => return Err(Status::new(Code::from_i32(f.code), f.message)),
+                Ok(_) => return Err(unavailable("storaged sent an empty read reply")),
+                Err(s) if s.code() == Code::Unimplemented => {
+                    self.point_reads_unsupported.store(true, Ordering::Relaxed);
+                }
+                Err(s) => return Err(s),
+            }
+        }
         let read = self.storage_call(|mut storage| {
             let mut req = tonic::Request::new(req.clone());
             if let Some(who) = who {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod call_stream;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;

@@ -2,23 +2,20 @@
 //! whatever proposals are queued (up to MAX_BATCH) as soon as a slot among
 //! IN_FLIGHT concurrent batches is free. A lone writer sends batches of
 //! one, so its latency is unchanged; many writers share messages. Batches
-//! travel on one long-lived Propose stream (`Link`), answered by id, so
-//! the hot path pays no call set-up.
+//! travel on one long-lived Propose stream (`Link`, a `CallStream`),
+//! answered by id, so the hot path pays no call set-up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::backend::{retrying, Retry};
+use crate::call_stream::{CallStream, Opener, Tagged, TaggedReply};
 use crate::quota::Quota;
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
@@ -34,101 +31,45 @@ pub struct Proposer {
     queue: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
 }
 
-type Answer = oneshot::Sender<Result<ProposeBatchResponse, Status>>;
-type Pending = Arc<Mutex<HashMap<u64, Answer>>>;
-
-/// The open Propose stream: batches go in, answers come back by id.
-struct Open {
-    tx: mpsc::Sender<ProposeBatchRequest>,
-    pending: Pending,
+impl Tagged for ProposeBatchRequest {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
 }
 
-/// The Propose stream to raftd, opened on first use and again after it
-/// breaks. A batch sent on a stream that then breaks has an unknown
-/// outcome (it may have committed): it fails with etcd's "request timed
-/// out", like a unary call lost in flight.
+impl TaggedReply for ProposeBatchResponse {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The Propose stream to raftd. A batch sent on a stream that then breaks
+/// has an unknown outcome (it may have committed): it fails with etcd's
+/// "request timed out", like a unary call lost in flight.
 pub struct Link {
-    raft: RaftLocalClient<Channel>,
-    open: tokio::sync::Mutex<Option<Arc<Open>>>,
-    next_id: AtomicU64,
+    calls: CallStream<ProposeBatchRequest, ProposeBatchResponse>,
 }
 
 impl Link {
     pub fn new(raft: RaftLocalClient<Channel>) -> Link {
+        let opener: Opener<_, _> = Box::new(move |requests| {
+            let mut raft = raft.clone();
+            Box::pin(async move { Ok(raft.propose(requests).await?.into_inner()) })
+        });
         Link {
-            raft,
-            open: tokio::sync::Mutex::new(None),
-            next_id: AtomicU64::new(1),
+            calls: CallStream::new(opener, || EtcdError::Timeout.into()),
         }
-    }
-
-    /// The open stream, opening one if needed (errors are the open call's,
-    /// so callers can tell "raftd not reachable, nothing sent").
-    async fn stream(&self) -> Result<Arc<Open>, Status> {
-        let mut slot = self.open.lock().await;
-        if let Some(o) = slot.as_ref().filter(|o| !o.tx.is_closed()) {
-            return Ok(o.clone());
-        }
-        let (tx, rx) = mpsc::channel(64);
-        let mut answers = self
-            .raft
-            .clone()
-            .propose(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let open = Arc::new(Open {
-            tx,
-            pending: pending.clone(),
-        });
-        tokio::spawn(async move {
-            while let Ok(Some(resp)) = answers.message().await {
-                let answer = pending.lock().ok().and_then(|mut p| p.remove(&resp.id));
-                if let Some(a) = answer {
-                    let _ = a.send(Ok(resp));
-                }
-            }
-            // The stream broke: what is still pending may or may not have
-            // been committed.
-            if let Ok(mut p) = pending.lock() {
-                for (_, a) in p.drain() {
-                    let _ = a.send(Err(EtcdError::Timeout.into()));
-                }
-            }
-        });
-        *slot = Some(open.clone());
-        Ok(open)
     }
 
     /// Propose one batch over the stream.
     pub async fn call(&self, requests: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut req = ProposeBatchRequest { requests, id };
-        loop {
-            let open = self.stream().await?;
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut p) = open.pending.lock() {
-                p.insert(id, tx);
-            }
-            match open.tx.send(req).await {
-                Ok(()) => {
-                    let resp = rx
-                        .await
-                        .unwrap_or_else(|_| Err(EtcdError::Timeout.into()))?;
-                    return match resp.failure {
-                        Some(f) => Err(Status::new(Code::from_i32(f.code), f.message)),
-                        None => Ok(resp),
-                    };
-                }
-                // Closed before it took the batch: nothing was sent; open a
-                // new stream and send it there.
-                Err(mpsc::error::SendError(unsent)) => {
-                    if let Ok(mut p) = open.pending.lock() {
-                        p.remove(&id);
-                    }
-                    req = unsent;
-                }
-            }
+        let resp = self
+            .calls
+            .call(ProposeBatchRequest { requests, id: 0 })
+            .await?;
+        match resp.failure {
+            Some(f) => Err(Status::new(Code::from_i32(f.code), f.message)),
+            None => Ok(resp),
         }
     }
 }

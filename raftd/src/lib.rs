@@ -6,6 +6,7 @@
 //! the leader when this member does not lead. Only raftd fsyncs on the
 //! write path.
 
+pub mod append_mux;
 pub mod auto_compact;
 pub mod codec;
 pub mod corruption;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
@@ -21,6 +21,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::append_mux::AppendMux;
 use crate::codec;
 use crate::types::{MemberNode, NodeId, Snapshot, StoragedSnapshot, TypeConfig, Vote};
 use common::proto::peer::raft_peer_client::RaftPeerClient;
@@ -79,6 +80,8 @@ pub struct PeerClient {
     client: Result<RaftPeerClient<Channel>, String>,
     storage: StorageClient<Channel>,
     removal: std::sync::Arc<crate::removal::Removal>,
+    /// Where single requests (heartbeats) go.
+    singles: AppendMux,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -93,6 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
                 .map(|c| RaftPeerClient::new(c).max_decoding_message_size(usize::MAX)),
             storage: self.storage.clone(),
             removal: self.removal.clone(),
+            singles: AppendMux::default(),
         }
     }
 }
@@ -196,13 +200,41 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Box::pin(async move {
             let mut client =
                 client.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let none: BoxStream<'s, _> = Box::pin(futures::stream::empty());
+                return Ok(none);
+            };
+            // A stream that ends right after its first request (openraft's
+            // heartbeats) goes on the long-lived call for single requests.
+            let prefix = match input.next().now_or_never() {
+                Some(None) => {
+                    let msg = RaftMessage {
+                        cluster_id,
+                        from,
+                        body: codec::encode(&first)
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?,
+                    };
+                    let result = match self.singles.call(&mut client, msg).await {
+                        Ok(reply) => codec::decode::<StreamAppendResult<TypeConfig>>(&reply.body)
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                        Err(s) => Err(status_error(&s)),
+                    };
+                    let one: BoxStream<'s, _> = Box::pin(futures::stream::once(async { result }));
+                    return Ok(one);
+                }
+                Some(Some(second)) => vec![first, second],
+                None => vec![first],
+            };
             // An unencodable request ends the stream on the receiver, which
             // the results then report.
-            let outgoing = input.map(move |req| RaftMessage {
-                cluster_id,
-                from,
-                body: codec::encode(&req).unwrap_or_default(),
-            });
+            let outgoing = futures::stream::iter(prefix)
+                .chain(input)
+                .map(move |req| RaftMessage {
+                    cluster_id,
+                    from,
+                    body: codec::encode(&req).unwrap_or_default(),
+                });
             let replies = client
                 .stream_append(outgoing)
                 .await

@@ -27,6 +27,7 @@ use common::proto::storage::{
     AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse, MetricsRequest,
     MetricsResponse,
 };
+use common::proto::storage::{CallFailure, ReadCall, ReadReply};
 use common::proto::STORAGE_PROTOCOL;
 
 pub struct StorageService {
@@ -101,6 +102,45 @@ impl Storage for StorageService {
             .range(&req, who.as_ref())
             .map(Response::new)
             .map_err(Status::from)
+    }
+
+    type ReadsStream = ReceiverStream<Result<ReadReply, Status>>;
+
+    /// Ranges as messages on one stream, answered in order.
+    async fn reads(
+        &self,
+        req: Request<Streaming<ReadCall>>,
+    ) -> Result<Response<Self::ReadsStream>, Status> {
+        let mut calls = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(call)) = calls.next().await {
+                let request = call.request.unwrap_or_default();
+                let reply = match store.range(&request, call.auth.as_ref()) {
+                    Ok(response) => ReadReply {
+                        id: call.id,
+                        response: Some(response),
+                        failure: None,
+                    },
+                    Err(e) => {
+                        let s = Status::from(e);
+                        ReadReply {
+                            id: call.id,
+                            response: None,
+                            failure: Some(CallFailure {
+                                code: s.code() as i32,
+                                message: s.message().to_string(),
+                            }),
+                        }
+                    }
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn wait_compaction(

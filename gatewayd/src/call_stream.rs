@@ -1,0 +1,142 @@
+//! Calls carried as messages on one long-lived bidi stream to a local
+//! daemon and answered by id: no HTTP/2 stream set-up per call (headers,
+//! a server task, trailers) on the hottest paths — proposals to raftd and
+//! point reads from storaged. The stream opens on first use and again
+//! after it breaks; an error opening it is the open call's (so callers can
+//! tell "daemon not reachable, nothing sent"), and a call sent on a stream
+//! that then breaks fails with the status the owner chose.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+/// A request that carries its call id.
+pub trait Tagged {
+    fn set_id(&mut self, id: u64);
+}
+
+/// A reply that names the call it answers.
+pub trait TaggedReply {
+    fn id(&self) -> u64;
+}
+
+/// Calls sent and not answered yet, until the stream ends.
+struct Calls<Resp> {
+    ended: bool,
+    waiting: HashMap<u64, oneshot::Sender<Result<Resp, Status>>>,
+}
+
+type Waiting<Resp> = Arc<Mutex<Calls<Resp>>>;
+
+/// Opens the bidi call given the stream of requests.
+pub type Opener<Req, Resp> = Box<
+    dyn Fn(ReceiverStream<Req>) -> BoxFuture<'static, Result<Streaming<Resp>, Status>>
+        + Send
+        + Sync,
+>;
+
+struct Open<Req, Resp> {
+    tx: mpsc::Sender<Req>,
+    waiting: Waiting<Resp>,
+}
+
+pub struct CallStream<Req, Resp> {
+    opener: Opener<Req, Resp>,
+    /// What a call gets when its stream breaks before it is answered.
+    broken: fn() -> Status,
+    open: tokio::sync::Mutex<Option<Arc<Open<Req, Resp>>>>,
+    next_id: AtomicU64,
+}
+
+impl<Req, Resp> CallStream<Req, Resp>
+where
+    Req: Tagged + Send + 'static,
+    Resp: TaggedReply + Send + 'static,
+{
+    pub fn new(opener: Opener<Req, Resp>, broken: fn() -> Status) -> Self {
+        CallStream {
+            opener,
+            broken,
+            open: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The open stream, opening one if needed.
+    async fn stream(&self) -> Result<Arc<Open<Req, Resp>>, Status> {
+        let mut slot = self.open.lock().await;
+        let usable = |o: &&Arc<Open<Req, Resp>>| {
+            !o.tx.is_closed() && o.waiting.lock().is_ok_and(|c| !c.ended)
+        };
+        if let Some(o) = slot.as_ref().filter(usable) {
+            return Ok(o.clone());
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let mut answers = (self.opener)(ReceiverStream::new(rx)).await?;
+        let waiting: Waiting<Resp> = Arc::new(Mutex::new(Calls {
+            ended: false,
+            waiting: HashMap::new(),
+        }));
+        let open = Arc::new(Open {
+            tx,
+            waiting: waiting.clone(),
+        });
+        let broken = self.broken;
+        tokio::spawn(async move {
+            while let Ok(Some(resp)) = answers.message().await {
+                let caller = waiting
+                    .lock()
+                    .ok()
+                    .and_then(|mut c| c.waiting.remove(&resp.id()));
+                if let Some(c) = caller {
+                    let _ = c.send(Ok(resp));
+                }
+            }
+            if let Ok(mut c) = waiting.lock() {
+                c.ended = true;
+                for (_, caller) in c.waiting.drain() {
+                    let _ = caller.send(Err(broken()));
+                }
+            }
+        });
+        *slot = Some(open.clone());
+        Ok(open)
+    }
+
+    /// Send one call and wait for its answer.
+    pub async fn call(&self, mut req: Req) -> Result<Resp, Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.set_id(id);
+        loop {
+            let open = self.stream().await?;
+            let (tx, rx) = oneshot::channel();
+            let registered = match open.waiting.lock() {
+                Ok(mut c) if !c.ended => {
+                    c.waiting.insert(id, tx);
+                    true
+                }
+                _ => false,
+            };
+            if !registered {
+                // The stream ended since: the next turn opens another.
+                continue;
+            }
+            match open.tx.send(req).await {
+                Ok(()) => return rx.await.unwrap_or_else(|_| Err((self.broken)())),
+                // Closed before it took the call: nothing was sent; open a
+                // new stream and send it there.
+                Err(mpsc::error::SendError(unsent)) => {
+                    if let Ok(mut c) = open.waiting.lock() {
+                        c.waiting.remove(&id);
+                    }
+                    req = unsent;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Single append requests on one long-lived StreamAppend call per target.
+//!
+//! openraft sends each heartbeat as a one-item append stream, and every
+//! linearizable read on the leader waits for a heartbeat round: opening a
+//! new HTTP/2 stream per heartbeat (headers, a server task, trailers) was
+//! most of raftd's CPU per read. Here such requests travel as messages on
+//! one open call; the peer answers the requests of a stream in order, so
+//! replies are matched first in, first out.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use common::proto::peer::raft_peer_client::RaftPeerClient;
+use common::proto::peer::RaftMessage;
+
+/// More unanswered requests than this: the peer stopped answering on this
+/// call (its callers have timed out); start a new one.
+const MAX_UNANSWERED: usize = 32;
+
+type Reply = oneshot::Sender<Result<RaftMessage, Status>>;
+
+#[derive(Default)]
+struct Waiting {
+    /// The call ended: nothing more will be answered on it.
+    ended: bool,
+    replies: VecDeque<Reply>,
+}
+
+struct Open {
+    tx: mpsc::UnboundedSender<RaftMessage>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// The long-lived call to one target, opened on first use and again after
+/// it ends.
+#[derive(Default)]
+pub struct AppendMux {
+    open: Option<Open>,
+}
+
+impl AppendMux {
+    /// Send one append request and wait for its reply.
+    pub async fn call(
+        &mut self,
+        client: &mut RaftPeerClient<Channel>,
+        msg: RaftMessage,
+    ) -> Result<RaftMessage, Status> {
+        let (reply, answer) = oneshot::channel();
+        let mut queued = self.queue(msg, reply);
+        if let Err((msg, reply)) = queued {
+            self.open = Some(open(client).await?);
+            queued = self.queue(msg, reply);
+        }
+        if queued.is_err() {
+            return Err(Status::unavailable("append stream closed"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Status::unavailable("append stream closed")))
+    }
+
+    /// Queue `msg` on the open call; gives it back if there is none usable.
+    fn queue(&self, msg: RaftMessage, reply: Reply) -> Result<(), (RaftMessage, Reply)> {
+        let Some(open) = &self.open else {
+            return Err((msg, reply));
+        };
+        let Ok(mut waiting) = open.waiting.lock() else {
+            return Err((msg, reply));
+        };
+        if waiting.ended || waiting.replies.len() >= MAX_UNANSWERED {
+            return Err((msg, reply));
+        }
+        match open.tx.send(msg) {
+            Ok(()) => {
+                waiting.replies.push_back(reply);
+                Ok(())
+            }
+            Err(mpsc::error::SendError(msg)) => Err((msg, reply)),
+        }
+    }
+}
+
+/// Open a StreamAppend call whose replies are handed to the waiting
+/// requests in order; when it ends, those still waiting fail.
+async fn open(client: &mut RaftPeerClient<Channel>) -> Result<Open, Status> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut replies = client
+        .stream_append(UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    let shared = waiting.clone();
+    tokio::spawn(async move {
+        let end = loop {
+            match replies.message().await {
+                Ok(Some(m)) => {
+                    let reply = shared.lock().ok().and_then(|mut w| w.replies.pop_front());
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(m));
+                    }
+                }
+                Ok(None) => break Status::unavailable("append stream ended"),
+                Err(s) => break s,
+            }
+        };
+        if let Ok(mut w) = shared.lock() {
+            w.ended = true;
+            for r in w.replies.drain(..) {
+                let _ = r.send(Err(Status::new(end.code(), end.message())));
+            }
+        }
+    });
+    Ok(Open { tx, waiting })
+}
