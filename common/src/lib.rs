@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod backup;
+pub mod call_stream;
 pub mod config;
 pub mod errors;
 pub mod etcd_flags;
@@ -13,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod read_batch;
+pub mod read_index_link;
 pub mod tcp;
 pub mod tls;
 pub mod uds;

@@ -135,6 +135,21 @@ pub async fn storaged_compatible(
 /// Binary metadata carrying a client's identity on member-local reads
 /// (gatewayd → storaged Range); writes carry it inside the RaftRequest.
 const AUTH_METADATA: &str = "triad-auth-bin";
+const FORWARDED_METADATA: &str = "triad-forwarded";
+
+/// Mark a call to the leader's raftd as forwarded by another member, so
+/// the receiver never forwards it again.
+pub fn mark_forwarded<T>(req: &mut tonic::Request<T>) {
+    req.metadata_mut().insert(
+        FORWARDED_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+}
+
+/// Whether a call arrived forwarded from another member.
+pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED_METADATA)
+}
 
 /// Attach the identity gatewayd resolved for a client to a local call.
 pub fn attach_auth<T>(req: &mut tonic::Request<T>, info: &storage::AuthInfo) {

@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::call_stream::{CallStream, Opener, Tagged, TaggedReply};
 use crate::proposer::Proposer;
 use crate::quota::{self, Quota};
 use crate::tokens::Tokens;
+use common::call_stream::{broke_retryable, failure_status, CallStream, Opener};
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::{AlarmRequest, AlarmType};
 use common::proto::storage::auth_check_request::Need;
@@ -27,6 +27,7 @@ use common::proto::storage::{
     AuthResolveRequest, AuthResolveResponse, MetricsRequest,
 };
 use common::read_batch::ReadBatch;
+use common::read_index_link::ReadIndexLink;
 
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::{
@@ -35,8 +36,7 @@ use common::proto::etcdserverpb::{
 };
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{
-    PublishRequest, ReadIndexRequest, StatusRequest as RaftStatusRequest,
-    StatusResponse as RaftStatus,
+    PublishRequest, StatusRequest as RaftStatusRequest, StatusResponse as RaftStatus,
 };
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
@@ -68,33 +68,12 @@ pub struct Backend {
     /// Concurrent linearizable reads share one read-index call to raftd
     /// (its outcome: raftd's term).
     reads: Arc<ReadBatch<u64>>,
+    /// Where those calls go: raftd's ReadIndexStream.
+    read_indexes: Arc<ReadIndexLink>,
     /// Single-key reads go to storaged as messages on one stream.
     point_reads: CallStream<ReadCall, ReadReply>,
     /// storaged predates the Reads stream: every read is its own call.
     point_reads_unsupported: AtomicBool,
-}
-
-impl Tagged for ReadCall {
-    fn set_id(&mut self, id: u64) {
-        self.id = id;
-    }
-}
-
-impl TaggedReply for ReadReply {
-    fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-/// A read whose stream broke before it was answered: a transport failure
-/// (a source attached), which `retrying` sends again — reads are
-/// idempotent.
-fn read_stream_broken() -> Status {
-    let mut s = Status::unavailable("storaged read stream ended");
-    s.set_source(Arc::new(std::io::Error::from(
-        std::io::ErrorKind::ConnectionReset,
-    )));
-    s
 }
 
 /// storaged's encoded RaftResult: its outcome, or the etcd error it carries.
@@ -201,6 +180,7 @@ impl Backend {
             let mut storage = reads_from.clone();
             Box::pin(async move { Ok(storage.reads(calls).await?.into_inner()) })
         });
+        let read_indexes = Arc::new(ReadIndexLink::new(raft.clone(), false));
         let term = Arc::new(AtomicU64::new(0));
         let quota = Arc::new(Quota::new(quota_bytes));
         Backend {
@@ -218,7 +198,8 @@ impl Backend {
             request_timeout,
             max_request_bytes,
             reads: Arc::default(),
-            point_reads: CallStream::new(opener, read_stream_broken),
+            read_indexes,
+            point_reads: CallStream::new(opener, broke_retryable),
             point_reads_unsupported: AtomicBool::new(false),
         }
     }
@@ -353,15 +334,14 @@ impl Backend {
     /// Wait until this member's storaged has applied a quorum-confirmed
     /// read index: what follows reads linearizably.
     pub async fn read_index(&self) -> Result<(), Status> {
-        let (raft, timeout) = (self.raft.clone(), self.request_timeout);
+        let (link, timeout) = (self.read_indexes.clone(), self.request_timeout);
         let round = move || {
-            let raft = raft.clone();
+            let link = link.clone();
             async move {
                 let read = retrying(Instant::now() + timeout, Retry::Idempotent, || {
-                    let mut raft = raft.clone();
-                    async move { raft.read_index(ReadIndexRequest {}).await }
+                    link.read_index()
                 });
-                Ok(read.await?.into_inner().raft_term)
+                Ok(read.await?.raft_term)
             }
         };
         // Within this request's own deadline, whichever round answers it.
@@ -396,7 +376,7 @@ impl Backend {
                 }) => return Ok(r),
                 Ok(ReadReply {
                     failure: Some(f), ..
-                }) => return Err(Status::new(Code::from_i32(f.code), f.message)),
+                }) => return Err(failure_status(f.code, f.message)),
                 Ok(_) => return Err(unavailable("storaged sent an empty read reply")),
                 Err(s) if s.code() == Code::Unimplemented => {
                     self.point_reads_unsupported.store(true, Ordering::Relaxed);

@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod backend;
-pub mod call_stream;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;

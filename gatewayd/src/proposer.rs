@@ -12,11 +12,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::backend::{retrying, Retry};
-use crate::call_stream::{CallStream, Opener, Tagged, TaggedReply};
 use crate::quota::Quota;
+use common::call_stream::{failure_status, CallStream, Opener};
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
@@ -29,18 +29,6 @@ type Reply = oneshot::Sender<Result<Vec<u8>, Status>>;
 
 pub struct Proposer {
     queue: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
-}
-
-impl Tagged for ProposeBatchRequest {
-    fn set_id(&mut self, id: u64) {
-        self.id = id;
-    }
-}
-
-impl TaggedReply for ProposeBatchResponse {
-    fn id(&self) -> u64 {
-        self.id
-    }
 }
 
 /// The Propose stream to raftd. A batch sent on a stream that then breaks
@@ -68,7 +56,7 @@ impl Link {
             .call(ProposeBatchRequest { requests, id: 0 })
             .await?;
         match resp.failure {
-            Some(f) => Err(Status::new(Code::from_i32(f.code), f.message)),
+            Some(f) => Err(failure_status(f.code, f.message)),
             None => Ok(resp),
         }
     }

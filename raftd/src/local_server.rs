@@ -14,6 +14,7 @@ use crate::lessor::Lessor;
 use crate::members::Members;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
+use common::call_stream::failure_status;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
@@ -114,6 +115,27 @@ impl RaftLocalService {
             .await
     }
 
+    /// A read index for a caller here (`forwarded` false) or a member.
+    async fn answer_read_index(&self, forwarded: bool) -> Result<ReadIndexResponse, Status> {
+        // A read changes nothing: when leadership moved under it (or the
+        // old leader went away), it is simply routed again.
+        let mut tries = 0;
+        let read_index = loop {
+            match self.shared_read_index(forwarded).await {
+                Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(REROUTE_PAUSE).await;
+                }
+                r => break r.map_err(leader_failed)?,
+            }
+        };
+        Ok(ReadIndexResponse {
+            read_index,
+            raft_term: self.term(),
+            ..Default::default()
+        })
+    }
+
     fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
     }
@@ -209,7 +231,7 @@ impl RaftLocalService {
         let req = req.into_inner();
         match self.router.route(forwarded).await? {
             Route::Here => here(req).await.map(Response::new),
-            Route::Leader(client) => leader(client, forwarded_request(req))
+            Route::Leader(link) => leader(link.client.clone(), forwarded_request(req))
                 .await
                 .map_err(leader_failed),
         }
@@ -233,12 +255,8 @@ impl RaftLocalService {
                 .await
                 .map_err(read_error)?
                 .index(),
-            Route::Leader(mut leader) => {
-                let index = leader
-                    .read_index(forwarded_request(ReadIndexRequest {}))
-                    .await?
-                    .into_inner()
-                    .read_index;
+            Route::Leader(link) => {
+                let index = link.read_indexes.read_index().await?.read_index;
                 self.router.wait_applied(index).await?;
                 index
             }
@@ -252,19 +270,54 @@ impl RaftLocalService {
     ) -> Result<ProposeBatchResponse, Status> {
         match self.router.route(forwarded).await? {
             Route::Here => self.propose_here(proposals).await,
-            Route::Leader(mut leader) => {
-                let resp = leader
-                    .propose_batch(forwarded_request(ProposeBatchRequest {
+            Route::Leader(link) => {
+                let resp = link
+                    .proposals
+                    .call(ProposeBatchRequest {
                         requests: proposals,
                         id: 0,
-                    }))
+                    })
                     .await
-                    .map_err(leader_failed)?
-                    .into_inner();
+                    .map_err(leader_failed)?;
+                if let Some(f) = resp.failure {
+                    return Err(failure_status(f.code, f.message));
+                }
                 self.router.wait_applied(resp.raft_index).await?;
                 Ok(resp)
             }
         }
+    }
+}
+
+/// Answer each message of a call stream as its own request, concurrently;
+/// `answer` puts the request's id (and any failure) into its reply.
+fn answer_each<Req, Resp, F, Fut>(
+    mut calls: Streaming<Req>,
+    answer: F,
+) -> ReceiverStream<Result<Resp, Status>>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Req) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok(Some(call)) = calls.message().await {
+            let (reply, tx) = (answer(call), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(reply.await)).await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A failed call as the failure its reply carries.
+fn failure_of(s: &Status) -> BatchFailure {
+    BatchFailure {
+        code: s.code() as i32,
+        message: s.message().to_string(),
     }
 }
 
@@ -349,57 +402,58 @@ impl RaftLocal for RaftLocalService {
         req: Request<Streaming<ProposeBatchRequest>>,
     ) -> Result<Response<Self::ProposeStream>, Status> {
         let forwarded = is_forwarded(&req);
-        let mut batches = req.into_inner();
-        let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(batch)) = batches.message().await {
-                let (this, tx) = (this.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let id = batch.id;
-                    let resp = match this.propose(batch.requests, forwarded).await {
-                        Ok(r) => ProposeBatchResponse {
-                            id,
-                            db_size: this.db_size.load(Ordering::Relaxed),
-                            ..r
-                        },
-                        Err(s) => ProposeBatchResponse {
-                            id,
-                            failure: Some(BatchFailure {
-                                code: s.code() as i32,
-                                message: s.message().to_string(),
-                            }),
-                            ..Default::default()
-                        },
-                    };
-                    let _ = tx.send(Ok(resp)).await;
-                });
+        Ok(Response::new(answer_each(req.into_inner(), move |batch| {
+            let this = this.clone();
+            async move {
+                let id = batch.id;
+                match this.propose(batch.requests, forwarded).await {
+                    Ok(r) => ProposeBatchResponse {
+                        id,
+                        db_size: this.db_size.load(Ordering::Relaxed),
+                        ..r
+                    },
+                    Err(s) => ProposeBatchResponse {
+                        id,
+                        failure: Some(failure_of(&s)),
+                        ..Default::default()
+                    },
+                }
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        })))
+    }
+
+    type ReadIndexStreamStream = ReceiverStream<Result<ReadIndexResponse, Status>>;
+
+    /// Read indexes on one stream, each answered (by id) when its round is.
+    async fn read_index_stream(
+        &self,
+        req: Request<Streaming<ReadIndexRequest>>,
+    ) -> Result<Response<Self::ReadIndexStreamStream>, Status> {
+        let forwarded = is_forwarded(&req);
+        let this = self.clone();
+        Ok(Response::new(answer_each(req.into_inner(), move |call| {
+            let this = this.clone();
+            async move {
+                match this.answer_read_index(forwarded).await {
+                    Ok(r) => ReadIndexResponse { id: call.id, ..r },
+                    Err(s) => ReadIndexResponse {
+                        id: call.id,
+                        failure: Some(failure_of(&s)),
+                        ..Default::default()
+                    },
+                }
+            }
+        })))
     }
 
     async fn read_index(
         &self,
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        // A read changes nothing: when leadership moved under it (or the
-        // old leader went away), it is simply routed again.
-        let mut tries = 0;
-        let read_index = loop {
-            match self.shared_read_index(forwarded).await {
-                Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
-                    tries += 1;
-                    tokio::time::sleep(REROUTE_PAUSE).await;
-                }
-                r => break r.map_err(leader_failed)?,
-            }
-        };
-        Ok(Response::new(ReadIndexResponse {
-            read_index,
-            raft_term: self.term(),
-        }))
+        self.answer_read_index(is_forwarded(&req))
+            .await
+            .map(Response::new)
     }
 
     async fn status(

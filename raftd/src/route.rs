@@ -5,7 +5,7 @@
 //! so an election is invisible beyond a short delay.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
@@ -14,17 +14,42 @@ use tonic::{Request, Status};
 
 use crate::network::peer_channel;
 use crate::types::{NodeId, Raft};
+use common::call_stream::{CallStream, Opener};
 use common::errors::EtcdError;
 use common::proto::raft::raft_local_client::RaftLocalClient;
+use common::proto::raft::{ProposeBatchRequest, ProposeBatchResponse};
+use common::read_index_link::ReadIndexLink;
 
-const FORWARDED: &str = "triad-forwarded";
+/// The way to one member's raftd when it leads: its RaftLocal client and
+/// the long-lived streams forwarded proposals and read indexes ride.
+pub struct LeaderLink {
+    pub client: RaftLocalClient<Channel>,
+    pub proposals: CallStream<ProposeBatchRequest, ProposeBatchResponse>,
+    pub read_indexes: ReadIndexLink,
+}
 
-/// A client of one member's RaftLocal, with the peer URLs it was made for.
-type LeaderClient = (Vec<String>, RaftLocalClient<Channel>);
+impl LeaderLink {
+    fn new(client: RaftLocalClient<Channel>) -> Self {
+        let to = client.clone();
+        let opener: Opener<_, _> = Box::new(move |batches| {
+            let mut to = to.clone();
+            Box::pin(async move { Ok(to.propose(forwarded(batches)).await?.into_inner()) })
+        });
+        LeaderLink {
+            // A batch lost with its stream may have been committed.
+            proposals: CallStream::new(opener, || EtcdError::Timeout.into()),
+            read_indexes: ReadIndexLink::new(client.clone(), true),
+            client,
+        }
+    }
+}
+
+/// A member's link, with the peer URLs it was made for.
+type LeaderClient = (Vec<String>, Arc<LeaderLink>);
 
 pub enum Route {
     Here,
-    Leader(RaftLocalClient<Channel>),
+    Leader(Arc<LeaderLink>),
 }
 
 pub struct Router {
@@ -35,16 +60,12 @@ pub struct Router {
     clients: Mutex<HashMap<NodeId, LeaderClient>>,
 }
 
-/// Whether a request arrived forwarded from another member.
-pub fn is_forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(FORWARDED)
-}
+pub use common::proto::is_forwarded;
 
 /// A request to forward to the leader, marked as forwarded.
 pub fn forwarded<T>(msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    common::proto::mark_forwarded(&mut req);
     req
 }
 
@@ -92,7 +113,7 @@ impl Router {
         self.client(leader).map(Route::Leader)
     }
 
-    fn client(&self, id: NodeId) -> Result<RaftLocalClient<Channel>, Status> {
+    fn client(&self, id: NodeId) -> Result<Arc<LeaderLink>, Status> {
         let urls = {
             let m = self.raft.metrics().borrow_watched().clone();
             m.membership_config
@@ -112,8 +133,9 @@ impl Router {
         }
         let channel = peer_channel(&urls).map_err(Status::unavailable)?;
         let client = RaftLocalClient::new(channel).max_decoding_message_size(usize::MAX);
-        clients.insert(id, (urls, client.clone()));
-        Ok(client)
+        let link = Arc::new(LeaderLink::new(client));
+        clients.insert(id, (urls, link.clone()));
+        Ok(link)
     }
 
     /// Wait until this member has applied `index` (after a forwarded write

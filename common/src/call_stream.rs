@@ -1,7 +1,8 @@
-//! Calls carried as messages on one long-lived bidi stream to a local
-//! daemon and answered by id: no HTTP/2 stream set-up per call (headers,
-//! a server task, trailers) on the hottest paths — proposals to raftd and
-//! point reads from storaged. The stream opens on first use and again
+//! Calls carried as messages on one long-lived bidi stream and answered
+//! by id: no HTTP/2 stream set-up per call (headers, a server task,
+//! trailers) on the hottest paths — gatewayd's proposals, read indexes and
+//! point reads, and a follower raftd's proposals and read indexes sent on
+//! to the leader. The stream opens on first use and again
 //! after it breaks; an error opening it is the open call's (so callers can
 //! tell "daemon not reachable, nothing sent"), and a call sent on a stream
 //! that then breaks fails with the status the owner chose.
@@ -14,6 +15,11 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
+
+use crate::proto::raft::{
+    ProposeBatchRequest, ProposeBatchResponse, ReadIndexRequest, ReadIndexResponse,
+};
+use crate::proto::storage::{ReadCall, ReadReply};
 
 /// A request that carries its call id.
 pub trait Tagged {
@@ -140,3 +146,41 @@ where
         }
     }
 }
+
+/// For calls that may simply be sent again (reads): a stream that broke
+/// under them is a transport failure (a source attached), which callers
+/// retry as they retry a lost connection.
+pub fn broke_retryable() -> Status {
+    let mut s = Status::unavailable("call stream ended");
+    s.set_source(Arc::new(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    )));
+    s
+}
+
+/// A failure carried in a reply (`failure` fields) as the status it was.
+pub fn failure_status(code: i32, message: String) -> Status {
+    Status::new(tonic::Code::from_i32(code), message)
+}
+
+/// Requests and replies that carry an `id` field.
+macro_rules! tagged {
+    ($($req:ty => $resp:ty),* $(,)?) => {$(
+        impl Tagged for $req {
+            fn set_id(&mut self, id: u64) {
+                self.id = id;
+            }
+        }
+        impl TaggedReply for $resp {
+            fn id(&self) -> u64 {
+                self.id
+            }
+        }
+    )*};
+}
+
+tagged!(
+    ProposeBatchRequest => ProposeBatchResponse,
+    ReadIndexRequest => ReadIndexResponse,
+    ReadCall => ReadReply,
+);
