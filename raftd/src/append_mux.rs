@@ -117,3 +117,118 @@ async fn open(client: &mut RaftPeerClient<Channel>) -> Result<Open, Status> {
     });
     Ok(Open { tx, waiting })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use common::proto::etcdserverpb::{HashKvRequest, HashKvResponse};
+    use common::proto::peer::raft_peer_server::{RaftPeer, RaftPeerServer};
+    use common::proto::peer::{ClusterRequest, ClusterResponse, SnapshotChunk};
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_stream::StreamExt;
+    use tonic::{Request, Response, Streaming};
+
+    /// A peer whose StreamAppend echoes each message, and ends the call
+    /// right after answering a message whose body is "end" (as openraft
+    /// ends it after an error result).
+    #[derive(Default)]
+    struct Echo {
+        opened: Arc<AtomicUsize>,
+    }
+
+    type Unary = Result<Response<RaftMessage>, Status>;
+
+    #[tonic::async_trait]
+    impl RaftPeer for Echo {
+        async fn append_entries(&self, _: Request<RaftMessage>) -> Unary {
+            Err(Status::unimplemented("test"))
+        }
+        type StreamAppendStream = ReceiverStream<Result<RaftMessage, Status>>;
+        async fn stream_append(
+            &self,
+            req: Request<Streaming<RaftMessage>>,
+        ) -> Result<Response<Self::StreamAppendStream>, Status> {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let mut input = req.into_inner();
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = input.next().await {
+                    let end = m.body == b"end";
+                    if tx.send(Ok(m)).await.is_err() || end {
+                        break;
+                    }
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
+        }
+        async fn vote(&self, _: Request<RaftMessage>) -> Unary {
+            Err(Status::unimplemented("test"))
+        }
+        async fn pre_vote(&self, _: Request<RaftMessage>) -> Unary {
+            Err(Status::unimplemented("test"))
+        }
+        async fn transfer_leader(&self, _: Request<RaftMessage>) -> Unary {
+            Err(Status::unimplemented("test"))
+        }
+        async fn install_snapshot(&self, _: Request<Streaming<SnapshotChunk>>) -> Unary {
+            Err(Status::unimplemented("test"))
+        }
+        async fn hash_kv(
+            &self,
+            _: Request<HashKvRequest>,
+        ) -> Result<Response<HashKvResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn cluster(
+            &self,
+            _: Request<ClusterRequest>,
+        ) -> Result<Response<ClusterResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+    }
+
+    fn msg(body: &[u8]) -> RaftMessage {
+        RaftMessage {
+            cluster_id: 1,
+            from: 2,
+            body: body.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn single_requests_share_one_call_and_survive_its_end() {
+        let dir = std::env::temp_dir().join(format!("append-mux-{}", std::process::id()));
+        let path = dir.join("peer.sock");
+        let listener = common::uds::bind(&path, false).expect("bind");
+        let opened = Arc::new(AtomicUsize::new(0));
+        let echo = Echo {
+            opened: opened.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftPeerServer::new(echo))
+                .serve_with_incoming(common::uds::incoming(listener)),
+        );
+        let mut client = RaftPeerClient::new(common::uds::channel(&path));
+        let mut mux = AppendMux::default();
+
+        // Answers come back to the request that asked, in order, on one call.
+        for body in [&b"1"[..], b"2", b"3"] {
+            let reply = mux.call(&mut client, msg(body)).await.expect("reply");
+            assert_eq!(reply.body, body);
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+
+        // The peer ends the call after answering: the next request opens
+        // another one and is answered there.
+        let reply = mux.call(&mut client, msg(b"end")).await.expect("reply");
+        assert_eq!(reply.body, b"end");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let reply = mux.call(&mut client, msg(b"4")).await.expect("reply");
+        assert_eq!(reply.body, b"4");
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
