@@ -17,18 +17,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::proto::raft::{
-    ProposeBatchRequest, ProposeBatchResponse, ReadIndexRequest, ReadIndexResponse,
+    BatchFailure, ProposeBatchRequest, ProposeBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
-use crate::proto::storage::{ReadCall, ReadReply};
+use crate::proto::storage::{CallFailure, ReadCall, ReadReply};
 
 /// A request that carries its call id.
 pub trait Tagged {
     fn set_id(&mut self, id: u64);
 }
 
-/// A reply that names the call it answers.
+/// A reply that names the call it answers, and may carry the call's
+/// failure (a gRPC status) instead of an answer.
 pub trait TaggedReply {
     fn id(&self) -> u64;
+    fn take_failure(&mut self) -> Option<Status>;
 }
 
 /// Calls sent and not answered yet, until the stream ends.
@@ -114,8 +116,17 @@ where
         Ok(open)
     }
 
-    /// Send one call and wait for its answer.
-    pub async fn call(&self, mut req: Req) -> Result<Resp, Status> {
+    /// Send one call and wait for its answer; a failure the reply carries
+    /// is returned as the error it was.
+    pub async fn call(&self, req: Req) -> Result<Resp, Status> {
+        let mut resp = self.answer(req).await?;
+        match resp.take_failure() {
+            Some(failure) => Err(failure),
+            None => Ok(resp),
+        }
+    }
+
+    async fn answer(&self, mut req: Req) -> Result<Resp, Status> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         req.set_id(id);
         loop {
@@ -158,12 +169,7 @@ pub fn broke_retryable() -> Status {
     s
 }
 
-/// A failure carried in a reply (`failure` fields) as the status it was.
-pub fn failure_status(code: i32, message: String) -> Status {
-    Status::new(tonic::Code::from_i32(code), message)
-}
-
-/// Requests and replies that carry an `id` field.
+/// Requests and replies that carry an `id` field, the replies a `failure`.
 macro_rules! tagged {
     ($($req:ty => $resp:ty),* $(,)?) => {$(
         impl Tagged for $req {
@@ -175,6 +181,10 @@ macro_rules! tagged {
             fn id(&self) -> u64 {
                 self.id
             }
+            fn take_failure(&mut self) -> Option<Status> {
+                let f = self.failure.take()?;
+                Some(Status::new(tonic::Code::from_i32(f.code), f.message))
+            }
         }
     )*};
 }
@@ -184,3 +194,20 @@ tagged!(
     ReadIndexRequest => ReadIndexResponse,
     ReadCall => ReadReply,
 );
+
+/// A failed call as the `failure` its reply carries (the server side of
+/// `TaggedReply::take_failure`).
+macro_rules! failure_from_status {
+    ($($failure:ty),*) => {$(
+        impl From<&Status> for $failure {
+            fn from(s: &Status) -> Self {
+                Self {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                }
+            }
+        }
+    )*};
+}
+
+failure_from_status!(BatchFailure, CallFailure);

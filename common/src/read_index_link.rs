@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::call_stream::{broke_retryable, failure_status, CallStream, Opener};
+use crate::call_stream::{broke_retryable, CallStream, Opener};
 use crate::proto::raft::raft_local_client::RaftLocalClient;
 use crate::proto::raft::{ReadIndexRequest, ReadIndexResponse};
 
@@ -47,9 +47,6 @@ impl ReadIndexLink {
     pub async fn read_index(&self) -> Result<ReadIndexResponse, Status> {
         if !self.unary_only.load(Ordering::Relaxed) {
             match self.stream.call(ReadIndexRequest::default()).await {
-                Ok(ReadIndexResponse {
-                    failure: Some(f), ..
-                }) => return Err(failure_status(f.code, f.message)),
                 Err(s) if s.code() == Code::Unimplemented => {
                     self.unary_only.store(true, Ordering::Relaxed);
                 }

@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use crate::proposer::Proposer;
 use crate::quota::{self, Quota};
 use crate::tokens::Tokens;
-use common::call_stream::{broke_retryable, failure_status, CallStream, Opener};
+use common::call_stream::{broke_retryable, CallStream, Opener};
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::{AlarmRequest, AlarmType};
 use common::proto::storage::auth_check_request::Need;
@@ -374,9 +374,6 @@ impl Backend {
                 Ok(ReadReply {
                     response: Some(r), ..
                 }) => return Ok(r),
-                Ok(ReadReply {
-                    failure: Some(f), ..
-                }) => return Err(failure_status(f.code, f.message)),
                 Ok(_) => return Err(unavailable("storaged sent an empty read reply")),
                 Err(s) if s.code() == Code::Unimplemented => {
                     self.point_reads_unsupported.store(true, Ordering::Relaxed);

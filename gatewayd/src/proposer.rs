@@ -16,7 +16,7 @@ use tonic::Status;
 
 use crate::backend::{retrying, Retry};
 use crate::quota::Quota;
-use common::call_stream::{failure_status, CallStream, Opener};
+use common::call_stream::{CallStream, Opener};
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
@@ -51,14 +51,9 @@ impl Link {
 
     /// Propose one batch over the stream.
     pub async fn call(&self, requests: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
-        let resp = self
-            .calls
+        self.calls
             .call(ProposeBatchRequest { requests, id: 0 })
-            .await?;
-        match resp.failure {
-            Some(f) => Err(failure_status(f.code, f.message)),
-            None => Ok(resp),
-        }
+            .await
     }
 }
 

@@ -14,7 +14,6 @@ use crate::lessor::Lessor;
 use crate::members::Members;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::{Proposal, Raft, TypeConfig};
-use common::call_stream::failure_status;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
@@ -26,9 +25,9 @@ use common::proto::raft::propose_outcome::Outcome;
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::raft_local_server::RaftLocal;
 use common::proto::raft::{
-    BatchFailure, HelloRequest, HelloResponse, LeaseLiveness, LeaseRevokeProposal,
-    ProposeBatchRequest, ProposeBatchResponse, ProposeOutcome, PublishRequest, PublishResponse,
-    ReadIndexRequest, ReadIndexResponse, StatusRequest, StatusResponse,
+    HelloRequest, HelloResponse, LeaseLiveness, LeaseRevokeProposal, ProposeBatchRequest,
+    ProposeBatchResponse, ProposeOutcome, PublishRequest, PublishResponse, ReadIndexRequest,
+    ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
 use common::read_batch::ReadBatch;
@@ -279,9 +278,6 @@ impl RaftLocalService {
                     })
                     .await
                     .map_err(leader_failed)?;
-                if let Some(f) = resp.failure {
-                    return Err(failure_status(f.code, f.message));
-                }
                 self.router.wait_applied(resp.raft_index).await?;
                 Ok(resp)
             }
@@ -311,14 +307,6 @@ where
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// A failed call as the failure its reply carries.
-fn failure_of(s: &Status) -> BatchFailure {
-    BatchFailure {
-        code: s.code() as i32,
-        message: s.message().to_string(),
-    }
 }
 
 /// A raft result as a proposal outcome.
@@ -415,7 +403,7 @@ impl RaftLocal for RaftLocalService {
                     },
                     Err(s) => ProposeBatchResponse {
                         id,
-                        failure: Some(failure_of(&s)),
+                        failure: Some((&s).into()),
                         ..Default::default()
                     },
                 }
@@ -439,7 +427,7 @@ impl RaftLocal for RaftLocalService {
                     Ok(r) => ReadIndexResponse { id: call.id, ..r },
                     Err(s) => ReadIndexResponse {
                         id: call.id,
-                        failure: Some(failure_of(&s)),
+                        failure: Some((&s).into()),
                         ..Default::default()
                     },
                 }

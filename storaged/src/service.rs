@@ -27,7 +27,7 @@ use common::proto::storage::{
     AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse, MetricsRequest,
     MetricsResponse,
 };
-use common::proto::storage::{CallFailure, ReadCall, ReadReply};
+use common::proto::storage::{ReadCall, ReadReply};
 use common::proto::STORAGE_PROTOCOL;
 
 pub struct StorageService {
@@ -123,17 +123,11 @@ impl Storage for StorageService {
                         response: Some(response),
                         failure: None,
                     },
-                    Err(e) => {
-                        let s = Status::from(e);
-                        ReadReply {
-                            id: call.id,
-                            response: None,
-                            failure: Some(CallFailure {
-                                code: s.code() as i32,
-                                message: s.message().to_string(),
-                            }),
-                        }
-                    }
+                    Err(e) => ReadReply {
+                        id: call.id,
+                        response: None,
+                        failure: Some((&Status::from(e)).into()),
+                    },
                 };
                 if tx.send(Ok(reply)).await.is_err() {
                     break;
