@@ -25,18 +25,24 @@ pub mod state_machine;
 pub mod types;
 
 /// Resolves with openraft's fatal error once its core has stopped (a
-/// storage error, a panic); pending forever while it runs.
+/// storage error, a panic); pending forever while it runs. The error is
+/// looked for on a tick and when the server metrics change or close, not
+/// on every metrics change: those come with every write.
 pub async fn fatal(raft: &types::Raft) -> String {
-    let stopped = raft
-        .wait(None)
-        .metrics(|m| m.running_state.is_err(), "raft core stopped")
-        .await;
-    match stopped {
-        Ok(m) => match m.running_state {
-            Err(e) => e.to_string(),
-            Ok(()) => "unknown".to_string(),
-        },
-        // The metrics channel closed: the core is gone too.
-        Err(e) => e.to_string(),
+    use openraft::async_runtime::WatchReceiver;
+    let mut server = raft.server_metrics();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        let closed = tokio::select! {
+            changed = server.changed() => changed.is_err(),
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = &raft.metrics().borrow_watched().running_state {
+            return e.to_string();
+        }
+        if closed {
+            // The metrics channel closed: the core is gone too.
+            return "raft core stopped".to_string();
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! Appends go into fjall without syncing and their completion callbacks to
 //! one flusher thread, which fsyncs once for everything queued since its
 //! last fsync (group commit: many proposals per fsync) and only then reports
-//! them persisted. Votes are fsync'd before `save_vote` returns.
+//! them persisted. Votes are fsync'd before `save_vote` returns. The
+//! committed index (a replay hint) rides along with the next append
+//! instead of costing a journal write of its own on every commit.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -34,6 +36,8 @@ pub struct LogStore {
     log: Keyspace,
     meta: Keyspace,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// The newest committed index openraft reported, not yet written.
+    committed: Arc<Mutex<Option<Option<LogId>>>>,
 }
 
 #[derive(Clone)]
@@ -60,6 +64,7 @@ impl LogStore {
             log,
             meta,
             flusher: tx,
+            committed: Arc::default(),
         })
     }
 
@@ -190,18 +195,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not synced on its own: it is a hint for replay, made durable by the
-        // next append's fsync; losing it only means replaying less eagerly.
-        match committed {
-            Some(c) => self
-                .meta
-                .insert(META_COMMITTED, encode(&c)?)
-                .map_err(io_err),
-            None => self.meta.remove(META_COMMITTED).map_err(io_err),
+        // A hint for replay, not synced on its own: it is written with the
+        // next append (and made durable by that append's fsync); losing it
+        // only means replaying less eagerly after a restart.
+        if let Ok(mut pending) = self.committed.lock() {
+            *pending = Some(committed);
         }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(pending) = self.committed.lock().ok().and_then(|p| *p) {
+            return Ok(pending);
+        }
         match self.meta.get(META_COMMITTED).map_err(io_err)? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
@@ -220,6 +226,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = self.db.batch();
         for e in entries {
             batch.insert(&self.log, e.log_id.index.to_be_bytes(), encode(&e)?);
+        }
+        let committed = self.committed.lock().ok().and_then(|mut p| p.take());
+        match committed {
+            Some(Some(c)) => batch.insert(&self.meta, META_COMMITTED, encode(&c)?),
+            Some(None) => batch.remove(&self.meta, META_COMMITTED),
+            None => {}
         }
         batch.commit().map_err(io_err)?;
         self.flusher

@@ -1,7 +1,10 @@
 //! raftd's metrics, with etcd's names: leadership, proposals, WAL fsync
-//! latency and peer round trips. Leadership and raft indices follow
-//! openraft's metrics; the rest are counted where they happen.
+//! latency and peer round trips. Leadership follows openraft's server
+//! metrics (which change only with leadership and membership); the raft
+//! indices are read when the metrics are rendered; the rest are counted
+//! where they happen.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::metrics::{Counter, Gauge, Histogram, Metric};
@@ -49,7 +52,16 @@ pub static PEER_RTT: Histogram = Histogram::labelled(
     0.0001,
 );
 
+/// The raft whose indices `render` reports (set by `follow`).
+static RAFT: OnceLock<Raft> = OnceLock::new();
+
 pub fn render() -> String {
+    if let Some(raft) = RAFT.get() {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        PROPOSALS_COMMITTED.set(m.last_log_index.unwrap_or(0) as i64);
+        PROPOSALS_APPLIED.set(m.last_applied.map_or(0, |l| l.index) as i64);
+    }
     let all: [&dyn Metric; 9] = [
         &HAS_LEADER,
         &IS_LEADER,
@@ -64,22 +76,23 @@ pub fn render() -> String {
     common::metrics::render(&all)
 }
 
-/// Keep the leadership and index gauges in step with openraft.
+/// Keep the leadership gauges in step with openraft. Server metrics, not
+/// the full ones: those change with every write, and waking a task for
+/// each would cost every write some CPU on raftd's one thread.
 pub async fn follow(raft: Raft, me: u64) {
-    let mut rx = raft.metrics();
+    let _ = RAFT.set(raft.clone());
+    let mut rx = raft.server_metrics();
     let mut leader = None;
     loop {
-        let m = rx.borrow_watched().clone();
-        if m.current_leader != leader {
-            if m.current_leader.is_some() {
+        let current = rx.borrow_watched().current_leader;
+        if current != leader {
+            if current.is_some() {
                 LEADER_CHANGES.inc();
             }
-            leader = m.current_leader;
+            leader = current;
         }
         HAS_LEADER.set(i64::from(leader.is_some()));
         IS_LEADER.set(i64::from(leader == Some(me)));
-        PROPOSALS_COMMITTED.set(m.last_log_index.unwrap_or(0) as i64);
-        PROPOSALS_APPLIED.set(m.last_applied.map_or(0, |l| l.index) as i64);
         if rx.changed().await.is_err() {
             return;
         }

@@ -31,7 +31,8 @@ impl Removal {
     /// life of the process (a leader receives few messages, so this cannot
     /// wait for them).
     pub async fn follow(self: std::sync::Arc<Self>, raft: Raft) {
-        let mut metrics = raft.metrics();
+        // Server metrics change with membership, not with every write.
+        let mut metrics = raft.server_metrics();
         loop {
             let current = Self::members(&raft);
             if let Ok(mut seen) = self.seen.lock() {
@@ -44,7 +45,7 @@ impl Removal {
     }
 
     fn members(raft: &Raft) -> BTreeSet<NodeId> {
-        let metrics = raft.metrics();
+        let metrics = raft.server_metrics();
         let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         membership.nodes().map(|(id, _)| *id).collect()
