@@ -167,12 +167,16 @@ impl Watcher {
             .events
             .iter()
             .filter(|e| self.matches(e))
-            .map(|e| {
-                let mut e = e.clone();
-                if !self.prev_kv {
-                    e.prev_kv = None;
-                }
-                e
+            .map(|e| Event {
+                r#type: e.r#type,
+                kv: e.kv.clone(),
+                // Cloned only when asked for: with fan-out every event is
+                // copied once per watcher.
+                prev_kv: if self.prev_kv {
+                    e.prev_kv.clone()
+                } else {
+                    None
+                },
             })
             .collect()
     }
