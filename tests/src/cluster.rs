@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -289,12 +290,24 @@ impl Cluster {
         std::fs::read_to_string(p).ok()?.trim().parse().ok()
     }
 
+    /// Send `sig` to a daemon of member i; returns the pid signalled. A
+    /// daemon that is down already (it stopped itself, say on a full disk,
+    /// and its supervisor has not restarted it yet) is signalled once it is
+    /// back.
     pub fn signal(&self, i: usize, daemon: &str, sig: Signal) -> i32 {
-        let pid = self
-            .pid(i, daemon)
-            .unwrap_or_else(|| panic!("no pid for {daemon} of member {i}"));
-        kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {daemon}: {e}"));
-        pid
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pid = self
+                .pid(i, daemon)
+                .unwrap_or_else(|| panic!("no pid for {daemon} of member {i}"));
+            match kill(Pid::from_raw(pid), sig) {
+                Ok(()) => return pid,
+                Err(Errno::ESRCH) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("signal {daemon} of member {i}: {e}\n{}", self.logs(i)),
+            }
+        }
     }
 
     /// SIGSTOP / SIGCONT the cluster's supervisor (so it restarts nothing).
