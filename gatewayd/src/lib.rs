@@ -10,6 +10,7 @@ pub mod concurrency;
 pub mod election;
 pub mod http;
 pub mod identity;
+pub mod inline_stream;
 pub mod json_gateway;
 pub mod kv;
 pub mod learner;

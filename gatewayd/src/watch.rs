@@ -1,5 +1,5 @@
-//! The etcd v3 Watch service. Each client stream is one task that owns its
-//! watchers: it answers create/cancel/progress requests, delivers live
+//! The etcd v3 Watch service. Each client stream owns its watchers, and
+//! runs inside the response stream's own poll (an `InlineStream`): it answers create/cancel/progress requests, delivers live
 //! batches from the watch hub to every watcher whose range and filters
 //! match, replays history from storaged for watchers that start in the past
 //! (and for the whole stream when it fell behind the live channel), and
@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
 use crate::identity::Credentials;
+use crate::inline_stream::{InlineStream, Outbox};
 use crate::metrics;
 use crate::watch_hub::WatchHub;
 use common::proto::etcdserverpb::watch_create_request::FilterType;
@@ -28,7 +28,7 @@ use common::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchRespons
 use common::proto::mvccpb::{event::EventType, Event};
 use common::proto::storage::EventBatch;
 
-/// Responses buffered toward one client before its stream task waits.
+/// Responses buffered toward one client before its stream waits.
 const OUT_BUFFER: usize = 128;
 /// Revisions of history per response when a watcher replays the past.
 /// How long a history replay waits out a storaged restart (50 × 100 ms).
@@ -62,7 +62,7 @@ impl WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = InlineStream<Result<WatchResponse, Status>>;
 
     async fn watch(
         &self,
@@ -80,25 +80,30 @@ impl WatchService {
         &self,
         creds: Credentials,
         requests: S,
-    ) -> ReceiverStream<Result<WatchResponse, Status>>
+    ) -> InlineStream<Result<WatchResponse, Status>>
     where
         S: futures::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
-        let (out, rx) = mpsc::channel(OUT_BUFFER);
         let (live, delivered) = self.hub.subscribe().await;
-        let stream = ClientStream {
-            creds,
-            backend: self.backend.clone(),
-            hub: self.hub.clone(),
-            max_request_bytes: self.max_request_bytes,
-            out,
-            live,
-            delivered,
-            watchers: BTreeMap::new(),
-            next_id: 0,
-        };
-        tokio::spawn(stream.run(requests, self.progress_interval));
-        ReceiverStream::new(rx)
+        let backend = self.backend.clone();
+        let hub = self.hub.clone();
+        let max_request_bytes = self.max_request_bytes;
+        let progress_interval = self.progress_interval;
+        InlineStream::new(OUT_BUFFER, move |out| {
+            metrics::WATCH_STREAMS.add(1);
+            let stream = ClientStream {
+                creds,
+                backend,
+                hub,
+                max_request_bytes,
+                out,
+                live,
+                delivered,
+                watchers: BTreeMap::new(),
+                next_id: 0,
+            };
+            stream.run(requests, progress_interval)
+        })
     }
 }
 
@@ -188,7 +193,7 @@ struct ClientStream {
     backend: Arc<Backend>,
     hub: Arc<WatchHub>,
     max_request_bytes: usize,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: Outbox<Result<WatchResponse, Status>>,
     live: broadcast::Receiver<Arc<EventBatch>>,
     /// Every revision up to this one has been dispatched to the watchers.
     delivered: i64,
@@ -196,15 +201,39 @@ struct ClientStream {
     next_id: i64,
 }
 
-/// The client went away: stop the stream task.
+/// The stream is over: the client went away, or it ended with an error.
 struct Gone;
+
+impl Drop for ClientStream {
+    // Also when the client goes away and the response stream, with this
+    // in it, is dropped mid-step.
+    fn drop(&mut self) {
+        metrics::WATCH_STREAMS.add(-1);
+        metrics::WATCHERS.add(-(self.watchers.len() as i64));
+    }
+}
+
+/// Counts watchers as slow (replaying history) while it lives.
+struct Replaying(i64);
+
+impl Replaying {
+    fn start(watchers: i64) -> Replaying {
+        metrics::SLOW_WATCHERS.add(watchers);
+        Replaying(watchers)
+    }
+}
+
+impl Drop for Replaying {
+    fn drop(&mut self) {
+        metrics::SLOW_WATCHERS.add(-self.0);
+    }
+}
 
 impl ClientStream {
     async fn run<S>(mut self, mut requests: S, progress_interval: Duration)
     where
         S: futures::Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
-        metrics::WATCH_STREAMS.add(1);
         let mut ticker = tokio::time::interval(progress_interval);
         ticker.tick().await;
         loop {
@@ -224,8 +253,6 @@ impl ClientStream {
                 break;
             }
         }
-        metrics::WATCH_STREAMS.add(-1);
-        metrics::WATCHERS.add(-(self.watchers.len() as i64));
     }
 
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
@@ -237,7 +264,14 @@ impl ClientStream {
     }
 
     async fn send(&self, r: WatchResponse) -> Result<(), Gone> {
-        self.out.send(Ok(r)).await.map_err(|_| Gone)
+        self.out.send(Ok(r)).await;
+        Ok(())
+    }
+
+    /// End the stream with `status`.
+    async fn fail(&self, status: Status) -> Result<(), Gone> {
+        self.out.send(Err(status)).await;
+        Err(Gone)
     }
 
     async fn handle(&mut self, req: WatchRequest) -> Result<(), Gone> {
@@ -315,15 +349,12 @@ impl ClientStream {
 
     /// Replay storaged's history of `from..=to` to one watcher, or to all.
     async fn replay(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
-        let replaying = if only.is_some() {
+        let _slow = Replaying::start(if only.is_some() {
             1
         } else {
             self.watchers.len() as i64
-        };
-        metrics::SLOW_WATCHERS.add(replaying);
-        let result = self.replay_history(from, to, only).await;
-        metrics::SLOW_WATCHERS.add(-replaying);
-        result
+        });
+        self.replay_history(from, to, only).await
     }
 
     async fn replay_history(&mut self, from: i64, to: i64, only: Option<i64>) -> Result<(), Gone> {
@@ -343,7 +374,7 @@ impl ClientStream {
                     tokio::time::sleep(HISTORY_RETRY).await;
                     continue 'read;
                 }
-                Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
+                Err(e) => return self.fail(e).await,
             };
             loop {
                 match history.message().await {
@@ -369,7 +400,7 @@ impl ClientStream {
                         tokio::time::sleep(HISTORY_RETRY).await;
                         continue 'read;
                     }
-                    Err(e) => return self.out.send(Err(e)).await.map_err(|_| Gone),
+                    Err(e) => return self.fail(e).await,
                 }
             }
         }
