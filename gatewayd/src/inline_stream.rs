@@ -8,20 +8,50 @@
 //!
 //! Backpressure is the body's: when the client does not read, HTTP/2 flow
 //! control stops the body from being polled, so the producer stops too.
+//!
+//! The body is polled several times per item (tonic's encoder asks for
+//! more, hyper polls again after each frame); the producer is polled only
+//! when something it waits on woke it, or when it waits for room.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
+use futures::task::AtomicWaker;
 use futures::Stream;
 
-type Queue<T> = Arc<Mutex<VecDeque<T>>>;
+struct Items<T> {
+    queue: VecDeque<T>,
+    /// The producer found the outbox full and waits for room.
+    waits_for_room: bool,
+}
 
-fn lock<T>(q: &Queue<T>) -> MutexGuard<'_, VecDeque<T>> {
-    // A panic while holding the lock cannot leave a VecDeque half-changed.
+type Queue<T> = Arc<Mutex<Items<T>>>;
+
+fn lock<T>(q: &Queue<T>) -> MutexGuard<'_, Items<T>> {
+    // A panic while holding the lock cannot leave the queue half-changed.
     q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The producer's waker: notes that the producer has something to do and
+/// wakes whoever polls the stream.
+struct Wakeup {
+    woken: AtomicBool,
+    reader: AtomicWaker,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.reader.wake();
+    }
 }
 
 /// The producer's end: items queued here come out of the stream in order.
@@ -36,13 +66,14 @@ impl<T> Outbox<T> {
         let mut item = Some(item);
         std::future::poll_fn(|_| {
             let mut q = lock(&self.queue);
-            if q.len() >= self.capacity {
-                // No waker needed: the stream polls the producer only once
+            if q.queue.len() >= self.capacity {
+                // No waker needed: the stream polls the producer again once
                 // it has handed out every queued item (see poll_next).
+                q.waits_for_room = true;
                 return Poll::Pending;
             }
             if let Some(item) = item.take() {
-                q.push_back(item);
+                q.queue.push_back(item);
             }
             Poll::Ready(())
         })
@@ -54,6 +85,9 @@ impl<T> Outbox<T> {
 pub struct InlineStream<T> {
     queue: Queue<T>,
     producer: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    wakeup: Arc<Wakeup>,
+    /// `wakeup` as a Waker, made once.
+    waker: Waker,
 }
 
 impl<T> InlineStream<T> {
@@ -65,7 +99,14 @@ impl<T> InlineStream<T> {
         F: FnOnce(Outbox<T>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let queue: Queue<T> = Arc::new(Mutex::new(VecDeque::new()));
+        let queue: Queue<T> = Arc::new(Mutex::new(Items {
+            queue: VecDeque::new(),
+            waits_for_room: false,
+        }));
+        let wakeup = Arc::new(Wakeup {
+            woken: AtomicBool::new(true),
+            reader: AtomicWaker::new(),
+        });
         let outbox = Outbox {
             queue: queue.clone(),
             capacity: capacity.max(1),
@@ -73,6 +114,8 @@ impl<T> InlineStream<T> {
         InlineStream {
             queue,
             producer: Some(Box::pin(produce(outbox))),
+            waker: Waker::from(wakeup.clone()),
+            wakeup,
         }
     }
 }
@@ -82,17 +125,24 @@ impl<T> Stream for InlineStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = &mut *self;
-        if let Some(item) = lock(&this.queue).pop_front() {
-            return Poll::Ready(Some(item));
-        }
-        // Empty: run the producer until it queues something or waits (on
-        // wakers registered with this stream's context).
-        if let Some(producer) = this.producer.as_mut() {
-            if producer.as_mut().poll(cx).is_ready() {
+        let runnable = {
+            let mut q = lock(&this.queue);
+            if let Some(item) = q.queue.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            std::mem::replace(&mut q.waits_for_room, false)
+        };
+        this.wakeup.reader.register(cx.waker());
+        let woken = this.wakeup.woken.swap(false, Ordering::AcqRel);
+        // Empty: run the producer, if it has anything to do, until it
+        // queues something or waits.
+        if let Some(producer) = this.producer.as_mut().filter(|_| woken || runnable) {
+            let mut own = Context::from_waker(&this.waker);
+            if producer.as_mut().poll(&mut own).is_ready() {
                 this.producer = None;
             }
         }
-        match lock(&this.queue).pop_front() {
+        match lock(&this.queue).queue.pop_front() {
             Some(item) => Poll::Ready(Some(item)),
             None if this.producer.is_none() => Poll::Ready(None),
             None => Poll::Pending,
@@ -135,6 +185,34 @@ mod tests {
         assert_eq!(s.next().await, Some(3));
         assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 6);
         assert_eq!(s.count().await, 96);
+    }
+
+    #[test]
+    fn the_producer_is_polled_only_when_woken() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut s = InlineStream::new(4, move |out| {
+            std::future::poll_fn(move |cx| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while let Poll::Ready(v) = rx.poll_recv(cx) {
+                    let Some(v) = v else { return Poll::Ready(()) };
+                    lock(&out.queue).queue.push_back(v);
+                }
+                Poll::Pending
+            })
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll = || Pin::new(&mut s).poll_next(&mut cx);
+        assert!(poll().is_pending());
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tx.send(7).ok();
+        assert_eq!(poll(), Poll::Ready(Some(7)));
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        drop(tx);
+        assert_eq!(poll(), Poll::Ready(None));
     }
 
     #[tokio::test]
