@@ -1,9 +1,10 @@
 //! The etcd v3 Watch service. Each client stream owns its watchers and
 //! runs inside the response stream's own poll (an `InlineStream`): it
 //! answers create/cancel/progress requests, delivers live batches from the
-//! watch hub to every watcher whose range and filters match, replays history from storaged for watchers that start in the past
-//! (and for the whole stream when it fell behind the live channel), and
-//! sends progress notifications. Events of one revision always go out in
+//! watch hub to every watcher whose range and filters match, replays
+//! history from storaged for watchers that start in the past (and for the
+//! whole stream when it fell behind the live channel), and sends progress
+//! notifications. Events of one revision always go out in
 //! one response (or in fragments of it, when asked for).
 
 use std::collections::BTreeMap;
