@@ -11,7 +11,7 @@
 //!
 //! The body is polled several times per item (tonic's encoder asks for
 //! more, hyper polls again after each frame); the producer is polled only
-//! when something it waits on woke it, or when it waits for room.
+//! when something it waits on woke it (a full outbox wakes it itself).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,15 +23,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures::task::AtomicWaker;
 use futures::Stream;
 
-struct Items<T> {
-    queue: VecDeque<T>,
-    /// The producer found the outbox full and waits for room.
-    waits_for_room: bool,
-}
+type Queue<T> = Arc<Mutex<VecDeque<T>>>;
 
-type Queue<T> = Arc<Mutex<Items<T>>>;
-
-fn lock<T>(q: &Queue<T>) -> MutexGuard<'_, Items<T>> {
+fn lock<T>(q: &Queue<T>) -> MutexGuard<'_, VecDeque<T>> {
     // A panic while holding the lock cannot leave the queue half-changed.
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -64,16 +58,16 @@ impl<T> Outbox<T> {
     /// Queue `item`, waiting while `capacity` items are queued.
     pub async fn send(&self, item: T) {
         let mut item = Some(item);
-        std::future::poll_fn(|_| {
+        std::future::poll_fn(|cx| {
             let mut q = lock(&self.queue);
-            if q.queue.len() >= self.capacity {
-                // No waker needed: the stream polls the producer again once
-                // it has handed out every queued item (see poll_next).
-                q.waits_for_room = true;
+            if q.len() >= self.capacity {
+                // The stream polls its producer once it has handed out every
+                // queued item, if woken: mark it woken now.
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             if let Some(item) = item.take() {
-                q.queue.push_back(item);
+                q.push_back(item);
             }
             Poll::Ready(())
         })
@@ -99,10 +93,7 @@ impl<T> InlineStream<T> {
         F: FnOnce(Outbox<T>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let queue: Queue<T> = Arc::new(Mutex::new(Items {
-            queue: VecDeque::new(),
-            waits_for_room: false,
-        }));
+        let queue: Queue<T> = Arc::new(Mutex::new(VecDeque::new()));
         let wakeup = Arc::new(Wakeup {
             woken: AtomicBool::new(true),
             reader: AtomicWaker::new(),
@@ -125,24 +116,20 @@ impl<T> Stream for InlineStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = &mut *self;
-        let runnable = {
-            let mut q = lock(&this.queue);
-            if let Some(item) = q.queue.pop_front() {
-                return Poll::Ready(Some(item));
-            }
-            std::mem::replace(&mut q.waits_for_room, false)
-        };
+        if let Some(item) = lock(&this.queue).pop_front() {
+            return Poll::Ready(Some(item));
+        }
         this.wakeup.reader.register(cx.waker());
         let woken = this.wakeup.woken.swap(false, Ordering::AcqRel);
         // Empty: run the producer, if it has anything to do, until it
         // queues something or waits.
-        if let Some(producer) = this.producer.as_mut().filter(|_| woken || runnable) {
+        if let Some(producer) = this.producer.as_mut().filter(|_| woken) {
             let mut own = Context::from_waker(&this.waker);
             if producer.as_mut().poll(&mut own).is_ready() {
                 this.producer = None;
             }
         }
-        match lock(&this.queue).queue.pop_front() {
+        match lock(&this.queue).pop_front() {
             Some(item) => Poll::Ready(Some(item)),
             None if this.producer.is_none() => Poll::Ready(None),
             None => Poll::Pending,
@@ -197,7 +184,7 @@ mod tests {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 while let Poll::Ready(v) = rx.poll_recv(cx) {
                     let Some(v) = v else { return Poll::Ready(()) };
-                    lock(&out.queue).queue.push_back(v);
+                    lock(&out.queue).push_back(v);
                 }
                 Poll::Pending
             })

@@ -264,6 +264,8 @@ impl ClientStream {
         }
     }
 
+    /// Never fails itself (a client that leaves drops this stream with its
+    /// response body); Result so callers chain it with the steps that can.
     async fn send(&self, r: WatchResponse) -> Result<(), Gone> {
         self.out.send(Ok(r)).await;
         Ok(())
