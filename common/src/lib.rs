@@ -18,6 +18,7 @@ pub mod read_index_link;
 pub mod tcp;
 pub mod tls;
 pub mod uds;
+pub mod uds_stream;
 
 /// The version every daemon reports for `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

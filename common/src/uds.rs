@@ -1,6 +1,7 @@
 //! Unix-socket gRPC plumbing for the member-local links: binding a socket
 //! (stale file replaced, mode 0600 or 0660), refusing peers whose uid is not
 //! ours (or root), and lazily-connecting, self-reconnecting client channels.
+//! Both ends use `UdsStream` (see there for why).
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +11,8 @@ use futures::{Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::uds_stream::UdsStream;
 
 /// Bind `path`, replacing a stale socket file left by a crashed process.
 /// `group_access` widens the mode from 0600 to 0660.
@@ -30,12 +33,14 @@ pub fn bind(path: &Path, group_access: bool) -> io::Result<UnixListener> {
 
 /// Accepted connections whose peer runs as our uid or as root; others are
 /// dropped (and logged) before any byte is read.
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UnixStream>> {
+pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UdsStream>> {
     let own_uid = nix::unistd::geteuid().as_raw();
     tokio_stream::wrappers::UnixListenerStream::new(listener).filter_map(move |conn| async move {
         match conn {
             Ok(stream) => match stream.peer_cred() {
-                Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => Some(Ok(stream)),
+                Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => {
+                    Some(UdsStream::new(stream))
+                }
                 Ok(cred) => {
                     tracing::warn!(
                         uid = cred.uid(),
@@ -63,6 +68,9 @@ pub fn channel(path: &Path) -> Channel {
         .tcp_nodelay(true)
         .connect_with_connector_lazy(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+            async move {
+                let stream = UnixStream::connect(path).await?;
+                UdsStream::new(stream).map(TokioIo::new)
+            }
         }))
 }
