@@ -1,6 +1,11 @@
 //! gatewayd's entry point: config, links to raftd and storaged, and the
 //! client listeners (etcd gRPC + HTTP on every --listen-client-urls).
 
+/// mimalloc rather than glibc's malloc: every request allocates and frees
+/// many small buffers (HTTP/2 frames, protobuf messages, futures).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;

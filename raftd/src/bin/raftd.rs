@@ -1,6 +1,11 @@
 //! raftd's entry point: config, the raft log, the openraft node (bootstrapped
 //! from --initial-cluster on first start), and the local Unix-socket server.
 
+/// mimalloc rather than glibc's malloc: every request allocates and frees
+/// many small buffers (HTTP/2 frames, protobuf messages, futures).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;

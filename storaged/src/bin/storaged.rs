@@ -1,5 +1,10 @@
 //! storaged's entry point: config, the store, the Unix-socket server.
 
+/// mimalloc rather than glibc's malloc: every request allocates and frees
+/// many small buffers (HTTP/2 frames, protobuf messages, futures).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
