@@ -65,15 +65,16 @@ impl UdsStream {
                     return Poll::Ready(done);
                 }
             }
-            if self.write_waiter.is_none() {
-                let dup = self.io.get_ref().as_fd().try_clone_to_owned()?;
-                // SAFETY: as in `new`; the duplicate is an owned descriptor
-                // that the AsyncFd deregisters before closing it.
-                let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE)? };
-                self.write_waiter = Some(waiter);
-            }
-            let Some(waiter) = self.write_waiter.as_ref() else {
-                continue;
+            let waiter = match &mut self.write_waiter {
+                Some(waiter) => waiter,
+                slot @ None => {
+                    let dup = self.io.get_ref().as_fd().try_clone_to_owned()?;
+                    // SAFETY: as in `new`; the duplicate is an owned
+                    // descriptor that the AsyncFd deregisters before closing.
+                    slot.insert(unsafe {
+                        AsyncFd::register_with_interest(dup, Interest::WRITABLE)?
+                    })
+                }
             };
             // Clear the readiness and retry: the retry, not a possibly
             // older edge, decides whether there is room.
