@@ -97,8 +97,18 @@ impl AsyncRead for UdsStream {
             // cost a memset of hyper's whole read buffer on every read.
             // SAFETY: only bytes the kernel wrote are marked initialised.
             let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
             match guard.try_io(|io| recv_into(io.get_ref(), unfilled)) {
                 Ok(Ok(n)) => {
+                    // A stream socket's recv stops short only when it has
+                    // emptied the queue: forget the readiness now instead
+                    // of learning it from one more recv that fails with
+                    // EAGAIN (what tokio does for TCP). An edge that
+                    // arrived meanwhile is kept: tokio clears only the
+                    // readiness this guard saw.
+                    if n > 0 && n < room {
+                        guard.clear_ready();
+                    }
                     // SAFETY: `recv` filled the first `n` bytes.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);

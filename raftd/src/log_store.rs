@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -35,7 +35,7 @@ pub struct LogStore {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
-    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    flusher: Arc<Flusher>,
     /// The newest committed index openraft reported, not yet written.
     committed: Arc<Mutex<Option<Option<LogId>>>>,
 }
@@ -53,17 +53,17 @@ impl LogStore {
             .open()?;
         let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        let queue = Arc::new(FlushQueue::default());
+        let (flush_db, flush_queue) = (db.clone(), queue.clone());
         std::thread::Builder::new()
             .name("raft-log-fsync".into())
-            .spawn(move || group_commit(flush_db, rx))
+            .spawn(move || group_commit(flush_db, &flush_queue))
             .map_err(fjall::Error::Io)?;
         Ok(LogStore {
             db,
             log,
             meta,
-            flusher: tx,
+            flusher: Arc::new(Flusher(queue)),
             committed: Arc::default(),
         })
     }
@@ -103,13 +103,83 @@ impl LogStore {
     }
 }
 
-/// Fsync once per wake-up for every append queued so far.
-fn group_commit(db: Database, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
+/// Appends waiting for the flusher thread's next fsync.
+///
+/// A mutex-guarded list whose waker is signalled after the lock is released.
+/// std's mpsc channel wakes its receiver while still holding its waiter
+/// lock: the woken flusher preempted raftd's thread there, fsync'd, and then
+/// blocked on that same lock until raftd ran again: two extra context
+/// switches per append.
+struct FlushQueue<T> {
+    state: Mutex<FlushState<T>>,
+    wake: Condvar,
+}
+
+struct FlushState<T> {
+    pending: Vec<T>,
+    closed: bool,
+}
+
+impl<T> Default for FlushQueue<T> {
+    fn default() -> Self {
+        FlushQueue {
+            state: Mutex::new(FlushState {
+                pending: Vec::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
         }
+    }
+}
+
+impl<T> FlushQueue<T> {
+    fn push(&self, callback: T) -> io::Result<()> {
+        {
+            let mut state = self.state.lock().map_err(io_err)?;
+            if state.closed {
+                return Err(io_err("raft log flusher stopped"));
+            }
+            state.pending.push(callback);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Everything queued, once there is something; None once closed.
+    fn take(&self) -> Option<Vec<T>> {
+        let mut state = self.state.lock().ok()?;
+        loop {
+            if !state.pending.is_empty() {
+                return Some(std::mem::take(&mut state.pending));
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.wake.wait(state).ok()?;
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.closed = true;
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The flusher thread's handle, shared by every clone of the store: the
+/// thread stops when the last one is dropped.
+struct Flusher(Arc<FlushQueue<IOFlushed<TypeConfig>>>);
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Fsync once per wake-up for every append queued so far.
+fn group_commit(db: Database, queue: &FlushQueue<IOFlushed<TypeConfig>>) {
+    while let Some(waiting) = queue.take() {
         let started = std::time::Instant::now();
         let result = db.persist(PersistMode::SyncData);
         crate::metrics::WAL_FSYNC.observe(started.elapsed());
@@ -234,9 +304,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => {}
         }
         batch.commit().map_err(io_err)?;
-        self.flusher
-            .send(callback)
-            .map_err(|_| io_err("raft log flusher stopped"))
+        self.flusher.0.push(callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -259,5 +327,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.insert(&self.meta, META_PURGED, encode(&log_id)?);
         batch.commit().map_err(io_err)?;
         self.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushQueue;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Everything pushed while the flusher was busy comes out in one take,
+    /// in order; a take waits for the next push.
+    #[test]
+    fn queued_appends_come_out_together() {
+        let queue = Arc::new(FlushQueue::default());
+        for i in 0..3 {
+            queue.push(i).expect("push");
+        }
+        assert_eq!(queue.take(), Some(vec![0, 1, 2]));
+        let waiter = std::thread::spawn({
+            let queue = queue.clone();
+            move || queue.take()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "take returned with nothing queued");
+        queue.push(7).expect("push");
+        assert_eq!(waiter.join().expect("waiter"), Some(vec![7]));
+    }
+
+    /// Closing hands over what is still queued, then ends the flusher;
+    /// later appends fail instead of waiting for an fsync that never comes.
+    #[test]
+    fn close_drains_then_stops() {
+        let queue = FlushQueue::default();
+        queue.push(1).expect("push");
+        queue.close();
+        assert_eq!(queue.take(), Some(vec![1]));
+        assert_eq!(queue.take(), None);
+        assert!(queue.push(2).is_err());
     }
 }
