@@ -2,6 +2,7 @@
 //! writes (in batches) and asks for read indexes here. Raft errors become
 //! etcd's errors through common::errors.
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -298,12 +299,24 @@ where
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(64);
+    // One task runs every answer of the stream (a task per message cost an
+    // allocation, a copy of the future and a hand-off per call).
     tokio::spawn(async move {
-        while let Ok(Some(call)) = calls.message().await {
-            let (reply, tx) = (answer(call), tx.clone());
-            tokio::spawn(async move {
-                let _ = tx.send(Ok(reply.await)).await;
-            });
+        let mut answering = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                call = calls.message(), if open => match call {
+                    Ok(Some(call)) => answering.push(answer(call)),
+                    _ => open = false,
+                },
+                Some(reply) = answering.next(), if !answering.is_empty() => {
+                    if tx.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+                else => return,
+            }
         }
     });
     ReceiverStream::new(rx)
