@@ -9,6 +9,7 @@ pub mod compactor;
 pub mod event_feed;
 pub mod events;
 pub mod hash;
+pub mod journal_writeback;
 pub mod keys;
 pub mod lease;
 pub mod metrics;
@@ -42,6 +43,9 @@ pub enum StoreError {
     Poisoned,
     #[error("snapshot: {0}")]
     Io(#[from] std::io::Error),
+    /// fsync of the journal failed: the kernel may have dropped the pages.
+    #[error("storage: journal fsync: {0}")]
+    JournalSync(std::io::Error),
     #[error("snapshot stream ended before it was complete")]
     IncompleteSnapshot,
 }
@@ -59,7 +63,9 @@ impl StoreError {
         // store's state is unknown): also only a restart cures it.
         matches!(
             self,
-            StoreError::Fjall(fjall::Error::Poisoned | fjall::Error::Io(_)) | StoreError::Poisoned
+            StoreError::Fjall(fjall::Error::Poisoned | fjall::Error::Io(_))
+                | StoreError::Poisoned
+                | StoreError::JournalSync(_)
         )
     }
 }

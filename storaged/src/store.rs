@@ -5,7 +5,7 @@
 //! skipped). Commits are flushed to the OS (not fsync'd): a storaged crash
 //! loses nothing, and after a machine crash raftd replays from `applied`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -72,6 +72,9 @@ pub struct Store {
     pub(crate) events: broadcast::Sender<Arc<EventBatch>>,
     /// Users, roles and tokens.
     pub auth: crate::auth::Auth,
+    /// The database directory (its journal files are synced directly).
+    dir: PathBuf,
+    _writeback: crate::journal_writeback::Writeback,
 }
 
 /// Revisions a live-event subscriber may fall behind before it must catch up
@@ -123,6 +126,8 @@ impl Store {
             compact_done: watch::Sender::new(done),
             events: broadcast::Sender::new(LIVE_EVENTS),
             auth,
+            dir: dir.to_path_buf(),
+            _writeback: crate::journal_writeback::Writeback::start(dir)?,
         })
     }
 
@@ -330,9 +335,13 @@ impl Store {
         Ok(())
     }
 
-    /// fsync everything; used on graceful shutdown.
+    /// Make everything applied so far durable (a checkpoint; graceful
+    /// shutdown). fjall's buffer is flushed under its journal lock, the
+    /// journal files are fsync'd outside it: an fsync under the lock would
+    /// hold up every apply meanwhile.
     pub fn persist(&self) -> Result<(), StoreError> {
-        Ok(self.db.persist(PersistMode::SyncAll)?)
+        self.db.persist(PersistMode::Buffer)?;
+        crate::journal_writeback::sync_journals(&self.dir).map_err(StoreError::JournalSync)
     }
 
     pub fn status(&self) -> Result<StatusResponse, StoreError> {
