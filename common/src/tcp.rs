@@ -12,7 +12,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// and Nagle with delayed ACKs would add ~40 ms to some of them; tonic's
 /// own `tcp_nodelay` only applies to listeners it binds itself), and
 /// writes batched (see `BatchedWrites`).
-pub fn nodelay_connections(
+pub fn nodelay_batched_connections(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = io::Result<BatchedWrites>> {
     use futures::StreamExt;

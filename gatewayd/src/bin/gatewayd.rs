@@ -425,7 +425,7 @@ async fn serve_prepared(
                 .into_iter()
                 .map(|(server, listener)| {
                     tokio::spawn(server.serve_with_incoming_shutdown(
-                        common::tcp::nodelay_connections(listener),
+                        common::tcp::nodelay_batched_connections(listener),
                         drain.clone().wait(),
                     ))
                 })

@@ -402,7 +402,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             .add_service(
                 RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(usize::MAX),
             )
-            .serve_with_incoming(common::tcp::nodelay_connections(listener));
+            .serve_with_incoming(common::tcp::nodelay_batched_connections(listener));
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "peer server failed");
