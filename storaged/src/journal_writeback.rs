@@ -5,7 +5,7 @@
 //! syncs them: fjall's journal rotation, which fsyncs under the journal
 //! lock on the applying thread, or a Checkpoint. With tens of MiB waiting,
 //! that one fsync held up every apply and read for a few hundred
-//! milliseconds (the 250-300 ms outliers of the benchmark runs). So a
+//! milliseconds (max 339-452 ms with 64 writers on one member). So a
 //! thread starts writeback of the journal files every 100 ms without
 //! waiting for it (etcd's backend likewise commits every 100 ms), and a
 //! checkpoint flushes fjall's buffer under its lock but fsyncs the files

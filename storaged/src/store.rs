@@ -127,7 +127,9 @@ impl Store {
             events: broadcast::Sender::new(LIVE_EVENTS),
             auth,
             dir: dir.to_path_buf(),
-            _writeback: crate::journal_writeback::Writeback::start(dir)?,
+            // Not a snapshot error (what a bare io::Error converts to).
+            _writeback: crate::journal_writeback::Writeback::start(dir)
+                .map_err(|e| StoreError::Fjall(fjall::Error::Io(e)))?,
         })
     }
 
