@@ -554,10 +554,16 @@ impl Backend {
     /// voters (a voter never becomes a learner again); a cached "learner"
     /// is confirmed with raftd, so a promotion takes effect at once.
     pub async fn is_learner(&self) -> bool {
-        if !self.learner.load(Ordering::Relaxed) {
+        if !self.may_be_learner() {
             return false;
         }
         let _ = self.raft_status().await;
+        self.learner.load(Ordering::Relaxed)
+    }
+
+    /// Whether this member may be a learner, without asking raftd: false
+    /// is exact (see `is_learner`).
+    pub fn may_be_learner(&self) -> bool {
         self.learner.load(Ordering::Relaxed)
     }
 

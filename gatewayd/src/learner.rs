@@ -3,23 +3,21 @@
 //! "etcdserver: rpc not supported for learner". Whether this member is a
 //! learner comes from raftd's status, refreshed by Backend.
 
-use std::sync::Arc;
+use axum::http::Response;
+use tonic::body::Body;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::backend::Backend;
 use common::errors::EtcdError;
 
 /// gRPC methods a learner answers (Range only when serializable, which
 /// KvService checks itself since it needs the decoded request).
 const LEARNER_METHODS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
 
-pub async fn guard(State(backend): State<Arc<Backend>>, req: Request, next: Next) -> Response {
-    if !LEARNER_METHODS.contains(&req.uri().path()) && backend.is_learner().await {
-        let status = tonic::Status::from(EtcdError::NotSupportedForLearner);
-        return status.into_http::<axum::body::Body>().into_response();
-    }
-    next.run(req).await
+/// Whether a learner serves calls to `path`.
+pub fn serves(path: &str) -> bool {
+    LEARNER_METHODS.contains(&path)
+}
+
+/// The answer to a call a learner does not serve.
+pub fn refusal() -> Response<Body> {
+    tonic::Status::from(EtcdError::NotSupportedForLearner).into_http()
 }

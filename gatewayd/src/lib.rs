@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
+pub mod grpc_front;
 pub mod http;
 pub mod identity;
 pub mod inline_stream;

@@ -88,31 +88,49 @@ pub async fn timed<T>(call: &str, f: impl std::future::Future<Output = T>) -> T 
     r
 }
 
-/// Count gRPC calls as go-grpc-prometheus does (an axum layer on the gRPC
-/// routes). A call is "handled" with the status its response headers carry
-/// (an error) or OK.
+/// One gRPC call counted as go-grpc-prometheus counts it: started, then
+/// "handled" with the status its response headers carry (an error) or OK.
+pub struct GrpcCall {
+    /// The call's URI (shared, cheap to clone): its path names the labels.
+    uri: axum::http::Uri,
+}
+
+impl GrpcCall {
+    pub fn start(uri: &axum::http::Uri) -> GrpcCall {
+        let (kind, service, method) = grpc_labels(uri.path());
+        GRPC_STARTED.inc(&[kind, service, method]);
+        GrpcCall { uri: uri.clone() }
+    }
+
+    pub fn finish(self, headers: &axum::http::HeaderMap) {
+        let (kind, service, method) = grpc_labels(self.uri.path());
+        let code = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map_or("OK", code_name);
+        GRPC_HANDLED.inc(&[kind, service, method, code]);
+    }
+}
+
+/// Count the gRPC calls of an axum router (the L7 proxy's).
 pub async fn count_grpc(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    // The URI is shared (cheap to clone): no copies of the path.
-    let uri = req.uri().clone();
-    let (service, method) = uri
-        .path()
+    let call = GrpcCall::start(req.uri());
+    let resp = next.run(req).await;
+    call.finish(resp.headers());
+    resp
+}
+
+/// grpc_type, grpc_service and grpc_method of a call to `path`.
+fn grpc_labels(path: &str) -> (&'static str, &str, &str) {
+    let (service, method) = path
         .trim_start_matches('/')
         .split_once('/')
         .unwrap_or(("", ""));
-    let kind = grpc_type(service, method);
-    GRPC_STARTED.inc(&[kind, service, method]);
-    let resp = next.run(req).await;
-    let code = resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or("OK", code_name);
-    GRPC_HANDLED.inc(&[kind, service, method, code]);
-    resp
+    (grpc_type(service, method), service, method)
 }
 
 fn grpc_type(service: &str, method: &str) -> &'static str {

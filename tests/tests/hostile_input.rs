@@ -128,3 +128,45 @@ async fn random_requests_get_errors_never_crashes() {
     }
     c.put("alive", "yes", None).await.expect("still serving");
 }
+
+/// A call to a service the member does not have, or to a method its
+/// service does not have, gets gRPC's Unimplemented with etcd's (grpc-go's)
+/// message, not an HTTP error.
+#[tokio::test]
+async fn unknown_services_and_methods_are_unimplemented() {
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+    let m = Member::start();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", m.endpoint()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    for (path, message) in [
+        (
+            "/etcdserverpb.Nothing/Range",
+            "unknown service etcdserverpb.Nothing",
+        ),
+        (
+            "/etcdserverpb.KV/Nothing",
+            "unknown method Nothing for service etcdserverpb.KV",
+        ),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let answer: Result<tonic::Response<HealthCheckResponse>, tonic::Status> = grpc
+            .unary(
+                tonic::Request::new(HealthCheckRequest::default()),
+                PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        let status = answer.expect_err(path);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{path}: {status:?}"
+        );
+        assert_eq!(status.message(), message, "{path}");
+    }
+}

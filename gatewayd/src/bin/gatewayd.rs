@@ -385,12 +385,19 @@ struct Listening {
     max_concurrent_streams: u32,
 }
 
-/// A gRPC+HTTP server for each client URL, on its listener.
+/// A client server: gRPC calls through the front, the rest to axum.
+type ClientServer = tonic::transport::server::Router<
+    tower::layer::util::Stack<gatewayd::grpc_front::GrpcFront, tower::layer::util::Identity>,
+>;
+
+/// A gRPC+HTTP server for each client URL, on its listener: `grpc`'s
+/// services, and `router` for every other request.
 async fn prepare_servers(
     router: axum::Router,
+    grpc: gatewayd::grpc_front::GrpcFront,
     cfg: &Listening,
     inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
-) -> anyhow::Result<Vec<(tonic::transport::server::Router, tokio::net::TcpListener)>> {
+) -> anyhow::Result<Vec<(ClientServer, tokio::net::TcpListener)>> {
     let server_tls = cfg.tls.server()?;
     let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
@@ -405,6 +412,7 @@ async fn prepare_servers(
             .accept_http1(true)
             .tcp_nodelay(true)
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+            .layer(grpc.clone())
             .add_routes(tonic::service::Routes::from(router.clone()));
         prepared.push((server, listener));
         tracing::info!(%addr, tls = *https, "gatewayd serving clients");
@@ -416,7 +424,7 @@ async fn prepare_servers(
 /// streams (watches, keepalives, observers) are dropped after the bounded
 /// drain.
 async fn serve_prepared(
-    prepared: Vec<(tonic::transport::server::Router, tokio::net::TcpListener)>,
+    prepared: Vec<(ClientServer, tokio::net::TcpListener)>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     common::lifecycle::serve_with_bounded_stop(
@@ -486,7 +494,13 @@ async fn run_l7_proxy(
         max_request_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
     })?
     .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc));
-    let prepared = prepare_servers(router, &cfg.client, &mut inherited).await?;
+    let prepared = prepare_servers(
+        router,
+        gatewayd::grpc_front::GrpcFront::default(),
+        &cfg.client,
+        &mut inherited,
+    )
+    .await?;
     common::lifecycle::notify_ready("proxying");
     serve_prepared(prepared, common::lifecycle::shutdown_signal()).await?;
     tracing::info!("gatewayd (proxy) stopped");
@@ -565,31 +579,49 @@ async fn run(
         election: Arc::new(ElectionService::new(recipes())),
     });
     let s = &services;
-    let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(health_service)
-        .add_service(KvServer::from_arc(s.kv.clone()).max_decoding_message_size(max_recv))
-        .add_service(WatchServer::from_arc(s.watch.clone()).max_decoding_message_size(max_recv))
-        .add_service(LeaseServer::from_arc(s.lease.clone()).max_decoding_message_size(max_recv))
-        .add_service(LockServer::from_arc(s.lock.clone()))
-        .add_service(ElectionServer::from_arc(s.election.clone()))
-        .add_service(ClusterServer::from_arc(s.cluster.clone()))
-        .add_service(AuthServer::from_arc(s.auth.clone()))
-        .add_service(
-            MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
+    use gatewayd::grpc_front::service;
+    let grpc = gatewayd::grpc_front::GrpcFront::new(backend.clone())
+        .add("grpc.health.v1.Health", service(health_service))
+        .add(
+            "etcdserverpb.KV",
+            service(KvServer::from_arc(s.kv.clone()).max_decoding_message_size(max_recv)),
+        )
+        .add(
+            "etcdserverpb.Watch",
+            service(WatchServer::from_arc(s.watch.clone()).max_decoding_message_size(max_recv)),
+        )
+        .add(
+            "etcdserverpb.Lease",
+            service(LeaseServer::from_arc(s.lease.clone()).max_decoding_message_size(max_recv)),
+        )
+        .add(
+            "v3lockpb.Lock",
+            service(LockServer::from_arc(s.lock.clone())),
+        )
+        .add(
+            "v3electionpb.Election",
+            service(ElectionServer::from_arc(s.election.clone())),
+        )
+        .add(
+            "etcdserverpb.Cluster",
+            service(ClusterServer::from_arc(s.cluster.clone())),
+        )
+        .add(
+            "etcdserverpb.Auth",
+            service(AuthServer::from_arc(s.auth.clone())),
+        )
+        .add(
+            "etcdserverpb.Maintenance",
+            service(
+                MaintenanceServer::from_arc(s.maintenance.clone())
+                    .max_decoding_message_size(max_recv),
+            ),
         );
-    let grpc = grpc.routes();
-    let router = grpc
-        .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            backend.clone(),
-            gatewayd::learner::guard,
-        ))
-        .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc))
-        .merge(gatewayd::http::routes(backend.clone(), cfg.version.clone()))
+    let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
         .merge(gatewayd::json_gateway::routes(services.clone()));
 
     let shutdown = common::lifecycle::shutdown_signal();
-    let prepared = prepare_servers(router, &cfg.client, &mut inherited).await?;
+    let prepared = prepare_servers(router, grpc, &cfg.client, &mut inherited).await?;
     for addr in &cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

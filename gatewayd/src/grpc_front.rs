@@ -1,0 +1,155 @@
+//! The client port's dispatch: a gRPC call goes straight to its etcd
+//! service, found by the service name in its path, counted as
+//! go-grpc-prometheus counts it and refused on a learner as etcd refuses
+//! it; every other request (the HTTP endpoints, the JSON gateway) goes to
+//! the axum router. gRPC calls used to cross axum's router twice and two
+//! middleware layers that each boxed and cloned per call (BENCHMARKS.md,
+//! session 11).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::http::{Request, Response};
+use futures::future::BoxFuture;
+use tonic::body::Body;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
+
+use crate::backend::Backend;
+use crate::learner;
+use crate::metrics::GrpcCall;
+
+/// One gRPC service as the front calls it.
+pub type GrpcService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// Box a generated tonic server (`KvServer::new(..)`, ...) for the front.
+pub fn service<S>(s: S) -> GrpcService
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(s)
+}
+
+/// The gRPC services by name (`etcdserverpb.KV`, ...) and whom to ask
+/// whether this member is a learner. Empty for a proxy, whose axum router
+/// serves and counts its own gRPC routes.
+#[derive(Clone, Default)]
+pub struct GrpcFront {
+    services: Vec<(&'static str, GrpcService)>,
+    backend: Option<Arc<Backend>>,
+}
+
+impl GrpcFront {
+    pub fn new(backend: Arc<Backend>) -> GrpcFront {
+        GrpcFront {
+            services: Vec::new(),
+            backend: Some(backend),
+        }
+    }
+
+    /// Serve `service` for calls to `/<name>/...`.
+    pub fn add(mut self, name: &'static str, service: GrpcService) -> GrpcFront {
+        self.services.push((name, service));
+        self
+    }
+}
+
+impl<H> Layer<H> for GrpcFront {
+    type Service = Front<H>;
+    fn layer(&self, http: H) -> Front<H> {
+        Front {
+            grpc: self.clone(),
+            http,
+        }
+    }
+}
+
+/// The front in place, with the server's own routes (axum) behind it.
+#[derive(Clone)]
+pub struct Front<H> {
+    grpc: GrpcFront,
+    http: H,
+}
+
+impl<H> Service<Request<Body>> for Front<H>
+where
+    H: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    H::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The gRPC services are tonic's generated servers, always ready.
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let path = req.uri().path();
+        let name = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(service, _)| service);
+        let Some(service) = self
+            .grpc
+            .services
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+        else {
+            let grpc = req
+                .headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+            if grpc && self.grpc.backend.is_some() {
+                // As grpc-go answers a service it does not have.
+                let status = tonic::Status::unimplemented(format!("unknown service {name}"));
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+            return Box::pin(self.http.call(req));
+        };
+        let call = GrpcCall::start(req.uri());
+        let uri = req.uri().clone();
+        let check_learner = self
+            .grpc
+            .backend
+            .clone()
+            .filter(|b| b.may_be_learner() && !learner::serves(path));
+        let answer = service.call(req);
+        Box::pin(async move {
+            let mut resp = match check_learner {
+                Some(backend) if backend.is_learner().await => learner::refusal(),
+                _ => answer.await?,
+            };
+            if is_unknown_method(&resp) {
+                resp = unknown_method(uri.path());
+            }
+            call.finish(resp.headers());
+            Ok(resp)
+        })
+    }
+}
+
+/// tonic's answer to a method its service does not have: Unimplemented
+/// with no message (the services' own Unimplemented answers carry one).
+fn is_unknown_method(resp: &Response<Body>) -> bool {
+    let h = resp.headers();
+    h.get("grpc-status").is_some_and(|s| s == "12") && !h.contains_key("grpc-message")
+}
+
+/// grpc-go's answer to a method its service does not have.
+fn unknown_method(path: &str) -> Response<Body> {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    tonic::Status::unimplemented(format!("unknown method {method} for service {service}"))
+        .into_http()
+}
