@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use axum::http::{Request, Response};
 use futures::future::BoxFuture;
 use tonic::body::Body;
+use tonic::server::NamedService;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
@@ -21,41 +22,39 @@ use crate::learner;
 use crate::metrics::GrpcCall;
 
 /// One gRPC service as the front calls it.
-pub type GrpcService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
-/// Box a generated tonic server (`KvServer::new(..)`, ...) for the front.
-pub fn service<S>(s: S) -> GrpcService
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    BoxCloneSyncService::new(s)
-}
+type GrpcService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// The gRPC services by name (`etcdserverpb.KV`, ...) and whom to ask
 /// whether this member is a learner. Empty for a proxy, whose axum router
 /// serves and counts its own gRPC routes.
 #[derive(Clone, Default)]
 pub struct GrpcFront {
-    services: Vec<(&'static str, GrpcService)>,
+    /// Shared: the server clones its service for every call it serves.
+    services: Arc<Vec<(&'static str, GrpcService)>>,
     backend: Option<Arc<Backend>>,
 }
 
 impl GrpcFront {
     pub fn new(backend: Arc<Backend>) -> GrpcFront {
         GrpcFront {
-            services: Vec::new(),
+            services: Arc::default(),
             backend: Some(backend),
         }
     }
 
-    /// Serve `service` for calls to `/<name>/...`.
-    pub fn add(mut self, name: &'static str, service: GrpcService) -> GrpcFront {
-        self.services.push((name, service));
+    /// Serve a generated tonic server (`KvServer::from_arc(..)`, ...) for
+    /// calls to its service.
+    pub fn serve<S>(mut self, server: S) -> GrpcFront
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Arc::make_mut(&mut self.services).push((S::NAME, BoxCloneSyncService::new(server)));
         self
     }
 }
@@ -97,12 +96,12 @@ where
             .trim_start_matches('/')
             .split_once('/')
             .map_or("", |(service, _)| service);
-        let Some(service) = self
+        let Some(mut service) = self
             .grpc
             .services
-            .iter_mut()
+            .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, s)| s)
+            .map(|(_, s)| s.clone())
         else {
             let grpc = req
                 .headers()
@@ -116,12 +115,12 @@ where
             return Box::pin(self.http.call(req));
         };
         let call = GrpcCall::start(req.uri());
-        let uri = req.uri().clone();
         let check_learner = self
             .grpc
             .backend
-            .clone()
-            .filter(|b| b.may_be_learner() && !learner::serves(path));
+            .as_ref()
+            .filter(|b| b.may_be_learner() && !learner::serves(path))
+            .cloned();
         let answer = service.call(req);
         Box::pin(async move {
             let mut resp = match check_learner {
@@ -129,7 +128,7 @@ where
                 _ => answer.await?,
             };
             if is_unknown_method(&resp) {
-                resp = unknown_method(uri.path());
+                resp = unknown_method(call.path());
             }
             call.finish(resp.headers());
             Ok(resp)

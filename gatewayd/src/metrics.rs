@@ -102,6 +102,11 @@ impl GrpcCall {
         GrpcCall { uri: uri.clone() }
     }
 
+    /// The path called (`/<service>/<method>`).
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
     pub fn finish(self, headers: &axum::http::HeaderMap) {
         let (kind, service, method) = grpc_labels(self.uri.path());
         let code = headers

@@ -579,43 +579,17 @@ async fn run(
         election: Arc::new(ElectionService::new(recipes())),
     });
     let s = &services;
-    use gatewayd::grpc_front::service;
     let grpc = gatewayd::grpc_front::GrpcFront::new(backend.clone())
-        .add("grpc.health.v1.Health", service(health_service))
-        .add(
-            "etcdserverpb.KV",
-            service(KvServer::from_arc(s.kv.clone()).max_decoding_message_size(max_recv)),
-        )
-        .add(
-            "etcdserverpb.Watch",
-            service(WatchServer::from_arc(s.watch.clone()).max_decoding_message_size(max_recv)),
-        )
-        .add(
-            "etcdserverpb.Lease",
-            service(LeaseServer::from_arc(s.lease.clone()).max_decoding_message_size(max_recv)),
-        )
-        .add(
-            "v3lockpb.Lock",
-            service(LockServer::from_arc(s.lock.clone())),
-        )
-        .add(
-            "v3electionpb.Election",
-            service(ElectionServer::from_arc(s.election.clone())),
-        )
-        .add(
-            "etcdserverpb.Cluster",
-            service(ClusterServer::from_arc(s.cluster.clone())),
-        )
-        .add(
-            "etcdserverpb.Auth",
-            service(AuthServer::from_arc(s.auth.clone())),
-        )
-        .add(
-            "etcdserverpb.Maintenance",
-            service(
-                MaintenanceServer::from_arc(s.maintenance.clone())
-                    .max_decoding_message_size(max_recv),
-            ),
+        .serve(health_service)
+        .serve(KvServer::from_arc(s.kv.clone()).max_decoding_message_size(max_recv))
+        .serve(WatchServer::from_arc(s.watch.clone()).max_decoding_message_size(max_recv))
+        .serve(LeaseServer::from_arc(s.lease.clone()).max_decoding_message_size(max_recv))
+        .serve(LockServer::from_arc(s.lock.clone()))
+        .serve(ElectionServer::from_arc(s.election.clone()))
+        .serve(ClusterServer::from_arc(s.cluster.clone()))
+        .serve(AuthServer::from_arc(s.auth.clone()))
+        .serve(
+            MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
         );
     let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
         .merge(gatewayd::json_gateway::routes(services.clone()));
