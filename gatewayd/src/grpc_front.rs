@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 
 use crate::backend::Backend;
 use crate::learner;
-use crate::metrics::GrpcCall;
+use crate::metrics::{service_and_method, GrpcCall};
 
 /// One gRPC service as the front calls it.
 type GrpcService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -92,10 +92,7 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let path = req.uri().path();
-        let name = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .map_or("", |(service, _)| service);
+        let (name, _) = service_and_method(path);
         let Some(mut service) = self
             .grpc
             .services
@@ -145,10 +142,7 @@ fn is_unknown_method(resp: &Response<Body>) -> bool {
 
 /// grpc-go's answer to a method its service does not have.
 fn unknown_method(path: &str) -> Response<Body> {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
+    let (service, method) = service_and_method(path);
     tonic::Status::unimplemented(format!("unknown method {method} for service {service}"))
         .into_http()
 }

@@ -131,11 +131,16 @@ pub async fn count_grpc(
 
 /// grpc_type, grpc_service and grpc_method of a call to `path`.
 fn grpc_labels(path: &str) -> (&'static str, &str, &str) {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
+    let (service, method) = service_and_method(path);
     (grpc_type(service, method), service, method)
+}
+
+/// The service and method a gRPC call's path (`/<service>/<method>`)
+/// names; empty strings for a path that names none.
+pub fn service_and_method(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""))
 }
 
 fn grpc_type(service: &str, method: &str) -> &'static str {

@@ -79,8 +79,13 @@ impl Writeback {
             .name("journal-writeback".into())
             .spawn(move || {
                 let mut warned = false;
-                while !flag.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(PERIOD);
+                    // Checked after the sleep: the store may be gone (and
+                    // its directory with it) by the time it ends.
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if let Err(e) = start_writeback(&dir) {
                         if !warned {
                             tracing::warn!(error = %e, "journal writeback failed");
