@@ -131,7 +131,8 @@ async fn random_requests_get_errors_never_crashes() {
 
 /// A call to a service the member does not have, or to a method its
 /// service does not have, gets gRPC's Unimplemented with etcd's (grpc-go's)
-/// message, not an HTTP error.
+/// message, not an HTTP error; a plain HTTP request to a path nothing
+/// serves gets a 404, as from etcd.
 #[tokio::test]
 async fn unknown_services_and_methods_are_unimplemented() {
     use tonic::codegen::http::uri::PathAndQuery;
@@ -169,4 +170,10 @@ async fn unknown_services_and_methods_are_unimplemented() {
         );
         assert_eq!(status.message(), message, "{path}");
     }
+    let ep = m.endpoint();
+    let (code, _) =
+        tokio::task::spawn_blocking(move || triad_tests::http(&ep, "GET", "/nothing", ""))
+            .await
+            .expect("http");
+    assert_eq!(code, 404);
 }
