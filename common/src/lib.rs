@@ -12,6 +12,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod park_spin;
 pub mod proto;
 pub mod read_batch;
 pub mod read_index_link;

@@ -118,32 +118,40 @@ pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::Ex
 }
 
 /// Run a daemon's async main on a tokio runtime (single-threaded when
-/// `threads` is 1) with logging set up; a failure is one line on stderr and
-/// in the log, and exit status 1.
+/// `settings.threads` is 1) with logging set up; a failure is one line on
+/// stderr and in the log, and exit status 1.
 pub fn run_daemon<F, E>(
     daemon: &'static str,
-    member: &str,
-    log: &crate::logging::LogSettings,
-    threads: usize,
+    settings: &crate::config::RuntimeSettings,
     main: F,
 ) -> std::process::ExitCode
 where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    crate::logging::init(daemon, member, log);
+    crate::logging::init(daemon, &settings.member_name, &settings.log);
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }
-    let mut builder = if threads <= 1 {
+    let mut builder = if settings.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
+        b.worker_threads(settings.threads);
         b
     };
+    if !settings.spin_before_sleep.is_zero() {
+        let policy = crate::park_spin::SpinPolicy {
+            budget: settings.spin_before_sleep,
+        };
+        builder.on_thread_park(move || policy.before_park());
+        builder.on_thread_unpark(move || policy.after_unpark());
+    }
     let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
+        Ok(rt) => {
+            crate::park_spin::capture_epoll_fds();
+            rt
+        }
         Err(e) => {
             eprintln!("{daemon}: cannot start runtime: {e}");
             return std::process::ExitCode::FAILURE;

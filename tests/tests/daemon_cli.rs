@@ -100,6 +100,18 @@ fn bad_configuration_is_one_line_and_exit_2() {
         "--log-format",
     );
     one_line_error("raftd", &["--log-level", "loud"], &[], "--log-level");
+    one_line_error(
+        "storaged",
+        &["--spin-before-sleep", "fast"],
+        &[],
+        "--spin-before-sleep: invalid duration",
+    );
+    one_line_error(
+        "gatewayd",
+        &[],
+        &[("TRIAD_SPIN_BEFORE_SLEEP", "-1us")],
+        "--spin-before-sleep",
+    );
     one_line_error("gatewayd", &["--logger", "syslog"], &[], "--logger");
     one_line_error(
         "raftd",

@@ -351,29 +351,15 @@ fn main() -> ExitCode {
     // thread gains (see BENCHMARKS.md).
     // Before any thread starts: taking them clears systemd's variables.
     let inherited = common::activation::inherited_listeners();
-    let (name, log, threads) = (member.name.clone(), member.log.clone(), opts.worker_threads);
+    let runtime = member.runtime(opts.worker_threads);
     match opts.proxy.clone() {
-        Some(spec) if spec.l7 => common::lifecycle::run_daemon(
-            "gatewayd",
-            &name,
-            &log,
-            threads,
-            run_l7_proxy(opts, spec, inherited),
-        ),
-        Some(spec) => common::lifecycle::run_daemon(
-            "gatewayd",
-            &name,
-            &log,
-            threads,
-            run_l4_proxy(opts, spec, inherited),
-        ),
-        None => common::lifecycle::run_daemon(
-            "gatewayd",
-            &name,
-            &log,
-            threads,
-            run(member, opts, inherited),
-        ),
+        Some(spec) if spec.l7 => {
+            common::lifecycle::run_daemon("gatewayd", &runtime, run_l7_proxy(opts, spec, inherited))
+        }
+        Some(spec) => {
+            common::lifecycle::run_daemon("gatewayd", &runtime, run_l4_proxy(opts, spec, inherited))
+        }
+        None => common::lifecycle::run_daemon("gatewayd", &runtime, run(member, opts, inherited)),
     }
 }
 

@@ -154,13 +154,8 @@ fn main() -> ExitCode {
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).
-    common::lifecycle::run_daemon(
-        "raftd",
-        &member.name.clone(),
-        &member.log.clone(),
-        1,
-        run(member, opts),
-    )
+    let runtime = member.runtime(1);
+    common::lifecycle::run_daemon("raftd", &runtime, run(member, opts))
 }
 
 fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {

@@ -41,13 +41,8 @@ fn main() -> ExitCode {
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).
-    common::lifecycle::run_daemon(
-        "storaged",
-        &member.name.clone(),
-        &member.log.clone(),
-        1,
-        run(member, opts),
-    )
+    let runtime = member.runtime(1);
+    common::lifecycle::run_daemon("storaged", &runtime, run(member, opts))
 }
 
 async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {

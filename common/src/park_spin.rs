@@ -1,0 +1,168 @@
+//! Bounded, adaptive spinning before a runtime thread goes to sleep
+//! (`--spin-before-sleep`).
+//!
+//! A write crosses three processes, and each hop wakes a daemon that went
+//! to sleep moments before. On a virtual machine a vCPU with nothing to run
+//! halts, and waking it again goes through the hypervisor: measured here,
+//! that made a lone client's put 0.6 ms where the same work with the vCPUs
+//! kept busy takes 0.3 ms (BENCHMARKS.md, session 12). Go's scheduler spins
+//! briefly before it parks for the same reason. So a runtime thread about to
+//! sleep first watches its runtime's epoll descriptor (readable while events
+//! are ready, without taking them) for up to the budget, yielding to any
+//! other runnable thread between looks, so a reply or the next request that
+//! arrives soon is taken without a halt.
+//!
+//! It spins only while its recent sleeps were typically shorter than the
+//! budget (a moving average of their lengths): an idle member, or one
+//! serving requests spaced wider than the budget, sleeps at once and costs
+//! no more CPU than without spinning.
+
+use std::cell::Cell;
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Waits longer than this count as this long in the moving average.
+const LONG_WAIT_US: u64 = 10_000;
+
+/// The epoll descriptors of this process's runtime, found once it is built.
+static EPOLL_FDS: OnceLock<Vec<RawFd>> = OnceLock::new();
+
+thread_local! {
+    /// When this thread last began to park.
+    static PARK_START: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Recent parks' typical length in microseconds: a moving average of
+    /// lengths capped at `LONG_WAIT_US`, starting there, so a thread spins
+    /// after a dozen or so short waits in a row, however long it idled.
+    static TYPICAL_WAIT_US: Cell<u64> = const { Cell::new(LONG_WAIT_US) };
+}
+
+/// Remember the epoll descriptors open now: call right after the runtime is
+/// built, before anything else opens one. With none found, nothing spins.
+pub fn capture_epoll_fds() {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.as_os_str() == "anon_inode:[eventpoll]")
+                })
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = EPOLL_FDS.set(fds);
+}
+
+/// How a runtime thread spins before it parks (the runtime's park hooks).
+#[derive(Debug, Clone, Copy)]
+pub struct SpinPolicy {
+    /// The longest spin, and the longest typical wait worth spinning for.
+    pub budget: Duration,
+}
+
+impl SpinPolicy {
+    /// The runtime's `on_thread_park` hook.
+    pub fn before_park(&self) {
+        PARK_START.with(|p| p.set(Some(Instant::now())));
+        if self.worth_spinning() {
+            if let Some(fds) = EPOLL_FDS.get() {
+                spin_until_readable(fds, self.budget);
+            }
+        }
+    }
+
+    /// The runtime's `on_thread_unpark` hook: how long the park lasted
+    /// (spin included) feeds the moving average.
+    pub fn after_unpark(&self) {
+        if let Some(start) = PARK_START.with(Cell::take) {
+            self.record_wait(start.elapsed());
+        }
+    }
+
+    fn worth_spinning(&self) -> bool {
+        TYPICAL_WAIT_US.with(Cell::get) <= self.budget.as_micros() as u64
+    }
+
+    fn record_wait(&self, waited: Duration) {
+        let waited = waited.as_micros().min(u128::from(LONG_WAIT_US)) as u64;
+        TYPICAL_WAIT_US.with(|w| w.set(w.get() - w.get() / 4 + waited / 4));
+    }
+}
+
+/// Return once any of `fds` is readable or `budget` has passed; between
+/// looks, let any other runnable thread on this CPU go first.
+fn spin_until_readable(fds: &[RawFd], budget: Duration) {
+    if fds.is_empty() {
+        return;
+    }
+    let mut polls: Vec<nix::libc::pollfd> = fds
+        .iter()
+        .map(|&fd| nix::libc::pollfd {
+            fd,
+            events: nix::libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = Instant::now() + budget;
+    loop {
+        // SAFETY: `polls` is a valid array of `polls.len()` pollfd entries,
+        // and a zero timeout never blocks.
+        let ready = unsafe { nix::libc::poll(polls.as_mut_ptr(), polls.len() as _, 0) };
+        if ready != 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn spinning_ends_when_a_descriptor_is_readable_or_the_budget_is_spent() {
+        let (reader, mut writer) = std::io::pipe().expect("pipe");
+        let budget = Duration::from_millis(20);
+
+        let start = Instant::now();
+        spin_until_readable(&[reader.as_raw_fd()], budget);
+        assert!(
+            start.elapsed() >= budget,
+            "nothing readable: spins the whole budget"
+        );
+
+        writer.write_all(b"x").expect("write");
+        let start = Instant::now();
+        spin_until_readable(&[reader.as_raw_fd()], Duration::from_secs(10));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "readable: returns at once"
+        );
+    }
+
+    #[test]
+    fn spins_only_while_recent_waits_were_short() {
+        let policy = SpinPolicy {
+            budget: Duration::from_micros(300),
+        };
+        assert!(
+            !policy.worth_spinning(),
+            "a fresh thread has seen no short wait"
+        );
+        for _ in 0..16 {
+            policy.record_wait(Duration::from_micros(50));
+        }
+        assert!(policy.worth_spinning(), "a stream of short waits");
+        for _ in 0..2 {
+            policy.record_wait(Duration::from_secs(100));
+        }
+        assert!(!policy.worth_spinning(), "an idle spell");
+        for _ in 0..16 {
+            policy.record_wait(Duration::from_micros(50));
+        }
+        assert!(policy.worth_spinning(), "short waits again");
+    }
+}
