@@ -149,7 +149,14 @@ where
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => {
-            crate::park_spin::capture_epoll_fds();
+            if !settings.spin_before_sleep.is_zero() {
+                let found = crate::park_spin::capture_epoll_fds();
+                tracing::debug!(
+                    budget = ?settings.spin_before_sleep,
+                    epoll_fds = found,
+                    "spinning before sleep (off when no epoll descriptor was found)"
+                );
+            }
             rt
         }
         Err(e) => {

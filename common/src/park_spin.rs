@@ -39,8 +39,9 @@ thread_local! {
 
 /// Remember the epoll descriptors open now: call right after the runtime is
 /// built, before anything else opens one. With none found, nothing spins.
-pub fn capture_epoll_fds() {
-    let fds = std::fs::read_dir("/proc/self/fd")
+/// Returns how many were found.
+pub fn capture_epoll_fds() -> usize {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.flatten()
                 .filter(|e| {
@@ -51,7 +52,9 @@ pub fn capture_epoll_fds() {
                 .collect()
         })
         .unwrap_or_default();
+    let found = fds.len();
     let _ = EPOLL_FDS.set(fds);
+    found
 }
 
 /// How a runtime thread spins before it parks (the runtime's park hooks).
