@@ -39,7 +39,8 @@ thread_local! {
 
 /// Remember the epoll descriptors open now: call right after the runtime is
 /// built, before anything else opens one. With none found, nothing spins.
-/// Returns how many were found.
+/// Returns how many were found (mio keeps a duplicate of its descriptor,
+/// so one runtime shows two; watching both costs one more poll entry).
 pub fn capture_epoll_fds() -> usize {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
