@@ -140,19 +140,19 @@ where
         b.worker_threads(settings.threads);
         b
     };
-    if !settings.spin_before_sleep.is_zero() {
-        let policy = crate::park_spin::SpinPolicy {
-            budget: settings.spin_before_sleep,
-        };
+    let spin = (!settings.spin_before_sleep.is_zero()).then_some(crate::park_spin::SpinPolicy {
+        budget: settings.spin_before_sleep,
+    });
+    if let Some(policy) = spin {
         builder.on_thread_park(move || policy.before_park());
         builder.on_thread_unpark(move || policy.after_unpark());
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => {
-            if !settings.spin_before_sleep.is_zero() {
+            if let Some(policy) = spin {
                 let found = crate::park_spin::capture_epoll_fds();
                 tracing::debug!(
-                    budget = ?settings.spin_before_sleep,
+                    budget = ?policy.budget,
                     epoll_fds = found,
                     "spinning before sleep (off when no epoll descriptor was found)"
                 );

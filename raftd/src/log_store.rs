@@ -129,11 +129,11 @@ impl LogStore {
 /// blocked on that same lock until raftd ran again: two extra context
 /// switches per append.
 struct HandoffQueue<T> {
-    state: Mutex<FlushState<T>>,
+    state: Mutex<HandoffState<T>>,
     wake: Condvar,
 }
 
-struct FlushState<T> {
+struct HandoffState<T> {
     pending: Vec<T>,
     closed: bool,
 }
@@ -141,7 +141,7 @@ struct FlushState<T> {
 impl<T> Default for HandoffQueue<T> {
     fn default() -> Self {
         HandoffQueue {
-            state: Mutex::new(FlushState {
+            state: Mutex::new(HandoffState {
                 pending: Vec::new(),
                 closed: false,
             }),
