@@ -117,6 +117,19 @@ pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::Ex
     std::process::ExitCode::from(2)
 }
 
+/// Turn transparent huge pages off for this process. The allocator asks
+/// for them, and the first touch of a fresh 2 MiB page zeroes all of it
+/// and, once memory is fragmented, first compacts memory synchronously
+/// (the kernel's default `defrag=madvise`): measured here as a fifth of a
+/// loaded raftd's CPU spent clearing pages and writes stalled for up to
+/// 0.3 s (BENCHMARKS.md, session 13). Best effort: a kernel without the
+/// switch leaves huge pages as they were.
+fn opt_out_of_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
+    }
+}
+
 /// Run a daemon's async main on a tokio runtime (single-threaded when
 /// `settings.threads` is 1) with logging set up; a failure is one line on
 /// stderr and in the log, and exit status 1.
@@ -133,6 +146,7 @@ where
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }
+    opt_out_of_huge_pages();
     let mut builder = if settings.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
