@@ -19,6 +19,7 @@
 
 use std::cell::Cell;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,34 @@ const LONG_WAIT_US: u64 = 10_000;
 
 /// The epoll descriptors of this process's runtime, found once it is built.
 static EPOLL_FDS: OnceLock<Vec<RawFd>> = OnceLock::new();
+
+/// How many `AwaitingReply` guards are alive in this process.
+static AWAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Held while this process waits for another daemon's answer to a client's
+/// request: the answer is due within a fraction of a millisecond, so runtime
+/// threads spin before parking while any is held, however long they idled
+/// before the request came.
+pub struct AwaitingReply(());
+
+impl AwaitingReply {
+    pub fn new() -> AwaitingReply {
+        AWAITING.fetch_add(1, Ordering::Relaxed);
+        AwaitingReply(())
+    }
+}
+
+impl Default for AwaitingReply {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for AwaitingReply {
+    fn drop(&mut self) {
+        AWAITING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 thread_local! {
     /// When this thread last began to park.
@@ -85,7 +114,8 @@ impl SpinPolicy {
     }
 
     fn worth_spinning(&self) -> bool {
-        TYPICAL_WAIT_US.with(Cell::get) <= self.budget.as_micros() as u64
+        AWAITING.load(Ordering::Relaxed) > 0
+            || TYPICAL_WAIT_US.with(Cell::get) <= self.budget.as_micros() as u64
     }
 
     fn record_wait(&self, waited: Duration) {

@@ -75,6 +75,7 @@ impl Proposer {
     /// Replicate one encoded RaftRequest; storaged's encoded RaftResult.
     pub async fn propose(&self, request: Vec<u8>) -> Result<Vec<u8>, Status> {
         let (tx, rx) = oneshot::channel();
+        let _awaiting = common::park_spin::AwaitingReply::new();
         self.queue
             .send((request, tx))
             .map_err(|_| Status::from(EtcdError::Stopped))?;

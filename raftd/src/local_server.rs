@@ -144,6 +144,7 @@ impl RaftLocalService {
     async fn propose_here(&self, proposals: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
         let stopped = |_| Status::from(EtcdError::Stopped);
         let _pending = crate::metrics::Pending::new(proposals.len());
+        let _awaiting = common::park_spin::AwaitingReply::new();
         let mut results = self
             .raft
             .client_write_many(proposals.into_iter().map(Proposal))
