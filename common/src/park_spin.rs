@@ -13,9 +13,11 @@
 //! arrives soon is taken without a halt.
 //!
 //! It spins only while its recent sleeps were typically shorter than the
-//! budget (a moving average of their lengths): an idle member, or one
-//! serving requests spaced wider than the budget, sleeps at once and costs
-//! no more CPU than without spinning.
+//! budget (a moving average of their lengths), or while the process waits
+//! for another daemon's answer to a client's request (`AwaitingReply`):
+//! an idle member sleeps at once and costs no more CPU than without
+//! spinning, and one serving requests spaced wider than the budget spins
+//! only while a request is under way.
 
 use std::cell::Cell;
 use std::os::fd::RawFd;
