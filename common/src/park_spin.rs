@@ -116,8 +116,11 @@ impl SpinPolicy {
     }
 
     fn worth_spinning(&self) -> bool {
-        AWAITING.load(Ordering::Relaxed) > 0
-            || TYPICAL_WAIT_US.with(Cell::get) <= self.budget.as_micros() as u64
+        self.worth_spinning_when(AWAITING.load(Ordering::Relaxed) > 0)
+    }
+
+    fn worth_spinning_when(&self, awaiting_reply: bool) -> bool {
+        awaiting_reply || TYPICAL_WAIT_US.with(Cell::get) <= self.budget.as_micros() as u64
     }
 
     fn record_wait(&self, waited: Duration) {
@@ -185,20 +188,37 @@ mod tests {
             budget: Duration::from_micros(300),
         };
         assert!(
-            !policy.worth_spinning(),
+            !policy.worth_spinning_when(false),
             "a fresh thread has seen no short wait"
+        );
+        assert!(
+            policy.worth_spinning_when(true),
+            "however long it idled, while a reply is awaited"
         );
         for _ in 0..16 {
             policy.record_wait(Duration::from_micros(50));
         }
-        assert!(policy.worth_spinning(), "a stream of short waits");
+        assert!(policy.worth_spinning_when(false), "a stream of short waits");
         for _ in 0..2 {
             policy.record_wait(Duration::from_secs(100));
         }
-        assert!(!policy.worth_spinning(), "an idle spell");
+        assert!(!policy.worth_spinning_when(false), "an idle spell");
         for _ in 0..16 {
             policy.record_wait(Duration::from_micros(50));
         }
-        assert!(policy.worth_spinning(), "short waits again");
+        assert!(policy.worth_spinning_when(false), "short waits again");
+    }
+
+    #[test]
+    fn a_reply_is_awaited_while_any_guard_lives() {
+        // The only test that touches the process-wide count.
+        assert_eq!(AWAITING.load(Ordering::Relaxed), 0);
+        let first = AwaitingReply::new();
+        let second = AwaitingReply::default();
+        assert_eq!(AWAITING.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(AWAITING.load(Ordering::Relaxed), 1, "one still waits");
+        drop(second);
+        assert_eq!(AWAITING.load(Ordering::Relaxed), 0);
     }
 }
