@@ -121,8 +121,8 @@ pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::Ex
 /// for them, and the first touch of a fresh 2 MiB page zeroes all of it
 /// and, once memory is fragmented, first compacts memory synchronously
 /// (the kernel's default `defrag=madvise`): measured here as a fifth of a
-/// loaded raftd's CPU spent clearing pages and writes stalled for up to
-/// 0.3 s (BENCHMARKS.md, session 13). Best effort: a kernel without the
+/// loaded raftd's CPU spent clearing pages and writes stalled for tenths
+/// of a second (BENCHMARKS.md, session 13). Best effort: a kernel without the
 /// switch leaves huge pages as they were.
 fn opt_out_of_huge_pages() {
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {

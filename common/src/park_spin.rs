@@ -35,9 +35,11 @@ static EPOLL_FDS: OnceLock<Vec<RawFd>> = OnceLock::new();
 static AWAITING: AtomicUsize = AtomicUsize::new(0);
 
 /// Held while this process waits for another daemon's answer to a client's
-/// request: the answer is due within a fraction of a millisecond, so runtime
-/// threads spin before parking while any is held, however long they idled
-/// before the request came.
+/// request: the answer is due within about a millisecond (an fsync and a
+/// few hops), so runtime threads spin before parking while any is held,
+/// however long they idled before the request came. Each park still spins
+/// at most the budget, so a long wait (a daemon restarting, a lost quorum)
+/// costs a spin per wake-up, not a busy core.
 pub struct AwaitingReply(());
 
 impl AwaitingReply {
