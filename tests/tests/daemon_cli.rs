@@ -285,3 +285,24 @@ fn triad_ctl_kills_one_daemon_and_it_is_restarted() {
         String::from_utf8_lossy(&put.stderr)
     );
 }
+
+/// Every daemon turns transparent huge pages off for itself at start
+/// (`lifecycle::run_daemon`): with them on, fresh 2 MiB pages were zeroed
+/// and compacted inside page faults and stalled writes (BENCHMARKS.md,
+/// session 13).
+#[test]
+fn daemons_run_without_transparent_huge_pages() {
+    let m = triad_tests::Member::start();
+    for daemon in ["storaged", "raftd", "gatewayd"] {
+        let pid = m
+            .pid(daemon)
+            .unwrap_or_else(|| panic!("no pid for {daemon}"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("{daemon}'s status: {e}"));
+        let thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled line for {daemon}:\n{status}"));
+        assert_eq!(thp.trim(), "0", "{daemon} still allows huge pages");
+    }
+}
