@@ -17,8 +17,8 @@ use common::proto::etcdserverpb::{
 use common::proto::storage::auth_check_request::Need;
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
-    ActivateSnapshotRequest, ActivateSnapshotResponse, ApplyRequest, ApplyResponse, EventsRequest,
-    HelloRequest, HelloResponse, LeaseKeysRequest, LeaseKeysResponse, LeasesRequest,
+    ActivateSnapshotRequest, ActivateSnapshotResponse, ApplyEntry, ApplyRequest, ApplyResponse,
+    EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest, LeaseKeysResponse, LeasesRequest,
     LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
     WaitCompactionRequest, WaitCompactionResponse,
 };
@@ -62,6 +62,21 @@ impl StorageService {
     }
 }
 
+/// Apply a batch for raftd, letting its watch events out first: the
+/// apply wakes the event feeds, and this task yields before answering, so
+/// the feeds (and the HTTP/2 tasks writing to gatewayd) run first and a
+/// watcher's event is not queued behind raftd's answer and the work it
+/// sets off in raftd.
+async fn apply_events_first(
+    store: &Store,
+    entries: &[ApplyEntry],
+) -> Result<ApplyResponse, Status> {
+    let response = store.apply(entries)?;
+    // Resumes once every task made ready meanwhile has run.
+    tokio::task::yield_now().await;
+    Ok(response)
+}
+
 #[tonic::async_trait]
 impl Storage for StorageService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
@@ -85,7 +100,7 @@ impl Storage for StorageService {
             while let Some(Ok(batch)) = batches.next().await {
                 // Inline, not spawn_blocking: a batch applies in tens of
                 // microseconds and a thread hand-off would cost more.
-                let result = store.apply(&batch.entries).map_err(Status::from);
+                let result = apply_events_first(&store, &batch.entries).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     break;
@@ -364,5 +379,56 @@ impl Storage for StorageService {
             }),
             hash,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::apply_events_first;
+    use crate::store::Store;
+    use common::proto::etcdserverpb::PutRequest;
+    use common::proto::storage::{
+        apply_entry::Payload, raft_request::Op, ApplyEntry, LogId, RaftRequest,
+    };
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_is_answered_only_after_its_event_feeds_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut events = store.subscribe();
+        let seen = Arc::new(AtomicBool::new(false));
+        let feed_saw = seen.clone();
+        tokio::spawn(async move {
+            if events.recv().await.is_ok() {
+                feed_saw.store(true, Ordering::SeqCst);
+            }
+        });
+        tokio::task::yield_now().await; // the feed waits for events now
+        let put = RaftRequest {
+            op: Some(Op::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            auth: None,
+        };
+        let entry = ApplyEntry {
+            log_id: Some(LogId {
+                term: 1,
+                node_id: 1,
+                index: 0,
+            }),
+            payload: Some(Payload::Request(put.encode_to_vec())),
+        };
+        apply_events_first(&store, &[entry]).await.unwrap();
+        assert!(
+            seen.load(Ordering::SeqCst),
+            "the feed had the event before the answer"
+        );
     }
 }
