@@ -9,6 +9,7 @@ pub mod config;
 pub mod errors;
 pub mod etcd_flags;
 pub mod ids;
+pub mod inline_stream;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -11,7 +11,6 @@ pub mod election;
 pub mod grpc_front;
 pub mod http;
 pub mod identity;
-pub mod inline_stream;
 pub mod json_gateway;
 pub mod kv;
 pub mod learner;

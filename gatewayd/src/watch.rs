@@ -19,9 +19,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
 use crate::identity::Credentials;
-use crate::inline_stream::{InlineStream, Outbox};
 use crate::metrics;
 use crate::watch_hub::WatchHub;
+use common::inline_stream::{InlineStream, Outbox};
 use common::proto::etcdserverpb::watch_create_request::FilterType;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
 use common::proto::etcdserverpb::watch_server::Watch;

@@ -4,12 +4,15 @@
 //! that falls too far behind the live channel goes back to the log. The
 //! live channel is subscribed before `current` is read, so every revision
 //! above the one caught up to arrives live.
+//!
+//! The feed runs inside its response stream (`InlineStream`): a batch the
+//! apply publishes is encoded by the HTTP/2 stream's own task, with no
+//! feed task and channel hop between the apply and gatewayd.
 
 use std::sync::Arc;
 
+use common::inline_stream::{InlineStream, Outbox};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::store::Store;
@@ -22,18 +25,16 @@ const CATCH_UP_REVS: usize = 256;
 /// Batches buffered toward the reader before the feed waits for it.
 const BUFFERED: usize = 64;
 
-pub type EventStream = ReceiverStream<Result<EventBatch, Status>>;
+pub type EventStream = InlineStream<Result<EventBatch, Status>>;
 
 /// Stream the events of `start..=end` (`start` 0 = from the next revision;
 /// `end` 0 = follow forever).
-pub fn spawn(store: Arc<Store>, start: i64, end: i64) -> EventStream {
-    let (tx, rx) = mpsc::channel(BUFFERED);
-    tokio::spawn(async move {
-        if let Err(s) = feed(&store, start, end, &tx).await {
-            let _ = tx.send(Err(s)).await;
+pub fn stream(store: Arc<Store>, start: i64, end: i64) -> EventStream {
+    InlineStream::new(BUFFERED, move |out| async move {
+        if let Err(s) = feed(&store, start, end, &out).await {
+            out.send(Err(s)).await;
         }
-    });
-    ReceiverStream::new(rx)
+    })
 }
 
 fn compacted_batch(store: &Store) -> EventBatch {
@@ -44,17 +45,17 @@ fn compacted_batch(store: &Store) -> EventBatch {
     }
 }
 
-/// Ok(()) when done or when the reader went away.
+/// Ok(()) when done (a reader that goes away drops the feed with it).
 async fn feed(
     store: &Store,
     start: i64,
     end: i64,
-    tx: &mpsc::Sender<Result<EventBatch, Status>>,
+    out: &Outbox<Result<EventBatch, Status>>,
 ) -> Result<(), Status> {
     let mut live = store.subscribe();
     let bounds = store.bounds();
     if start > 0 && start < bounds.compacted {
-        let _ = tx.send(Ok(compacted_batch(store))).await;
+        out.send(Ok(compacted_batch(store))).await;
         return Ok(());
     }
     let mut next = if start <= 0 {
@@ -74,7 +75,7 @@ async fn feed(
             let batches = match store.history(next, to, CATCH_UP_REVS) {
                 Ok(b) => b,
                 Err(StoreError::Etcd(EtcdError::Compacted)) => {
-                    let _ = tx.send(Ok(compacted_batch(store))).await;
+                    out.send(Ok(compacted_batch(store))).await;
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -85,9 +86,7 @@ async fn feed(
             }
             for b in batches {
                 next = b.revision + 1;
-                if tx.send(Ok(b)).await.is_err() {
-                    return Ok(());
-                }
+                out.send(Ok(b)).await;
             }
         }
         if finished(next) {
@@ -102,9 +101,7 @@ async fn feed(
                         return Ok(());
                     }
                     next = b.revision + 1;
-                    if tx.send(Ok((*b).clone())).await.is_err() {
-                        return Ok(());
-                    }
+                    out.send(Ok((*b).clone())).await;
                     if finished(next) {
                         return Ok(());
                     }

@@ -178,7 +178,7 @@ impl Storage for StorageService {
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(crate::event_feed::spawn(
+        Ok(Response::new(crate::event_feed::stream(
             self.store.clone(),
             r.start_revision,
             r.end_revision,
