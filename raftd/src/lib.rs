@@ -19,6 +19,7 @@ pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod peer_server;
+pub mod recent_entries;
 pub mod removal;
 pub mod route;
 pub mod state_machine;

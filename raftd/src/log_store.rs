@@ -8,7 +8,9 @@
 //! instead of costing a journal write of its own on every commit. Purging
 //! only moves the purge mark; a purge thread deletes the entries below it
 //! (a snapshot's purge is ~100,000 deletions, which on raftd's one runtime
-//! thread held every write up for tens of milliseconds).
+//! thread held every write up for tens of milliseconds). Reads of the
+//! newest entries (applying and replicating what was just appended) are
+//! answered from memory (`RecentEntries`).
 
 use std::fmt::Debug;
 use std::io;
@@ -20,6 +22,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const META_VOTE: &[u8] = b"vote";
@@ -43,12 +46,15 @@ pub struct LogStore {
     purger: Arc<Closer<u64>>,
     /// The newest committed index openraft reported, not yet written.
     committed: Arc<Mutex<Option<Option<LogId>>>>,
+    /// The log's tail in memory, for reading back what was just appended.
+    recent: Arc<RecentEntries>,
 }
 
 #[derive(Clone)]
 pub struct LogReader {
     log: Keyspace,
     meta: Keyspace,
+    recent: Arc<RecentEntries>,
 }
 
 impl LogStore {
@@ -82,6 +88,7 @@ impl LogStore {
             flusher: Arc::new(Closer(flushes)),
             purger: Arc::new(Closer(purges)),
             committed: Arc::default(),
+            recent: Arc::default(),
         })
     }
 
@@ -89,6 +96,7 @@ impl LogStore {
         LogReader {
             log: self.log.clone(),
             meta: self.meta.clone(),
+            recent: self.recent.clone(),
         }
     }
 
@@ -109,6 +117,7 @@ impl LogStore {
 
     /// Append one entry durably, outside openraft (before it starts).
     pub fn append_now(&self, entry: Entry) -> io::Result<()> {
+        self.recent.truncated_from(entry.log_id.index);
         self.log
             .insert(entry.log_id.index.to_be_bytes(), encode(&entry)?)
             .map_err(io_err)?;
@@ -262,6 +271,14 @@ impl RaftLogReader<TypeConfig> for LogReader {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = end.and_then(|end| self.recent.get(start, end)) {
+            return Ok(entries);
+        }
         let iter = match range.end_bound() {
             Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
             Bound::Excluded(i) => self.log.range(start.to_be_bytes()..i.to_be_bytes()),
@@ -362,8 +379,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = self.db.batch();
+        let mut written = Vec::new();
         for e in entries {
-            batch.insert(&self.log, e.log_id.index.to_be_bytes(), encode(&e)?);
+            let encoded = encode(&e)?;
+            let size = encoded.len();
+            batch.insert(&self.log, e.log_id.index.to_be_bytes(), encoded);
+            written.push((e, size));
         }
         let committed = self.committed.lock().ok().and_then(|mut p| p.take());
         match committed {
@@ -372,11 +393,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => {}
         }
         batch.commit().map_err(io_err)?;
+        for (e, size) in written {
+            self.recent.appended(e, size);
+        }
         self.flusher.0.push(callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.recent.truncated_from(from);
         let mut batch = self.db.batch();
         for g in self.log.range(from.to_be_bytes()..) {
             let k = g.key().map_err(io_err)?;
@@ -391,6 +416,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // again, and a crash that loses it leaves them all in place, as if
         // this purge had not happened. The purge thread's deletions are
         // journaled after the mark, so none outlives a crash without it.
+        self.recent.purged_through(log_id.index);
         self.meta
             .insert(META_PURGED, encode(&log_id)?)
             .map_err(io_err)?;
@@ -433,6 +459,67 @@ mod tests {
         assert_eq!(queue.take(), Some(vec![1]));
         assert_eq!(queue.take(), None);
         assert!(queue.push(2).is_err());
+    }
+
+    /// What the in-memory tail answers is what fjall holds, through
+    /// appends, an overwriting append and a truncation.
+    #[tokio::test]
+    async fn reads_of_the_newest_entries_match_the_log() {
+        use openraft::storage::{IOFlushed, RaftLogStorage};
+        use openraft::RaftLogReader;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = |term, index| {
+            openraft::LogId::new(
+                openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
+                index,
+            )
+        };
+        let entry = |term, index| crate::types::Entry {
+            log_id: id(term, index),
+            payload: openraft::EntryPayload::Blank,
+        };
+        let mut store = super::LogStore::open(dir.path()).expect("open");
+        let mut reader = store.get_log_reader().await;
+        let from_disk = |store: &super::LogStore, range: std::ops::Range<u64>| {
+            let mut out = Vec::new();
+            for g in store
+                .log
+                .range(range.start.to_be_bytes()..range.end.to_be_bytes())
+            {
+                let (_, v) = g.into_inner().expect("read");
+                out.push(super::decode::<crate::types::Entry>(&v).expect("decode"));
+            }
+            out
+        };
+        store
+            .append((1..=6).map(|i| entry(1, i)), IOFlushed::noop())
+            .await
+            .expect("append");
+        store
+            .append([entry(2, 5)], IOFlushed::noop())
+            .await
+            .expect("overwrite");
+        store
+            .log
+            .remove(6u64.to_be_bytes())
+            .expect("as openraft truncates first");
+        for range in [1..6, 3..5, 5..6] {
+            let read = reader
+                .try_get_log_entries(range.clone())
+                .await
+                .expect("read");
+            assert_eq!(read, from_disk(&store, range.clone()), "{range:?}");
+        }
+        assert!(store.recent.get(5, 6).is_some(), "served from memory");
+        store
+            .truncate_after(Some(id(1, 3)))
+            .await
+            .expect("truncate");
+        assert_eq!(store.recent.get(4, 5), None, "truncated entries are gone");
+        let read = reader.try_get_log_entries(1..10).await.expect("read");
+        assert_eq!(read, from_disk(&store, 1..10));
+        assert_eq!(read.len(), 3);
     }
 
     /// A purge moves the mark at once; the purge thread then deletes the
