@@ -271,18 +271,20 @@ impl RaftLogReader<TypeConfig> for LogReader {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // Exclusive; None when unbounded (an inclusive u64::MAX is too).
         let end = match range.end_bound() {
-            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Included(i) => i.checked_add(1),
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
-        if let Some(entries) = end.and_then(|end| self.recent.get(start, end)) {
-            return Ok(entries);
-        }
-        let iter = match range.end_bound() {
-            Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
-            Bound::Excluded(i) => self.log.range(start.to_be_bytes()..i.to_be_bytes()),
-            Bound::Unbounded => self.log.range(start.to_be_bytes()..),
+        let iter = match end {
+            Some(end) => {
+                if let Some(entries) = self.recent.get(start, end) {
+                    return Ok(entries);
+                }
+                self.log.range(start.to_be_bytes()..end.to_be_bytes())
+            }
+            None => self.log.range(start.to_be_bytes()..),
         };
         let mut out = Vec::new();
         for g in iter {

@@ -387,14 +387,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    use prost::Message;
-
     use super::apply_events_first;
     use crate::store::Store;
-    use common::proto::etcdserverpb::PutRequest;
-    use common::proto::storage::{
-        apply_entry::Payload, raft_request::Op, ApplyEntry, LogId, RaftRequest,
-    };
+    use crate::store_tests::put;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_is_answered_only_after_its_event_feeds_ran() {
@@ -409,23 +404,9 @@ mod tests {
             }
         });
         tokio::task::yield_now().await; // the feed waits for events now
-        let put = RaftRequest {
-            op: Some(Op::Put(PutRequest {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-                ..Default::default()
-            })),
-            auth: None,
-        };
-        let entry = ApplyEntry {
-            log_id: Some(LogId {
-                term: 1,
-                node_id: 1,
-                index: 0,
-            }),
-            payload: Some(Payload::Request(put.encode_to_vec())),
-        };
-        apply_events_first(&store, &[entry]).await.unwrap();
+        apply_events_first(&store, &[put(0, "k", "v")])
+            .await
+            .unwrap();
         assert!(
             seen.load(Ordering::SeqCst),
             "the feed had the event before the answer"

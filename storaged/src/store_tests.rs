@@ -35,7 +35,7 @@ fn entry(index: u64, op: Op) -> ApplyEntry {
     }
 }
 
-fn put(index: u64, k: &str, v: &str) -> ApplyEntry {
+pub(crate) fn put(index: u64, k: &str, v: &str) -> ApplyEntry {
     entry(
         index,
         Op::Put(PutRequest {
