@@ -17,11 +17,14 @@
 //! for another daemon's answer to a client's request (`AwaitingReply`):
 //! an idle member sleeps at once and costs no more CPU than without
 //! spinning, and one serving requests spaced wider than the budget spins
-//! only while a request is under way.
+//! only while a request is under way. A process told that work is on its
+//! way (`expect_work_within`: storaged, when raftd has appended entries
+//! that it will apply once committed) spins until the work arrives or the
+//! window closes, however long that is.
 
 use std::cell::Cell;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,40 @@ impl Drop for AwaitingReply {
     fn drop(&mut self) {
         AWAITING.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// When the expected work is due by, in nanoseconds since `clock_start`;
+/// 0 when none is expected.
+static EXPECTED_BY: AtomicU64 = AtomicU64::new(0);
+
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn nanos_since_start(at: Instant) -> u64 {
+    // At least 1: 0 means nothing is expected.
+    (at.saturating_duration_since(clock_start()).as_nanos() as u64).max(1)
+}
+
+/// Work is on its way and due within `window`: until it comes
+/// (`expected_work_arrived`) or the window closes, runtime threads about to
+/// park spin for it instead.
+pub fn expect_work_within(window: Duration) {
+    EXPECTED_BY.store(
+        nanos_since_start(Instant::now() + window),
+        Ordering::Relaxed,
+    );
+}
+
+/// The expected work came: parks go back to the usual policy.
+pub fn expected_work_arrived() {
+    EXPECTED_BY.store(0, Ordering::Relaxed);
+}
+
+/// Whether work is still expected at `now`.
+fn work_expected(now: Instant) -> bool {
+    nanos_since_start(now) < EXPECTED_BY.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -101,11 +138,16 @@ pub struct SpinPolicy {
 impl SpinPolicy {
     /// The runtime's `on_thread_park` hook.
     pub fn before_park(&self) {
-        PARK_START.with(|p| p.set(Some(Instant::now())));
-        if self.worth_spinning() {
-            if let Some(fds) = EPOLL_FDS.get() {
-                spin_until_readable(fds, self.budget);
-            }
+        let now = Instant::now();
+        PARK_START.with(|p| p.set(Some(now)));
+        let Some(fds) = EPOLL_FDS.get() else {
+            return;
+        };
+        if work_expected(now) {
+            spin_until_readable(fds, work_expected);
+        } else if self.worth_spinning() {
+            let deadline = now + self.budget;
+            spin_until_readable(fds, |t| t < deadline);
         }
     }
 
@@ -131,9 +173,9 @@ impl SpinPolicy {
     }
 }
 
-/// Return once any of `fds` is readable or `budget` has passed; between
+/// Return once any of `fds` is readable or `go_on` says to stop; between
 /// looks, let any other runnable thread on this CPU go first.
-fn spin_until_readable(fds: &[RawFd], budget: Duration) {
+fn spin_until_readable(fds: &[RawFd], go_on: impl Fn(Instant) -> bool) {
     if fds.is_empty() {
         return;
     }
@@ -145,12 +187,11 @@ fn spin_until_readable(fds: &[RawFd], budget: Duration) {
             revents: 0,
         })
         .collect();
-    let deadline = Instant::now() + budget;
     loop {
         // SAFETY: `polls` is a valid array of `polls.len()` pollfd entries,
         // and a zero timeout never blocks.
         let ready = unsafe { nix::libc::poll(polls.as_mut_ptr(), polls.len() as _, 0) };
-        if ready != 0 || Instant::now() >= deadline {
+        if ready != 0 || !go_on(Instant::now()) {
             return;
         }
         std::thread::yield_now();
@@ -169,7 +210,8 @@ mod tests {
         let budget = Duration::from_millis(20);
 
         let start = Instant::now();
-        spin_until_readable(&[reader.as_raw_fd()], budget);
+        let deadline = start + budget;
+        spin_until_readable(&[reader.as_raw_fd()], |t| t < deadline);
         assert!(
             start.elapsed() >= budget,
             "nothing readable: spins the whole budget"
@@ -177,7 +219,7 @@ mod tests {
 
         writer.write_all(b"x").expect("write");
         let start = Instant::now();
-        spin_until_readable(&[reader.as_raw_fd()], Duration::from_secs(10));
+        spin_until_readable(&[reader.as_raw_fd()], |_| true);
         assert!(
             start.elapsed() < Duration::from_secs(1),
             "readable: returns at once"
@@ -209,6 +251,38 @@ mod tests {
             policy.record_wait(Duration::from_micros(50));
         }
         assert!(policy.worth_spinning_when(false), "short waits again");
+    }
+
+    #[test]
+    fn expected_work_keeps_spinning_until_it_arrives_or_the_window_closes() {
+        // The only test that touches the process-wide expectation.
+        let (reader, _writer) = std::io::pipe().expect("pipe");
+        let fds = [reader.as_raw_fd()];
+        assert!(!work_expected(Instant::now()), "nothing expected at first");
+
+        expect_work_within(Duration::from_millis(30));
+        assert!(work_expected(Instant::now()));
+        let start = Instant::now();
+        spin_until_readable(&fds, work_expected);
+        assert!(
+            start.elapsed() >= Duration::from_millis(20),
+            "spun through the window"
+        );
+        assert!(!work_expected(Instant::now()), "the window closed");
+
+        expect_work_within(Duration::from_secs(60));
+        let arrival = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            expected_work_arrived();
+        });
+        let start = Instant::now();
+        spin_until_readable(&fds, work_expected);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stops once the work arrived, not at the window's end"
+        );
+        arrival.join().expect("arrival thread");
+        assert!(!work_expected(Instant::now()));
     }
 
     #[test]

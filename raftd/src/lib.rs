@@ -7,6 +7,7 @@
 //! write path.
 
 pub mod append_mux;
+pub mod apply_notice;
 pub mod auto_compact;
 pub mod codec;
 pub mod corruption;

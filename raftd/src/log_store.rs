@@ -34,6 +34,7 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+use crate::apply_notice::ApplyNotice;
 use crate::codec::{decode, encode};
 
 #[derive(Clone)]
@@ -48,6 +49,8 @@ pub struct LogStore {
     committed: Arc<Mutex<Option<Option<LogId>>>>,
     /// The log's tail in memory, for reading back what was just appended.
     recent: Arc<RecentEntries>,
+    /// Tells storaged when entries arrive (an Apply of them follows).
+    notice: ApplyNotice,
 }
 
 #[derive(Clone)]
@@ -89,7 +92,14 @@ impl LogStore {
             purger: Arc::new(Closer(purges)),
             committed: Arc::default(),
             recent: Arc::default(),
+            notice: ApplyNotice::default(),
         })
+    }
+
+    /// Give storaged a heads-up through `notice` whenever entries are
+    /// appended.
+    pub fn with_apply_notice(self, notice: ApplyNotice) -> LogStore {
+        LogStore { notice, ..self }
     }
 
     pub fn reader(&self) -> LogReader {
@@ -387,6 +397,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let size = encoded.len();
             batch.insert(&self.log, e.log_id.index.to_be_bytes(), encoded);
             written.push((e, size));
+        }
+        if !written.is_empty() {
+            // Before the write and the fsync: storaged has their length to wake.
+            self.notice.entries_appended();
         }
         let committed = self.committed.lock().ok().and_then(|mut p| p.take());
         match committed {

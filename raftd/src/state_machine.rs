@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::apply_notice::ApplyNotice;
 use crate::log_store::LogReader;
 use crate::types::{
     from_wire, to_wire, Applied, Entry, LogId, Membership, Snapshot, SnapshotMeta,
@@ -37,6 +38,8 @@ pub struct StateMachine {
     db_size: Arc<AtomicI64>,
     log: LogReader,
     apply_stream: Option<ApplyStream>,
+    /// Heads-ups to storaged that an Apply is coming.
+    notice: ApplyNotice,
 }
 
 /// The open Apply stream to storaged: batches go in, responses come back in order.
@@ -48,12 +51,18 @@ struct ApplyStream {
 const RETRY: Duration = Duration::from_millis(100);
 
 impl StateMachine {
-    pub fn new(storage: StorageClient<Channel>, log: LogReader, db_size: Arc<AtomicI64>) -> Self {
+    pub fn new(
+        storage: StorageClient<Channel>,
+        log: LogReader,
+        db_size: Arc<AtomicI64>,
+        notice: ApplyNotice,
+    ) -> Self {
         StateMachine {
             storage,
             db_size,
             log,
             apply_stream: None,
+            notice,
         }
     }
 
@@ -136,10 +145,12 @@ impl StateMachine {
                     .apply(ReceiverStream::new(rx))
                     .await?
                     .into_inner();
+                self.notice.open(self.storage.clone());
                 ApplyStream { tx, responses }
             }
         };
         let ApplyStream { tx, mut responses } = stream;
+        self.notice.applying();
         if tx.send(req).await.is_err() {
             return Err(Status::unavailable("storaged apply stream closed"));
         }

@@ -22,12 +22,12 @@ use common::proto::storage::{
     LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
     WaitCompactionRequest, WaitCompactionResponse,
 };
+use common::proto::storage::{ApplySoonNotice, ApplySoonResponse, ReadCall, ReadReply};
 use common::proto::storage::{
     AuthCheckRequest, AuthCheckResponse, AuthCredentialsRequest, AuthCredentialsResponse,
     AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse, MetricsRequest,
     MetricsResponse,
 };
-use common::proto::storage::{ReadCall, ReadReply};
 use common::proto::STORAGE_PROTOCOL;
 
 pub struct StorageService {
@@ -61,6 +61,10 @@ impl StorageService {
         }
     }
 }
+
+/// How long after raftd's heads-up the Apply is waited for awake: a
+/// commit takes a quorum's fsync and a round trip, rarely over 2 ms here.
+const APPLY_SOON_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Apply a batch for raftd, letting its watch events out first: the
 /// apply wakes the event feeds, and this task yields before answering, so
@@ -98,6 +102,7 @@ impl Storage for StorageService {
         let store = self.store.clone();
         tokio::spawn(async move {
             while let Some(Ok(batch)) = batches.next().await {
+                common::park_spin::expected_work_arrived();
                 // Inline, not spawn_blocking: a batch applies in tens of
                 // microseconds and a thread hand-off would cost more.
                 let result = apply_events_first(&store, &batch.entries).await;
@@ -108,6 +113,17 @@ impl Storage for StorageService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn apply_soon(
+        &self,
+        req: Request<Streaming<ApplySoonNotice>>,
+    ) -> Result<Response<ApplySoonResponse>, Status> {
+        let mut notices = req.into_inner();
+        while let Some(Ok(_)) = notices.next().await {
+            common::park_spin::expect_work_within(APPLY_SOON_WINDOW);
+        }
+        Ok(Response::new(ApplySoonResponse {}))
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {

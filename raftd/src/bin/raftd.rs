@@ -232,8 +232,10 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     let dir = member.data_dir.join("raftd");
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let notice = raftd::apply_notice::ApplyNotice::default();
     let log = LogStore::open(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?
+        .with_apply_notice(notice.clone());
 
     let hb = opts.heartbeat_interval.unwrap_or(100);
     let el = opts.election_timeout.unwrap_or(1000);
@@ -280,7 +282,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         .max_decoding_message_size(usize::MAX);
     let storage_check = storage.clone();
     let db_size = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let sm = StateMachine::new(storage, log.reader(), db_size.clone());
+    let sm = StateMachine::new(storage, log.reader(), db_size.clone(), notice);
     tracing::info!("waiting for storaged's applied state");
     let removal = Arc::new(raftd::removal::Removal::default());
     let peers = Peers {
