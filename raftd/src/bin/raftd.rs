@@ -249,6 +249,12 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_count),
         max_in_snapshot_log_to_keep: catchup_entries,
         enable_pre_vote: Some(opts.pre_vote.unwrap_or(true)),
+        // A restarted leader must win an election (and commit a blank entry
+        // of its term) before it answers read indexes: the committed index
+        // is persisted lazily, so a leader restored at once could take a
+        // committed index older than what followers already served
+        // (a stale linearizable read; seen in kill9_everything_on_the_leader).
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     let config = Arc::new(config.validate()?);
