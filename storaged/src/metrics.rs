@@ -21,7 +21,18 @@ pub static APPLY_BATCHES: Counter = Counter::new(
     "Batches of raft entries applied (each one commit).",
 );
 
+pub static APPLY_HEADS_UPS: Counter = Counter::new(
+    "triad_storaged_apply_heads_ups_total",
+    "Heads-ups from raftd that an Apply is on its way (storaged spins for it).",
+);
+
 pub fn render() -> String {
-    let all: [&dyn Metric; 4] = [&BACKEND_COMMIT, &DB_SIZE, &DB_SIZE_IN_USE, &APPLY_BATCHES];
+    let all: [&dyn Metric; 5] = [
+        &BACKEND_COMMIT,
+        &DB_SIZE,
+        &DB_SIZE_IN_USE,
+        &APPLY_BATCHES,
+        &APPLY_HEADS_UPS,
+    ];
     common::metrics::render(&all)
 }

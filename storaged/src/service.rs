@@ -121,6 +121,7 @@ impl Storage for StorageService {
     ) -> Result<Response<ApplySoonResponse>, Status> {
         let mut notices = req.into_inner();
         while let Some(Ok(_)) = notices.next().await {
+            crate::metrics::APPLY_HEADS_UPS.inc();
             common::park_spin::expect_work_within(APPLY_SOON_WINDOW);
         }
         Ok(Response::new(ApplySoonResponse {}))

@@ -71,6 +71,11 @@ fn member_metrics_use_etcd_names() {
     assert!(!raftd.contains("etcd_disk_backend_commit"));
     let (_, storaged) = own(storaged_port);
     assert!(storaged.contains("etcd_mvcc_db_total_size_in_bytes"));
+    // raftd warned storaged of (nearly) every put's Apply: one heads-up per
+    // Apply at most, and the stream opens with the first Apply stream, so
+    // a few may be missing but not most.
+    let heads_ups = sample(&storaged, "triad_storaged_apply_heads_ups_total", "");
+    assert!(heads_ups >= Some(10.0), "{storaged}");
     assert!(!storaged.contains("etcd_server_has_leader"));
     let (_, member) = own(member_port);
     assert!(
