@@ -20,16 +20,10 @@ set -u
 ROUNDS=$1; M=$2; CASE=$3; shift 3
 K=${KVBENCH:-/tmp/kvbench-target/release/kvbench}
 DUR=${DUR:-10}
-[ -x "$K" ] || (cd ../shared/kvbench && CARGO_TARGET_DIR=$(dirname "$(dirname "$K")") cargo build --release)
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_kvbench "$K"
 
-eps() { local b=$1 s=$2 out=""; for ((i = 0; i < M; i++)); do out+="${out:+,}127.0.0.1:$((b + s * i))"; done; echo "$out"; }
-leader_of() {
-  etcdctl --endpoints="$1" endpoint status -w json 2>/dev/null | python3 -c "
-import json, sys
-for s in json.load(sys.stdin):
-    if s['Status']['leader'] == s['Status']['header']['member_id']:
-        print(s['Endpoint'].replace('http://', '')); break"
-}
 wait_up() {
   local t=0
   for e in ${1//,/ }; do
@@ -77,12 +71,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
           --initial-cluster-token "ab$$" --initial-cluster-state new >"$D/m$i.log" 2>&1 &
         PIDS+=($!)
       done
-      EP=$(eps 24790 10)
+      EP=$(eps 24790 10 "$M")
     else
       (IFS=,; for kv in $envs; do export "$kv"; done
         exec "$dir/triad" up --members "$M" --data-dir "$D/t" --client-port 42379 >"$D/up.out" 2>"$D/up.err") &
       PIDS=($!)
-      EP=$(eps 42379 10000)
+      EP=$(eps 42379 10000 "$M")
     fi
     wait_up "$EP" || echo "round $r: $spec did not start" >&2
     sleep 1

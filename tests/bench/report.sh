@@ -21,6 +21,8 @@ OUT=${OUT:-BENCHMARKS.md}
 K=${KVBENCH:-/tmp/kvbench-target/release/kvbench}
 export KVBENCH=$K DUR ETCDCTL_API=3
 SUITE=../shared/kvbench/suite.sh
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TRIAD_PORT=42379 # members on 42379, 52379, 62379
 ETCD_PORT=24790  # etcd-baseline.sh's layout: members on 24790, 24800, 24810
 
@@ -34,7 +36,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 cargo build --release --locked # the binaries measured are the tree described
-[ -x "$K" ] || (cd ../shared/kvbench && CARGO_TARGET_DIR=$(dirname "$(dirname "$K")") cargo build --release)
+ensure_kvbench "$K"
 log() { echo "report: $*" >&2; }
 # Before each measured phase: the previous phase's dirty pages written back,
 # so neither system pays for the other's writes.
@@ -42,17 +44,6 @@ settle() { sync; sleep 5; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(now)"; }
 rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.0f", $1/1024}'; }
-eps() { # base port → the three client endpoints
-  local base=$1 step=$2
-  echo "127.0.0.1:$base,127.0.0.1:$((base + step)),127.0.0.1:$((base + 2 * step))"
-}
-leader_of() { # endpoints → the leader's endpoint
-  etcdctl --endpoints="$1" endpoint status -w json | python3 -c "
-import json, sys
-for s in json.load(sys.stdin):
-    if s['Status']['leader'] == s['Status']['header']['member_id']:
-        print(s['Endpoint'].replace('http://', '')); break"
-}
 # "Serving" = a linearizable read answered, which needs an elected leader
 # and every member's state machine reachable through the one asked.
 wait_serving() { # endpoints → seconds until every member answers (gives up after 300 s)

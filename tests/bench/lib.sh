@@ -1,0 +1,21 @@
+# Helpers shared by the benchmark scripts in tests/bench (sourced, not run).
+# Paths are relative to the project root, where the scripts are run from.
+
+# Build kvbench into the target dir its binary path names, if it is missing.
+ensure_kvbench() { # binary path
+  [ -x "$1" ] || (cd ../shared/kvbench && CARGO_TARGET_DIR=$(dirname "$(dirname "$1")") cargo build --release)
+}
+
+eps() { # base port, step between members, members (3) → client endpoints
+  local base=$1 step=$2 n=${3:-3} out="" i
+  for ((i = 0; i < n; i++)); do out+="${out:+,}127.0.0.1:$((base + step * i))"; done
+  echo "$out"
+}
+
+leader_of() { # endpoints → the leader's endpoint
+  etcdctl --endpoints="$1" endpoint status -w json | python3 -c "
+import json, sys
+for s in json.load(sys.stdin):
+    if s['Status']['leader'] == s['Status']['header']['member_id']:
+        print(s['Endpoint'].replace('http://', '')); break"
+}
