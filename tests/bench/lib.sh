@@ -19,3 +19,22 @@ for s in json.load(sys.stdin):
     if s['Status']['leader'] == s['Status']['header']['member_id']:
         print(s['Endpoint'].replace('http://', '')); break"
 }
+
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(now)"; }
+
+# "Serving" = a linearizable read answered, which needs an elected leader
+# and every member's state machine reachable through the one asked.
+wait_serving() { # endpoints → seconds until every member answers (fails after 300 s)
+  local t0 e; t0=$(now)
+  for e in ${1//,/ }; do
+    until etcdctl --endpoints="$e" --command-timeout=2s get bench-probe >/dev/null 2>&1; do
+      if (($(date +%s) - ${t0%.*} > 300)); then
+        echo "$e did not serve within 300 s" >&2
+        return 1
+      fi
+      sleep 0.02
+    done
+  done
+  since "$t0"
+}

@@ -41,24 +41,7 @@ log() { echo "report: $*" >&2; }
 # Before each measured phase: the previous phase's dirty pages written back,
 # so neither system pays for the other's writes.
 settle() { sync; sleep 5; }
-now() { date +%s.%N; }
-since() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(now)"; }
 rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.0f", $1/1024}'; }
-# "Serving" = a linearizable read answered, which needs an elected leader
-# and every member's state machine reachable through the one asked.
-wait_serving() { # endpoints → seconds until every member answers (gives up after 300 s)
-  local t0 e; t0=$(now)
-  for e in ${1//,/ }; do
-    until etcdctl --endpoints="$e" --command-timeout=2s get report-probe >/dev/null 2>&1; do
-      if (($(date +%s) - ${t0%.*} > 300)); then
-        log "$e did not serve within 300 s (KEEP=1 keeps the logs)"
-        exit 1
-      fi
-      sleep 0.02
-    done
-  done
-  since "$t0"
-}
 
 # --- the disk's fsync floor, on the filesystem the data dirs live on ---
 fsync_floor() {
