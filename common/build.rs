@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = out.join("descriptors.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
+        // prost's codec, but transactions nest as deep as etcd allows.
+        .codec_path("crate::codec::TriadCodec")
         .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
     // etcd's JSON gateway encoding (grpc-gateway's jsonpb with OrigName):
     // proto field names, int64 as strings, bytes as base64, enums by name,

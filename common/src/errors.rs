@@ -102,10 +102,21 @@ pub enum EtcdError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    // triad's own bounds (etcd has none of these).
+    #[error("etcdserver: key is too large")]
+    KeyTooLarge,
+    #[error("etcdserver: user name is too large")]
+    UserNameTooLarge,
+    #[error("etcdserver: role name is too large")]
+    RoleNameTooLarge,
+    /// A request no member can decode (it reached the log without passing
+    /// a gatewayd, or from a newer version).
+    #[error("etcdserver: malformed request")]
+    Malformed,
 }
 
 /// Wire codes are positions in this list: append only.
-const ALL: [EtcdError; 47] = [
+const ALL: [EtcdError; 51] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -153,6 +164,10 @@ const ALL: [EtcdError; 47] = [
     EtcdError::InvalidAuthToken,
     EtcdError::InvalidAuthMgmt,
     EtcdError::AuthOldRevision,
+    EtcdError::KeyTooLarge,
+    EtcdError::UserNameTooLarge,
+    EtcdError::RoleNameTooLarge,
+    EtcdError::Malformed,
 ];
 
 impl EtcdError {
@@ -162,7 +177,8 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | RequestTooLarge | MemberBadUrls | UserEmpty | RoleEmpty
-            | AuthFailed | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
+            | AuthFailed | InvalidAuthMgmt | AuthOldRevision | KeyTooLarge | UserNameTooLarge
+            | RoleNameTooLarge | Malformed => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,

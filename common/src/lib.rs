@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod backup;
 pub mod call_stream;
+pub mod codec;
 pub mod config;
 pub mod errors;
 pub mod etcd_flags;
@@ -13,14 +14,17 @@ pub mod inline_stream;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod nested_txn;
 pub mod park_spin;
 pub mod proto;
 pub mod read_batch;
 pub mod read_index_link;
+pub mod secrets;
 pub mod tcp;
 pub mod tls;
 pub mod uds;
 pub mod uds_stream;
+pub mod validate;
 
 /// The version every daemon reports for `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -166,7 +166,7 @@ impl Auth for AuthService {
                     let token = simple_token();
                     let simple = SimpleToken {
                         user: r.name.clone(),
-                        token: token.clone(),
+                        token: common::secrets::digest(token.as_bytes()),
                         ttl_seconds: ttl.as_secs() as i64,
                         checked_revision: checked,
                     };

@@ -78,7 +78,7 @@ pub struct Backend {
 
 /// storaged's encoded RaftResult: its outcome, or the etcd error it carries.
 pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, Status> {
-    match RaftResult::decode(bytes) {
+    match common::nested_txn::raft_result(bytes) {
         Ok(RaftResult {
             result: Some(Outcome::Error(code)),
         }) => Err(status_from_wire(code)),

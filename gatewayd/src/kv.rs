@@ -6,7 +6,6 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::backend::Backend;
-use crate::validate;
 use common::proto::etcdserverpb::kv_server::Kv;
 use common::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -15,6 +14,7 @@ use common::proto::etcdserverpb::{
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::{AuthInfo, RaftRequest};
+use common::validate;
 
 pub struct KvService {
     backend: Arc<Backend>,

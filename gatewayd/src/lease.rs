@@ -98,6 +98,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // Any user may grant a lease, but a token that is not valid is
+        // refused, as etcd refuses it on every proposal.
+        self.backend.who(&req).await?;
         let g = req.into_inner();
         self.backend.check_quota(&Op::LeaseGrant(g)).await?;
         let out = self

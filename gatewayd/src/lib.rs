@@ -25,6 +25,5 @@ pub mod proxy_l7;
 pub mod quota;
 pub mod srv;
 pub mod tokens;
-pub mod validate;
 pub mod watch;
 pub mod watch_hub;

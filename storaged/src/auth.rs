@@ -154,20 +154,22 @@ impl Auth {
     /// The user a simple token stands for (its TTL starts again), or None.
     pub fn resolve(&self, token: &str) -> Option<String> {
         let now = Instant::now();
+        let digest = common::secrets::digest(token.as_bytes());
         let mut tokens = self.tokens();
-        match tokens.get_mut(token) {
+        match tokens.get_mut(&digest) {
             Some(t) if t.expires > now => {
                 t.expires = now + t.ttl;
                 Some(t.user.clone())
             }
             Some(_) => {
-                tokens.remove(token);
+                tokens.remove(&digest);
                 None
             }
             None => None,
         }
     }
 
+    /// Registers a token by its digest (as applied from the log).
     fn register(&self, t: &SimpleToken) {
         let now = Instant::now();
         let ttl = Duration::from_secs(t.ttl_seconds.max(1) as u64);

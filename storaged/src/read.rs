@@ -12,6 +12,7 @@ use common::errors::EtcdError;
 use common::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use common::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use common::proto::mvccpb::KeyValue;
+use common::validate::MAX_KEY_BYTES;
 
 /// Which keys a request names, decoded from etcd's (key, range_end) pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +26,15 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// Bounds longer than any stored key are cut to one byte more than
+    /// the longest: for keys of at most L bytes, `k >= b` and `k < b` give
+    /// the same answers with `b` cut to L + 1 bytes, and the cut bound
+    /// always fits the key index.
     pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
             [] => KeyRange::Single(key.to_vec()),
-            [0] => KeyRange::FromKey(key.to_vec()),
-            end => KeyRange::Until(key.to_vec(), end.to_vec()),
+            [0] => KeyRange::FromKey(bound(key)),
+            end => KeyRange::Until(bound(key), bound(end)),
         }
     }
 
@@ -42,6 +47,10 @@ impl KeyRange {
     }
 }
 
+fn bound(b: &[u8]) -> Vec<u8> {
+    b[..b.len().min(MAX_KEY_BYTES + 1)].to_vec()
+}
+
 /// The newest revision of `key` at or below `rev`, tombstones included.
 pub fn latest<R: Readable>(
     r: &R,
@@ -49,6 +58,9 @@ pub fn latest<R: Readable>(
     key: &[u8],
     rev: i64,
 ) -> Result<Option<(Rev, Record)>, StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Ok(None); // never stored
+    }
     let esc = keys::escape(key);
     let lo = keys::index_key(&esc, Rev { main: rev, sub: -1 });
     let hi = keys::index_key(&esc, Rev { main: 0, sub: 0 });
@@ -239,6 +251,26 @@ mod tests {
         assert_eq!(KeyRange::new(b"a", b"\0"), KeyRange::FromKey(b"a".to_vec()));
         let r = KeyRange::new(b"a", b"c");
         assert!(r.contains(b"a") && r.contains(b"b\xff") && !r.contains(b"c"));
+    }
+
+    #[test]
+    fn bounds_beyond_the_longest_key_keep_their_meaning() {
+        let long = |c: u8, n: usize| vec![c; n];
+        let end = long(b'b', MAX_KEY_BYTES + 50);
+        let r = KeyRange::new(b"a", &end);
+        assert!(matches!(&r, KeyRange::Until(_, e) if e.len() == MAX_KEY_BYTES + 1));
+        for k in [
+            long(b'b', MAX_KEY_BYTES),
+            long(b'a', MAX_KEY_BYTES),
+            b"b".to_vec(),
+        ] {
+            assert_eq!(r.contains(&k), k >= b"a".to_vec() && k < end, "{}", k.len());
+        }
+        let start = long(b'b', MAX_KEY_BYTES + 50);
+        let r = KeyRange::new(&start, b"\0");
+        for k in [long(b'b', MAX_KEY_BYTES), long(b'c', 1), long(b'b', 3)] {
+            assert_eq!(r.contains(&k), k >= start, "{}", k.len());
+        }
     }
 
     #[test]

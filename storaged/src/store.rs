@@ -21,6 +21,7 @@ use crate::read::{self, RevBounds};
 use crate::write::{self, RevState, WriteTxn};
 use crate::StoreError;
 use common::errors::EtcdError;
+use common::nested_txn::NestedError;
 use common::proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use common::proto::storage::{
     apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
@@ -188,7 +189,7 @@ impl Store {
             }
             let result = match &entry.payload {
                 Some(Payload::Request(bytes)) => {
-                    let outcome = match RaftRequest::decode(bytes.as_slice()) {
+                    let outcome = match common::nested_txn::raft_request(bytes) {
                         Ok(req) => {
                             let mut batch = Batch {
                                 tx: &mut tx,
@@ -202,8 +203,12 @@ impl Store {
                             batch.apply(&req)?
                         }
                         Err(e) => {
-                            tracing::error!(index = log_id.index, error = %e, "undecodable raft request");
-                            None
+                            tracing::warn!(index = log_id.index, error = %e, "undecodable raft request");
+                            let refusal = match e {
+                                NestedError::TooDeep => EtcdError::TooManyOps,
+                                NestedError::Decode(_) => EtcdError::Malformed,
+                            };
+                            Some(Outcome::Error(refusal.wire_code()))
                         }
                     };
                     outcome
@@ -438,8 +443,12 @@ impl Batch<'_, '_> {
     /// abort the whole batch.
     fn apply(&mut self, req: &RaftRequest) -> Result<Option<Outcome>, StoreError> {
         let Some(op) = &req.op else {
-            return Ok(None);
+            return Ok(Some(Outcome::Error(EtcdError::Malformed.wire_code())));
         };
+        // Refused before anything is written, identically on every member.
+        if let Err(e) = common::validate::storable(req) {
+            return Ok(Some(Outcome::Error(e.wire_code())));
+        }
         let refused = match &req.auth {
             Some(who) => self.refused_by_auth(who, op)?,
             None => None,

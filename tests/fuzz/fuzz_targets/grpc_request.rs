@@ -6,7 +6,7 @@
 
 use common::proto::etcdserverpb::*;
 use gatewayd::proxy_l7::namespace::Namespace;
-use gatewayd::validate;
+use common::validate;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            if let Ok(mut t) = TxnRequest::decode(body) {
+            if let Ok(mut t) = common::nested_txn::txn_request(body) {
                 let _ = validate::check_txn(&t, 128);
                 let _ = ns.txn(&mut t);
             }

@@ -5,8 +5,8 @@
 #![no_main]
 
 use common::proto::etcdserverpb::*;
+use common::validate;
 use gatewayd::json_gateway::decode_body;
-use gatewayd::validate;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
