@@ -118,6 +118,16 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_SPIN_BEFORE_SLEEP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spin_before_sleep: Option<String>,
+    /// Maximum client request size in bytes the server will accept
+    /// (gatewayd checks clients' requests, raftd those other members
+    /// forward).
+    #[arg(long, env = "TRIAD_MAX_REQUEST_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<usize>,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_txn_ops: Option<usize>,
 }
 
 /// Default of `--spin-before-sleep`: longer than a hop's round trip and an
@@ -139,6 +149,8 @@ pub struct Member {
     pub socket_group_access: bool,
     pub log: crate::logging::LogSettings,
     pub spin_before_sleep: std::time::Duration,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
@@ -225,7 +237,13 @@ impl MemberOpts {
                 parse_duration(text).map_err(|e| err(format!("--spin-before-sleep: {}", e.0)))?
             }
         };
+        let max_txn_ops = self.max_txn_ops.unwrap_or(128);
+        if max_txn_ops == 0 {
+            return Err(err("--max-txn-ops must be at least 1"));
+        }
         Ok(Member {
+            max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
+            max_txn_ops,
             cluster_id: crate::ids::cluster_id(&ids),
             name,
             data_dir,

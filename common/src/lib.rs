@@ -13,6 +13,7 @@ pub mod ids;
 pub mod inline_stream;
 pub mod lifecycle;
 pub mod logging;
+pub mod member_dir;
 pub mod metrics;
 pub mod nested_txn;
 pub mod park_spin;

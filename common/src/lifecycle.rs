@@ -111,10 +111,52 @@ pub fn reexec() -> std::io::Error {
         .exec()
 }
 
+/// A line on stderr that is dropped if stderr fails (eprintln! panics).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Exit status of a daemon that cannot start as configured (a bad
+/// configuration, a port in use, another instance on its data dir, a data
+/// dir of another cluster): a restart would fail the same way, so `triad
+/// up` stops the member and systemd does not restart it
+/// (`RestartPreventExitStatus=2`). Any other failure exits with 1.
+pub const EXIT_UNSTARTABLE: u8 = 2;
+
+static UNSTARTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An error a restart will not cure. Creating one decides the daemon's
+/// exit status (`EXIT_UNSTARTABLE`) should it end the daemon.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unstartable(String);
+
+impl Unstartable {
+    pub fn new(e: impl std::fmt::Display) -> Unstartable {
+        UNSTARTABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+        Unstartable(e.to_string())
+    }
+}
+
+/// Claim a member's data dir for `who` (see `member_dir`), warning as
+/// etcd does when it is open to others.
+pub fn claim_data_dir(
+    member: &crate::config::Member,
+    who: &str,
+) -> Result<crate::member_dir::Claim, Unstartable> {
+    if let Some(w) =
+        crate::member_dir::permission_warning(&member.data_dir, member.socket_group_access)
+    {
+        tracing::warn!("{w}");
+    }
+    crate::member_dir::claim(&member.data_dir, who).map_err(Unstartable::new)
+}
+
 /// A configuration error: one line on stderr and exit status 2.
 pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
-    eprintln!("{daemon}: {e}");
-    std::process::ExitCode::from(2)
+    say(format_args!("{daemon}: {e}"));
+    std::process::ExitCode::from(EXIT_UNSTARTABLE)
 }
 
 /// Turn transparent huge pages off for this process. The allocator asks
@@ -142,6 +184,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    crate::member_dir::private_umask();
     crate::logging::init(daemon, &settings.member_name, &settings.log);
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
@@ -174,7 +217,7 @@ where
             rt
         }
         Err(e) => {
-            eprintln!("{daemon}: cannot start runtime: {e}");
+            say(format_args!("{daemon}: cannot start runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -182,8 +225,12 @@ where
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{daemon}: {e:#}");
-            eprintln!("{daemon}: {e:#}");
-            std::process::ExitCode::FAILURE
+            say(format_args!("{daemon}: {e:#}"));
+            if UNSTARTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+                std::process::ExitCode::from(EXIT_UNSTARTABLE)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

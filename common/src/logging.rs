@@ -8,6 +8,8 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use crate::metrics::Counter;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -42,14 +44,71 @@ pub fn parse_level(level: &str) -> Option<&'static str> {
     })
 }
 
+/// Log lines each daemon could not write (stderr closed, a full disk
+/// under its log file): counted and dropped, never a panic.
+pub static DROPPED: [Counter; 3] = [
+    Counter::new(
+        "triad_storaged_log_lines_dropped_total",
+        "Log lines storaged could not write.",
+    ),
+    Counter::new(
+        "triad_raftd_log_lines_dropped_total",
+        "Log lines raftd could not write.",
+    ),
+    Counter::new(
+        "triad_gatewayd_log_lines_dropped_total",
+        "Log lines gatewayd could not write.",
+    ),
+];
+
+/// This process's count of dropped log lines.
+pub fn dropped(daemon: &str) -> &'static Counter {
+    match daemon {
+        "storaged" => &DROPPED[0],
+        "raftd" => &DROPPED[1],
+        _ => &DROPPED[2],
+    }
+}
+
+/// stderr that never fails a write: a line that cannot be written is
+/// counted in `DROPPED` instead (tracing's own fallback, eprintln!,
+/// panics when stderr fails).
+#[derive(Clone, Copy)]
+struct Stderr(&'static Counter);
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(buf).is_err() {
+            self.0.inc();
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+    fn make_writer(&'a self) -> Stderr {
+        *self
+    }
+}
+
 /// Install the process's logger. `RUST_LOG` overrides the level.
 pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", settings.level))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colour only for a person at a terminal: escape codes in files and
+        // the journal break greps and log shippers.
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
+        .with_writer(Stderr(dropped(daemon)));
     if settings.json {
         builder
             .event_format(EtcdJson {

@@ -144,6 +144,18 @@ pub fn mark_forwarded<T>(req: &mut tonic::Request<T>) {
         FORWARDED_METADATA,
         tonic::metadata::MetadataValue::from_static("1"),
     );
+    if let Some(add) = FORWARD_CREDENTIALS.get() {
+        add(req.metadata_mut());
+    }
+}
+
+/// How a member proves itself on the calls it forwards (raftd's peer
+/// credentials), set once by the daemon that forwards.
+static FORWARD_CREDENTIALS: std::sync::OnceLock<fn(&mut tonic::metadata::MetadataMap)> =
+    std::sync::OnceLock::new();
+
+pub fn set_forward_credentials(add: fn(&mut tonic::metadata::MetadataMap)) {
+    let _ = FORWARD_CREDENTIALS.set(add);
 }
 
 /// Whether a call arrived forwarded from another member.

@@ -153,21 +153,20 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<Interval>), E
     Ok((puts, dels))
 }
 
-/// A whole request as raftd receives it from a peer: the checks gatewayd
-/// ran on it (etcd's, and `storable`'s), run again.
+/// A proposal as raftd receives it from a peer: only what a member's
+/// gatewayd proposes (leases, checkpoints and the peer secret are proposed
+/// by the leader's raftd itself), with the checks gatewayd ran on it
+/// (etcd's, and `storable`'s) run again.
 pub fn check_raft_request(req: &RaftRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
     match &req.op {
         Some(Op::Put(p)) => check_put(p),
         Some(Op::DeleteRange(d)) => check_delete(d),
         Some(Op::Txn(t)) => check_txn(t, max_txn_ops),
         Some(Op::AuthChange(c)) => check_auth_change(c),
+        Some(Op::Compaction(_) | Op::Alarm(_)) => Ok(()),
         Some(
-            Op::Compaction(_)
-            | Op::LeaseGrant(_)
-            | Op::LeaseRevoke(_)
-            | Op::LeaseCheckpoint(_)
-            | Op::Alarm(_),
-        ) => Ok(()),
+            Op::LeaseGrant(_) | Op::LeaseRevoke(_) | Op::LeaseCheckpoint(_) | Op::PeerSecret(_),
+        ) => Err(EtcdError::NotCapable),
         None => Err(EtcdError::Malformed),
     }
 }

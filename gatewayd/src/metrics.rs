@@ -53,7 +53,8 @@ pub static LOCAL_RPC: Histogram = Histogram::labelled(
 );
 
 fn render_own() -> String {
-    let all: [&dyn Metric; 8] = [
+    let all: [&dyn Metric; 9] = [
+        common::logging::dropped("gatewayd"),
         &WATCH_STREAMS,
         &WATCHERS,
         &SLOW_WATCHERS,

@@ -90,7 +90,7 @@ impl AppendMux {
 async fn open(client: &mut RaftPeerClient<Channel>) -> Result<Open, Status> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut replies = client
-        .stream_append(UnboundedReceiverStream::new(rx))
+        .stream_append(crate::peer_auth::request(UnboundedReceiverStream::new(rx)))
         .await?
         .into_inner();
     let waiting = Arc::new(Mutex::new(Waiting::default()));

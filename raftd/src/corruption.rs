@@ -50,7 +50,7 @@ async fn peer_hashes(raft: &Raft, me: NodeId, revision: i64) -> Vec<(NodeId, Has
             continue;
         };
         let asked = RaftPeerClient::new(channel)
-            .hash_kv(HashKvRequest { revision })
+            .hash_kv(crate::peer_auth::request(HashKvRequest { revision }))
             .await;
         if let Ok(r) = asked {
             out.push((*id, r.into_inner()));

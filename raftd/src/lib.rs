@@ -9,6 +9,7 @@
 pub mod append_mux;
 pub mod apply_notice;
 pub mod auto_compact;
+pub mod belonging;
 pub mod codec;
 pub mod corruption;
 pub mod force;
@@ -19,6 +20,8 @@ pub mod log_store;
 pub mod members;
 pub mod metrics;
 pub mod network;
+pub mod peer_auth;
+pub mod peer_cert;
 pub mod peer_server;
 pub mod recent_entries;
 pub mod removal;

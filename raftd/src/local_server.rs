@@ -1,6 +1,9 @@
 //! The triad.raft.v1 service on the member's Unix socket: gatewayd proposes
 //! writes (in batches) and asks for read indexes here. Raft errors become
-//! etcd's errors through common::errors.
+//! etcd's errors through common::errors. The same service answers other
+//! members' forwarded calls on the peer port, where `peer_auth` admitted
+//! the caller (a `PeerCaller` extension) and what it forwards is checked
+//! again here, as gatewayd checks its clients' requests.
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -13,8 +16,9 @@ use std::sync::Arc;
 
 use crate::lessor::Lessor;
 use crate::members::Members;
+use crate::peer_auth::PeerCaller;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
-use crate::types::{Proposal, Raft, TypeConfig};
+use crate::types::{NodeId, Proposal, Raft, TypeConfig};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
@@ -57,6 +61,27 @@ pub struct RaftLocalService {
     /// reads other members forwarded here.
     local_reads: Arc<ReadBatch<u64>>,
     forwarded_reads: Arc<ReadBatch<u64>>,
+    limits: Limits,
+}
+
+/// The member's request limits, applied to what peers forward.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+/// The member a call came from over TCP, if it did.
+fn peer_caller<T>(req: &Request<T>) -> Option<NodeId> {
+    req.extensions().get::<PeerCaller>().map(|c| c.0)
+}
+
+/// Calls a member makes only on its own raftd.
+fn local_only<T>(req: &Request<T>) -> Result<(), Status> {
+    match peer_caller(req) {
+        Some(_) => Err(Status::permission_denied("not served to peers")),
+        None => Ok(()),
+    }
 }
 
 /// How often a proposal or read is re-routed when leadership moved under it.
@@ -86,6 +111,10 @@ impl RaftLocalService {
         removal: Arc<crate::removal::Removal>,
     ) -> Self {
         RaftLocalService {
+            limits: Limits {
+                max_request_bytes: usize::MAX,
+                max_txn_ops: usize::MAX,
+            },
             removal,
             was_member: Arc::new(std::sync::atomic::AtomicBool::new(initialized_before)),
             raft: router.raft().clone(),
@@ -97,6 +126,12 @@ impl RaftLocalService {
             local_reads: Arc::default(),
             forwarded_reads: Arc::default(),
         }
+    }
+
+    /// The limits forwarded requests are checked against.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// `read_index_once` in a round shared with concurrent reads.
@@ -175,6 +210,75 @@ impl RaftLocalService {
             raft_index,
             ..Default::default()
         })
+    }
+
+    /// What `caller` forwarded, checked as gatewayd checks its clients'
+    /// requests: bounded, decodable and valid. A request without a caller
+    /// identity counts as an anonymous client's, except the two a member
+    /// makes on its own: the NOSPACE alarm it raises for itself, and a
+    /// simple token it registers after checking a password.
+    fn screen(&self, bytes: Vec<u8>, caller: NodeId) -> Result<Vec<u8>, EtcdError> {
+        use common::proto::storage::auth_change::Op as Change;
+        use common::proto::storage::raft_request::Op;
+        use prost::Message;
+        if bytes.len() > self.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let mut req = common::nested_txn::raft_request(&bytes).map_err(|e| match e {
+            common::nested_txn::NestedError::TooDeep => EtcdError::TooManyOps,
+            common::nested_txn::NestedError::Decode(_) => EtcdError::Malformed,
+        })?;
+        common::validate::check_raft_request(&req, self.limits.max_txn_ops)?;
+        if req.auth.is_some() {
+            return Ok(bytes);
+        }
+        let members_own = match &req.op {
+            Some(Op::Alarm(a)) => a.member_id == caller,
+            Some(Op::AuthChange(c)) => matches!(c.op, Some(Change::Authenticate(_))),
+            _ => false,
+        };
+        if members_own {
+            return Ok(bytes);
+        }
+        req.auth = Some(common::proto::storage::AuthInfo::default());
+        Ok(req.encode_to_vec())
+    }
+
+    /// Propose a batch a local gatewayd sent, or one `caller` forwarded
+    /// (screened first; refused proposals are answered with their error).
+    async fn propose_from(
+        &self,
+        proposals: Vec<Vec<u8>>,
+        forwarded: bool,
+        caller: Option<NodeId>,
+    ) -> Result<ProposeBatchResponse, Status> {
+        let Some(caller) = caller else {
+            return self.propose(proposals, forwarded).await;
+        };
+        let screened: Vec<Result<Vec<u8>, EtcdError>> = proposals
+            .into_iter()
+            .map(|p| self.screen(p, caller))
+            .collect();
+        let admitted: Vec<Vec<u8>> = screened.iter().filter_map(|s| s.clone().ok()).collect();
+        let mut resp = if admitted.is_empty() {
+            ProposeBatchResponse {
+                raft_term: self.term(),
+                ..Default::default()
+            }
+        } else {
+            self.propose(admitted, forwarded).await?
+        };
+        let mut proposed = std::mem::take(&mut resp.outcomes).into_iter();
+        resp.outcomes = screened
+            .into_iter()
+            .map(|s| match s {
+                Ok(_) => proposed.next().unwrap_or_default(),
+                Err(e) => ProposeOutcome {
+                    outcome: Some(Outcome::Error(e.wire_code())),
+                },
+            })
+            .collect();
+        Ok(resp)
     }
 
     /// Propose here or on the leader. Proposals refused because leadership
@@ -272,19 +376,42 @@ impl RaftLocalService {
         match self.router.route(forwarded).await? {
             Route::Here => self.propose_here(proposals).await,
             Route::Leader(link) => {
-                let resp = link
-                    .proposals
-                    .call(ProposeBatchRequest {
-                        requests: proposals,
-                        id: 0,
-                    })
-                    .await
-                    .map_err(leader_failed)?;
+                // Batches go as they are unless over what a peer decodes.
+                let calls = split_batch(proposals, crate::peer_auth::FORWARDED_BATCH_BYTES)
+                    .into_iter()
+                    .map(|requests| link.proposals.call(ProposeBatchRequest { requests, id: 0 }));
+                let mut resp = ProposeBatchResponse::default();
+                for part in futures::future::join_all(calls).await {
+                    let part = part.map_err(leader_failed)?;
+                    resp.outcomes.extend(part.outcomes);
+                    resp.raft_term = resp.raft_term.max(part.raft_term);
+                    resp.raft_index = resp.raft_index.max(part.raft_index);
+                }
                 self.router.wait_applied(resp.raft_index).await?;
                 Ok(resp)
             }
         }
     }
+}
+
+/// `proposals` in consecutive batches of at most `bytes` each (a single
+/// larger proposal goes alone).
+fn split_batch(proposals: Vec<Vec<u8>>, bytes: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut size = 0;
+    for p in proposals {
+        match batches.last_mut() {
+            Some(last) if size + p.len() <= bytes => {
+                size += p.len();
+                last.push(p);
+            }
+            _ => {
+                size = p.len();
+                batches.push(vec![p]);
+            }
+        }
+    }
+    batches
 }
 
 /// Answer each message of a call stream as its own request, concurrently;
@@ -370,8 +497,9 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> St
 impl RaftLocal for RaftLocalService {
     async fn metrics(
         &self,
-        _req: Request<common::proto::storage::MetricsRequest>,
+        req: Request<common::proto::storage::MetricsRequest>,
     ) -> Result<Response<common::proto::storage::MetricsResponse>, Status> {
+        local_only(&req)?;
         Ok(Response::new(common::proto::storage::MetricsResponse {
             text: crate::metrics::render(),
         }))
@@ -389,8 +517,10 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<ProposeBatchRequest>,
     ) -> Result<Response<ProposeBatchResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let mut resp = self.propose(req.into_inner().requests, forwarded).await?;
+        let (forwarded, caller) = (is_forwarded(&req), peer_caller(&req));
+        let mut resp = self
+            .propose_from(req.into_inner().requests, forwarded, caller)
+            .await?;
         resp.db_size = self.db_size.load(Ordering::Relaxed);
         Ok(Response::new(resp))
     }
@@ -403,13 +533,13 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<Streaming<ProposeBatchRequest>>,
     ) -> Result<Response<Self::ProposeStream>, Status> {
-        let forwarded = is_forwarded(&req);
+        let (forwarded, caller) = (is_forwarded(&req), peer_caller(&req));
         let this = self.clone();
         Ok(Response::new(answer_each(req.into_inner(), move |batch| {
             let this = this.clone();
             async move {
                 let id = batch.id;
-                match this.propose(batch.requests, forwarded).await {
+                match this.propose_from(batch.requests, forwarded, caller).await {
                     Ok(r) => ProposeBatchResponse {
                         id,
                         db_size: this.db_size.load(Ordering::Relaxed),
@@ -460,8 +590,9 @@ impl RaftLocal for RaftLocalService {
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        local_only(&req)?;
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let me = self.router.id();
@@ -504,8 +635,12 @@ impl RaftLocal for RaftLocalService {
 
     async fn lease_revoke(
         &self,
-        req: Request<LeaseRevokeProposal>,
+        mut req: Request<LeaseRevokeProposal>,
     ) -> Result<Response<ProposeOutcome>, Status> {
+        // A revoke deletes keys: over TCP it is always some client's.
+        if peer_caller(&req).is_some() && req.get_ref().auth.is_none() {
+            req.get_mut().auth = Some(common::proto::storage::AuthInfo::default());
+        }
         self.routed(
             req,
             |r| async move { Ok(applied(self.lessor.revoke(r).await?)) },
@@ -624,6 +759,7 @@ impl RaftLocal for RaftLocalService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         // etcd: only the leader transfers leadership; no forwarding.
+        local_only(&req)?;
         let req = req.into_inner();
         Ok(Response::new(self.members.move_leader(req).await?))
     }
@@ -632,6 +768,10 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
+        // A member publishes only itself.
+        if peer_caller(&req).is_some_and(|c| c != req.get_ref().member_id) {
+            return Err(Status::permission_denied("a member publishes only itself"));
+        }
         self.routed(
             req,
             |r| async move { self.members.publish(r).await.map(|()| PublishResponse {}) },

@@ -62,7 +62,8 @@ pub fn render() -> String {
         PROPOSALS_COMMITTED.set(m.last_log_index.unwrap_or(0) as i64);
         PROPOSALS_APPLIED.set(m.last_applied.map_or(0, |l| l.index) as i64);
     }
-    let all: [&dyn Metric; 9] = [
+    let all: [&dyn Metric; 10] = [
+        common::logging::dropped("raftd"),
         &HAS_LEADER,
         &IS_LEADER,
         &LEADER_CHANGES,

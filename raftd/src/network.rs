@@ -113,7 +113,7 @@ impl PeerClient {
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        F: FnOnce(RaftPeerClient<Channel>, RaftMessage) -> Fut,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let client = match &self.client {
@@ -128,7 +128,8 @@ impl PeerClient {
         };
         let ttl = option.hard_ttl();
         let started = std::time::Instant::now();
-        let answered = tokio::time::timeout(ttl, method(client, msg)).await;
+        let call = method(client, crate::peer_auth::request(msg));
+        let answered = tokio::time::timeout(ttl, call).await;
         if matches!(answered, Ok(Ok(_))) {
             crate::metrics::peer_round_trip(self.target, started.elapsed());
         }
@@ -236,7 +237,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     body: codec::encode(&req).unwrap_or_default(),
                 });
             let replies = client
-                .stream_append(outgoing)
+                .stream_append(crate::peer_auth::request(outgoing))
                 .await
                 .map_err(|s| status_error(&s))?
                 .into_inner();
@@ -334,7 +335,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             }
             Ok::<(), String>(())
         };
-        let call = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let call = client.install_snapshot(crate::peer_auth::request(chunks));
         let transfer = async { tokio::join!(pump, call) };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),

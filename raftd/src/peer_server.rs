@@ -1,6 +1,8 @@
 //! The triad.peer.v1 service on raftd's peer port: other members' raftd
-//! deliver openraft's messages here. Messages from another cluster are
-//! refused, as etcd refuses a peer with a different cluster ID.
+//! deliver openraft's messages here. Every call is admitted by
+//! `peer_auth` (the sender's cluster, member ID, proof and certificate)
+//! and its messages must come from that sender; messages from another
+//! cluster are refused, as etcd refuses a peer with a different cluster ID.
 
 use std::io;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use crate::codec;
 use crate::members;
+use crate::peer_auth::PeerAuth;
 use crate::removal::Removal;
 use crate::types::{Raft, Snapshot, SnapshotMeta, StoragedSnapshot, Vote};
 use common::errors::EtcdError;
@@ -18,6 +21,7 @@ use common::proto::peer::raft_peer_server::RaftPeer;
 use common::proto::peer::{ClusterRequest, ClusterResponse, RaftMessage, SnapshotChunk};
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::SnapshotChunk as StorageChunk;
+use openraft::async_runtime::WatchReceiver;
 use prost::Message;
 use tonic::transport::Channel;
 
@@ -28,6 +32,7 @@ pub struct RaftPeerService {
     /// This member's storaged: a received snapshot is streamed into it.
     storage: StorageClient<Channel>,
     removal: Arc<Removal>,
+    auth: Arc<PeerAuth>,
 }
 
 impl RaftPeerService {
@@ -37,6 +42,7 @@ impl RaftPeerService {
         member_id: u64,
         storage: StorageClient<Channel>,
         removal: Arc<Removal>,
+        auth: Arc<PeerAuth>,
     ) -> Self {
         RaftPeerService {
             raft,
@@ -44,11 +50,14 @@ impl RaftPeerService {
             member_id,
             storage,
             removal,
+            auth,
         }
     }
 
-    fn check(&self, msg: &RaftMessage) -> Result<(), Status> {
-        self.check_cluster(msg.cluster_id)
+    /// Admit a call whose messages say they come from `from`.
+    fn admit<T>(&self, req: &Request<T>, cluster_id: u64, from: u64) -> Result<(), Status> {
+        self.check_cluster(cluster_id)?;
+        self.auth.admit_raft(req, &self.raft, from)
     }
 
     /// A removed member campaigning is told so. (Only elections: a leader
@@ -82,8 +91,8 @@ impl RaftPeerService {
         F: FnOnce(Raft, Req) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, E>>,
     {
+        self.admit(&req, req.get_ref().cluster_id, req.get_ref().from)?;
         let msg = req.into_inner();
-        self.check(&msg)?;
         let rpc = codec::decode(&msg.body).map_err(bad_body)?;
         let resp = raft(self.raft.clone(), rpc).await.map_err(raft_failed)?;
         self.reply(&resp)
@@ -131,11 +140,13 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         use futures::StreamExt;
         let expected = self.cluster_id;
+        let sender = self.auth.caller_id(&req);
+        self.admit(&req, expected, sender)?;
         // Undecodable or foreign messages end the input; the leader sees
         // the stream end and starts over.
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |m| {
             let m = m.ok()?;
-            if m.cluster_id != expected {
+            if m.cluster_id != expected || m.from != sender {
                 return None;
             }
             codec::decode::<openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>>(&m.body)
@@ -181,12 +192,19 @@ impl RaftPeer for RaftPeerService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let sender = self.auth.caller_id(&req);
+        self.admit(&req, self.cluster_id, sender)?;
         let mut chunks = req.into_inner();
         let head = chunks
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         self.check_cluster(head.cluster_id)?;
+        if head.from != sender {
+            return Err(Status::permission_denied(
+                "a snapshot sent for another member",
+            ));
+        }
         let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
         let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
         tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");
@@ -224,6 +242,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admit(&req, self.cluster_id, self.auth.caller_id(&req))?;
         let req = req.into_inner();
         // The asking leader may be ahead: give this member a moment to
         // apply the revision.
@@ -245,9 +264,16 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<Response<ClusterResponse>, Status> {
         let members = members::list(&self.raft);
         let members = serde_json::to_vec(&members).map_err(|e| Status::internal(e.to_string()))?;
+        let applied_index = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |l| l.index);
         Ok(Response::new(ClusterResponse {
             cluster_id: self.cluster_id,
             members,
+            applied_index,
         }))
     }
 }

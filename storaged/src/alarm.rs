@@ -87,7 +87,11 @@ pub fn refuse(alarms: &[AlarmMember], op: &Op) -> Option<EtcdError> {
             return Some(EtcdError::NoSpace);
         }
     }
-    if raised(alarms, AlarmType::Corrupt) && !matches!(op, Op::Alarm(_) | Op::LeaseCheckpoint(_)) {
+    let member_upkeep = matches!(
+        op,
+        Op::Alarm(_) | Op::LeaseCheckpoint(_) | Op::PeerSecret(_)
+    );
+    if raised(alarms, AlarmType::Corrupt) && !member_upkeep {
         return Some(EtcdError::Corrupt);
     }
     None

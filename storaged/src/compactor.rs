@@ -27,6 +27,10 @@ pub async fn run(store: Arc<Store>) {
                     store.compact_done.send_replace(reached);
                     continue;
                 }
+                Ok(Err(e)) if crate::fatal::report(&e) => {
+                    tracing::error!(error = %e, "compaction stopped: the store failed");
+                    return;
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "compaction batch failed; retrying"),
                 Err(e) => tracing::error!(error = %e, "compaction task failed; retrying"),
             }

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod compactor;
 pub mod event_feed;
 pub mod events;
+pub mod fatal;
 pub mod hash;
+pub mod identity;
 pub mod journal_writeback;
 pub mod keys;
 pub mod lease;
@@ -50,37 +52,9 @@ pub enum StoreError {
     IncompleteSnapshot,
 }
 
-/// Set once the store failed in a way only a restart cures: fjall refuses
-/// every write after a failed persist (a full disk, say) until the
-/// database is opened again. storaged's main exits on it, so its
-/// supervisor restarts it and it recovers from its journal.
-pub static FATAL: std::sync::LazyLock<tokio::sync::watch::Sender<Option<String>>> =
-    std::sync::LazyLock::new(|| tokio::sync::watch::Sender::new(None));
-
-impl StoreError {
-    fn is_fatal(&self) -> bool {
-        // A lock of ours poisoned means a thread panicked holding it (the
-        // store's state is unknown): also only a restart cures it.
-        matches!(
-            self,
-            StoreError::Fjall(fjall::Error::Poisoned | fjall::Error::Io(_))
-                | StoreError::Poisoned
-                | StoreError::JournalSync(_)
-        )
-    }
-}
-
 impl From<StoreError> for tonic::Status {
     fn from(e: StoreError) -> tonic::Status {
-        if e.is_fatal() {
-            FATAL.send_if_modified(|f| {
-                let first = f.is_none();
-                if first {
-                    *f = Some(e.to_string());
-                }
-                first
-            });
-        }
+        fatal::report(&e);
         match e {
             StoreError::Etcd(e) => e.into(),
             StoreError::Gap { .. } => tonic::Status::failed_precondition(e.to_string()),

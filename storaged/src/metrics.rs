@@ -27,7 +27,8 @@ pub static APPLY_HEADS_UPS: Counter = Counter::new(
 );
 
 pub fn render() -> String {
-    let all: [&dyn Metric; 5] = [
+    let all: [&dyn Metric; 6] = [
+        common::logging::dropped("storaged"),
         &BACKEND_COMMIT,
         &DB_SIZE,
         &DB_SIZE_IN_USE,

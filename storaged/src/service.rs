@@ -28,6 +28,7 @@ use common::proto::storage::{
     AuthQueryRequest, AuthQueryResponse, AuthResolveRequest, AuthResolveResponse, MetricsRequest,
     MetricsResponse,
 };
+use common::proto::storage::{IdentifyRequest, IdentifyResponse};
 use common::proto::STORAGE_PROTOCOL;
 
 pub struct StorageService {
@@ -385,6 +386,16 @@ impl Storage for StorageService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.blocking(|store| store.defragment()).await?;
         Ok(Response::new(DefragmentResponse { header: None }))
+    }
+
+    async fn identify(
+        &self,
+        req: Request<IdentifyRequest>,
+    ) -> Result<Response<IdentifyResponse>, Status> {
+        let r = req.into_inner();
+        crate::identity::claim(&self.dir, r.cluster_id, r.member_id)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(IdentifyResponse {}))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

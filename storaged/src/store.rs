@@ -35,6 +35,7 @@ pub(crate) const META_MEMBERSHIP_LOG_ID: &[u8] = b"membership_log_id";
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACTED: &[u8] = b"compacted";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";
+const META_PEER_SECRET: &[u8] = b"peer_secret";
 
 /// The keyspaces in snapshot order (a snapshot entry names its keyspace by
 /// position here).
@@ -374,7 +375,12 @@ impl Store {
             Some(v) => Some(LogId::decode(v.as_ref())?),
             None => None,
         };
+        let peer_secret = r
+            .get(meta, META_PEER_SECRET)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         Ok(StatusResponse {
+            peer_secret,
             applied,
             membership_log_id,
             membership,
@@ -477,6 +483,7 @@ impl Batch<'_, '_> {
             (None, Op::Alarm(a)) => {
                 crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
             }
+            (None, Op::PeerSecret(secret)) => self.keep_peer_secret(req, secret),
             (None, op) => self.write(op),
         };
         match outcome {
@@ -484,6 +491,23 @@ impl Batch<'_, '_> {
             Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
             Err(other) => Err(other),
         }
+    }
+
+    /// The first peer secret applied stays (only the member's own request,
+    /// never a client's, may propose one).
+    fn keep_peer_secret(
+        &mut self,
+        req: &RaftRequest,
+        secret: &[u8],
+    ) -> Result<Outcome, StoreError> {
+        if req.auth.is_some() || secret.is_empty() {
+            return Err(EtcdError::NotCapable.into());
+        }
+        if fjall::Readable::contains_key(&*self.tx, &self.ks.meta, META_PEER_SECRET)? {
+            return Ok(Outcome::PeerSecret(false));
+        }
+        self.tx.insert(&self.ks.meta, META_PEER_SECRET, secret);
+        Ok(Outcome::PeerSecret(true))
     }
 
     /// etcd's auth applier: whether `who` may do `op` (auth changes judge
@@ -508,7 +532,9 @@ impl Batch<'_, '_> {
             Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
             Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
             Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
-            Op::Compaction(_) | Op::Alarm(_) | Op::AuthChange(_) => unreachable_op(),
+            Op::Compaction(_) | Op::Alarm(_) | Op::AuthChange(_) | Op::PeerSecret(_) => {
+                unreachable_op()
+            }
         };
         if out.is_ok() {
             self.revs.current = w.rev();

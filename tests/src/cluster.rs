@@ -489,6 +489,51 @@ impl Cluster {
         self.members = vec![place];
     }
 
+    /// After `crash_all`: the members at `which` back, each under a `triad
+    /// up` of its own, all at once (none is ready before a quorum runs).
+    pub fn restart_members(&mut self, which: &[usize]) {
+        let initial = self.initial_cluster(None);
+        let launches: Vec<_> = which
+            .iter()
+            .map(|&i| {
+                let place = self.members[i].clone();
+                let (args, env) = self.up_args(&place, &["--initial-cluster", &initial]);
+                std::thread::spawn(move || launch(&args, &env, &place.dir))
+            })
+            .collect();
+        for l in launches {
+            self.ups.push(l.join().expect("launch"));
+        }
+    }
+
+    /// `triad up` for member i where it is expected to fail: its exit
+    /// status and what it printed on stderr (it must end within 60 s).
+    pub fn start_member_expecting_failure(&self, i: usize) -> (Option<i32>, String) {
+        let initial = self.initial_cluster(None);
+        let (args, env) = self.up_args(&self.members[i], &["--initial-cluster", &initial]);
+        let mut child = std::process::Command::new(crate::bin("triad"))
+            .arg("up")
+            .args(&args)
+            .envs(env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn triad up");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("triad up output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Stop everything: SIGTERM every `triad up` (graceful).
     pub fn stop(&mut self) {
         for up in &mut self.ups {

@@ -194,7 +194,7 @@ async fn config_file_env_and_flags_layer_as_documented() {
     let conf = dir.path().join("triad.toml");
     std::fs::write(
         &conf,
-        "[gatewayd]\nmax-txn-ops = 2\nrequest-timeout-ms = 3000\n",
+        "[member]\nmax-txn-ops = 2\n[gatewayd]\nrequest-timeout-ms = 3000\n",
     )
     .unwrap();
     let conf = conf.to_str().unwrap().to_string();

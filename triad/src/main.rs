@@ -91,6 +91,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Data, logs and pid files are the user's alone, whatever the umask.
+    common::member_dir::private_umask();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

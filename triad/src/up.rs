@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::supervisor::{self, DaemonSpec};
+use crate::supervisor::{self, DaemonSpec, Event};
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::cluster_client::ClusterClient;
 use common::proto::etcdserverpb::MemberListRequest;
@@ -99,10 +99,42 @@ pub struct How {
     pub force_new_cluster: bool,
 }
 
-fn specs(m: &LocalMember, initial_cluster: &str, how: &How) -> anyhow::Result<Vec<DaemonSpec>> {
+/// The token of a cluster `triad up` creates itself: the one it drew
+/// for this data dir before, else a new random one (kept in DIR/cluster-token),
+/// so two clusters started by `triad up` never share a cluster ID. An
+/// explicit TRIAD_INITIAL_CLUSTER_TOKEN wins (None: the daemons read it).
+fn own_cluster_token(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if std::env::var_os("TRIAD_INITIAL_CLUSTER_TOKEN").is_some() {
+        return Ok(None);
+    }
+    let path = data_dir.join("cluster-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(Some(t.trim().to_string())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("cannot draw a cluster token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("triad-{token}");
+    std::fs::write(&path, format!("{token}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(token))
+}
+
+fn specs(
+    index: usize,
+    m: &LocalMember,
+    initial_cluster: &str,
+    token: Option<&str>,
+    how: &How,
+) -> anyhow::Result<Vec<DaemonSpec>> {
     let dir = m.data_dir.to_string_lossy().to_string();
     let (peer_url, client_url) = (m.peer_url(), m.client_url());
-    let member = [
+    let mut member = vec![
         "--name".to_string(),
         m.name.clone(),
         "--data-dir".to_string(),
@@ -112,6 +144,9 @@ fn specs(m: &LocalMember, initial_cluster: &str, how: &How) -> anyhow::Result<Ve
         "--initial-cluster".to_string(),
         initial_cluster.to_string(),
     ];
+    if let Some(token) = token {
+        member.extend(["--initial-cluster-token".to_string(), token.to_string()]);
+    }
     let own = |name: &str| -> Vec<String> {
         match name {
             "raftd" => {
@@ -138,10 +173,12 @@ fn specs(m: &LocalMember, initial_cluster: &str, how: &How) -> anyhow::Result<Ve
         .map(|&name| {
             Ok(DaemonSpec {
                 name,
+                member: index,
                 program: sibling_binary(name)?,
                 args: member.iter().cloned().chain(own(name)).collect(),
                 log_file: m.data_dir.join("logs").join(format!("{name}.log")),
                 pid_file: supervisor::pid_file(&m.data_dir, name),
+                notify_socket: m.data_dir.join("pids").join(format!("{name}.notify")),
             })
         })
         .collect()
@@ -225,14 +262,29 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
             .collect::<Vec<_>>()
             .join(","),
     };
+    // One owner per member: a second `triad up` on the same data dir stops
+    // here, before it writes a pid file or starts a daemon.
+    let mut claims = Vec::new();
+    for m in &members {
+        claims.push(common::member_dir::claim(&m.data_dir, "triad-up")?);
+    }
+    // A cluster of triad up's own gets a token of its own; members of a
+    // cluster started elsewhere take the operator's.
+    let own_cluster = how.join.is_none() && how.initial_cluster.is_none();
+    let token = if own_cluster {
+        own_cluster_token(&data_dir)?
+    } else {
+        None
+    };
     // Daemons by start order, member by member within each kind.
     let mut by_kind: Vec<Vec<DaemonSpec>> = DAEMONS.iter().map(|_| Vec::new()).collect();
-    for m in &members {
+    for (i, m) in members.iter().enumerate() {
         for sub in ["logs", "pids"] {
-            std::fs::create_dir_all(m.data_dir.join(sub))
+            common::member_dir::create_private(&m.data_dir.join(sub))
                 .with_context(|| format!("cannot create {}", m.data_dir.join(sub).display()))?;
         }
-        for (kind, spec) in specs(m, &initial_cluster, &how)?.into_iter().enumerate() {
+        let specs = specs(i, m, &initial_cluster, token.as_deref(), &how)?;
+        for (kind, spec) in specs.into_iter().enumerate() {
             by_kind[kind].push(spec);
         }
     }
@@ -243,33 +295,57 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
     );
 
     let mut shutdown = Box::pin(common::lifecycle::shutdown_signal());
+    let (reports, mut report) = mpsc::unbounded_channel();
     let mut kinds = Vec::new();
     for specs in by_kind {
         let mut stops = Vec::new();
         for spec in specs {
             let (tx, rx) = watch::channel(false);
-            stops.push((tx, tokio::spawn(supervisor::supervise(spec, rx))));
+            let task = tokio::spawn(supervisor::supervise(spec, rx, reports.clone()));
+            stops.push((tx, task));
         }
         kinds.push(stops);
     }
 
-    let all_ready = futures::future::join_all(members.iter().map(|m| wait_ready(m.client_port)));
-    tokio::select! {
-        _ = all_ready => {
+    // Ready once every member's own gatewayd says it serves and every
+    // member has published itself (another server answering on a client
+    // port does not count).
+    let mut published = Box::pin(futures::future::join_all(
+        members.iter().map(|m| wait_ready(m.client_port)),
+    ));
+    let mut all_published = false;
+    let mut serving = vec![false; members.len()];
+    let mut announced = false;
+    loop {
+        if !announced && all_published && serving.iter().all(|s| *s) {
             let endpoints: Vec<String> = members
                 .iter()
                 .map(|m| format!("127.0.0.1:{}", m.client_port))
                 .collect();
             println!("ready {}", endpoints.join(","));
+            announced = true;
         }
-        _ = &mut shutdown => {
-            stop_all(kinds).await;
-            return Ok(());
+        tokio::select! {
+            _ = &mut published, if !all_published => all_published = true,
+            Some(r) = report.recv() => match r.event {
+                Event::Ready => {
+                    if r.daemon == "gatewayd" {
+                        serving[r.member] = true;
+                    }
+                }
+                Event::GaveUp(why) => {
+                    stop_all(kinds).await;
+                    drop(claims);
+                    let name = &members[r.member].name;
+                    anyhow::bail!("{} of member {name} cannot run:\n{why}", r.daemon);
+                }
+            },
+            _ = &mut shutdown => {
+                stop_all(kinds).await;
+                return Ok(());
+            }
         }
     }
-    shutdown.await;
-    stop_all(kinds).await;
-    Ok(())
 }
 
 type Supervised = Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>;

@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use common::lifecycle::Unstartable;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,10 +49,6 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_ADVERTISE_CLIENT_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     advertise_client_urls: Option<String>,
-    /// Maximum client request size in bytes the server will accept.
-    #[arg(long, env = "TRIAD_MAX_REQUEST_BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_request_bytes: Option<usize>,
     /// Raise alarms when backend size exceeds the given quota (0 defaults
     /// to low space quota, 2 GiB; negative: no quota).
     #[arg(long, env = "TRIAD_QUOTA_BACKEND_BYTES", allow_negative_numbers = true)]
@@ -77,10 +74,6 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_MAX_CONCURRENT_STREAMS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_streams: Option<u32>,
-    /// Maximum number of operations permitted in a transaction.
-    #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_txn_ops: Option<usize>,
     /// How long (ms) a request may wait for raftd/storaged before failing with
     /// "etcdserver: request timed out" (etcd: 5s + 2 x election timeout).
     #[arg(long, env = "TRIAD_REQUEST_TIMEOUT_MS")]
@@ -180,7 +173,7 @@ struct Resolved {
     proxy: Option<ProxySpec>,
 }
 
-fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
+fn resolve(member: &Member, opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError> {
     let urls = common::config::parse_urls(
         opts.listen_client_urls
             .as_deref()
@@ -270,12 +263,6 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
             .unwrap_or("http://localhost:2379"),
         "advertise-client-urls",
     )?;
-    let max_txn_ops = opts.max_txn_ops.unwrap_or(128);
-    if max_txn_ops == 0 {
-        return Err(common::config::ConfigError(
-            "--max-txn-ops must be at least 1".into(),
-        ));
-    }
     let worker_threads = opts.worker_threads.unwrap_or(1);
     if worker_threads == 0 {
         return Err(common::config::ConfigError(
@@ -329,8 +316,8 @@ fn resolve(opts: &GatewaydOpts) -> Result<Resolved, common::config::ConfigError>
         advertise,
         watch_progress_interval,
         worker_threads,
-        max_request_bytes: opts.max_request_bytes.unwrap_or(1536 * 1024),
-        max_txn_ops,
+        max_request_bytes: member.max_request_bytes,
+        max_txn_ops: member.max_txn_ops,
         request_timeout: Duration::from_millis(opts.request_timeout_ms.unwrap_or(7000)),
         version: opts.etcd_version.clone().unwrap_or_else(|| "3.5.17".into()),
     })
@@ -341,7 +328,7 @@ fn main() -> ExitCode {
         "gatewayd",
         "triad's client gateway (etcd v3 API)",
     )
-    .and_then(|(m, o)| Ok((m, resolve(&o)?)));
+    .and_then(|(m, o)| Ok((m.clone(), resolve(&m, &o)?)));
     let (member, opts) = match loaded {
         Ok(c) => c,
         Err(e) => return common::lifecycle::config_error("gatewayd", e),
@@ -449,7 +436,7 @@ async fn listen(
             .map_err(|e| anyhow::anyhow!("socket passed for {addr}: {e}")),
         None => tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}")),
+            .map_err(|e| Unstartable::new(format!("cannot listen on {addr}: {e}")).into()),
     }
 }
 
@@ -519,6 +506,7 @@ async fn run(
     cfg: Resolved,
     mut inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<()> {
+    let _claim = common::lifecycle::claim_data_dir(&member, "gatewayd")?;
     let backend = Arc::new(Backend::new(
         common::uds::channel(&member.raftd_socket()),
         common::uds::channel(&member.storaged_socket()),
@@ -585,7 +573,7 @@ async fn run(
     for addr in &cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            .map_err(|e| Unstartable::new(format!("cannot serve metrics on {addr}: {e}")))?;
         let routes = gatewayd::http::metrics_routes(backend.clone());
         tokio::spawn(async move { axum::serve(listener, routes).await });
         tracing::info!(%addr, "serving metrics");

@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use common::lifecycle::Unstartable;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use raftd::local_server::RaftLocalService;
 use raftd::log_store::LogStore;
 use raftd::members::Members;
 use raftd::network::Peers;
+use raftd::peer_auth::PeerAuth;
 use raftd::peer_server::RaftPeerService;
 use raftd::route::Router;
 use raftd::state_machine::StateMachine;
@@ -74,10 +76,20 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_PEER_TRUSTED_CA_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     peer_trusted_ca_file: Option<std::path::PathBuf>,
-    /// Enable peer client cert authentication.
+    /// Enable peer client cert authentication: a peer's certificate must
+    /// also name the host of one of its member's peer URLs.
     #[arg(long, env = "TRIAD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     peer_client_cert_auth: Option<bool>,
+    /// Allowed CN of peer certificates (others are refused).
+    #[arg(long, env = "TRIAD_PEER_CERT_ALLOWED_CN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_cert_allowed_cn: Option<String>,
+    /// Allowed hostname (a name or address) peer certificates must be
+    /// valid for.
+    #[arg(long, env = "TRIAD_PEER_CERT_ALLOWED_HOSTNAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_cert_allowed_hostname: Option<String>,
     /// Initial cluster state ('new' or 'existing').
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER_STATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +142,14 @@ impl RaftdOpts {
             key: self.peer_key_file.clone(),
             trusted_ca: self.peer_trusted_ca_file.clone(),
             client_cert_auth: self.peer_client_cert_auth.unwrap_or(false),
+        }
+    }
+
+    fn peer_cert_policy(&self) -> raftd::peer_auth::CertPolicy {
+        raftd::peer_auth::CertPolicy {
+            required: self.peer_client_cert_auth.unwrap_or(false),
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+            allowed_hostname: self.peer_cert_allowed_hostname.clone(),
         }
     }
 
@@ -229,6 +249,7 @@ async fn storaged_membership(member: &Member) -> anyhow::Result<Option<raftd::ty
 }
 
 async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
+    let _claim = common::lifecycle::claim_data_dir(&member, "raftd")?;
     let dir = member.data_dir.join("raftd");
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
@@ -284,9 +305,22 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         raftd::force::force_new_cluster(&mut log.clone(), member_id, applied).await?;
     }
 
+    let peer_auth = PeerAuth::install(cluster_id, member_id, opts.peer_cert_policy());
     let storage = StorageClient::new(common::uds::channel(&member.storaged_socket()))
         .max_decoding_message_size(usize::MAX);
     let storage_check = storage.clone();
+    // Whose data this is, before this member serves anything.
+    raftd::belonging::claim_storaged(&storage, cluster_id, member_id)
+        .await
+        .map_err(Unstartable::new)?;
+    // A restarted member proves itself to its peers from the start.
+    peer_auth.recall(&storage).await;
+    if initialized_before {
+        let (membership, applied) = raftd::belonging::applied_state(&storage).await?;
+        raftd::belonging::check_peers(&member, membership.as_ref(), cluster_id, member_id, applied)
+            .await
+            .map_err(Unstartable::new)?;
+    }
     let db_size = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let sm = StateMachine::new(storage, log.reader(), db_size.clone(), notice);
     tracing::info!("waiting for storaged's applied state");
@@ -340,7 +374,9 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         ));
     }
     if opts.experimental_initial_corrupt_check.unwrap_or(false) {
-        raftd::corruption::initial_check(&raft, &storage_check, member_id).await?;
+        raftd::corruption::initial_check(&raft, &storage_check, member_id)
+            .await
+            .map_err(Unstartable::new)?;
     }
     if let Some(t) = &opts.experimental_corrupt_check_time {
         let every = common::config::parse_duration(t)?;
@@ -363,6 +399,11 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         Duration::from_secs(5),
         opts.strict_reconfig_check.unwrap_or(true),
     ));
+    tokio::spawn(
+        peer_auth
+            .clone()
+            .learn_secret(storage_check.clone(), raft.clone()),
+    );
     let local = RaftLocalService::new(
         router,
         lessor,
@@ -371,7 +412,11 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         db_size,
         initialized_before,
         removal.clone(),
-    );
+    )
+    .with_limits(raftd::local_server::Limits {
+        max_request_bytes: member.max_request_bytes,
+        max_txn_ops: member.max_txn_ops,
+    });
     let local = Arc::new(local);
 
     // Peers: raft messages, and forwarded client work.
@@ -383,7 +428,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         let addr = common::config::listen_addr(url)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+            .map_err(|e| Unstartable::new(format!("cannot listen on {url}: {e}")))?;
         tracing::info!(%url, "listening for peers");
         let peer = RaftPeerService::new(
             raft.clone(),
@@ -391,6 +436,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             member_id,
             storage_check.clone(),
             removal.clone(),
+            peer_auth.clone(),
         );
         let mut builder = tonic::transport::Server::builder();
         if let (true, Some(tls)) = (url.starts_with("https://"), &peer_server_tls) {
@@ -399,12 +445,28 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("peer TLS: {e}"))?;
         }
         tracing::info!(%url, tls = url.starts_with("https://"), "serving peers");
+        // Nothing arriving over TCP is trusted: forwarded client work is
+        // admitted by peer_auth before its body is read (an interceptor
+        // runs on the headers), and every message is bounded.
+        let limits = raftd::peer_auth::message_limits(member.max_request_bytes);
+        let admit = {
+            let (auth, raft) = (peer_auth.clone(), raft.clone());
+            move |mut req: tonic::Request<()>| {
+                let from = auth.admit_forwarded(&req, &raft)?;
+                req.extensions_mut()
+                    .insert(raftd::peer_auth::PeerCaller(from));
+                common::proto::mark_forwarded(&mut req);
+                Ok(req)
+            }
+        };
+        let forwarded =
+            RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(limits.forwarded);
         let server = builder
             .tcp_nodelay(true)
-            .add_service(RaftPeerServer::new(peer).max_decoding_message_size(usize::MAX))
-            .add_service(
-                RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(usize::MAX),
-            )
+            .add_service(RaftPeerServer::new(peer).max_decoding_message_size(limits.raft))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                forwarded, admit,
+            ))
             .serve_with_incoming(common::tcp::nodelay_batched_connections(listener));
         tokio::spawn(async move {
             if let Err(e) = server.await {
@@ -415,7 +477,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
 
     let socket = member.raftd_socket();
     let listener = common::uds::bind(&socket, member.socket_group_access)
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
+        .map_err(|e| Unstartable::new(format!("cannot bind {}: {e}", socket.display())))?;
     tracing::info!(socket = %socket.display(), member = format!("{member_id:x}"), "raftd serving");
     let shutdown = common::lifecycle::shutdown_signal();
     // Stop serving (and fail) if storaged speaks another protocol version.
@@ -442,7 +504,7 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     tokio::spawn(raftd::metrics::probe_peers(raft.clone(), member_id));
     common::metrics::serve_url(opts.metrics_url.as_deref(), raftd::metrics::render)
         .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(Unstartable::new)?;
     common::lifecycle::notify_ready("serving");
     let service = RaftLocalServer::from_arc(local).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);

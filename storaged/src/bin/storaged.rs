@@ -5,6 +5,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use common::lifecycle::Unstartable;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {
+    let _claim = common::lifecycle::claim_data_dir(&member, "storaged")?;
     let dir = member.data_dir.join("storaged");
     // A received snapshot marked for activation replaces the store now.
     storaged::snapshot::settle(&dir).map_err(|e| {
@@ -64,11 +66,11 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     tokio::spawn(compactor::run(store.clone()));
     common::metrics::serve_url(opts.metrics_url.as_deref(), storaged::metrics::render)
         .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(Unstartable::new)?;
 
     let socket = member.storaged_socket();
     let listener = common::uds::bind(&socket, member.socket_group_access)
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", socket.display()))?;
+        .map_err(|e| Unstartable::new(format!("cannot bind {}: {e}", socket.display())))?;
     tracing::info!(socket = %socket.display(), applied = ?store.applied().map(|a| a.index), revision = store.bounds().current, "storaged serving");
     let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
@@ -77,7 +79,7 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     let service = StorageServer::new(service).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);
     let restarting = Arc::new(AtomicBool::new(false));
-    let mut fatal = storaged::FATAL.subscribe();
+    let mut fatal = storaged::fatal::FATAL.subscribe();
     let stop = {
         let restarting = restarting.clone();
         async move {
@@ -97,7 +99,7 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
         stop,
     )
     .await?;
-    if let Some(e) = storaged::FATAL.borrow().clone() {
+    if let Some(e) = storaged::fatal::FATAL.borrow().clone() {
         // No persist: the database refuses writes until opened again.
         let _ = std::fs::remove_file(&socket);
         return Err(anyhow::anyhow!("store failed, restarting to recover: {e}"));
