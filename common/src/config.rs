@@ -128,6 +128,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_MAX_TXN_OPS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_txn_ops: Option<usize>,
+    /// Comma-separated list of supported TLS 1.2 cipher suites between
+    /// client/server and peers (Go's names; TLS 1.3's are always offered).
+    #[arg(long, env = "TRIAD_CIPHER_SUITES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher_suites: Option<String>,
 }
 
 /// Default of `--spin-before-sleep`: longer than a hop's round trip and an
@@ -151,6 +156,7 @@ pub struct Member {
     pub spin_before_sleep: std::time::Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    pub cipher_suites: Option<String>,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
@@ -244,6 +250,7 @@ impl MemberOpts {
         Ok(Member {
             max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
             max_txn_ops,
+            cipher_suites: self.cipher_suites.clone(),
             cluster_id: crate::ids::cluster_id(&ids),
             name,
             data_dir,

@@ -49,6 +49,12 @@ const SUPPORTED: &[&str] = &[
     "listen-metrics-urls",
     "logger",
     "log-level",
+    "client-crl-file",
+    "client-cert-allowed-hostname",
+    "peer-cert-allowed-cn",
+    "peer-cert-allowed-hostname",
+    "peer-crl-file",
+    "cipher-suites",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -68,14 +74,8 @@ const UNSUPPORTED: &[&str] = &[
     "discovery-srv",
     "discovery-srv-name",
     "enable-v2",
-    "client-crl-file",
-    "client-cert-allowed-hostname",
     "auto-tls",
-    "peer-cert-allowed-cn",
-    "peer-cert-allowed-hostname",
     "peer-auto-tls",
-    "peer-crl-file",
-    "cipher-suites",
     "cors",
     "host-whitelist",
     "enable-pprof",

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod backup;
 pub mod call_stream;
+pub mod cert_names;
 pub mod codec;
 pub mod config;
 pub mod errors;

@@ -40,6 +40,9 @@ pub fn txn_response(buf: &[u8]) -> Result<TxnResponse, NestedError> {
 }
 
 pub fn raft_request(buf: &[u8]) -> Result<RaftRequest, NestedError> {
+    if !has_field(buf, 3)? {
+        return Ok(RaftRequest::decode(buf)?); // no transaction: as is
+    }
     let parts = split(buf, &[3], &[1, 2, 3, 4, 5, 6, 7, 8, 9])?;
     let mut req = RaftRequest::decode(parts.plain.as_slice())?;
     if let Some(txn) = parts.winning_nested() {
@@ -49,6 +52,9 @@ pub fn raft_request(buf: &[u8]) -> Result<RaftRequest, NestedError> {
 }
 
 pub fn raft_result(buf: &[u8]) -> Result<RaftResult, NestedError> {
+    if !has_field(buf, 3)? {
+        return Ok(RaftResult::decode(buf)?);
+    }
     let parts = split(buf, &[3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
     let mut res = RaftResult::decode(parts.plain.as_slice())?;
     if let Some(txn) = parts.winning_nested() {
@@ -80,6 +86,9 @@ fn txn_request_at(buf: &[u8], depth: usize) -> Result<TxnRequest, NestedError> {
 }
 
 fn request_op(buf: &[u8], depth: usize) -> Result<RequestOp, NestedError> {
+    if !has_field(buf, 4)? {
+        return Ok(RequestOp::decode(buf)?); // a put's value is not copied
+    }
     let parts = split(buf, &[4], &[1, 2, 3, 4])?;
     let mut op = RequestOp::decode(parts.plain.as_slice())?;
     if let Some(txn) = parts.winning_nested() {
@@ -99,12 +108,30 @@ fn txn_response_at(buf: &[u8], depth: usize) -> Result<TxnResponse, NestedError>
 }
 
 fn response_op(buf: &[u8], depth: usize) -> Result<ResponseOp, NestedError> {
+    if !has_field(buf, 4)? {
+        return Ok(ResponseOp::decode(buf)?);
+    }
     let parts = split(buf, &[4], &[1, 2, 3, 4])?;
     let mut op = ResponseOp::decode(parts.plain.as_slice())?;
     if let Some(txn) = parts.winning_nested() {
         op.response = Some(Response::ResponseTxn(txn_response_at(txn, depth)?));
     }
     Ok(op)
+}
+
+/// Whether the message in `buf` has field `field` (a cheap walk over its
+/// top-level fields, so messages without a transaction in them decode
+/// from `buf` as they are, copying nothing).
+fn has_field(buf: &[u8], field: u32) -> Result<bool, NestedError> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let (f, wire_type) = decode_key(&mut rest)?;
+        if f == field {
+            return Ok(true);
+        }
+        skip_field(wire_type, f, &mut rest, DecodeContext::default())?;
+    }
+    Ok(false)
 }
 
 /// A message's fields, split into the ones that nest a transaction and

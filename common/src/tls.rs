@@ -1,14 +1,161 @@
 //! TLS from etcd's flags: a server identity (`--cert-file`/`--key-file`),
-//! the CA that client certificates must chain to (`--trusted-ca-file`) and
-//! whether they must present one (`--client-cert-auth`); the same set with
-//! `--peer-` for member-to-member traffic, where each member is also a
-//! client of the others.
+//! the CA that client certificates must chain to (`--trusted-ca-file`),
+//! whether they must present one (`--client-cert-auth`), the revocation
+//! list they are checked against (`--client-crl-file`) and the TLS 1.2
+//! cipher suites offered (`--cipher-suites`); the same set with `--peer-`
+//! for member-to-member traffic, where each member is also a client of the
+//! others. Servers do their own handshakes (`accept`) so the CRL and the
+//! suites apply, and hand tonic the TLS streams, whose client certificates
+//! reach each request as tonic's `peer_certs`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::ConfigError;
+
+/// ring's suites, the TLS 1.2 ones narrowed to etcd's `--cipher-suites`
+/// list (Go's names; an unknown or unsupported one is an error, as etcd's
+/// "unexpected TLS cipher suite").
+fn crypto_provider(suites: Option<&str>) -> Result<rustls::crypto::CryptoProvider, ConfigError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let Some(list) = suites.filter(|l| !l.trim().is_empty()) else {
+        return Ok(provider);
+    };
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .copied()
+        .collect();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|s| format!("{:?}", s.suite()) == name && s.version() == &rustls::version::TLS12)
+            .ok_or_else(|| ConfigError(format!("unexpected TLS cipher suite {name:?}")))?;
+        chosen.push(*suite);
+    }
+    provider.cipher_suites = chosen;
+    Ok(provider)
+}
+
+/// A client certificate checked as the CA says, then for etcd's allowed
+/// CN and hostname (at the handshake, as etcd checks them).
+#[derive(Debug)]
+struct AllowedNames {
+    inner: Arc<dyn ClientCertVerifier>,
+    cn: Option<String>,
+    hostname: Option<String>,
+}
+
+impl ClientCertVerifier for AllowedNames {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let names = crate::cert_names::CertNames::parse(end_entity.as_ref()).ok_or(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+        )?;
+        let refused = |why: String| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(std::io::Error::other(why)),
+            )))
+        };
+        if let Some(cn) = &self.cn {
+            if names.common_name.as_deref() != Some(cn.as_str()) {
+                return Err(refused(format!("CN is not the allowed {cn:?}")));
+            }
+        }
+        if let Some(host) = &self.hostname {
+            if !names.covers(host) {
+                return Err(refused(format!(
+                    "not valid for the allowed hostname {host:?}"
+                )));
+            }
+        }
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// TLS over the connections of `incoming`: each handshake runs on its own
+/// task (a slow client holds up no other), and only connections whose
+/// handshake succeeded (client certificate and CRL included) come out.
+pub fn accept<S, T>(
+    incoming: S,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<T>>>
+where
+    S: futures::Stream<Item = std::io::Result<T>> + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        while let Some(conn) = incoming.next().await {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE, acceptor.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
 
 /// The certificate files of one side (clients or peers).
 #[derive(Debug, Clone, Default)]
@@ -17,6 +164,17 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
     pub trusted_ca: Option<PathBuf>,
     pub client_cert_auth: bool,
+    /// A PEM file of certificate revocation lists client certificates are
+    /// checked against.
+    pub crl: Option<PathBuf>,
+    /// etcd's comma-separated TLS 1.2 cipher suite names (Go's names);
+    /// TLS 1.3 keeps its suites, as in Go.
+    pub cipher_suites: Option<String>,
+    /// The CN a client certificate must have (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// A name or address a client certificate must be valid for
+    /// (`--client-cert-allowed-hostname`, `--peer-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
@@ -64,17 +222,67 @@ impl TlsFiles {
     }
 
     /// The server side, or None without a certificate.
-    pub fn server(&self) -> Result<Option<ServerTlsConfig>, ConfigError> {
-        let Some(identity) = self.identity()? else {
+    pub fn acceptor(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
             return Ok(None);
         };
-        let mut config = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = self.ca()? {
-            config = config
-                .client_ca_root(ca)
-                .client_auth_optional(!self.client_cert_auth);
-        }
-        Ok(Some(config))
+        let pem_error = |what: &str, p: &Path, e: rustls::pki_types::pem::Error| {
+            ConfigError(format!("cannot read {what} {}: {e}", p.display()))
+        };
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| pem_error("certificate", cert, e))?;
+        let key_der = PrivateKeyDer::from_pem_slice(&read(key, "key")?)
+            .map_err(|e| pem_error("key", key, e))?;
+        let provider = Arc::new(crypto_provider(self.cipher_suites.as_deref())?);
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError(format!("TLS: {e}")))?;
+        let builder = match &self.trusted_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(&read(ca, "trusted CA")?) {
+                    let c = c.map_err(|e| pem_error("trusted CA", ca, e))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| ConfigError(format!("trusted CA {}: {e}", ca.display())))?;
+                }
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                if let Some(crl) = &self.crl {
+                    let crls = CertificateRevocationListDer::pem_slice_iter(&read(crl, "CRL")?)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| pem_error("CRL", crl, e))?;
+                    verifier = verifier.with_crls(crls);
+                }
+                if !self.client_cert_auth {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| ConfigError(format!("client certificate checks: {e}")))?;
+                let verifier: Arc<dyn ClientCertVerifier> =
+                    if self.allowed_cn.is_some() || self.allowed_hostname.is_some() {
+                        Arc::new(AllowedNames {
+                            inner: verifier,
+                            cn: self.allowed_cn.clone(),
+                            hostname: self.allowed_hostname.clone(),
+                        })
+                    } else {
+                        verifier
+                    };
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key_der)
+            .map_err(|e| ConfigError(format!("certificate {}: {e}", cert.display())))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
 
     /// The client side (a member calling its peers): trust the CA (else

@@ -21,7 +21,7 @@ pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod peer_auth;
-pub mod peer_cert;
+
 pub mod peer_server;
 pub mod recent_entries;
 pub mod removal;

@@ -14,8 +14,8 @@
 //! client it carries, so it is refused outright until the secret is known
 //! and must come from a current member. With peer TLS and client
 //! certificates the certificate must also belong to that member (a name
-//! or address matching the host of one of its peer URLs) and pass
-//! `--peer-cert-allowed-cn` / `--peer-cert-allowed-hostname`.
+//! or address matching the host of one of its peer URLs); the CA, the CRL
+//! and `--peer-cert-allowed-cn`/`-hostname` were checked at the handshake.
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::types::{NodeId, Raft};
+use common::cert_names::CertNames;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{RaftRequest, StatusRequest};
@@ -34,14 +35,11 @@ const CLUSTER_METADATA: &str = "triad-cluster-id";
 const MEMBER_METADATA: &str = "triad-member-id";
 const PROOF_METADATA: &str = "triad-peer-proof";
 
-/// Which client certificates a peer may present (`--peer-*` flags).
-#[derive(Debug, Clone, Default)]
+/// Whether a peer's certificate must belong to the member it calls as
+/// (`--peer-client-cert-auth`).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CertPolicy {
-    /// `--peer-client-cert-auth`: a certificate is required and must name
-    /// the calling member's peer host.
     pub required: bool,
-    pub allowed_cn: Option<String>,
-    pub allowed_hostname: Option<String>,
 }
 
 pub struct PeerAuth {
@@ -198,10 +196,7 @@ impl PeerAuth {
         raft: &Raft,
         member: NodeId,
     ) -> Result<(), Status> {
-        let policy = &self.certs;
-        let wanted =
-            policy.required || policy.allowed_cn.is_some() || policy.allowed_hostname.is_some();
-        if !wanted {
+        if !self.certs.required {
             return Ok(());
         }
         let certs = req.peer_certs();
@@ -210,42 +205,25 @@ impl PeerAuth {
                 "peer call without a client certificate",
             ));
         };
-        let names = crate::peer_cert::CertNames::parse(cert.as_ref())
+        let names = CertNames::parse(cert.as_ref())
             .ok_or_else(|| Status::unauthenticated("unreadable peer certificate"))?;
-        if let Some(cn) = &policy.allowed_cn {
-            if names.common_name.as_deref() != Some(cn.as_str()) {
+        let urls = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .get_node(&member)
+                .map(|n| n.peer_urls.clone())
+        };
+        // A member not in this raftd's membership yet (it learns of it
+        // from the log) is judged by the CA alone.
+        if let Some(urls) = urls {
+            let hosts: Vec<&str> = urls.iter().filter_map(|u| url_host(u)).collect();
+            if !hosts.iter().any(|h| names.covers(h)) {
                 return Err(Status::permission_denied(format!(
-                    "peer certificate CN {:?} is not the allowed {cn:?}",
-                    names.common_name.as_deref().unwrap_or("")
+                    "peer certificate does not belong to member {member:x} ({})",
+                    hosts.join(", ")
                 )));
-            }
-        }
-        if let Some(host) = &policy.allowed_hostname {
-            if !names.covers(host) {
-                return Err(Status::permission_denied(format!(
-                    "peer certificate is not valid for the allowed hostname {host:?}"
-                )));
-            }
-        }
-        if policy.required {
-            let urls = {
-                let metrics = raft.metrics();
-                let m = metrics.borrow_watched();
-                m.membership_config
-                    .membership()
-                    .get_node(&member)
-                    .map(|n| n.peer_urls.clone())
-            };
-            // A member not in this raftd's membership yet (it learns of it
-            // from the log) is judged by the CA alone.
-            if let Some(urls) = urls {
-                let hosts: Vec<&str> = urls.iter().filter_map(|u| url_host(u)).collect();
-                if !hosts.iter().any(|h| names.covers(h)) {
-                    return Err(Status::permission_denied(format!(
-                        "peer certificate does not belong to member {member:x} ({})",
-                        hosts.join(", ")
-                    )));
-                }
             }
         }
         Ok(())

@@ -114,6 +114,7 @@ impl Cluster {
             .collect();
         let dir = tempfile::Builder::new()
             .prefix("triad-cluster")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("tempdir");
         let base = free_cluster_base(n);
@@ -161,6 +162,7 @@ impl Cluster {
         let net = Net::create(&ports)?;
         let dir = tempfile::Builder::new()
             .prefix("triad-split")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("tempdir");
         let members: Vec<Place> = (0..n as usize)
@@ -323,10 +325,7 @@ impl Cluster {
 
     /// Wait until the process `pid` is gone (after a kill).
     pub fn wait_dead(&self, pid: i32) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && kill(Pid::from_raw(pid), None).is_ok() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_dead(pid);
     }
 
     /// kill -9 one daemon of member i and wait until it is restarted.

@@ -87,6 +87,7 @@ impl Member {
     pub fn start_with_env(env: &[(&str, &str)]) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("triad-test")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("tempdir");
         let env = env
@@ -108,6 +109,7 @@ impl Member {
     pub fn start_restored(backup: &Path) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("triad-restored")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("tempdir");
         let out = Command::new(bin("triad"))
@@ -332,6 +334,25 @@ pub fn ok_stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait (up to 10 s) until process `pid` has exited: gone, or a zombie
+/// (a paused supervisor cannot reap it, but its files and locks are
+/// released).
+pub fn wait_dead(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.trim_start().chars().next());
+        !matches!(state, None | Some('Z') | Some('X'))
+    };
+    while Instant::now() < deadline && running() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A throwaway real etcd (the reference implementation) on loopback.

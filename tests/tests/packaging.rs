@@ -211,9 +211,12 @@ fn gatewayd_serves_on_a_socket_passed_by_systemd() {
         );
         return;
     }
-    // A running member; a second gatewayd joins its daemons on the
-    // activated port.
+    // A running member whose gatewayd is replaced by one on the activated
+    // port (a member's data dir has one gatewayd at a time).
     let m = triad_tests::Member::start();
+    m.pause_supervisor(true);
+    let old = m.kill9("gatewayd");
+    triad_tests::wait_dead(old);
     let port = free_port_pair();
     let url = format!("http://127.0.0.1:{port}");
     let mut activator = Command::new("systemd-socket-activate")
@@ -245,6 +248,8 @@ fn gatewayd_serves_on_a_socket_passed_by_systemd() {
         "put through the activated socket: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    m.pause_supervisor(false);
+    m.wait_restarted("gatewayd", old);
     let got = etcdctl(&m.endpoint(), &["get", "activated", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "yes");
 }

@@ -192,7 +192,7 @@ fn client_tls() -> Option<common::tls::TlsFiles> {
         cert: path("TRIAD_CERT_FILE"),
         key: path("TRIAD_KEY_FILE"),
         trusted_ca: path("TRIAD_TRUSTED_CA_FILE"),
-        client_cert_auth: false,
+        ..Default::default()
     };
     files.enabled().then_some(files)
 }

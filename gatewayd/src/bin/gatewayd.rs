@@ -66,6 +66,15 @@ struct GatewaydOpts {
     #[arg(long, env = "TRIAD_TRUSTED_CA_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     trusted_ca_file: Option<std::path::PathBuf>,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "TRIAD_CLIENT_CRL_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_crl_file: Option<std::path::PathBuf>,
+    /// Allowed TLS hostname (a name or address) client certificates must
+    /// be valid for.
+    #[arg(long, env = "TRIAD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert_allowed_hostname: Option<String>,
     /// Enable client cert authentication.
     #[arg(long, env = "TRIAD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,8 +250,13 @@ fn resolve(member: &Member, opts: &GatewaydOpts) -> Result<Resolved, common::con
         key: opts.key_file.clone(),
         trusted_ca: opts.trusted_ca_file.clone(),
         client_cert_auth: opts.client_cert_auth.unwrap_or(false),
+        crl: opts.client_crl_file.clone(),
+        cipher_suites: member.cipher_suites.clone(),
+        allowed_cn: None,
+        allowed_hostname: opts.client_cert_allowed_hostname.clone(),
     };
     tls.check("")?;
+    tls.acceptor()?;
     let listen = urls
         .iter()
         .map(|u| {
@@ -363,6 +377,13 @@ type ClientServer = tonic::transport::server::Router<
     tower::layer::util::Stack<gatewayd::grpc_front::GrpcFront, tower::layer::util::Identity>,
 >;
 
+/// A server, its listener, and its TLS when it serves https.
+type Prepared = (
+    ClientServer,
+    tokio::net::TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+);
+
 /// A gRPC+HTTP server for each client URL, on its listener: `grpc`'s
 /// services, and `router` for every other request.
 async fn prepare_servers(
@@ -370,24 +391,22 @@ async fn prepare_servers(
     grpc: gatewayd::grpc_front::GrpcFront,
     cfg: &Listening,
     inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
-) -> anyhow::Result<Vec<(ClientServer, tokio::net::TcpListener)>> {
-    let server_tls = cfg.tls.server()?;
+) -> anyhow::Result<Vec<Prepared>> {
+    let server_tls = cfg.tls.acceptor()?;
     let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
         let listener = listen(inherited, *addr).await?;
-        let mut builder = tonic::transport::Server::builder();
-        if let (true, Some(tls)) = (*https, &server_tls) {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-        }
-        let server = builder
+        let tls = match (*https, &server_tls) {
+            (true, Some(tls)) => Some(tls.clone()),
+            _ => None,
+        };
+        let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
             .layer(grpc.clone())
             .add_routes(tonic::service::Routes::from(router.clone()));
-        prepared.push((server, listener));
+        prepared.push((server, listener, tls));
         tracing::info!(%addr, tls = *https, "gatewayd serving clients");
     }
     Ok(prepared)
@@ -397,18 +416,23 @@ async fn prepare_servers(
 /// streams (watches, keepalives, observers) are dropped after the bounded
 /// drain.
 async fn serve_prepared(
-    prepared: Vec<(ClientServer, tokio::net::TcpListener)>,
+    prepared: Vec<Prepared>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     common::lifecycle::serve_with_bounded_stop(
         |drain| {
             let servers: Vec<_> = prepared
                 .into_iter()
-                .map(|(server, listener)| {
-                    tokio::spawn(server.serve_with_incoming_shutdown(
-                        common::tcp::nodelay_batched_connections(listener),
-                        drain.clone().wait(),
-                    ))
+                .map(|(server, listener, tls)| {
+                    let incoming = common::tcp::nodelay_batched_connections(listener);
+                    let stop = drain.clone().wait();
+                    match tls {
+                        Some(tls) => tokio::spawn(server.serve_with_incoming_shutdown(
+                            common::tls::accept(incoming, tls),
+                            stop,
+                        )),
+                        None => tokio::spawn(server.serve_with_incoming_shutdown(incoming, stop)),
+                    }
                 })
                 .collect();
             async move {

@@ -81,6 +81,10 @@ struct RaftdOpts {
     #[arg(long, env = "TRIAD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     peer_client_cert_auth: Option<bool>,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "TRIAD_PEER_CRL_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_crl_file: Option<std::path::PathBuf>,
     /// Allowed CN of peer certificates (others are refused).
     #[arg(long, env = "TRIAD_PEER_CERT_ALLOWED_CN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,20 +140,22 @@ struct RaftdOpts {
 }
 
 impl RaftdOpts {
-    fn peer_tls(&self) -> common::tls::TlsFiles {
+    fn peer_tls(&self, member: &Member) -> common::tls::TlsFiles {
         common::tls::TlsFiles {
             cert: self.peer_cert_file.clone(),
             key: self.peer_key_file.clone(),
             trusted_ca: self.peer_trusted_ca_file.clone(),
             client_cert_auth: self.peer_client_cert_auth.unwrap_or(false),
+            crl: self.peer_crl_file.clone(),
+            cipher_suites: member.cipher_suites.clone(),
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+            allowed_hostname: self.peer_cert_allowed_hostname.clone(),
         }
     }
 
     fn peer_cert_policy(&self) -> raftd::peer_auth::CertPolicy {
         raftd::peer_auth::CertPolicy {
             required: self.peer_client_cert_auth.unwrap_or(false),
-            allowed_cn: self.peer_cert_allowed_cn.clone(),
-            allowed_hostname: self.peer_cert_allowed_hostname.clone(),
         }
     }
 
@@ -219,8 +225,9 @@ fn check(member: &Member, opts: &RaftdOpts) -> anyhow::Result<()> {
     if let Some(urls) = &opts.listen_peer_urls {
         common::config::parse_urls(urls, "listen-peer-urls")?;
     }
-    let tls = opts.peer_tls();
+    let tls = opts.peer_tls(member);
     tls.check("peer-")?;
+    tls.acceptor()?;
     let listen = opts
         .listen_peer_urls
         .clone()
@@ -280,9 +287,9 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
     };
     let config = Arc::new(config.validate()?);
 
-    let peer_tls = opts.peer_tls();
+    let peer_tls = opts.peer_tls(&member);
     raftd::network::set_peer_tls(peer_tls.client()?);
-    let peer_server_tls = peer_tls.server()?;
+    let peer_server_tls = peer_tls.acceptor()?;
 
     // Who this member is: settled on first start and kept (a joining member
     // learns its IDs from the cluster).
@@ -438,12 +445,11 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
             removal.clone(),
             peer_auth.clone(),
         );
-        let mut builder = tonic::transport::Server::builder();
-        if let (true, Some(tls)) = (url.starts_with("https://"), &peer_server_tls) {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| anyhow::anyhow!("peer TLS: {e}"))?;
-        }
+        let builder = tonic::transport::Server::builder();
+        let tls = match (url.starts_with("https://"), &peer_server_tls) {
+            (true, Some(tls)) => Some(tls.clone()),
+            _ => None,
+        };
         tracing::info!(%url, tls = url.starts_with("https://"), "serving peers");
         // Nothing arriving over TCP is trusted: forwarded client work is
         // admitted by peer_auth before its body is read (an interceptor
@@ -461,15 +467,22 @@ async fn run(member: Member, opts: RaftdOpts) -> anyhow::Result<()> {
         };
         let forwarded =
             RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(limits.forwarded);
-        let server = builder
+        let router = builder
             .tcp_nodelay(true)
             .add_service(RaftPeerServer::new(peer).max_decoding_message_size(limits.raft))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 forwarded, admit,
-            ))
-            .serve_with_incoming(common::tcp::nodelay_batched_connections(listener));
+            ));
+        let incoming = common::tcp::nodelay_batched_connections(listener);
         tokio::spawn(async move {
-            if let Err(e) = server.await {
+            let served = match tls {
+                Some(tls) => {
+                    let incoming = common::tls::accept(incoming, tls);
+                    router.serve_with_incoming(incoming).await
+                }
+                None => router.serve_with_incoming(incoming).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "peer server failed");
             }
         });

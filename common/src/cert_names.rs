@@ -1,6 +1,8 @@
-//! The names a peer's certificate is valid for: its subject's common name
-//! and its subject alternative names (DNS names, with one leading `*.`
-//! wildcard label, and IP addresses), as Go's VerifyHostname reads them.
+//! The names a certificate is valid for: its subject's common name and its
+//! subject alternative names (DNS names, with one leading `*.` wildcard
+//! label, and IP addresses), as Go's VerifyHostname reads them. etcd's
+//! `--*-cert-allowed-cn`/`-hostname` checks and raftd's "this certificate
+//! belongs to that member" use them.
 
 use std::net::IpAddr;
 
