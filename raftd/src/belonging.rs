@@ -3,8 +3,9 @@
 //! from two members is refused), then asks the other members it knows of
 //! (the configured initial cluster and the last applied membership) who
 //! they are: a member of another cluster answering at one of those URLs,
-//! or every other member having applied less than this data dir holds,
-//! means the data dir is not this cluster's, and raftd refuses to start
+//! or this data dir having applied more than every other member's log
+//! holds (a committed entry is in a quorum's logs), means the data dir is
+//! not this cluster's, and raftd refuses to start
 //! rather than diverge (etcd panics there: "tocommit is out of range").
 //! Members that do not answer prove nothing; the check passes.
 
@@ -34,8 +35,8 @@ pub enum NotOurs {
     )]
     OtherCluster { ours: u64, theirs: u64, url: String },
     #[error(
-        "this data dir has applied log index {ours}, beyond every other member's ({theirs}): \
-         it holds a history this cluster never committed (start the member on its own data \
+        "this data dir has applied log index {ours}, beyond every other member's log \
+         (last index {theirs}): it holds a history this cluster never committed (start the member on its own data \
          dir, or on an empty one to join)"
     )]
     Ahead { ours: u64, theirs: u64 },
@@ -71,7 +72,7 @@ pub async fn claim_storaged(
 struct Answer {
     url: String,
     cluster_id: u64,
-    applied: u64,
+    last_log_index: u64,
 }
 
 async fn ask(urls: Vec<String>) -> Option<Answer> {
@@ -84,7 +85,7 @@ async fn ask(urls: Vec<String>) -> Option<Answer> {
     Some(Answer {
         url: urls.join(","),
         cluster_id: reply.cluster_id,
-        applied: reply.applied_index,
+        last_log_index: reply.last_log_index,
     })
 }
 
@@ -134,7 +135,7 @@ pub async fn check_peers(
         let theirs = members
             .iter()
             .flatten()
-            .map(|a| a.applied)
+            .map(|a| a.last_log_index)
             .max()
             .unwrap_or(0);
         if applied > theirs {

@@ -262,7 +262,8 @@ impl PeerAuth {
                     Err(e) => tracing::error!(error = %e, "cannot draw a peer secret"),
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Quick: until the secret is known, forwarded work is refused.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

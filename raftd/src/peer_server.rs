@@ -264,16 +264,11 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<Response<ClusterResponse>, Status> {
         let members = members::list(&self.raft);
         let members = serde_json::to_vec(&members).map_err(|e| Status::internal(e.to_string()))?;
-        let applied_index = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .last_applied
-            .map_or(0, |l| l.index);
+        let last_log_index = self.raft.metrics().borrow_watched().last_log_index;
         Ok(Response::new(ClusterResponse {
             cluster_id: self.cluster_id,
             members,
-            applied_index,
+            last_log_index: last_log_index.unwrap_or(0),
         }))
     }
 }

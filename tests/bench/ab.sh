@@ -9,7 +9,8 @@
 #   CASE:   w16 (watch-latency, 16 watchers, writer and watchers on the
 #           leader), w16all (the suite's watch-16: leader first, watchers
 #           spread over all members), fan (1,000 watchers on one key,
-#           100 puts/s), put1, put64, range
+#           100 puts/s), put1, put64 (to the leader), put64all (spread
+#           over the members: followers forward), range
 #   SYSTEM: etcd (started by ../shared/etcd-baseline.sh: 1 or 3 members),
 #           or a directory holding triad binaries (target/release),
 #           optionally with settings for the daemons: DIR@VAR=V,VAR2=V2
@@ -32,6 +33,7 @@ runcase() { # case endpoints leader label
     fan) $K watch-latency --endpoints "$l" --watchers 1000 --conns 8 --put-rate 100 --duration "$DUR" --label "$4" --json-only ;;
     put1) $K put --endpoints "$l" --conns 1 --clients 1 --duration "$DUR" --label "$4" --json-only ;;
     put64) $K put --endpoints "$l" --conns 8 --clients 64 --duration "$DUR" --label "$4" --json-only ;;
+    put64all) $K put --endpoints "$ep" --conns 8 --clients 64 --duration "$DUR" --label "$4" --json-only ;;
     range) $K range --endpoints "$ep" --conns 8 --clients 64 --duration "$DUR" --label "$4" --json-only ;;
     *) echo "unknown case $1" >&2; return 1 ;;
   esac

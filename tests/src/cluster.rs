@@ -518,13 +518,7 @@ impl Cluster {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn triad up");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_exit(&mut child, Duration::from_secs(60));
         let _ = child.kill();
         let out = child.wait_with_output().expect("triad up output");
         (
@@ -539,13 +533,7 @@ impl Cluster {
             let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM);
         }
         for up in &mut self.ups {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = up.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::wait_exit(up, Duration::from_secs(30));
             let _ = up.kill();
             let _ = up.wait();
         }

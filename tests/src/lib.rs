@@ -336,6 +336,20 @@ pub fn ok_stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Wait up to `limit` for `child` to exit; whether it did.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Wait (up to 10 s) until process `pid` has exited: gone, or a zombie
 /// (a paused supervisor cannot reap it, but its files and locks are
 /// released).
@@ -538,6 +552,7 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+pub mod certs;
 pub mod cluster;
 pub mod history;
 pub mod load;

@@ -5,36 +5,27 @@
 
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use triad_tests::certs::TestCa;
 use triad_tests::{etcdctl, Member};
 
-/// A CA, and certificates it signed for the member and for a client.
+/// A CA, and certificates it signed for the member and for clients.
 fn make_certs(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "triad test CA");
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
-    for (name, cn) in [
+    let ca = TestCa::new(dir);
+    for (serial, (name, cn)) in [
         ("server", "triad-member"),
         ("client", "root"),
         ("dave", "dave"),
-    ] {
-        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write cert");
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem())
-            .expect("write key");
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ca.issue(
+            dir,
+            name,
+            cn,
+            &["localhost", "127.0.0.1"],
+            serial as u64 + 1,
+        );
     }
 }
 

@@ -8,72 +8,22 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SerialNumber,
-};
+use triad_tests::certs::TestCa;
 use triad_tests::{etcdctl, Member};
 
-/// A CA, a server certificate, client certificates (name: CN, SAN, serial)
-/// and a CRL revoking serial 66.
+/// A CA, a server certificate, client certificates (name: CN, SAN,
+/// serial) and a CRL revoking serial 66.
 fn make_certs(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "triad test CA");
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
-    let certs = [
-        ("server", "triad-member", "127.0.0.1", 1u64),
-        ("good", "root", "allowed.example", 65),
-        ("revoked", "root", "allowed.example", 66),
-        ("elsewhere", "root", "other.example", 67),
-        ("peer-ok", "triad-member", "127.0.0.1", 68),
-    ];
-    for (name, cn, san, serial) in certs {
-        // The member's own certificate also serves `triad up`'s readiness
-        // probe as a client: it must pass the allowed hostname too.
-        let mut sans = vec![san.to_string(), "localhost".to_string()];
-        if name == "server" {
-            sans.push("allowed.example".to_string());
-        }
-        let mut p = CertificateParams::new(sans).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.serial_number = Some(SerialNumber::from(serial));
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write cert");
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem())
-            .expect("write key");
-    }
-    let crl = CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2024, 1, 1),
-        next_update: rcgen::date_time_ymd(2099, 1, 1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(66u64),
-            revocation_time: rcgen::date_time_ymd(2024, 6, 1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&ca, &ca_key)
-    .expect("crl");
-    std::fs::write(dir.join("crl.pem"), crl.pem().expect("crl pem")).expect("write crl");
+    let ca = TestCa::new(dir);
+    // The member's own certificate also serves `triad up`'s readiness
+    // probe as a client: it must pass the allowed hostname too.
+    let member = ["127.0.0.1", "localhost", "allowed.example"];
+    ca.issue(dir, "server", "triad-member", &member, 1);
+    ca.issue(dir, "good", "root", &["allowed.example"], 65);
+    ca.issue(dir, "revoked", "root", &["allowed.example"], 66);
+    ca.issue(dir, "elsewhere", "root", &["other.example"], 67);
+    ca.issue(dir, "peer-ok", "triad-member", &["127.0.0.1"], 68);
+    ca.revoke(dir, &[66]);
 }
 
 /// Whether a TLS 1.2 handshake with `cipher` (OpenSSL's name) and the

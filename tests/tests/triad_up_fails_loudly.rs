@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use triad_tests::{bin, free_port_pair, Member, DAEMONS};
+use triad_tests::{bin, free_port_pair, wait_exit, Member, DAEMONS};
 
 /// Run `triad up` to its end (at most `limit`): exit status, stdout, stderr.
 fn run_up(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String, String) {
@@ -21,21 +21,14 @@ fn run_up(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>,
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn triad up");
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "triad up still running after {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !wait_exit(&mut child, limit) {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        panic!(
+            "triad up still running after {limit:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = child.wait_with_output().expect("output");
     (
