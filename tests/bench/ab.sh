@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interleaved rounds of one kvbench case against real etcd and one or more
+# Interleaved rounds of one benchmark case against real etcd and one or more
 # triad builds: each round starts every system fresh (new data directory),
 # runs the case alone on the machine, stops it, and prints one line per
 # system. Interleaving spreads the host's noisy spells over all systems;
@@ -11,15 +11,15 @@
 #           spread over all members), fan (1,000 watchers on one key,
 #           100 puts/s), put1, put64 (to the leader), put64all (spread
 #           over the members: followers forward), range
-#   SYSTEM: etcd (started by ../shared/etcd-baseline.sh: 1 or 3 members),
+#   SYSTEM: etcd (started by tests/bench/etcd.sh: 1 or 3 members),
 #           or a directory holding triad binaries (target/release),
 #           optionally with settings for the daemons: DIR@VAR=V,VAR2=V2
 #           (e.g. target/release@TRIAD_SPIN_BEFORE_SLEEP=0)
-# env:    KVBENCH (binary; default /tmp/kvbench-target/release/kvbench),
-#         DUR (seconds per run, 10)
+# env:    BENCH (client; default target/release/triad-bench), DUR
+#         (seconds per run, 10)
 # prints: round system ops/s p50 p90 p99 p99.9 max errors (latencies µs)
 set -u
-K=${KVBENCH:-/tmp/kvbench-target/release/kvbench}
+K=${BENCH:-target/release/triad-bench}
 export DUR=${DUR:-10}
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,7 +39,7 @@ runcase() { # case endpoints leader label
   esac
 }
 # One run against a system already serving (how etcd-baseline.sh calls
-# back): a second's settling, then kvbench.
+# back): a second's settling, then the client.
 if [ "${1:-}" = --run ]; then
   shift
   sleep 1
@@ -48,7 +48,7 @@ if [ "${1:-}" = --run ]; then
 fi
 
 ROUNDS=$1; M=$2; CASE=$3; shift 3
-ensure_kvbench "$K"
+ensure_bench "$K"
 summary() { # round < kvbench output
   python3 -c "
 import json, sys
@@ -63,25 +63,26 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for spec in "$@"; do
     dir=${spec%%@*}; envs=""; [ "$spec" != "$dir" ] && envs=${spec#*@}
     D=$(mktemp -d /tmp/triad-ab.XXXXXX)
-    # kvbench alone on the CPUs, summarized afterwards: a summarizer started
-    # beside it in a pipe took its first ~100 ms, which showed as a p99 burst.
+    # The client alone on the CPUs, summarized afterwards: a summarizer
+    # started beside it in a pipe took its first ~100 ms, which showed as a
+    # p99 burst.
     if [ "$dir" = etcd ]; then
-      ../shared/etcd-baseline.sh -n "$M" -d "$D" -- "$0" --run "$CASE" {EP} {LEADER} "$spec" \
-        >"$D/kvbench.out" 2>"$D/run.err" || { echo "round $r: $spec failed" >&2; cat "$D/run.err" >&2; }
+      tests/bench/etcd.sh -n "$M" -d "$D" -- "$0" --run "$CASE" {EP} {LEADER} "$spec" \
+        >"$D/bench.out" 2>"$D/run.err" || { echo "round $r: $spec failed" >&2; cat "$D/run.err" >&2; }
     else
       (IFS=,; for kv in $envs; do export "$kv"; done
         exec "$dir/triad" up --members "$M" --data-dir "$D/t" --client-port 42379 >"$D/up.out" 2>"$D/up.err") &
       P=$!
       EP=$(eps 42379 10000 "$M")
       if wait_serving "$EP" >/dev/null; then
-        "$0" --run "$CASE" "$EP" "$(leader_of "$EP")" "$spec" >"$D/kvbench.out" 2>/dev/null
+        "$0" --run "$CASE" "$EP" "$(leader_of "$EP")" "$spec" >"$D/bench.out" 2>/dev/null
       else
         echo "round $r: $spec did not start" >&2
       fi
       kill -TERM "$P" 2>/dev/null
       wait "$P" 2>/dev/null
     fi
-    [ -s "$D/kvbench.out" ] && summary "$r" <"$D/kvbench.out"
+    [ -s "$D/bench.out" ] && summary "$r" <"$D/bench.out"
     rm -rf "$D"; sync; sleep 2
   done
 done

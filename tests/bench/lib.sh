@@ -1,9 +1,9 @@
 # Helpers shared by the benchmark scripts in tests/bench (sourced, not run).
 # Paths are relative to the project root, where the scripts are run from.
 
-# Build kvbench into the target dir its binary path names, if it is missing.
-ensure_kvbench() { # binary path
-  [ -x "$1" ] || (cd ../shared/kvbench && CARGO_TARGET_DIR=$(dirname "$(dirname "$1")") cargo build --release)
+# Build triad's benchmark client (tests/bench/client) if it is missing.
+ensure_bench() { # binary path
+  [ -x "$1" ] || cargo build --release --locked -p triad-bench
 }
 
 eps() { # base port, step between members, members (3) → client endpoints

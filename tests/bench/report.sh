@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The three-member benchmark report: kvbench's suite against a 3-member
-# etcd and a 3-member triad started here, one after the other in this run,
+# The three-member benchmark report: the benchmark suite (suite.sh, run by
+# triad's own client, tests/bench/client) against a 3-member etcd and a
+# 3-member triad started here, one after the other in this run,
 # then N keys (256-byte values) loaded into each for restart-to-serving time,
 # the resident memory of every daemon and the size on disk, and the disk's
 # raw fsync floor measured on the same filesystem. The result replaces the
 # section between the report markers in BENCHMARKS.md (or $OUT).
 #
 # usage: tests/bench/report.sh
-# env:   DUR (seconds per kvbench case, 10), N (keys for the load phase,
-#        1000000), CASES (suite subset), KVBENCH (binary), PARENT (where the
-#        data dirs go, /tmp), OUT (file to write, BENCHMARKS.md), KEEP=1
-#        (keep the raw JSON lines and logs)
+# env:   DUR (seconds per case, 10), N (keys for the load phase, 1000000),
+#        CASES (suite subset), BENCH (client binary), PARENT (where the data
+#        dirs go, /tmp), OUT (file to write, BENCHMARKS.md), KEEP=1 (keep
+#        the raw JSON lines and logs)
+# needs: Debian's etcd-server and etcd-client (etcd and etcdctl), python3
 set -euo pipefail
 shopt -s inherit_errexit # a failure inside a command substitution stops the report too
 cd "$(dirname "$0")/../.."
@@ -18,13 +20,13 @@ DUR=${DUR:-10}
 N=${N:-1000000}
 PARENT=${PARENT:-/tmp}
 OUT=${OUT:-BENCHMARKS.md}
-K=${KVBENCH:-/tmp/kvbench-target/release/kvbench}
-export KVBENCH=$K DUR ETCDCTL_API=3
-SUITE=../shared/kvbench/suite.sh
+B=${BENCH:-target/release/triad-bench}
+export BENCH=$B DUR ETCDCTL_API=3
+SUITE=tests/bench/suite.sh
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TRIAD_PORT=42379 # members on 42379, 52379, 62379
-ETCD_PORT=24790  # etcd-baseline.sh's layout: members on 24790, 24800, 24810
+ETCD_PORT=24790  # etcd.sh's layout: members on 24790, 24800, 24810
 
 D=$(mktemp -d "$PARENT/triad-report.XXXXXX")
 PIDS=()
@@ -36,7 +38,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 cargo build --release --locked # the binaries measured are the tree described
-ensure_kvbench "$K"
+ensure_bench "$B"
 log() { echo "report: $*" >&2; }
 # Before each measured phase: the previous phase's dirty pages written back,
 # so neither system pays for the other's writes.
@@ -83,7 +85,7 @@ triad_rss() {
   done
 }
 
-# --- etcd: the same layout as etcd-baseline.sh, but kept across restarts ---
+# --- etcd: the same layout as etcd.sh, but kept across restarts ---
 ETCD_CLUSTER="m0=http://127.0.0.1:$((ETCD_PORT + 1)),m1=http://127.0.0.1:$((ETCD_PORT + 11)),m2=http://127.0.0.1:$((ETCD_PORT + 21))"
 start_etcd() {
   ETCDS=()
@@ -110,7 +112,7 @@ etcd_rss() {
 }
 
 load() { # leader endpoint → puts/s
-  "$K" put --endpoints "$1" --conns 8 --clients 64 --total "$N" --key-space "$N" \
+  "$B" put --endpoints "$1" --conns 8 --clients 64 --total "$N" --key-space "$N" \
     --sequential-keys --key-size 16 --val-size 256 --json-only --label load | python3 -c "
 import json, sys
 d = json.loads(sys.stdin.read().splitlines()[-1])
@@ -145,11 +147,11 @@ load_phase() { # name start stop rss endpoints datadir
 log "fsync floor"
 FSYNC=$(fsync_floor)
 
-log "kvbench suite against etcd (3 members, ${DUR}s per case)"
+log "benchmark suite against etcd (3 members, ${DUR}s per case)"
 settle
-../shared/etcd-baseline.sh -n 3 -p $ETCD_PORT -d "$D" -- $SUITE {EP} {LEADER} etcd-3 >"$D/suite.jsonl"
+tests/bench/etcd.sh -n 3 -p $ETCD_PORT -d "$D" -- $SUITE {EP} {LEADER} etcd-3 >"$D/suite.jsonl"
 
-log "kvbench suite against triad (3 members)"
+log "benchmark suite against triad (3 members)"
 settle
 start_triad
 TEP=$(eps $TRIAD_PORT 10000)
@@ -180,9 +182,9 @@ END='<!-- report.sh: end -->'
   echo "|--:|--:|--:|--:|--:|"
   echo "$FSYNC"
   echo
-  echo "### kvbench suite (\`../shared/kvbench/suite.sh\`, ${DUR} s per case)"
+  echo "### Benchmark suite (\`tests/bench/suite.sh\`, ${DUR} s per case)"
   echo
-  python3 ../shared/kvbench/summarize.py --ratio etcd-3 triad-3 "$D/suite.jsonl"
+  "$B" table --ratio etcd-3 triad-3 "$D/suite.jsonl"
   echo
   echo "### $N keys (16-byte keys, 256-byte values, 64 clients on the leader)"
   echo

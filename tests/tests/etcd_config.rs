@@ -45,7 +45,9 @@ fn start(dir: &Path, env: &[(String, String)], args: &[String]) -> Daemons {
     let mut children = Vec::new();
     for daemon in ["storaged", "raftd", "gatewayd"] {
         let log = std::fs::File::create(dir.join(format!("{daemon}.log"))).expect("log");
+        // In the test's directory: a data dir left to a default lands there.
         let child = Command::new(bin(daemon))
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(env.iter().cloned())

@@ -1,0 +1,496 @@
+//! The workloads: closed loops of clients over shared HTTP/2 connections
+//! (each client sends its next request when the last one is answered), a
+//! lease keepalive stream per client, and watch latency (one writer at a
+//! fixed rate, every watcher timing each event from the put's send time,
+//! carried in the value).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::proto::etcdserverpb::kv_client::KvClient;
+use common::proto::etcdserverpb::lease_client::LeaseClient;
+use common::proto::etcdserverpb::request_op::Request as Op;
+use common::proto::etcdserverpb::watch_client::WatchClient;
+use common::proto::etcdserverpb::watch_request::RequestUnion;
+use common::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    WatchCreateRequest, WatchRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::stats::{Outcome, Recorder};
+use crate::{Command, Common};
+
+/// The longest any run may take, whatever it was asked.
+const AT_MOST: Duration = Duration::from_secs(3600);
+
+pub async fn run(cmd: Command) -> anyhow::Result<Outcome> {
+    let outcome = match cmd {
+        Command::Put { common } => kv(common, Kind::Put, "put").await?,
+        Command::Range {
+            common,
+            serializable,
+            no_prefill,
+        } => {
+            if !no_prefill {
+                prefill(&common).await?;
+            }
+            kv(common, Kind::Get { serializable }, "range").await?
+        }
+        Command::Mixed {
+            common,
+            read_ratio,
+            no_prefill,
+        } => {
+            if !no_prefill {
+                prefill(&common).await?;
+            }
+            kv(common, Kind::Mixed { read_ratio }, "mixed").await?
+        }
+        Command::TxnPut { common, txn_ops } => {
+            kv(common, Kind::Txn(txn_ops.max(1)), "txn-put").await?
+        }
+        Command::LeaseKeepalive { common } => keepalives(common).await?,
+        Command::WatchLatency {
+            common,
+            watchers,
+            put_rate,
+        } => watch_latency(common, watchers.max(1), put_rate.max(1)).await?,
+        Command::Table { .. } => anyhow::bail!("not a workload"),
+    };
+    Ok(outcome)
+}
+
+/// Loopback endpoints only: a benchmark never leaves the machine.
+fn endpoints(common: &Common) -> anyhow::Result<Vec<String>> {
+    let eps: Vec<String> = common
+        .endpoints
+        .split(',')
+        .map(|e| e.trim().trim_start_matches("http://").to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    anyhow::ensure!(!eps.is_empty(), "--endpoints is empty");
+    for e in &eps {
+        let host = e.rsplit_once(':').map_or(e.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        anyhow::ensure!(loopback, "{e} is not a loopback endpoint");
+    }
+    Ok(eps)
+}
+
+/// `common.conns` connections, spread over the endpoints in turn.
+async fn connect(common: &Common) -> anyhow::Result<Vec<Channel>> {
+    let eps = endpoints(common)?;
+    let mut channels = Vec::new();
+    for i in 0..common.conns.max(1) {
+        let ep = &eps[i % eps.len()];
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {ep}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// When a closed loop stops: after a count of requests, or a time.
+struct Budget {
+    deadline: Instant,
+    left: Option<AtomicU64>,
+}
+
+impl Budget {
+    fn of(common: &Common) -> Budget {
+        let time = match common.total {
+            Some(_) => AT_MOST,
+            None => Duration::from_secs(common.duration).min(AT_MOST),
+        };
+        Budget {
+            deadline: Instant::now() + time,
+            left: common.total.map(AtomicU64::new),
+        }
+    }
+
+    /// Whether one more request may go.
+    fn take(&self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        match &self.left {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+/// Which keys the clients use: `b/` then the key's number, zero-padded to
+/// `size` bytes.
+struct Keys {
+    space: u64,
+    size: usize,
+    sequential: bool,
+    next: AtomicU64,
+}
+
+impl Keys {
+    fn of(common: &Common) -> Keys {
+        Keys {
+            space: common.key_space.max(1),
+            size: common.key_size,
+            sequential: common.sequential_keys,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn index(&self, rng: &mut u64) -> u64 {
+        if self.sequential {
+            self.next.fetch_add(1, Ordering::Relaxed) % self.space
+        } else {
+            xorshift(rng) % self.space
+        }
+    }
+
+    fn key(&self, i: u64) -> Vec<u8> {
+        let digits = self.size.saturating_sub(2).max(1);
+        format!("b/{i:0digits$}").into_bytes()
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn seed(client: usize) -> u64 {
+    0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x2545_f491_4f6c_dd1d)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Put,
+    Get { serializable: bool },
+    Mixed { read_ratio: f64 },
+    Txn(usize),
+}
+
+/// What every client of a key-value run shares.
+struct Plan {
+    budget: Budget,
+    keys: Keys,
+    value: Vec<u8>,
+    kind: Kind,
+}
+
+impl Plan {
+    fn put(&self, key: Vec<u8>) -> PutRequest {
+        PutRequest {
+            key,
+            value: self.value.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// One request of this run's kind; whether it succeeded.
+    async fn step(&self, kv: &mut KvClient<Channel>, rng: &mut u64) -> bool {
+        let read = |serializable: bool, rng: &mut u64| RangeRequest {
+            key: self.keys.key(self.keys.index(rng)),
+            serializable,
+            ..Default::default()
+        };
+        match self.kind {
+            Kind::Put => {
+                let key = self.keys.key(self.keys.index(rng));
+                kv.put(self.put(key)).await.is_ok()
+            }
+            Kind::Get { serializable } => kv.range(read(serializable, rng)).await.is_ok(),
+            Kind::Mixed { read_ratio } => {
+                let roll = (xorshift(rng) % 10_000) as f64 / 10_000.0;
+                if roll < read_ratio {
+                    kv.range(read(false, rng)).await.is_ok()
+                } else {
+                    let key = self.keys.key(self.keys.index(rng));
+                    kv.put(self.put(key)).await.is_ok()
+                }
+            }
+            Kind::Txn(ops) => {
+                // Consecutive keys: distinct within the txn.
+                let first = self.keys.index(rng);
+                let success = (0..ops as u64)
+                    .map(|j| RequestOp {
+                        request: Some(Op::RequestPut(
+                            self.put(self.keys.key((first + j) % self.keys.space)),
+                        )),
+                    })
+                    .collect();
+                let txn = TxnRequest {
+                    success,
+                    ..Default::default()
+                };
+                kv.txn(txn).await.is_ok()
+            }
+        }
+    }
+}
+
+async fn kv(common: Common, kind: Kind, workload: &'static str) -> anyhow::Result<Outcome> {
+    let channels = connect(&common).await?;
+    let plan = Arc::new(Plan {
+        budget: Budget::of(&common),
+        keys: Keys::of(&common),
+        value: vec![b'v'; common.val_size],
+        kind,
+    });
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..common.clients.max(1))
+        .map(|c| {
+            let mut kv = KvClient::new(channels[c % channels.len()].clone())
+                .max_decoding_message_size(usize::MAX);
+            let plan = plan.clone();
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                let mut rng = seed(c);
+                while plan.budget.take() {
+                    let sent = Instant::now();
+                    if plan.step(&mut kv, &mut rng).await {
+                        rec.ok(sent.elapsed());
+                    } else {
+                        rec.failed();
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    let records = gather(tasks).await?;
+    finish(&common, workload, records, started.elapsed())
+}
+
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Recorder>>) -> anyhow::Result<Vec<Recorder>> {
+    let mut records = Vec::new();
+    for t in tasks {
+        records.push(t.await.context("a client task failed")?);
+    }
+    Ok(records)
+}
+
+fn finish(
+    common: &Common,
+    workload: &'static str,
+    records: Vec<Recorder>,
+    took: Duration,
+) -> anyhow::Result<Outcome> {
+    let outcome = Outcome::from(&common.label, workload, records, took);
+    if !common.json_only {
+        eprintln!("{}", outcome.human());
+    }
+    Ok(outcome)
+}
+
+/// Every key of the key space written once, before a read workload.
+async fn prefill(common: &Common) -> anyhow::Result<()> {
+    let channels = connect(common).await?;
+    let plan = Arc::new(Plan {
+        budget: Budget {
+            deadline: Instant::now() + AT_MOST,
+            left: Some(AtomicU64::new(common.key_space.max(1))),
+        },
+        keys: Keys {
+            sequential: true,
+            ..Keys::of(common)
+        },
+        value: vec![b'v'; common.val_size],
+        kind: Kind::Put,
+    });
+    let tasks: Vec<_> = (0..64)
+        .map(|c| {
+            let mut kv = KvClient::new(channels[c % channels.len()].clone());
+            let plan = plan.clone();
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                let mut rng = seed(c);
+                while plan.budget.take() {
+                    if !plan.step(&mut kv, &mut rng).await {
+                        rec.failed();
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    let failed: u64 = gather(tasks).await?.iter().map(|r| r.errors).sum();
+    anyhow::ensure!(failed == 0, "{failed} puts of the prefill failed");
+    Ok(())
+}
+
+/// Each client grants a lease and keeps it alive on its own stream, one
+/// keepalive in flight at a time.
+async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
+    let channels = connect(&common).await?;
+    let budget = Arc::new(Budget::of(&common));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..common.clients.max(1))
+        .map(|c| {
+            let mut lease = LeaseClient::new(channels[c % channels.len()].clone());
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                let Ok(granted) = lease
+                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+                    .await
+                else {
+                    rec.failed();
+                    return rec;
+                };
+                let id = granted.into_inner().id;
+                let (tx, rx) = mpsc::channel(1);
+                let Ok(answers) = lease.lease_keep_alive(ReceiverStream::new(rx)).await else {
+                    rec.failed();
+                    return rec;
+                };
+                let mut answers = answers.into_inner();
+                while budget.take() {
+                    let sent = Instant::now();
+                    if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                        rec.failed();
+                        break;
+                    }
+                    match answers.message().await {
+                        Ok(Some(_)) => rec.ok(sent.elapsed()),
+                        _ => {
+                            rec.failed();
+                            break;
+                        }
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    let records = gather(tasks).await?;
+    finish(&common, "lease-keepalive", records, started.elapsed())
+}
+
+/// The send time of a warm-up put's value: its events are not timed.
+const WARM_UP: u64 = 0;
+const WARM_UP_PUTS: usize = 10;
+
+/// `watchers` watch `w/`; one writer puts to it at `put_rate` through the
+/// first connection; each event's latency is its arrival minus its put's
+/// send time (nanoseconds since `epoch`, the value's first 8 bytes).
+async fn watch_latency(common: Common, watchers: usize, put_rate: u64) -> anyhow::Result<Outcome> {
+    let channels = connect(&common).await?;
+    let epoch = Instant::now();
+    let run_for = Duration::from_secs(common.duration).min(AT_MOST);
+    let created = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for w in 0..watchers {
+        let mut client = WatchClient::new(channels[w % channels.len()].clone());
+        let (tx, rx) = mpsc::channel(1);
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"w/".to_vec(),
+                range_end: b"w0".to_vec(),
+                ..Default::default()
+            })),
+        };
+        tx.send(create).await.context("watch request")?;
+        let mut events = client
+            .watch(ReceiverStream::new(rx))
+            .await
+            .context("open a watch")?
+            .into_inner();
+        let (created, mut stop) = (created.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let _keep_open = tx;
+            let mut rec = Recorder::default();
+            loop {
+                let next = tokio::select! {
+                    m = events.message() => m,
+                    _ = stop.changed() => break,
+                };
+                let Ok(Some(resp)) = next else {
+                    rec.failed();
+                    break;
+                };
+                if resp.created {
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = epoch.elapsed();
+                for ev in &resp.events {
+                    let Some(kv) = &ev.kv else { continue };
+                    let Some(stamp) = kv.value.get(..8) else {
+                        continue;
+                    };
+                    let sent = u64::from_be_bytes(stamp.try_into().unwrap_or_default());
+                    if sent != WARM_UP {
+                        rec.ok(now.saturating_sub(Duration::from_nanos(sent)));
+                    }
+                }
+            }
+            rec
+        }));
+    }
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while created.load(Ordering::Relaxed) < watchers {
+        anyhow::ensure!(
+            Instant::now() < ready_by,
+            "watchers were not created within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A few puts first that no watcher times: the first writes after a
+    // watch is created (or a cluster started) pay set-up costs no later
+    // write does.
+    let mut kv = KvClient::new(channels[0].clone());
+    for _ in 0..WARM_UP_PUTS {
+        let mut value = WARM_UP.to_be_bytes().to_vec();
+        value.resize(common.val_size.max(8), b'v');
+        let put = PutRequest {
+            key: b"w/k".to_vec(),
+            value,
+            ..Default::default()
+        };
+        kv.put(put).await.context("warm-up put")?;
+    }
+    // The writer, at a fixed rate (a slow put delays the next, never
+    // piles them up).
+    let mut writer = Recorder::default();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / put_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while started.elapsed() < run_for {
+        tick.tick().await;
+        let mut value = (epoch.elapsed().as_nanos() as u64).to_be_bytes().to_vec();
+        value.resize(common.val_size.max(8), b'v');
+        let put = PutRequest {
+            key: b"w/k".to_vec(),
+            value,
+            ..Default::default()
+        };
+        if kv.put(put).await.is_err() {
+            writer.failed();
+        }
+    }
+    // The last events' time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = started.elapsed();
+    let _ = stop_tx.send(true);
+    let mut records = gather(tasks).await?;
+    records.push(writer);
+    finish(&common, "watch-latency", records, took)
+}
