@@ -265,10 +265,12 @@ async fn kv(common: Common, kind: Kind, workload: &'static str) -> anyhow::Resul
                 let mut rng = seed(c);
                 while plan.budget.take() {
                     let sent = Instant::now();
-                    if plan.step(&mut kv, &mut rng).await {
-                        rec.ok(sent.elapsed());
-                    } else {
-                        rec.failed();
+                    let step = plan.step(&mut kv, &mut rng);
+                    // A request the server never answers ends the client
+                    // with the run, as a failure.
+                    match tokio::time::timeout_at(plan.budget.deadline.into(), step).await {
+                        Ok(true) => rec.ok(sent.elapsed()),
+                        Ok(false) | Err(_) => rec.failed(),
                     }
                 }
                 rec
@@ -356,24 +358,39 @@ async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
                     return rec;
                 };
                 let id = granted.into_inner().id;
+                // The first keepalive goes with the call: a server may send
+                // its headers only with its first answer (grpc-go does).
                 let (tx, rx) = mpsc::channel(1);
-                let Ok(answers) = lease.lease_keep_alive(ReceiverStream::new(rx)).await else {
+                let mut sent = Instant::now();
+                if !budget.take() || tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                    return rec;
+                }
+                let opened = tokio::time::timeout_at(
+                    budget.deadline.into(),
+                    lease.lease_keep_alive(ReceiverStream::new(rx)),
+                );
+                let Ok(Ok(answers)) = opened.await else {
                     rec.failed();
                     return rec;
                 };
                 let mut answers = answers.into_inner();
-                while budget.take() {
-                    let sent = Instant::now();
-                    if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                        rec.failed();
-                        break;
-                    }
-                    match answers.message().await {
-                        Ok(Some(_)) => rec.ok(sent.elapsed()),
-                        _ => {
+                loop {
+                    let answer = tokio::time::timeout_at(budget.deadline.into(), answers.message());
+                    match answer.await {
+                        Ok(Ok(Some(_))) => rec.ok(sent.elapsed()),
+                        Err(_) => break, // the run ended while waiting
+                        Ok(_) => {
                             rec.failed();
                             break;
                         }
+                    }
+                    if !budget.take() {
+                        break;
+                    }
+                    sent = Instant::now();
+                    if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                        rec.failed();
+                        break;
                     }
                 }
                 rec
@@ -409,9 +426,13 @@ async fn watch_latency(common: Common, watchers: usize, put_rate: u64) -> anyhow
             })),
         };
         tx.send(create).await.context("watch request")?;
-        let mut events = client
-            .watch(ReceiverStream::new(rx))
+        let opened = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.watch(ReceiverStream::new(rx)),
+        );
+        let mut events = opened
             .await
+            .context("a watch was not opened within 30 s")?
             .context("open a watch")?
             .into_inner();
         let (created, mut stop) = (created.clone(), stop_rx.clone());
