@@ -164,8 +164,8 @@ pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::Ex
 /// and, once memory is fragmented, first compacts memory synchronously
 /// (the kernel's default `defrag=madvise`): measured here as a fifth of a
 /// loaded raftd's CPU spent clearing pages and writes stalled for tenths
-/// of a second (BENCHMARKS.md, session 13). Best effort: a kernel without the
-/// switch leaves huge pages as they were.
+/// of a second (BENCHMARKS.md). Best effort: a kernel without the switch
+/// leaves huge pages as they were.
 fn opt_out_of_huge_pages() {
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
         tracing::warn!(error = %e, "cannot turn transparent huge pages off");

@@ -5,12 +5,12 @@
 //! to sleep moments before. On a virtual machine a vCPU with nothing to run
 //! halts, and waking it again goes through the hypervisor: measured here,
 //! that made a lone client's put 0.6 ms where the same work with the vCPUs
-//! kept busy takes 0.3 ms (BENCHMARKS.md, session 12). Go's scheduler spins
-//! briefly before it parks for the same reason. So a runtime thread about to
-//! sleep first watches its runtime's epoll descriptor (readable while events
-//! are ready, without taking them) for up to the budget, yielding to any
-//! other runnable thread between looks, so a reply or the next request that
-//! arrives soon is taken without a halt.
+//! kept busy takes 0.3 ms. Go's scheduler spins briefly before it parks for
+//! the same reason. So a runtime thread about to sleep first watches its
+//! runtime's epoll descriptor (readable while events are ready, without
+//! taking them) for up to the budget, yielding to any other runnable thread
+//! between looks, so a reply or the next request that arrives soon is taken
+//! without a halt.
 //!
 //! It spins only while its recent sleeps were typically shorter than the
 //! budget (a moving average of their lengths), or while the process waits

@@ -5,8 +5,8 @@
 //! that waits idle through a write's fsync and replication; on a virtual
 //! machine its runtime threads would have halted by the time the Apply
 //! arrives, and waking one costs a hypervisor round trip on every write
-//! (BENCHMARKS.md, session 16). A heads-up, a message on storaged's
-//! ApplySoon stream, lets storaged spin through that wait instead
+//! (BENCHMARKS.md). A heads-up, a message on storaged's ApplySoon stream,
+//! lets storaged spin through that wait instead
 //! (`common::park_spin::expect_work_within`). At most one is outstanding
 //! per Apply, so a busy log adds at most one message per batch applied.
 //! An older storaged answers ApplySoon with Unimplemented: it gets none.

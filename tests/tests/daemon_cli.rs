@@ -288,8 +288,7 @@ fn triad_ctl_kills_one_daemon_and_it_is_restarted() {
 
 /// Every daemon turns transparent huge pages off for itself at start
 /// (`lifecycle::run_daemon`): with them on, fresh 2 MiB pages were zeroed
-/// and compacted inside page faults and stalled writes (BENCHMARKS.md,
-/// session 13).
+/// and compacted inside page faults and stalled writes (BENCHMARKS.md).
 #[test]
 fn daemons_run_without_transparent_huge_pages() {
     let m = triad_tests::Member::start();
