@@ -65,6 +65,66 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     })
 }
 
+/// The defaults a commented example config file documents for `section`:
+/// its `# key = value` lines (a trailing `# comment` allowed; `# e.g.`
+/// lines are examples, not defaults). Tests hold `systemd/triad.toml` to
+/// the daemons' defaults with it.
+pub fn documented_defaults(example: &str, section: &str) -> Vec<(String, toml::Value)> {
+    let mut current = String::new();
+    let mut out = Vec::new();
+    for line in example.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_string();
+            continue;
+        }
+        let Some(rest) = line.strip_prefix('#').map(str::trim) else {
+            continue;
+        };
+        let Some((key, value)) = rest.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+        if current != section || !is_key {
+            continue;
+        }
+        if let Ok(t) = format!("x = {}", value.trim()).parse::<toml::Table>() {
+            if let Some(v) = t.get("x") {
+                out.push((key.to_string(), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// How a daemon logs (from --log-format/--logger and --log-level).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub json: bool,
+    /// A tracing level: error, warn, info or debug.
+    pub level: &'static str,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            json: false,
+            level: "info",
+        }
+    }
+}
+
+/// etcd's --log-level values, as tracing levels.
+pub fn parse_level(level: &str) -> Option<&'static str> {
+    Some(match level {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        _ => return None,
+    })
+}
+
 /// Options every daemon of a member shares (`[member]`).
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -140,7 +200,7 @@ pub struct MemberOpts {
 pub const DEFAULT_SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The member options with defaults applied and IDs derived.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub name: String,
     pub data_dir: PathBuf,
@@ -152,7 +212,7 @@ pub struct Member {
     pub member_id: u64,
     pub cluster_id: u64,
     pub socket_group_access: bool,
-    pub log: crate::logging::LogSettings,
+    pub log: LogSettings,
     pub spin_before_sleep: std::time::Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
@@ -163,7 +223,7 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub member_name: String,
-    pub log: crate::logging::LogSettings,
+    pub log: LogSettings,
     /// Runtime worker threads (1: a single-threaded runtime).
     pub threads: usize,
     pub spin_before_sleep: std::time::Duration,
@@ -231,7 +291,7 @@ impl MemberOpts {
             }
         };
         let level = self.log_level.as_deref().unwrap_or("info");
-        let level = crate::logging::parse_level(level).ok_or_else(|| {
+        let level = parse_level(level).ok_or_else(|| {
             err(format!(
                 "invalid --log-level {level:?} (want debug, info, warn or error)"
             ))
@@ -260,7 +320,7 @@ impl MemberOpts {
             cluster_token,
             member_id,
             socket_group_access: self.socket_group_access.unwrap_or(false),
-            log: crate::logging::LogSettings { json, level },
+            log: LogSettings { json, level },
             spin_before_sleep,
         })
     }
@@ -434,6 +494,22 @@ pub fn load_daemon<T: Serialize + DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    /// Every default systemd/triad.toml shows for [member] is the default.
+    #[test]
+    fn the_example_config_shows_the_member_defaults() {
+        let example = include_str!("../../systemd/triad.toml");
+        let documented = documented_defaults(example, "member");
+        assert!(documented.len() >= 5, "{documented:?}");
+        let default = MemberOpts::default().resolve().expect("defaults resolve");
+        for (key, value) in documented {
+            let mut t = toml::Table::new();
+            t.insert(key.clone(), value);
+            let opts = MemberOpts::deserialize(toml::Value::Table(t))
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(opts.resolve().expect(&key), default, "{key}");
+        }
+    }
+
     use super::*;
 
     #[derive(clap::Args, Serialize, Deserialize, Default, Debug)]

@@ -16,33 +16,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// How a daemon logs (from --log-format/--logger and --log-level).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogSettings {
-    pub json: bool,
-    /// A tracing level: error, warn, info or debug.
-    pub level: &'static str,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            json: false,
-            level: "info",
-        }
-    }
-}
-
-/// etcd's --log-level values, as tracing levels.
-pub fn parse_level(level: &str) -> Option<&'static str> {
-    Some(match level {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" => "warn",
-        "error" | "dpanic" | "panic" | "fatal" => "error",
-        _ => return None,
-    })
-}
+pub use crate::config::{parse_level, LogSettings};
 
 /// Log lines each daemon could not write (stderr closed, a full disk
 /// under its log file): counted and dropped, never a panic.

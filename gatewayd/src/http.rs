@@ -23,7 +23,7 @@ pub fn metrics_routes(backend: Arc<Backend>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(b): State<Arc<Backend>>| async move { crate::metrics::render(&b).await }),
+            get(|State(b): State<Arc<Backend>>| async move { member_metrics(&b).await }),
         )
         .with_state(backend)
 }
@@ -88,4 +88,18 @@ async fn version_info(State(s): State<HttpState>) -> ([(&'static str, &'static s
     let cluster: String = s.version.split('.').take(2).collect::<Vec<_>>().join(".") + ".0";
     let body = serde_json::json!({ "etcdserver": s.version, "etcdcluster": cluster });
     ([("content-type", "application/json")], body.to_string())
+}
+
+/// The whole member's metrics: gatewayd's, then raftd's and storaged's
+/// (a daemon that does not answer within a second is left out).
+pub async fn member_metrics(backend: &Backend) -> String {
+    let mut out = crate::metrics::render_own();
+    let wait = std::time::Duration::from_secs(1);
+    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.raftd_metrics()).await {
+        out.push_str(&text);
+    }
+    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.storaged_metrics()).await {
+        out.push_str(&text);
+    }
+    out
 }

@@ -3,11 +3,7 @@
 //! the client port sees the whole member as one of etcd's would. etcd's
 //! names where etcd has one; triad's own are `triad_*`.
 
-use std::time::Duration;
-
 use common::metrics::{CounterVec, Gauge, Histogram, Metric};
-
-use crate::backend::Backend;
 
 pub static WATCH_STREAMS: Gauge = Gauge::new(
     "etcd_debugging_mvcc_watch_stream_total",
@@ -52,7 +48,7 @@ pub static LOCAL_RPC: Histogram = Histogram::labelled(
     0.0001,
 );
 
-fn render_own() -> String {
+pub fn render_own() -> String {
     let all: [&dyn Metric; 9] = [
         common::logging::dropped("gatewayd"),
         &WATCH_STREAMS,
@@ -65,20 +61,6 @@ fn render_own() -> String {
         &LOCAL_RPC,
     ];
     common::metrics::render(&all)
-}
-
-/// The whole member's metrics: gatewayd's, then raftd's and storaged's
-/// (a daemon that does not answer within a second is left out).
-pub async fn render(backend: &Backend) -> String {
-    let mut out = render_own();
-    let wait = Duration::from_secs(1);
-    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.raftd_metrics()).await {
-        out.push_str(&text);
-    }
-    if let Ok(Ok(text)) = tokio::time::timeout(wait, backend.storaged_metrics()).await {
-        out.push_str(&text);
-    }
-    out
 }
 
 /// Time one local call under `call`.

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::backend::{retrying, Retry};
 use crate::quota::Quota;
+use crate::retry::{retrying, Retry};
 use common::call_stream::{CallStream, Opener};
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::raft::propose_outcome::Outcome;

@@ -12,6 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use common::config::ConfigError;
 
+/// Shown without keys (a configuration's Debug text may be logged).
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tokens::Simple { ttl } => write!(f, "Simple {{ ttl: {ttl:?} }}"),
+            Tokens::Jwt(_) => f.write_str("Jwt(..)"),
+        }
+    }
+}
+
 pub enum Tokens {
     Simple { ttl: Duration },
     Jwt(Box<Jwt>),

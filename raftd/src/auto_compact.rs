@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
-use crate::lessor::propose;
-use crate::types::Raft;
+use crate::own_proposals::propose;
+use crate::Raft;
 use common::proto::etcdserverpb::CompactionRequest;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::storage_client::StorageClient;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::network::peer_channel;
+use crate::peer_client::peer_channel;
 use crate::types::{Membership, NodeId};
 use common::config::Member;
 use common::proto::peer::raft_peer_client::RaftPeerClient;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
-use crate::lessor::propose;
-use crate::network::peer_channel;
-use crate::types::{NodeId, Raft};
+use crate::own_proposals::propose;
+use crate::peer_client::peer_channel;
+use crate::types::NodeId;
+use crate::Raft;
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::{AlarmRequest, AlarmType, HashKvRequest, HashKvResponse};
 use common::proto::peer::raft_peer_client::RaftPeerClient;

@@ -10,7 +10,7 @@ use common::proto::peer::raft_peer_client::RaftPeerClient;
 use common::proto::peer::ClusterRequest;
 
 use crate::members::MemberInfo;
-use crate::network::peer_channel;
+use crate::peer_client::peer_channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {

@@ -15,7 +15,8 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::types::{Proposal, Raft};
+use crate::own_proposals::{propose, propose_request};
+use crate::Raft;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
@@ -26,30 +27,6 @@ use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{LeasesRequest, RaftRequest, RaftResult};
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::RaftError;
-
-/// Propose one request through raft on this (leading) raftd; storaged's
-/// encoded result. For raftd's own proposals (lessor, auto-compaction).
-pub async fn propose(raft: &Raft, op: Op) -> Result<Vec<u8>, Status> {
-    propose_request(
-        raft,
-        RaftRequest {
-            op: Some(op),
-            auth: None,
-        },
-    )
-    .await
-}
-
-/// Replicate one request (with a client's identity, if it carries one).
-pub async fn propose_request(raft: &Raft, req: RaftRequest) -> Result<Vec<u8>, Status> {
-    let bytes = req.encode_to_vec();
-    match raft.client_write(Proposal(bytes)).await {
-        Ok(r) => Ok(r.data.0),
-        Err(RaftError::APIError(e)) => Err(crate::local_server::write_error(&e).into()),
-        Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
-    }
-}
 
 /// etcd's MaxLeaseTTL (seconds).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -61,11 +38,116 @@ struct Lease {
     revoking: bool,
 }
 
+/// The leader's lease table: pure bookkeeping over explicit instants, so
+/// each rule (renewal, expiry, checkpoint rounding) is testable alone.
 #[derive(Default)]
 struct State {
     /// Loaded from storaged and in charge (this node leads).
     primary: bool,
     leases: HashMap<i64, Lease>,
+}
+
+impl State {
+    /// Take charge with the leases storaged holds: each runs for its last
+    /// checkpointed remaining TTL, else its full TTL.
+    fn load(&mut self, records: Vec<(i64, i64, i64)>, now: Instant) {
+        self.leases = records
+            .into_iter()
+            .map(|(id, ttl, remaining)| {
+                let left = if remaining > 0 { remaining } else { ttl };
+                (id, Lease::new(ttl, now + secs(left)))
+            })
+            .collect();
+        self.primary = true;
+    }
+
+    fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
+        self.leases.insert(id, Lease::new(ttl, now + secs(ttl)));
+    }
+
+    /// Renew `id` for its full TTL; None if unknown or being revoked.
+    fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
+        self.leases.get_mut(&id).filter(|l| !l.revoking).map(|l| {
+            l.expiry = now + secs(l.ttl);
+            l.ttl
+        })
+    }
+
+    fn liveness(&self, id: i64, now: Instant) -> Option<Liveness> {
+        self.leases.get(&id).map(|l| Liveness {
+            remaining: l.expiry.saturating_duration_since(now).as_secs() as i64,
+            granted: l.ttl,
+        })
+    }
+
+    /// The leases due at `now`, each marked as being revoked so the next
+    /// tick does not propose its revoke again.
+    fn take_expired(&mut self, now: Instant) -> Vec<i64> {
+        self.leases
+            .iter_mut()
+            .filter(|(_, l)| !l.revoking && l.expiry <= now)
+            .map(|(id, l)| {
+                l.revoking = true;
+                *id
+            })
+            .collect()
+    }
+
+    /// A revoke did not commit: the next tick tries again.
+    fn revoke_failed(&mut self, id: i64) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.revoking = false;
+        }
+    }
+
+    /// Remaining TTLs rounded up, as etcd does: a new leader must never
+    /// expire a lease before its time.
+    fn checkpoints(&self, now: Instant) -> Vec<LeaseCheckpoint> {
+        self.leases
+            .iter()
+            .map(|(id, l)| LeaseCheckpoint {
+                id: *id,
+                remaining_ttl: (l.expiry.saturating_duration_since(now).as_secs_f64().ceil()
+                    as i64)
+                    .max(1),
+            })
+            .collect()
+    }
+
+    /// A positive lease ID not in use, drawn from `seed` (etcd picks them
+    /// from a time-seeded generator; any unused positive ID will do).
+    fn fresh_id(&self, mut seed: u64) -> i64 {
+        loop {
+            // splitmix64
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let id = ((z ^ (z >> 31)) >> 1) as i64;
+            if id != 0 && !self.leases.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+impl Lease {
+    fn new(ttl: i64, expiry: Instant) -> Lease {
+        Lease {
+            ttl,
+            expiry,
+            revoking: false,
+        }
+    }
+}
+
+/// The TTL a grant asks for as the lease will have it: etcd refuses more
+/// than MaxLeaseTTL and raises less than the minimum to the minimum.
+fn grant_ttl(asked: i64, min_ttl: i64) -> Result<i64, EtcdError> {
+    if asked > MAX_LEASE_TTL {
+        return Err(EtcdError::LeaseTtlTooLarge);
+    }
+    Ok(asked.max(min_ttl))
 }
 
 pub struct Lessor {
@@ -124,43 +206,18 @@ impl Lessor {
         if !self.is_leader() {
             return Err(EtcdError::NotLeader.into());
         }
-        if g.ttl > MAX_LEASE_TTL {
-            return Err(EtcdError::LeaseTtlTooLarge.into());
-        }
-        g.ttl = g.ttl.max(self.min_ttl);
+        g.ttl = grant_ttl(g.ttl, self.min_ttl)?;
         if g.id == 0 {
-            g.id = self.fresh_id()?;
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            g.id = self.state()?.fresh_id(seed);
         }
         let result = self.propose(Op::LeaseGrant(g)).await?;
         if let Some(Outcome::LeaseGrant(r)) = Self::outcome(&result) {
-            let lease = Lease {
-                ttl: r.ttl,
-                expiry: Instant::now() + secs(r.ttl),
-                revoking: false,
-            };
-            self.state()?.leases.insert(r.id, lease);
+            self.state()?.granted(r.id, r.ttl, Instant::now());
         }
         Ok(result)
-    }
-
-    /// A positive lease ID not in use (etcd picks them from a time-seeded
-    /// generator; any unused positive ID will do).
-    fn fresh_id(&self) -> Result<i64, Status> {
-        let state = self.state()?;
-        let mut seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        loop {
-            // splitmix64
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let id = ((z ^ (z >> 31)) >> 1) as i64;
-            if id != 0 && !state.leases.contains_key(&id) {
-                return Ok(id);
-            }
-        }
     }
 
     /// A client's revoke: storaged checks at apply that `r.auth` may write
@@ -199,21 +256,12 @@ impl Lessor {
     /// Renew `id`; its TTL, or None if there is no such lease.
     pub async fn keep_alive(&self, id: i64) -> Result<Option<i64>, Status> {
         self.ensure_primary().await?;
-        let mut state = self.state()?;
-        Ok(state.leases.get_mut(&id).filter(|l| !l.revoking).map(|l| {
-            l.expiry = Instant::now() + secs(l.ttl);
-            l.ttl
-        }))
+        Ok(self.state()?.renew(id, Instant::now()))
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Liveness>, Status> {
         self.ensure_primary().await?;
-        let state = self.state()?;
-        let now = Instant::now();
-        Ok(state.leases.get(&id).map(|l| Liveness {
-            remaining: l.expiry.saturating_duration_since(now).as_secs() as i64,
-            granted: l.ttl,
-        }))
+        Ok(self.state()?.liveness(id, Instant::now()))
     }
 
     /// Take charge on becoming leader, let go on losing it, revoke what
@@ -246,9 +294,7 @@ impl Lessor {
                 {
                     tracing::warn!(lease = id, error = %e.message(), "revoking an expired lease failed; will retry");
                     if let Ok(mut s) = self.state.lock() {
-                        if let Some(l) = s.leases.get_mut(&id) {
-                            l.revoking = false;
-                        }
+                        s.revoke_failed(id);
                     }
                 } else if let Ok(mut s) = self.state.lock() {
                     s.leases.remove(&id);
@@ -269,63 +315,26 @@ impl Lessor {
         }
         let mut storage = self.storage.clone();
         let leases = storage.leases(LeasesRequest {}).await?.into_inner().leases;
-        let now = Instant::now();
-        let mut state = self.state()?;
-        state.leases = leases
+        let records = leases
             .into_iter()
-            .filter_map(|l| {
-                let rec = l.lease?;
-                let left = if rec.remaining_ttl > 0 {
-                    rec.remaining_ttl
-                } else {
-                    rec.ttl
-                };
-                Some((
-                    l.id,
-                    Lease {
-                        ttl: rec.ttl,
-                        expiry: now + secs(left),
-                        revoking: false,
-                    },
-                ))
-            })
+            .filter_map(|l| l.lease.map(|rec| (l.id, rec.ttl, rec.remaining_ttl)))
             .collect();
-        state.primary = true;
+        let mut state = self.state()?;
+        state.load(records, Instant::now());
         tracing::info!(leases = state.leases.len(), "lessor in charge");
         Ok(())
     }
 
     fn expired(&self) -> Vec<i64> {
-        let now = Instant::now();
-        let Ok(mut state) = self.state.lock() else {
-            return Vec::new();
-        };
-        state
-            .leases
-            .iter_mut()
-            .filter(|(_, l)| !l.revoking && l.expiry <= now)
-            .map(|(id, l)| {
-                l.revoking = true;
-                *id
-            })
-            .collect()
+        self.state
+            .lock()
+            .map(|mut s| s.take_expired(Instant::now()))
+            .unwrap_or_default()
     }
 
     async fn checkpoint(&self) {
-        let now = Instant::now();
-        let checkpoints: Vec<LeaseCheckpoint> = match self.state.lock() {
-            Ok(s) => s
-                .leases
-                .iter()
-                .map(|(id, l)| LeaseCheckpoint {
-                    id: *id,
-                    // Rounded up, as etcd does: a new leader must never
-                    // expire the lease before its time.
-                    remaining_ttl: (l.expiry.saturating_duration_since(now).as_secs_f64().ceil()
-                        as i64)
-                        .max(1),
-                })
-                .collect(),
+        let checkpoints = match self.state.lock() {
+            Ok(s) => s.checkpoints(Instant::now()),
             Err(_) => return,
         };
         if checkpoints.is_empty() {
@@ -342,4 +351,91 @@ impl Lessor {
 
 fn secs(s: i64) -> Duration {
     Duration::from_secs(s.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, secs: u64) -> Instant {
+        start + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn grants_are_clamped_as_etcd_clamps_them() {
+        assert_eq!(grant_ttl(1, 5), Ok(5));
+        assert_eq!(grant_ttl(60, 5), Ok(60));
+        assert_eq!(grant_ttl(MAX_LEASE_TTL, 5), Ok(MAX_LEASE_TTL));
+        assert_eq!(
+            grant_ttl(MAX_LEASE_TTL + 1, 5),
+            Err(EtcdError::LeaseTtlTooLarge)
+        );
+    }
+
+    #[test]
+    fn a_lease_expires_at_its_ttl_and_a_renewal_restarts_it() {
+        let t = Instant::now();
+        let mut s = State::default();
+        s.granted(7, 10, t);
+        assert!(s.take_expired(at(t, 9)).is_empty());
+        assert_eq!(s.renew(7, at(t, 9)), Some(10));
+        assert!(s.take_expired(at(t, 18)).is_empty(), "renewed at 9 s");
+        let live = s.liveness(7, at(t, 14)).expect("lease");
+        assert_eq!((live.remaining, live.granted), (5, 10));
+        assert_eq!(s.take_expired(at(t, 19)), vec![7]);
+    }
+
+    #[test]
+    fn an_expired_lease_is_revoked_once_and_retried_after_a_failure() {
+        let t = Instant::now();
+        let mut s = State::default();
+        s.granted(1, 2, t);
+        s.granted(2, 100, t);
+        assert_eq!(s.take_expired(at(t, 3)), vec![1]);
+        assert!(s.take_expired(at(t, 4)).is_empty(), "revoke in flight");
+        assert_eq!(s.renew(1, at(t, 4)), None, "no keepalive while revoking");
+        s.revoke_failed(1);
+        assert_eq!(s.take_expired(at(t, 5)), vec![1]);
+        assert_eq!(s.renew(404, t), None);
+        assert!(s.liveness(404, t).is_none());
+    }
+
+    #[test]
+    fn a_new_leader_resumes_from_the_last_checkpoint() {
+        let t = Instant::now();
+        let mut s = State::default();
+        // (id, ttl, remaining at the last checkpoint; 0 = never checkpointed)
+        s.load(vec![(1, 60, 5), (2, 60, 0)], t);
+        assert!(s.primary);
+        assert_eq!(s.take_expired(at(t, 5)), vec![1]);
+        assert!(s.take_expired(at(t, 59)).is_empty());
+        assert_eq!(s.take_expired(at(t, 60)), vec![2]);
+    }
+
+    #[test]
+    fn checkpoints_round_up_and_never_say_zero() {
+        let t = Instant::now();
+        let mut s = State::default();
+        s.granted(1, 10, t);
+        s.granted(2, 1, t);
+        let now = t + Duration::from_millis(2_500);
+        let mut cps: Vec<(i64, i64)> = s
+            .checkpoints(now)
+            .iter()
+            .map(|c| (c.id, c.remaining_ttl))
+            .collect();
+        cps.sort();
+        // 7.5 s left rounds up to 8; an overdue lease still says 1.
+        assert_eq!(cps, vec![(1, 8), (2, 1)]);
+    }
+
+    #[test]
+    fn fresh_ids_are_positive_and_unused() {
+        let mut s = State::default();
+        let first = s.fresh_id(42);
+        assert!(first > 0);
+        s.granted(first, 10, Instant::now());
+        let second = s.fresh_id(42);
+        assert!(second > 0 && second != first, "same seed skips a used id");
+    }
 }

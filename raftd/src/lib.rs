@@ -11,29 +11,47 @@ pub mod apply_notice;
 pub mod auto_compact;
 pub mod belonging;
 pub mod codec;
+pub mod config;
 pub mod corruption;
 pub mod force;
+pub mod group_commit;
+pub mod handoff;
 pub mod join;
 pub mod lessor;
 pub mod local_server;
 pub mod log_store;
 pub mod members;
 pub mod metrics;
-pub mod network;
+pub mod own_proposals;
 pub mod peer_auth;
+pub mod peer_client;
 
 pub mod peer_server;
+pub mod proposals;
+pub mod purge;
+pub mod raft_errors;
+pub mod read_indexes;
 pub mod recent_entries;
 pub mod removal;
 pub mod route;
 pub mod state_machine;
 pub mod types;
 
+/// The openraft node: triad's type configuration, storaged as the state
+/// machine.
+pub type Raft = openraft::Raft<types::TypeConfig, state_machine::StateMachine>;
+
+/// An I/O error carrying `e`'s text (fjall's and openraft's errors, where
+/// openraft's storage traits want io::Error).
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 /// Resolves with openraft's fatal error once its core has stopped (a
 /// storage error, a panic); pending forever while it runs. The error is
 /// looked for on a tick and when the server metrics change or close, not
 /// on every metrics change: those come with every write.
-pub async fn fatal(raft: &types::Raft) -> String {
+pub async fn fatal(raft: &Raft) -> String {
     use openraft::async_runtime::WatchReceiver;
     let mut server = raft.server_metrics();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));

@@ -17,9 +17,13 @@ use std::sync::Arc;
 use crate::lessor::Lessor;
 use crate::members::Members;
 use crate::peer_auth::PeerCaller;
+pub use crate::proposals::Limits;
+use crate::proposals::Proposals;
+use crate::raft_errors::leader_failed;
+use crate::read_indexes::ReadIndexes;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
-use crate::types::{NodeId, Proposal, Raft, TypeConfig};
-use common::errors::EtcdError;
+use crate::types::NodeId;
+use crate::Raft;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
     MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
@@ -35,16 +39,15 @@ use common::proto::raft::{
     ReadIndexResponse, StatusRequest, StatusResponse,
 };
 use common::proto::RAFT_PROTOCOL;
-use common::read_batch::ReadBatch;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
 use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct RaftLocalService {
     raft: Raft,
     router: Arc<Router>,
+    proposals: Arc<Proposals>,
+    reads: ReadIndexes,
     lessor: Arc<Lessor>,
     members: Arc<Members>,
     cluster_id: u64,
@@ -57,18 +60,18 @@ pub struct RaftLocalService {
     was_member: Arc<std::sync::atomic::AtomicBool>,
     /// A peer told this member it was removed.
     removal: Arc<crate::removal::Removal>,
-    /// Read-index rounds shared by this member's clients' reads, and by
-    /// reads other members forwarded here.
-    local_reads: Arc<ReadBatch<u64>>,
-    forwarded_reads: Arc<ReadBatch<u64>>,
-    limits: Limits,
 }
 
-/// The member's request limits, applied to what peers forward.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_request_bytes: usize,
-    pub max_txn_ops: usize,
+/// What a `RaftLocalService` is made of.
+pub struct Parts {
+    pub router: Arc<Router>,
+    pub lessor: Arc<Lessor>,
+    pub members: Arc<Members>,
+    pub cluster_id: u64,
+    pub db_size: Arc<AtomicI64>,
+    pub initialized_before: bool,
+    pub removal: Arc<crate::removal::Removal>,
+    pub limits: Limits,
 }
 
 /// The member a call came from over TCP, if it did.
@@ -84,238 +87,20 @@ fn local_only<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
-/// How often a proposal or read is re-routed when leadership moved under it.
-const REROUTES: usize = 3;
-/// Pause before routing a read again (a new leader is being elected).
-const REROUTE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The leader asked was no longer leading, or could not be reached.
-fn leadership_moved(e: &Status) -> bool {
-    let moved = [
-        EtcdError::NotLeader,
-        EtcdError::LeaderChanged,
-        EtcdError::NoLeader,
-    ];
-    std::error::Error::source(e).is_some()
-        || EtcdError::of_status(e).is_some_and(|k| moved.contains(&k))
-}
-
 impl RaftLocalService {
-    pub fn new(
-        router: Arc<Router>,
-        lessor: Arc<Lessor>,
-        members: Arc<Members>,
-        cluster_id: u64,
-        db_size: Arc<AtomicI64>,
-        initialized_before: bool,
-        removal: Arc<crate::removal::Removal>,
-    ) -> Self {
+    pub fn new(p: Parts) -> Self {
         RaftLocalService {
-            limits: Limits {
-                max_request_bytes: usize::MAX,
-                max_txn_ops: usize::MAX,
-            },
-            removal,
-            was_member: Arc::new(std::sync::atomic::AtomicBool::new(initialized_before)),
-            raft: router.raft().clone(),
-            router,
-            lessor,
-            members,
-            cluster_id,
-            db_size,
-            local_reads: Arc::default(),
-            forwarded_reads: Arc::default(),
+            raft: p.router.raft().clone(),
+            proposals: Arc::new(Proposals::new(p.router.clone(), p.limits)),
+            reads: ReadIndexes::new(p.router.clone()),
+            router: p.router,
+            lessor: p.lessor,
+            members: p.members,
+            cluster_id: p.cluster_id,
+            db_size: p.db_size,
+            was_member: Arc::new(std::sync::atomic::AtomicBool::new(p.initialized_before)),
+            removal: p.removal,
         }
-    }
-
-    /// The limits forwarded requests are checked against.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// `read_index_once` in a round shared with concurrent reads.
-    async fn shared_read_index(&self, forwarded: bool) -> Result<u64, Status> {
-        let batch = if forwarded {
-            &self.forwarded_reads
-        } else {
-            &self.local_reads
-        };
-        let service = self.clone();
-        batch
-            .read(move || {
-                let service = service.clone();
-                async move { service.read_index_once(forwarded).await }
-            })
-            .await
-    }
-
-    /// A read index for a caller here (`forwarded` false) or a member.
-    async fn answer_read_index(&self, forwarded: bool) -> Result<ReadIndexResponse, Status> {
-        // A read changes nothing: when leadership moved under it (or the
-        // old leader went away), it is simply routed again.
-        let mut tries = 0;
-        let read_index = loop {
-            match self.shared_read_index(forwarded).await {
-                Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
-                    tries += 1;
-                    tokio::time::sleep(REROUTE_PAUSE).await;
-                }
-                r => break r.map_err(leader_failed)?,
-            }
-        };
-        Ok(ReadIndexResponse {
-            read_index,
-            raft_term: self.term(),
-            ..Default::default()
-        })
-    }
-
-    fn term(&self) -> u64 {
-        self.raft.metrics().borrow_watched().current_term
-    }
-
-    /// Propose on this (leading) raftd; outcomes align with `proposals`.
-    async fn propose_here(&self, proposals: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
-        let stopped = |_| Status::from(EtcdError::Stopped);
-        let _pending = crate::metrics::Pending::new(proposals.len());
-        let _awaiting = common::park_spin::AwaitingReply::new();
-        let mut results = self
-            .raft
-            .client_write_many(proposals.into_iter().map(Proposal))
-            .await
-            .map_err(stopped)?;
-        let mut outcomes = Vec::new();
-        let mut raft_term = self.term();
-        let mut raft_index = 0;
-        while let Some(r) = results.next().await {
-            let outcome = match r.map_err(stopped)? {
-                Ok(w) => {
-                    raft_term = raft_term.max(w.log_id.leader_id.term);
-                    raft_index = raft_index.max(w.log_id.index);
-                    Outcome::Result(w.response.0)
-                }
-                Err(e) => {
-                    crate::metrics::PROPOSALS_FAILED.inc();
-                    Outcome::Error(write_error(&e).wire_code())
-                }
-            };
-            outcomes.push(ProposeOutcome {
-                outcome: Some(outcome),
-            });
-        }
-        Ok(ProposeBatchResponse {
-            outcomes,
-            raft_term,
-            raft_index,
-            ..Default::default()
-        })
-    }
-
-    /// What `caller` forwarded, checked as gatewayd checks its clients'
-    /// requests: bounded, decodable and valid. A request without a caller
-    /// identity counts as an anonymous client's, except the two a member
-    /// makes on its own: the NOSPACE alarm it raises for itself, and a
-    /// simple token it registers after checking a password.
-    fn screen(&self, bytes: Vec<u8>, caller: NodeId) -> Result<Vec<u8>, EtcdError> {
-        use common::proto::storage::auth_change::Op as Change;
-        use common::proto::storage::raft_request::Op;
-        use prost::Message;
-        if bytes.len() > self.limits.max_request_bytes {
-            return Err(EtcdError::RequestTooLarge);
-        }
-        let mut req = common::nested_txn::raft_request(&bytes).map_err(|e| match e {
-            common::nested_txn::NestedError::TooDeep => EtcdError::TooManyOps,
-            common::nested_txn::NestedError::Decode(_) => EtcdError::Malformed,
-        })?;
-        common::validate::check_raft_request(&req, self.limits.max_txn_ops)?;
-        if req.auth.is_some() {
-            return Ok(bytes);
-        }
-        let members_own = match &req.op {
-            Some(Op::Alarm(a)) => a.member_id == caller,
-            Some(Op::AuthChange(c)) => matches!(c.op, Some(Change::Authenticate(_))),
-            _ => false,
-        };
-        if members_own {
-            return Ok(bytes);
-        }
-        req.auth = Some(common::proto::storage::AuthInfo::default());
-        Ok(req.encode_to_vec())
-    }
-
-    /// Propose a batch a local gatewayd sent, or one `caller` forwarded
-    /// (screened first; refused proposals are answered with their error).
-    async fn propose_from(
-        &self,
-        proposals: Vec<Vec<u8>>,
-        forwarded: bool,
-        caller: Option<NodeId>,
-    ) -> Result<ProposeBatchResponse, Status> {
-        let Some(caller) = caller else {
-            return self.propose(proposals, forwarded).await;
-        };
-        let screened: Vec<Result<Vec<u8>, EtcdError>> = proposals
-            .into_iter()
-            .map(|p| self.screen(p, caller))
-            .collect();
-        let admitted: Vec<Vec<u8>> = screened.iter().filter_map(|s| s.clone().ok()).collect();
-        let mut resp = if admitted.is_empty() {
-            ProposeBatchResponse {
-                raft_term: self.term(),
-                ..Default::default()
-            }
-        } else {
-            self.propose(admitted, forwarded).await?
-        };
-        let mut proposed = std::mem::take(&mut resp.outcomes).into_iter();
-        resp.outcomes = screened
-            .into_iter()
-            .map(|s| match s {
-                Ok(_) => proposed.next().unwrap_or_default(),
-                Err(e) => ProposeOutcome {
-                    outcome: Some(Outcome::Error(e.wire_code())),
-                },
-            })
-            .collect();
-        Ok(resp)
-    }
-
-    /// Propose here or on the leader. Proposals refused because leadership
-    /// moved (never appended, so never committed) are routed again.
-    async fn propose(
-        &self,
-        proposals: Vec<Vec<u8>>,
-        forwarded: bool,
-    ) -> Result<ProposeBatchResponse, Status> {
-        let not_appended = [
-            EtcdError::NotLeader.wire_code(),
-            EtcdError::NoLeader.wire_code(),
-        ];
-        let mut resp = self.propose_once(proposals.clone(), forwarded).await?;
-        for _ in 0..REROUTES {
-            if forwarded {
-                break;
-            }
-            let retry: Vec<usize> = resp
-                .outcomes
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| matches!(o.outcome, Some(Outcome::Error(c)) if not_appended.contains(&c)))
-                .map(|(i, _)| i)
-                .collect();
-            if retry.is_empty() {
-                break;
-            }
-            let again = retry.iter().map(|&i| proposals[i].clone()).collect();
-            let more = self.propose_once(again, false).await?;
-            for (i, o) in retry.into_iter().zip(more.outcomes) {
-                resp.outcomes[i] = o;
-            }
-            resp.raft_term = resp.raft_term.max(more.raft_term);
-            resp.raft_index = resp.raft_index.max(more.raft_index);
-        }
-        Ok(resp)
     }
 
     /// Run a request with `here` when this raftd leads, else send it to
@@ -341,77 +126,6 @@ impl RaftLocalService {
                 .map_err(leader_failed),
         }
     }
-
-    /// A quorum-confirmed read index, here or from the leader (then
-    /// applied here before answering).
-    async fn read_index_once(&self, forwarded: bool) -> Result<u64, Status> {
-        Ok(match self.router.route(forwarded).await? {
-            // A forwarded read index is applied by the asking member.
-            Route::Here if forwarded => self
-                .raft
-                .get_read_log_id(ReadPolicy::ReadIndex)
-                .await
-                .map_err(read_error)?
-                .0
-                .index(),
-            Route::Here => self
-                .raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-                .map_err(read_error)?
-                .index(),
-            Route::Leader(link) => {
-                let index = link.read_indexes.read_index().await?.read_index;
-                self.router.wait_applied(index).await?;
-                index
-            }
-        })
-    }
-
-    async fn propose_once(
-        &self,
-        proposals: Vec<Vec<u8>>,
-        forwarded: bool,
-    ) -> Result<ProposeBatchResponse, Status> {
-        match self.router.route(forwarded).await? {
-            Route::Here => self.propose_here(proposals).await,
-            Route::Leader(link) => {
-                // Batches go as they are unless over what a peer decodes.
-                let calls = split_batch(proposals, crate::peer_auth::FORWARDED_BATCH_BYTES)
-                    .into_iter()
-                    .map(|requests| link.proposals.call(ProposeBatchRequest { requests, id: 0 }));
-                let mut resp = ProposeBatchResponse::default();
-                for part in futures::future::join_all(calls).await {
-                    let part = part.map_err(leader_failed)?;
-                    resp.outcomes.extend(part.outcomes);
-                    resp.raft_term = resp.raft_term.max(part.raft_term);
-                    resp.raft_index = resp.raft_index.max(part.raft_index);
-                }
-                self.router.wait_applied(resp.raft_index).await?;
-                Ok(resp)
-            }
-        }
-    }
-}
-
-/// `proposals` in consecutive batches of at most `bytes` each (a single
-/// larger proposal goes alone).
-fn split_batch(proposals: Vec<Vec<u8>>, bytes: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut size = 0;
-    for p in proposals {
-        match batches.last_mut() {
-            Some(last) if size + p.len() <= bytes => {
-                size += p.len();
-                last.push(p);
-            }
-            _ => {
-                size = p.len();
-                batches.push(vec![p]);
-            }
-        }
-    }
-    batches
 }
 
 /// Answer each message of a call stream as its own request, concurrently;
@@ -457,42 +171,6 @@ fn applied(result: Vec<u8>) -> ProposeOutcome {
     }
 }
 
-/// The leader could not be asked or failed to answer: etcd's unavailability
-/// (a proposal may or may not have been committed, as with etcd).
-fn leader_failed(s: Status) -> Status {
-    if std::error::Error::source(&s).is_some() {
-        tracing::warn!(error = %s, "forwarding to the leader failed");
-        EtcdError::Timeout.into()
-    } else {
-        s
-    }
-}
-
-/// etcd's error for a proposal that was not committed through this node.
-pub(crate) fn write_error(e: &ClientWriteError<TypeConfig>) -> EtcdError {
-    match e {
-        ClientWriteError::ForwardToLeader(f) if f.leader_id.is_none() => EtcdError::NoLeader,
-        ClientWriteError::ForwardToLeader(_) => EtcdError::NotLeader,
-        ClientWriteError::LogEntryDiscarded(_) => EtcdError::LeaderChanged,
-        ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_) => {
-            EtcdError::NotCapable
-        }
-    }
-}
-
-fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> Status {
-    match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) if f.leader_id.is_none() => {
-            EtcdError::NoLeader.into()
-        }
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
-            EtcdError::NotLeader.into()
-        }
-        RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => EtcdError::Timeout.into(),
-        RaftError::Fatal(_) => EtcdError::Stopped.into(),
-    }
-}
-
 #[tonic::async_trait]
 impl RaftLocal for RaftLocalService {
     async fn metrics(
@@ -513,18 +191,6 @@ impl RaftLocal for RaftLocalService {
         }))
     }
 
-    async fn propose_batch(
-        &self,
-        req: Request<ProposeBatchRequest>,
-    ) -> Result<Response<ProposeBatchResponse>, Status> {
-        let (forwarded, caller) = (is_forwarded(&req), peer_caller(&req));
-        let mut resp = self
-            .propose_from(req.into_inner().requests, forwarded, caller)
-            .await?;
-        resp.db_size = self.db_size.load(Ordering::Relaxed);
-        Ok(Response::new(resp))
-    }
-
     type ProposeStream = ReceiverStream<Result<ProposeBatchResponse, Status>>;
 
     /// Batches on one stream, each proposed as it arrives (concurrently)
@@ -539,7 +205,11 @@ impl RaftLocal for RaftLocalService {
             let this = this.clone();
             async move {
                 let id = batch.id;
-                match this.propose_from(batch.requests, forwarded, caller).await {
+                match this
+                    .proposals
+                    .propose_from(batch.requests, forwarded, caller)
+                    .await
+                {
                     Ok(r) => ProposeBatchResponse {
                         id,
                         db_size: this.db_size.load(Ordering::Relaxed),
@@ -567,7 +237,7 @@ impl RaftLocal for RaftLocalService {
         Ok(Response::new(answer_each(req.into_inner(), move |call| {
             let this = this.clone();
             async move {
-                match this.answer_read_index(forwarded).await {
+                match this.reads.answer_read_index(forwarded).await {
                     Ok(r) => ReadIndexResponse { id: call.id, ..r },
                     Err(s) => ReadIndexResponse {
                         id: call.id,
@@ -583,7 +253,8 @@ impl RaftLocal for RaftLocalService {
         &self,
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        self.answer_read_index(is_forwarded(&req))
+        self.reads
+            .answer_read_index(is_forwarded(&req))
             .await
             .map(Response::new)
     }

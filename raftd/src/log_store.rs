@@ -1,24 +1,26 @@
 //! The raft log and vote on fjall, in raftd's own database.
 //!
-//! Appends go into fjall without syncing and their completion callbacks to
-//! one flusher thread, which fsyncs once for everything queued since its
-//! last fsync (group commit: many proposals per fsync) and only then reports
-//! them persisted. Votes are fsync'd before `save_vote` returns. The
-//! committed index (a replay hint) rides along with the next append
+//! Appends go into fjall without syncing and are made durable by
+//! `group_commit`'s flusher; votes are fsync'd before `save_vote` returns.
+//! The committed index (a replay hint) rides along with the next append
 //! instead of costing a journal write of its own on every commit. Purging
-//! only moves the purge mark; a purge thread deletes the entries below it
-//! (a snapshot's purge is ~100,000 deletions, which on raftd's one runtime
-//! thread held every write up for tens of milliseconds). Reads of the
+//! only moves the purge mark (`purge` deletes below it). Reads of the
 //! newest entries (applying and replicating what was just appended) are
 //! answered from memory (`RecentEntries`).
 
 use std::fmt::Debug;
 use std::io;
+
+use crate::io_err;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::group_commit::group_commit;
+use crate::handoff::{Closer, HandoffQueue};
+use crate::purge::purge_below_marks;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
@@ -29,10 +31,6 @@ const META_VOTE: &[u8] = b"vote";
 const META_COMMITTED: &[u8] = b"committed";
 const META_PURGED: &[u8] = b"purged";
 const META_IDENTITY: &[u8] = b"identity";
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 use crate::apply_notice::ApplyNotice;
 use crate::codec::{decode, encode};
@@ -137,138 +135,6 @@ impl LogStore {
     fn sync(&self) -> io::Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(io_err)
     }
-}
-
-/// Work handed to one of the log's threads: appends waiting for the
-/// flusher's next fsync, purge marks for the purge thread.
-///
-/// A mutex-guarded list whose waker is signalled after the lock is released.
-/// std's mpsc channel wakes its receiver while still holding its waiter
-/// lock: the woken flusher preempted raftd's thread there, fsync'd, and then
-/// blocked on that same lock until raftd ran again: two extra context
-/// switches per append.
-struct HandoffQueue<T> {
-    state: Mutex<HandoffState<T>>,
-    wake: Condvar,
-}
-
-struct HandoffState<T> {
-    pending: Vec<T>,
-    closed: bool,
-}
-
-impl<T> Default for HandoffQueue<T> {
-    fn default() -> Self {
-        HandoffQueue {
-            state: Mutex::new(HandoffState {
-                pending: Vec::new(),
-                closed: false,
-            }),
-            wake: Condvar::new(),
-        }
-    }
-}
-
-impl<T> HandoffQueue<T> {
-    fn push(&self, callback: T) -> io::Result<()> {
-        {
-            let mut state = self.state.lock().map_err(io_err)?;
-            if state.closed {
-                return Err(io_err("raft log thread stopped"));
-            }
-            state.pending.push(callback);
-        }
-        self.wake.notify_one();
-        Ok(())
-    }
-
-    /// Everything queued, once there is something; None once closed.
-    fn take(&self) -> Option<Vec<T>> {
-        let mut state = self.state.lock().ok()?;
-        loop {
-            if !state.pending.is_empty() {
-                return Some(std::mem::take(&mut state.pending));
-            }
-            if state.closed {
-                return None;
-            }
-            state = self.wake.wait(state).ok()?;
-        }
-    }
-
-    fn close(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.closed = true;
-        }
-        self.wake.notify_one();
-    }
-}
-
-/// A log thread's handle, shared by every clone of the store: the thread
-/// stops when the last one is dropped.
-struct Closer<T>(Arc<HandoffQueue<T>>);
-
-impl<T> Drop for Closer<T> {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-/// Fsync once per wake-up for every append queued so far.
-fn group_commit(db: Database, queue: &HandoffQueue<IOFlushed<TypeConfig>>) {
-    while let Some(waiting) = queue.take() {
-        let started = std::time::Instant::now();
-        let result = db.persist(PersistMode::SyncData);
-        crate::metrics::WAL_FSYNC.observe(started.elapsed());
-        for cb in waiting {
-            cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
-        }
-    }
-}
-
-/// Deletions per batch on the purge thread: small enough that an append
-/// waiting for the journal behind one is not held up noticeably.
-const PURGE_CHUNK: usize = 1024;
-
-/// Delete the entries at or below each purge mark, in ascending order (so
-/// the log never has a hole), a chunk per batch. Not synced: a deletion
-/// lost in a crash is redone from the mark at the next start.
-fn purge_below_marks(db: &Database, log: &Keyspace, queue: &HandoffQueue<u64>) {
-    let mut from = 0u64;
-    while let Some(marks) = queue.take() {
-        let Some(&mark) = marks.iter().max() else {
-            continue;
-        };
-        while from <= mark {
-            match purge_chunk(db, log, from, mark) {
-                Ok(Some(last)) => from = last.saturating_add(1),
-                Ok(None) => from = mark.saturating_add(1),
-                Err(e) => {
-                    tracing::warn!(error = %e, mark, "raft log purge stopped; retried at the next purge");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Delete up to `PURGE_CHUNK` entries in `from..=mark`; the last index
-/// deleted, or None when there were none.
-fn purge_chunk(db: &Database, log: &Keyspace, from: u64, mark: u64) -> io::Result<Option<u64>> {
-    let mut batch = db.batch();
-    let mut last = None;
-    for g in log
-        .range(from.to_be_bytes()..=mark.to_be_bytes())
-        .take(PURGE_CHUNK)
-    {
-        let k = g.key().map_err(io_err)?;
-        last = Some(u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?));
-        batch.remove(log, k);
-    }
-    if last.is_some() {
-        batch.commit().map_err(io_err)?;
-    }
-    Ok(last)
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -442,41 +308,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
-    use super::HandoffQueue;
-    use std::sync::Arc;
     use std::time::Duration;
-
-    /// Everything pushed while the flusher was busy comes out in one take,
-    /// in order; a take waits for the next push.
-    #[test]
-    fn queued_appends_come_out_together() {
-        let queue = Arc::new(HandoffQueue::default());
-        for i in 0..3 {
-            queue.push(i).expect("push");
-        }
-        assert_eq!(queue.take(), Some(vec![0, 1, 2]));
-        let waiter = std::thread::spawn({
-            let queue = queue.clone();
-            move || queue.take()
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!waiter.is_finished(), "take returned with nothing queued");
-        queue.push(7).expect("push");
-        assert_eq!(waiter.join().expect("waiter"), Some(vec![7]));
-    }
-
-    /// Closing hands over what is still queued, then ends the flusher;
-    /// later appends fail instead of waiting for an fsync that never comes.
-    #[test]
-    fn close_drains_then_stops() {
-        let queue = HandoffQueue::default();
-        queue.push(1).expect("push");
-        queue.close();
-        assert_eq!(queue.take(), Some(vec![1]));
-        assert_eq!(queue.take(), None);
-        assert!(queue.push(2).is_err());
-    }
-
     /// What the in-memory tail answers is what fjall holds, through
     /// appends, an overwriting append and a truncation.
     #[tokio::test]
@@ -556,7 +388,7 @@ mod tests {
             log_id: id(index),
             payload: openraft::EntryPayload::Blank,
         };
-        let last = 3 * super::PURGE_CHUNK as u64;
+        let last = 3 * crate::purge::PURGE_CHUNK as u64;
         let mark = last - 10;
         {
             let mut store = super::LogStore::open(dir.path()).expect("open");

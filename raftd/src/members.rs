@@ -13,8 +13,9 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::local_server::write_error;
-use crate::types::{MemberNode, NodeId, Raft, TypeConfig};
+use crate::raft_errors::write_error;
+use crate::types::{MemberNode, NodeId, TypeConfig};
+use crate::Raft;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListResponse, MemberPromoteRequest,
@@ -91,6 +92,62 @@ fn new_member_id(peer_urls: &[String]) -> u64 {
     ids.max(1)
 }
 
+/// etcd's checks on an added member's peer URLs against the current
+/// members: well-formed, unused, a fresh ID, at most one learner.
+fn check_add(
+    current: &[MemberInfo],
+    urls: &[String],
+    id: u64,
+    is_learner: bool,
+) -> Result<(), EtcdError> {
+    check_urls(current, None, urls)?;
+    if current.iter().any(|m| m.id == id) {
+        return Err(EtcdError::MemberExist);
+    }
+    if is_learner && current.iter().any(|m| m.is_learner) {
+        return Err(EtcdError::TooManyLearners);
+    }
+    Ok(())
+}
+
+/// Peer URLs well-formed and used by no member other than `except`.
+fn check_urls(
+    current: &[MemberInfo],
+    except: Option<u64>,
+    urls: &[String],
+) -> Result<(), EtcdError> {
+    if urls.is_empty() || common::config::parse_urls(&urls.join(","), "peer-urls").is_err() {
+        return Err(EtcdError::MemberBadUrls);
+    }
+    let taken = current
+        .iter()
+        .filter(|m| Some(m.id) != except)
+        .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)));
+    if taken {
+        return Err(EtcdError::PeerUrlExist);
+    }
+    Ok(())
+}
+
+/// etcd's strict reconfig check: after the change, the started voters
+/// must still form a quorum of the voters.
+fn quorum_after(
+    started: &BTreeSet<NodeId>,
+    voters_after: &BTreeSet<NodeId>,
+) -> Result<(), EtcdError> {
+    let up = started.intersection(voters_after).count();
+    if voters_after.is_empty() || up < voters_after.len() / 2 + 1 {
+        return Err(EtcdError::MemberNotEnoughStarted);
+    }
+    Ok(())
+}
+
+/// A learner may be promoted once it matched READY_PERCENT of the leader's
+/// log.
+fn learner_ready(matched: u64, leader_last: u64) -> bool {
+    (matched as f64) >= (leader_last as f64) * READY_PERCENT
+}
+
 impl Members {
     pub fn new(raft: Raft, active_within: Duration, strict_reconfig_check: bool) -> Self {
         Members {
@@ -129,17 +186,11 @@ impl Members {
         started.intersection(&voters).copied().collect()
     }
 
-    /// etcd's strict reconfig check: after the change, the started voters
-    /// must still form a quorum of the voters.
     fn check_quorum_after(&self, voters_after: &BTreeSet<NodeId>) -> Result<(), Status> {
         if !self.strict_reconfig_check {
             return Ok(());
         }
-        let started = self.started_voters().intersection(voters_after).count();
-        if started < voters_after.len() / 2 + 1 {
-            return Err(EtcdError::MemberNotEnoughStarted.into());
-        }
-        Ok(())
+        Ok(quorum_after(&self.started_voters(), voters_after)?)
     }
 
     fn voters(&self) -> BTreeSet<NodeId> {
@@ -161,25 +212,9 @@ impl Members {
 
     pub async fn add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, Status> {
         let urls = req.peer_ur_ls;
-        if urls.is_empty() || common::config::parse_urls(&urls.join(","), "peer-urls").is_err() {
-            return Err(EtcdError::MemberBadUrls.into());
-        }
-        let current = list(&self.raft);
-        if current
-            .iter()
-            .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
-        {
-            return Err(EtcdError::PeerUrlExist.into());
-        }
         let id = new_member_id(&urls);
-        if current.iter().any(|m| m.id == id) {
-            return Err(EtcdError::MemberExist.into());
-        }
-        if req.is_learner {
-            if current.iter().any(|m| m.is_learner) {
-                return Err(EtcdError::TooManyLearners.into());
-            }
-        } else {
+        check_add(&list(&self.raft), &urls, id, req.is_learner)?;
+        if !req.is_learner {
             let mut after = self.voters();
             after.insert(id);
             // The new member has not started: it counts against the quorum.
@@ -242,15 +277,7 @@ impl Members {
     pub async fn update(&self, req: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status> {
         let member = self.find(req.id)?;
         let urls = req.peer_ur_ls;
-        if urls.is_empty() || common::config::parse_urls(&urls.join(","), "peer-urls").is_err() {
-            return Err(EtcdError::MemberBadUrls.into());
-        }
-        if list(&self.raft)
-            .iter()
-            .any(|m| m.id != req.id && m.peer_urls.iter().any(|u| urls.contains(u)))
-        {
-            return Err(EtcdError::PeerUrlExist.into());
-        }
+        check_urls(&list(&self.raft), Some(req.id), &urls)?;
         let node = MemberNode {
             name: member.name,
             peer_urls: urls,
@@ -286,7 +313,7 @@ impl Members {
             .as_ref()
             .and_then(|r| r.get(&req.id).cloned().flatten())
             .map_or(0, |l| l.index);
-        if (matched as f64) < (leader_last as f64) * READY_PERCENT {
+        if !learner_ready(matched, leader_last) {
             return Err(EtcdError::LearnerNotReady.into());
         }
         self.raft
@@ -343,5 +370,115 @@ impl Members {
             client_urls: req.client_urls,
         };
         self.set_node(req.member_id, node).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, url: &str, is_learner: bool) -> MemberInfo {
+        MemberInfo {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![url.to_string()],
+            client_urls: Vec::new(),
+            is_learner,
+        }
+    }
+
+    fn urls(u: &[&str]) -> Vec<String> {
+        u.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn ids(i: &[u64]) -> BTreeSet<NodeId> {
+        i.iter().copied().collect()
+    }
+
+    #[test]
+    fn an_added_member_needs_good_unused_urls_and_a_fresh_id() {
+        let current = [
+            member(1, "http://127.0.0.1:2380", false),
+            member(2, "http://127.0.0.2:2380", false),
+        ];
+        let new = urls(&["http://127.0.0.3:2380"]);
+        assert_eq!(check_add(&current, &new, 3, false), Ok(()));
+        assert_eq!(
+            check_add(&current, &[], 3, false),
+            Err(EtcdError::MemberBadUrls)
+        );
+        assert_eq!(
+            check_add(&current, &urls(&["not a url"]), 3, false),
+            Err(EtcdError::MemberBadUrls)
+        );
+        assert_eq!(
+            check_add(&current, &urls(&["http://127.0.0.2:2380"]), 3, false),
+            Err(EtcdError::PeerUrlExist)
+        );
+        assert_eq!(
+            check_add(&current, &new, 2, false),
+            Err(EtcdError::MemberExist)
+        );
+    }
+
+    #[test]
+    fn a_cluster_has_one_learner_at_most() {
+        let mut current = vec![member(1, "http://127.0.0.1:2380", false)];
+        let new = urls(&["http://127.0.0.3:2380"]);
+        assert_eq!(check_add(&current, &new, 3, true), Ok(()));
+        current.push(member(2, "http://127.0.0.2:2380", true));
+        assert_eq!(
+            check_add(&current, &new, 3, true),
+            Err(EtcdError::TooManyLearners)
+        );
+        assert_eq!(
+            check_add(&current, &new, 3, false),
+            Ok(()),
+            "a voter may join"
+        );
+    }
+
+    #[test]
+    fn an_update_may_keep_its_own_urls_but_not_take_anothers() {
+        let current = [
+            member(1, "http://127.0.0.1:2380", false),
+            member(2, "http://127.0.0.2:2380", false),
+        ];
+        assert_eq!(
+            check_urls(&current, Some(1), &urls(&["http://127.0.0.1:2380"])),
+            Ok(())
+        );
+        assert_eq!(
+            check_urls(&current, Some(1), &urls(&["http://127.0.0.2:2380"])),
+            Err(EtcdError::PeerUrlExist)
+        );
+    }
+
+    #[test]
+    fn a_change_must_leave_a_started_quorum() {
+        // Three voters, one down: adding a fourth (not started) leaves 2 of 4.
+        let started = ids(&[1, 2]);
+        assert_eq!(
+            quorum_after(&started, &ids(&[1, 2, 3, 4])),
+            Err(EtcdError::MemberNotEnoughStarted)
+        );
+        assert_eq!(quorum_after(&ids(&[1, 2, 3]), &ids(&[1, 2, 3, 4])), Ok(()));
+        // Removing the down member leaves 2 of 2; removing an up one, 1 of 2.
+        assert_eq!(quorum_after(&started, &ids(&[1, 2])), Ok(()));
+        assert_eq!(
+            quorum_after(&started, &ids(&[1, 3])),
+            Err(EtcdError::MemberNotEnoughStarted)
+        );
+        assert_eq!(
+            quorum_after(&started, &ids(&[])),
+            Err(EtcdError::MemberNotEnoughStarted)
+        );
+    }
+
+    #[test]
+    fn a_learner_is_ready_at_ninety_percent_of_the_leaders_log() {
+        assert!(learner_ready(90, 100));
+        assert!(!learner_ready(89, 100));
+        assert!(learner_ready(0, 0));
     }
 }

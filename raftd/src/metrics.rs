@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::metrics::{Counter, Gauge, Histogram, Metric};
 use openraft::async_runtime::WatchReceiver;
 
-use crate::types::Raft;
+use crate::Raft;
 
 pub static HAS_LEADER: Gauge = Gauge::new(
     "etcd_server_has_leader",
@@ -118,45 +118,4 @@ impl Drop for Pending {
 
 pub fn peer_round_trip(target: u64, d: Duration) {
     PEER_RTT.observe_for(&format!("{target:x}"), d);
-}
-
-/// How often each peer's round trip is measured (etcd's prober's period).
-const PROBE_EVERY: Duration = Duration::from_secs(5);
-
-/// Measure the round trip to every other member now and then with a
-/// cheap peer call (etcd probes its peers the same way), for
-/// etcd_network_peer_round_trip_time_seconds.
-pub async fn probe_peers(raft: Raft, me: u64) {
-    use common::proto::peer::raft_peer_client::RaftPeerClient;
-    use common::proto::peer::ClusterRequest;
-    let mut channels: std::collections::HashMap<u64, tonic::transport::Channel> =
-        Default::default();
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let membership = raft.metrics().borrow_watched().membership_config.clone();
-        for (id, node) in membership.membership().nodes() {
-            if *id == me {
-                continue;
-            }
-            let channel = match channels.get(id) {
-                Some(c) => c.clone(),
-                None => match crate::network::peer_channel(&node.peer_urls) {
-                    Ok(c) => {
-                        channels.insert(*id, c.clone());
-                        c
-                    }
-                    Err(_) => continue,
-                },
-            };
-            let started = std::time::Instant::now();
-            let asked = tokio::time::timeout(
-                PROBE_EVERY,
-                RaftPeerClient::new(channel).cluster(ClusterRequest {}),
-            )
-            .await;
-            if let Ok(Ok(_)) = asked {
-                peer_round_trip(*id, started.elapsed());
-            }
-        }
-    }
 }

@@ -25,7 +25,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::types::{NodeId, Raft};
+use crate::types::NodeId;
+use crate::Raft;
 use common::cert_names::CertNames;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::storage_client::StorageClient;
@@ -37,7 +38,7 @@ const PROOF_METADATA: &str = "triad-peer-proof";
 
 /// Whether a peer's certificate must belong to the member it calls as
 /// (`--peer-client-cert-auth`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CertPolicy {
     pub required: bool,
 }
@@ -257,7 +258,9 @@ impl PeerAuth {
                             op: Some(Op::PeerSecret(secret)),
                             auth: None,
                         };
-                        proposed = crate::lessor::propose_request(&raft, req).await.is_ok();
+                        proposed = crate::own_proposals::propose_request(&raft, req)
+                            .await
+                            .is_ok();
                     }
                     Err(e) => tracing::error!(error = %e, "cannot draw a peer secret"),
                 }

@@ -13,7 +13,8 @@ use tonic::{Code, Status};
 
 use openraft::async_runtime::WatchReceiver;
 
-use crate::types::{NodeId, Raft};
+use crate::types::NodeId;
+use crate::Raft;
 
 /// etcd's words for it (its peers answer a removed member so).
 pub const REMOVED: &str = "the member has been permanently removed from the cluster";

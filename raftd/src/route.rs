@@ -12,8 +12,9 @@ use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::network::peer_channel;
-use crate::types::{NodeId, Raft};
+use crate::peer_client::peer_channel;
+use crate::types::NodeId;
+use crate::Raft;
 use common::call_stream::{CallStream, Opener};
 use common::errors::EtcdError;
 use common::proto::raft::raft_local_client::RaftLocalClient;
@@ -45,7 +46,57 @@ impl LeaderLink {
 }
 
 /// A member's link, with the peer URLs it was made for.
-type LeaderClient = (Vec<String>, Arc<LeaderLink>);
+type UrlsAndLink<L> = (Vec<String>, Arc<L>);
+
+/// One link per member, remade when the member's peer URLs change.
+struct Links<L> {
+    by_member: Mutex<HashMap<NodeId, UrlsAndLink<L>>>,
+}
+
+impl<L> Links<L> {
+    fn new() -> Self {
+        Links {
+            by_member: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get_or_make(
+        &self,
+        id: NodeId,
+        urls: Vec<String>,
+        make: impl FnOnce(&[String]) -> Result<L, Status>,
+    ) -> Result<Arc<L>, Status> {
+        let mut links = self
+            .by_member
+            .lock()
+            .map_err(|_| Status::internal("router lock poisoned"))?;
+        if let Some((u, l)) = links.get(&id) {
+            if *u == urls {
+                return Ok(l.clone());
+            }
+        }
+        let link = Arc::new(make(&urls)?);
+        links.insert(id, (urls, link.clone()));
+        Ok(link)
+    }
+}
+
+/// Where a request runs given the leader: here (None) or on `leader`; a
+/// request already forwarded once never travels again.
+fn destination(leader: NodeId, me: NodeId, forwarded: bool) -> Result<Option<NodeId>, EtcdError> {
+    if leader == me {
+        Ok(None)
+    } else if forwarded {
+        Err(EtcdError::NotLeader)
+    } else {
+        Ok(Some(leader))
+    }
+}
+
+/// How often a proposal or read is routed again when leadership moved
+/// under it, and the pause before a read is (a leader is being elected).
+pub const REROUTES: usize = 3;
+pub const REROUTE_PAUSE: Duration = Duration::from_millis(100);
 
 pub enum Route {
     Here,
@@ -57,7 +108,7 @@ pub struct Router {
     id: NodeId,
     /// How long to wait for a leader to be elected before "no leader".
     leader_wait: Duration,
-    clients: Mutex<HashMap<NodeId, LeaderClient>>,
+    links: Links<LeaderLink>,
 }
 
 pub use common::proto::is_forwarded;
@@ -75,7 +126,7 @@ impl Router {
             raft,
             id,
             leader_wait,
-            clients: Mutex::new(HashMap::new()),
+            links: Links::new(),
         }
     }
 
@@ -103,14 +154,10 @@ impl Router {
 
     /// Where to run a request; a forwarded one must run here.
     pub async fn route(&self, forwarded: bool) -> Result<Route, Status> {
-        let leader = self.leader().await?;
-        if leader == self.id {
-            return Ok(Route::Here);
+        match destination(self.leader().await?, self.id, forwarded)? {
+            None => Ok(Route::Here),
+            Some(leader) => self.client(leader).map(Route::Leader),
         }
-        if forwarded {
-            return Err(EtcdError::NotLeader.into());
-        }
-        self.client(leader).map(Route::Leader)
     }
 
     fn client(&self, id: NodeId) -> Result<Arc<LeaderLink>, Status> {
@@ -126,20 +173,11 @@ impl Router {
                 .map(|n| n.peer_urls.clone())
                 .ok_or_else(|| Status::from(EtcdError::NoLeader))?
         };
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| Status::internal("router lock poisoned"))?;
-        if let Some((u, c)) = clients.get(&id) {
-            if *u == urls {
-                return Ok(c.clone());
-            }
-        }
-        let channel = peer_channel(&urls).map_err(Status::unavailable)?;
-        let client = RaftLocalClient::new(channel).max_decoding_message_size(usize::MAX);
-        let link = Arc::new(LeaderLink::new(client));
-        clients.insert(id, (urls, link.clone()));
-        Ok(link)
+        self.links.get_or_make(id, urls, |urls| {
+            let channel = peer_channel(urls).map_err(Status::unavailable)?;
+            let client = RaftLocalClient::new(channel).max_decoding_message_size(usize::MAX);
+            Ok(LeaderLink::new(client))
+        })
     }
 
     /// Wait until this member has applied `index` (after a forwarded write
@@ -151,5 +189,43 @@ impl Router {
             .await
             .map(|_| ())
             .map_err(|_| EtcdError::Stopped.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_serves_here_and_a_forwarded_request_travels_once() {
+        assert_eq!(destination(1, 1, false), Ok(None));
+        assert_eq!(destination(1, 1, true), Ok(None));
+        assert_eq!(destination(2, 1, false), Ok(Some(2)));
+        assert_eq!(destination(2, 1, true), Err(EtcdError::NotLeader));
+    }
+
+    #[test]
+    fn a_forwarded_request_is_marked() {
+        assert!(is_forwarded(&forwarded(())));
+        assert!(!is_forwarded(&Request::new(())));
+    }
+
+    #[test]
+    fn a_link_is_reused_until_its_member_moves() {
+        let links: Links<String> = Links::new();
+        let urls = |u: &str| vec![u.to_string()];
+        let make = |u: &[String]| Ok(u.join(","));
+        let a = links.get_or_make(2, urls("http://a"), make).expect("link");
+        let again = links
+            .get_or_make(2, urls("http://a"), |_| Err(Status::internal("remade")))
+            .expect("reused");
+        assert!(Arc::ptr_eq(&a, &again));
+        let moved = links.get_or_make(2, urls("http://b"), make).expect("link");
+        assert_eq!(*moved, "http://b");
+        let refused = links.get_or_make(3, urls("x"), |_| Err(Status::unavailable("bad url")));
+        assert_eq!(
+            refused.err().map(|s| s.code()),
+            Some(tonic::Code::Unavailable)
+        );
     }
 }

@@ -6,7 +6,7 @@
 use fjall::Readable;
 use prost::Message;
 
-use crate::store::Keyspaces;
+use crate::schema::{Keyspaces, META_ALARMS};
 use crate::StoreError;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
@@ -15,8 +15,6 @@ use common::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, TxnRequest,
 };
 use common::proto::storage::raft_request::Op;
-
-pub(crate) const META_ALARMS: &[u8] = b"alarms";
 
 /// The raised alarms as `r` sees them.
 pub fn list<R: Readable>(r: &R, ks: &Keyspaces) -> Result<Vec<AlarmMember>, StoreError> {

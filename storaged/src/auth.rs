@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use fjall::Readable;
 use prost::Message;
 
-use crate::store::Keyspaces;
+use crate::schema::{
+    Keyspaces, AUTH_ENABLED as ENABLED, AUTH_REVISION as REVISION, ROLE_PREFIX as ROLE,
+    USER_PREFIX as USER,
+};
 use crate::StoreError;
 use common::errors::EtcdError;
 use common::proto::authpb::{Permission, Role, User, UserAddOptions};
@@ -32,10 +35,6 @@ use common::proto::storage::auth_query_response::Answer;
 use common::proto::storage::{AuthChange, SimpleToken};
 
 pub const ROOT: &str = "root";
-const ENABLED: &[u8] = b"enabled";
-const REVISION: &[u8] = b"revision";
-const USER: &[u8] = b"user/";
-const ROLE: &[u8] = b"role/";
 
 /// The auth store's content at one applied index.
 #[derive(Clone, Debug, Default)]
@@ -451,4 +450,324 @@ pub fn query(
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::proto::authpb::permission::Type as PermType;
+    use common::proto::etcdserverpb::{
+        AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+        AuthRoleGetRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+        AuthUserChangePasswordRequest, AuthUserDeleteRequest, AuthUserGetRequest,
+        AuthUserGrantRoleRequest, AuthUserListRequest, AuthUserRevokeRoleRequest,
+    };
+    use fjall::SingleWriterTxDatabase;
+
+    /// An auth store on a fresh database: each change is applied in a
+    /// transaction of its own and committed, as one raft entry would be.
+    struct Store {
+        _dir: tempfile::TempDir,
+        db: SingleWriterTxDatabase,
+        ks: Keyspaces,
+        state: Arc<AuthState>,
+        auth: Auth,
+    }
+
+    impl Store {
+        fn new() -> Store {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = SingleWriterTxDatabase::builder(dir.path())
+                .open()
+                .expect("open");
+            let ks = Keyspaces::open(&db).expect("keyspaces");
+            let state = AuthState::load(&db.read_tx(), &ks).expect("load");
+            Store {
+                _dir: dir,
+                db,
+                ks,
+                auth: Auth::new(state.clone()),
+                state: Arc::new(state),
+            }
+        }
+
+        fn apply(&mut self, op: Change, who: Option<&str>) -> Result<u64, EtcdError> {
+            let mut tx = self.db.write_tx();
+            let got = Changer {
+                tx: &mut tx,
+                ks: &self.ks,
+                state: &mut self.state,
+                auth: &self.auth,
+            }
+            .apply(&AuthChange { op: Some(op) }, who);
+            tx.commit().expect("commit");
+            got
+        }
+
+        /// What a restarted storaged would load.
+        fn reloaded(&self) -> AuthState {
+            AuthState::load(&self.db.read_tx(), &self.ks).expect("reload")
+        }
+
+        fn add_user(&mut self, name: &str) {
+            let add = AuthUserAddRequest {
+                name: name.into(),
+                hashed_password: format!("hash-of-{name}"),
+                ..Default::default()
+            };
+            self.apply(Change::UserAdd(add), None).expect("user add");
+        }
+
+        fn add_role(&mut self, name: &str) {
+            let add = AuthRoleAddRequest { name: name.into() };
+            self.apply(Change::RoleAdd(add), None).expect("role add");
+        }
+
+        fn grant_role(&mut self, user: &str, role: &str) -> Result<u64, EtcdError> {
+            let g = AuthUserGrantRoleRequest {
+                user: user.into(),
+                role: role.into(),
+            };
+            self.apply(Change::UserGrantRole(g), None)
+        }
+
+        fn enable(&mut self) -> Result<u64, EtcdError> {
+            self.apply(Change::Enable(AuthEnableRequest {}), None)
+        }
+
+        fn token(&self, user: &str, token: &str) -> SimpleToken {
+            SimpleToken {
+                user: user.into(),
+                token: common::secrets::digest(token.as_bytes()),
+                ttl_seconds: 300,
+                checked_revision: self.state.revision,
+            }
+        }
+    }
+
+    fn same(a: &AuthState, b: &AuthState) {
+        assert_eq!(
+            (a.enabled, a.revision, &a.users, &a.roles),
+            (b.enabled, b.revision, &b.users, &b.roles)
+        );
+    }
+
+    fn perm(key: &str, range_end: &str, t: PermType) -> Permission {
+        Permission {
+            perm_type: t as i32,
+            key: key.into(),
+            range_end: range_end.into(),
+        }
+    }
+
+    #[test]
+    fn enabling_needs_a_root_user_holding_the_root_role() {
+        let mut s = Store::new();
+        assert_eq!(s.state.revision, 1, "a fresh store is at auth revision 1");
+        assert_eq!(s.enable(), Err(EtcdError::RootUserNotExist));
+        s.add_user(ROOT);
+        assert_eq!(s.enable(), Err(EtcdError::RootRoleNotExist));
+        assert_eq!(s.grant_role(ROOT, ROOT), Ok(3), "root needs no role entry");
+        assert_eq!(s.enable(), Ok(4));
+        assert_eq!(s.enable(), Ok(4), "enabling twice changes nothing");
+        assert!(s.state.enabled);
+        same(&s.state, &s.reloaded());
+    }
+
+    #[test]
+    fn only_root_changes_an_enabled_store_and_root_stays() {
+        let mut s = Store::new();
+        s.add_user(ROOT);
+        s.grant_role(ROOT, ROOT).expect("grant");
+        s.add_user("alice");
+        s.enable().expect("enable");
+        let add = |n: &str| Change::RoleAdd(AuthRoleAddRequest { name: n.into() });
+        assert_eq!(
+            s.apply(add("r"), Some("alice")),
+            Err(EtcdError::PermissionDenied)
+        );
+        assert_eq!(s.apply(add("r"), Some("")), Err(EtcdError::UserEmpty));
+        assert_eq!(
+            s.apply(add("r"), Some("nobody")),
+            Err(EtcdError::UserNotFound)
+        );
+        assert!(s.apply(add("r"), Some(ROOT)).is_ok());
+        let delete_root = Change::UserDelete(AuthUserDeleteRequest { name: ROOT.into() });
+        assert_eq!(s.apply(delete_root, None), Err(EtcdError::InvalidAuthMgmt));
+        let revoke_root = Change::UserRevokeRole(AuthUserRevokeRoleRequest {
+            name: ROOT.into(),
+            role: ROOT.into(),
+        });
+        assert_eq!(s.apply(revoke_root, None), Err(EtcdError::InvalidAuthMgmt));
+        let delete_role = Change::RoleDelete(AuthRoleDeleteRequest { role: ROOT.into() });
+        assert_eq!(s.apply(delete_role, None), Err(EtcdError::InvalidAuthMgmt));
+        same(&s.state, &s.reloaded());
+    }
+
+    #[test]
+    fn users_and_roles_follow_etcds_rules() {
+        let mut s = Store::new();
+        s.add_user("alice");
+        let again = AuthUserAddRequest {
+            name: "alice".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.apply(Change::UserAdd(again), None),
+            Err(EtcdError::UserAlreadyExist)
+        );
+        let empty = AuthUserAddRequest::default();
+        assert_eq!(
+            s.apply(Change::UserAdd(empty), None),
+            Err(EtcdError::UserEmpty)
+        );
+        assert_eq!(
+            s.grant_role("alice", "reader"),
+            Err(EtcdError::RoleNotFound)
+        );
+        assert_eq!(s.grant_role("bob", ROOT), Err(EtcdError::UserNotFound));
+        s.add_role("reader");
+        s.add_role("writer");
+        let rev = s.grant_role("alice", "writer").expect("grant");
+        s.grant_role("alice", "reader").expect("grant");
+        assert!(s.grant_role("alice", "reader").expect("again") > rev);
+        let rev = s.state.revision;
+        assert_eq!(
+            s.grant_role("alice", "reader"),
+            Ok(rev),
+            "no change, no bump"
+        );
+        let roles = &s.state.users["alice"].roles;
+        assert_eq!(roles, &["reader", "writer"], "kept sorted");
+        // Deleting a role takes it from every holder.
+        let delete = Change::RoleDelete(AuthRoleDeleteRequest {
+            role: "reader".into(),
+        });
+        s.apply(delete, None).expect("delete");
+        assert_eq!(s.state.users["alice"].roles, ["writer"]);
+        let revoke = |role: &str| {
+            Change::UserRevokeRole(AuthUserRevokeRoleRequest {
+                name: "alice".into(),
+                role: role.into(),
+            })
+        };
+        assert_eq!(
+            s.apply(revoke("reader"), None),
+            Err(EtcdError::RoleNotGranted)
+        );
+        s.apply(revoke("writer"), None).expect("revoke");
+        same(&s.state, &s.reloaded());
+    }
+
+    #[test]
+    fn a_permission_on_the_same_range_is_replaced_and_others_kept_in_key_order() {
+        let mut s = Store::new();
+        s.add_role("r");
+        let grant = |p: Permission| {
+            Change::RoleGrantPermission(AuthRoleGrantPermissionRequest {
+                name: "r".into(),
+                perm: Some(p),
+            })
+        };
+        s.apply(grant(perm("m", "n", PermType::Read)), None)
+            .expect("grant");
+        s.apply(grant(perm("a", "", PermType::Write)), None)
+            .expect("grant");
+        s.apply(grant(perm("m", "n", PermType::Readwrite)), None)
+            .expect("grant");
+        let perms = &s.state.roles["r"].key_permission;
+        assert_eq!(
+            perms,
+            &[
+                perm("a", "", PermType::Write),
+                perm("m", "n", PermType::Readwrite)
+            ]
+        );
+        let revoke = Change::RoleRevokePermission(
+            common::proto::etcdserverpb::AuthRoleRevokePermissionRequest {
+                role: "r".into(),
+                key: b"z".to_vec(),
+                range_end: Vec::new(),
+            },
+        );
+        assert_eq!(s.apply(revoke, None), Err(EtcdError::PermissionNotGranted));
+        same(&s.state, &s.reloaded());
+    }
+
+    #[test]
+    fn a_token_is_registered_at_the_checked_revision_and_dropped_with_its_user() {
+        let mut s = Store::new();
+        let early = s.token("alice", "t0");
+        assert_eq!(
+            s.apply(Change::Authenticate(early), None),
+            Err(EtcdError::AuthNotEnabled)
+        );
+        s.add_user(ROOT);
+        s.grant_role(ROOT, ROOT).expect("grant");
+        s.add_user("alice");
+        s.enable().expect("enable");
+        let stale = SimpleToken {
+            checked_revision: s.state.revision - 1,
+            ..s.token("alice", "t1")
+        };
+        assert_eq!(
+            s.apply(Change::Authenticate(stale), None),
+            Err(EtcdError::AuthOldRevision)
+        );
+        let rev = s.state.revision;
+        let t = s.token("alice", "t2");
+        assert_eq!(s.apply(Change::Authenticate(t), Some("alice")), Ok(rev));
+        assert_eq!(s.auth.resolve("t2").as_deref(), Some("alice"));
+        assert_eq!(s.auth.resolve("t1"), None);
+        // A new password ends the user's tokens; disabling ends them all.
+        let change = Change::UserChangePassword(AuthUserChangePasswordRequest {
+            name: "alice".into(),
+            hashed_password: "new".into(),
+            ..Default::default()
+        });
+        s.apply(change, None).expect("change password");
+        assert_eq!(s.auth.resolve("t2"), None);
+        let t = s.token(ROOT, "t3");
+        s.apply(Change::Authenticate(t), None).expect("auth");
+        s.apply(Change::Disable(AuthDisableRequest {}), Some(ROOT))
+            .expect("disable");
+        assert_eq!(s.auth.resolve("t3"), None);
+        same(&s.state, &s.reloaded());
+    }
+
+    #[test]
+    fn a_user_reads_itself_and_its_roles_only_an_admin_lists() {
+        let mut s = Store::new();
+        s.add_user(ROOT);
+        s.grant_role(ROOT, ROOT).expect("grant");
+        s.add_user("alice");
+        s.add_user("bob");
+        s.add_role("reader");
+        s.add_role("secret");
+        s.grant_role("alice", "reader").expect("grant");
+        s.enable().expect("enable");
+        let st = &s.state;
+        let user_get = |n: &str| Some(Query::UserGet(AuthUserGetRequest { name: n.into() }));
+        let role_get = |r: &str| Some(Query::RoleGet(AuthRoleGetRequest { role: r.into() }));
+        assert!(query(st, "alice", user_get("alice"), 1).is_ok());
+        assert!(query(st, "alice", role_get("reader"), 1).is_ok());
+        assert_eq!(
+            query(st, "alice", user_get("bob"), 1).err(),
+            Some(EtcdError::PermissionDenied)
+        );
+        assert_eq!(
+            query(st, "alice", role_get("secret"), 1).err(),
+            Some(EtcdError::PermissionDenied)
+        );
+        let list = Some(Query::UserList(AuthUserListRequest {}));
+        assert_eq!(
+            query(st, "alice", list.clone(), 1).err(),
+            Some(EtcdError::PermissionDenied)
+        );
+        match query(st, ROOT, list, 1) {
+            Ok(Answer::UserList(l)) => assert_eq!(l.users, ["alice", "bob", ROOT]),
+            other => panic!("root lists users: {other:?}"),
+        }
+        assert_eq!(query(st, ROOT, None, 1).err(), Some(EtcdError::NotCapable));
+    }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use fjall::Readable;
 
 use crate::keys::{self, Rev};
-use crate::store::{Store, META_COMPACT_DONE};
+use crate::schema::META_COMPACT_DONE;
+use crate::store::Store;
 use crate::StoreError;
 
 /// Revisions examined per write transaction; bounds how long apply waits.

@@ -7,7 +7,7 @@ use fjall::Readable;
 use crate::keys::{self, Rev};
 use crate::read;
 use crate::record::Record;
-use crate::store::Keyspaces;
+use crate::schema::Keyspaces;
 use crate::StoreError;
 use common::proto::mvccpb::{event::EventType, Event, KeyValue};
 use common::proto::storage::EventBatch;

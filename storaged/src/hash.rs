@@ -13,7 +13,7 @@ use prost::Message;
 use crate::keys::{self, Rev};
 use crate::read;
 use crate::record::Record;
-use crate::store::Keyspaces;
+use crate::schema::Keyspaces;
 use crate::StoreError;
 use common::proto::mvccpb::KeyValue;
 
@@ -79,12 +79,12 @@ pub fn hash_all<R: Readable>(
     keyspaces: &[&fjall::SingleWriterTxKeyspace],
 ) -> Result<u32, StoreError> {
     let skip: [&[u8]; 3] = [
-        crate::store::META_APPLIED,
-        crate::store::META_MEMBERSHIP,
-        crate::store::META_MEMBERSHIP_LOG_ID,
+        crate::schema::META_APPLIED,
+        crate::schema::META_MEMBERSHIP,
+        crate::schema::META_MEMBERSHIP_LOG_ID,
     ];
     let mut crc = 0;
-    for (name, ks) in crate::store::KEYSPACES.iter().zip(keyspaces) {
+    for (name, ks) in crate::schema::KEYSPACES.iter().zip(keyspaces) {
         crc = crc32c::crc32c_append(crc, name.as_bytes());
         for g in r.iter(ks) {
             let (k, v) = g.into_inner()?;

@@ -10,7 +10,7 @@ use fjall::Readable;
 use prost::Message;
 
 use crate::record::Record;
-use crate::store::Keyspaces;
+use crate::schema::Keyspaces;
 use crate::write::WriteTxn;
 use crate::StoreError;
 use common::errors::EtcdError;
@@ -19,14 +19,6 @@ use common::proto::etcdserverpb::{
     LeaseRevokeRequest, LeaseRevokeResponse,
 };
 use common::proto::storage::{LeaseInfo, LeaseRecord};
-
-/// The `lease_keys` entry saying `key` is attached to `lease`.
-pub fn attachment(lease: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + key.len());
-    k.extend_from_slice(&lease.to_be_bytes());
-    k.extend_from_slice(key);
-    k
-}
 
 /// The keys attached to `lease`, in key order; None if there is no such lease.
 pub fn keys_of<R: Readable>(

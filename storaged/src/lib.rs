@@ -4,8 +4,10 @@
 //! socket. storaged never talks to the network.
 
 pub mod alarm;
+pub mod apply;
 pub mod auth;
 pub mod compactor;
+pub mod config;
 pub mod event_feed;
 pub mod events;
 pub mod fatal;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod permission;
 pub mod read;
 pub mod record;
+pub mod schema;
 pub mod service;
 pub mod snapshot;
 pub mod store;

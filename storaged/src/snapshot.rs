@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
 use tokio::sync::mpsc;
 
-use crate::alarm::META_ALARMS;
-use crate::store::{
-    Store, KEYSPACES, META_APPLIED, META_KEYSPACE, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID,
+use crate::schema::{
+    KEYSPACES, META_ALARMS, META_APPLIED, META_KEYSPACE, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID,
 };
+use crate::store::Store;
 use crate::StoreError;
 use common::proto::storage::{SnapshotChunk, SnapshotEntry, StatusResponse};
 

@@ -1,62 +1,35 @@
-//! The MVCC store on fjall: keyspaces, the applied raft log id and revision
-//! counters in `meta`, and batch apply. A batch of committed entries is
-//! applied in one fjall write transaction together with the applied log id,
-//! so apply is atomic and idempotent (entries at or below `applied` are
-//! skipped). Commits are flushed to the OS (not fsync'd): a storaged crash
-//! loses nothing, and after a machine crash raftd replays from `applied`.
+//! The store's façade: opening it, the revision bounds and applied log id
+//! held in memory, batch apply around `apply`'s chain, and reads, history,
+//! hashes and status. A batch of committed entries is applied in one fjall
+//! write transaction together with the applied log id, so apply is atomic
+//! and idempotent (entries at or below `applied` are skipped). Commits are
+//! flushed to the OS (not fsync'd): a storaged crash loses nothing, and
+//! after a machine crash raftd replays from `applied`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+use fjall::{PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 use prost::Message;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::AuthState;
+use crate::apply::Batch;
 use crate::permission::Access;
 use crate::read::{self, RevBounds};
-use crate::write::{self, RevState, WriteTxn};
+use crate::schema::{
+    get_i64, Keyspaces, META_APPLIED, META_COMPACTED, META_COMPACT_DONE, META_MEMBERSHIP,
+    META_MEMBERSHIP_LOG_ID, META_PEER_SECRET, META_REVISION,
+};
+use crate::write::RevState;
 use crate::StoreError;
 use common::errors::EtcdError;
-use common::nested_txn::NestedError;
-use common::proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
+use common::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use common::proto::storage::{
-    apply_entry::Payload, raft_request::Op, raft_result::Result as Outcome, ApplyEntry,
-    ApplyResponse, AuthChanged, AuthInfo, EventBatch, LogId, RaftRequest, RaftResult,
-    StatusResponse,
+    ApplyEntry, ApplyResponse, AuthInfo, EventBatch, LogId, StatusResponse,
 };
-
-pub(crate) const META_APPLIED: &[u8] = b"applied";
-pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
-pub(crate) const META_MEMBERSHIP_LOG_ID: &[u8] = b"membership_log_id";
-const META_REVISION: &[u8] = b"revision";
-const META_COMPACTED: &[u8] = b"compacted";
-pub(crate) const META_COMPACT_DONE: &[u8] = b"compact_done";
-const META_PEER_SECRET: &[u8] = b"peer_secret";
-
-/// The keyspaces in snapshot order (a snapshot entry names its keyspace by
-/// position here).
-pub const KEYSPACES: [&str; 6] = ["index", "revs", "leases", "lease_keys", "meta", "auth"];
-/// `meta`'s position in KEYSPACES.
-pub const META_KEYSPACE: usize = 4;
-
-pub struct Keyspaces {
-    /// (escaped key, inverted revision) → record: the key index with values.
-    pub index: SingleWriterTxKeyspace,
-    /// revision → escaped key: the change log (compaction, watch history).
-    pub revs: SingleWriterTxKeyspace,
-    /// lease id → lease record.
-    pub leases: SingleWriterTxKeyspace,
-    /// lease id ++ key → (): the keys attached to each lease.
-    pub lease_keys: SingleWriterTxKeyspace,
-    /// applied log id, membership, revision counters.
-    pub meta: SingleWriterTxKeyspace,
-    /// the auth store: users, roles, enabled, auth revision.
-    pub auth: SingleWriterTxKeyspace,
-}
 
 pub struct Store {
     pub(crate) db: SingleWriterTxDatabase,
@@ -83,40 +56,22 @@ pub struct Store {
 /// from the revision log instead.
 const LIVE_EVENTS: usize = 4096;
 
-fn get_i64(ks: &SingleWriterTxKeyspace, key: &[u8]) -> Result<i64, StoreError> {
-    match ks.get(key)? {
-        None => Ok(0),
-        Some(v) => Ok(i64::from_be_bytes(
-            v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?,
-        )),
-    }
-}
-
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(cache_bytes)
             .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
             .open()?;
-        let [index, revs, leases, lease_keys, meta, auth] =
-            KEYSPACES.map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
-        let ks = Keyspaces {
-            index: index?,
-            revs: revs?,
-            leases: leases?,
-            lease_keys: lease_keys?,
-            meta: meta?,
-            auth: auth?,
-        };
+        let ks = Keyspaces::open(&db)?;
         let auth = crate::auth::Auth::new(crate::auth::AuthState::load(&db.read_tx(), &ks)?);
         let applied = match ks.meta.get(META_APPLIED)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),
             None => None,
         };
         // A fresh store starts at revision 1, like etcd.
-        let current = get_i64(&ks.meta, META_REVISION)?.max(1);
-        let compacted = get_i64(&ks.meta, META_COMPACTED)?;
-        let done = get_i64(&ks.meta, META_COMPACT_DONE)?;
+        let current = get_i64(&db.read_tx(), &ks.meta, META_REVISION)?.max(1);
+        let compacted = get_i64(&db.read_tx(), &ks.meta, META_COMPACTED)?;
+        let done = get_i64(&db.read_tx(), &ks.meta, META_COMPACT_DONE)?;
         Ok(Store {
             db,
             ks,
@@ -175,6 +130,15 @@ impl Store {
         let mut published = Vec::new();
         let mut alarms = crate::alarm::list(&tx, &self.ks)?;
         let mut auth = self.auth.state();
+        let mut batch = Batch {
+            tx: &mut tx,
+            ks: &self.ks,
+            revs: &mut revs,
+            alarms: &mut alarms,
+            published: &mut published,
+            auth_state: &mut auth,
+            auth: &self.auth,
+        };
         for entry in entries {
             let log_id = entry.log_id.ok_or(StoreError::MissingLogId)?;
             let next = applied.map_or(0, |a| a.index + 1);
@@ -188,46 +152,7 @@ impl Store {
                     got: log_id.index,
                 });
             }
-            let result = match &entry.payload {
-                Some(Payload::Request(bytes)) => {
-                    let outcome = match common::nested_txn::raft_request(bytes) {
-                        Ok(req) => {
-                            let mut batch = Batch {
-                                tx: &mut tx,
-                                ks: &self.ks,
-                                revs: &mut revs,
-                                alarms: &mut alarms,
-                                published: &mut published,
-                                auth_state: &mut auth,
-                                auth: &self.auth,
-                            };
-                            batch.apply(&req)?
-                        }
-                        Err(e) => {
-                            tracing::warn!(index = log_id.index, error = %e, "undecodable raft request");
-                            let refusal = match e {
-                                NestedError::TooDeep => EtcdError::TooManyOps,
-                                NestedError::Decode(_) => EtcdError::Malformed,
-                            };
-                            Some(Outcome::Error(refusal.wire_code()))
-                        }
-                    };
-                    outcome
-                        .map(|o| RaftResult { result: Some(o) }.encode_to_vec())
-                        .unwrap_or_default()
-                }
-                Some(Payload::Membership(m)) => {
-                    tx.insert(&self.ks.meta, META_MEMBERSHIP, m.clone());
-                    tx.insert(
-                        &self.ks.meta,
-                        META_MEMBERSHIP_LOG_ID,
-                        log_id.encode_to_vec(),
-                    );
-                    Vec::new()
-                }
-                Some(Payload::Blank(_)) | None => Vec::new(),
-            };
-            results.push(result);
+            results.push(batch.entry(&log_id, entry.payload.as_ref())?);
             applied = Some(log_id);
         }
         if let Some(a) = applied {
@@ -384,8 +309,8 @@ impl Store {
             applied,
             membership_log_id,
             membership,
-            revision: get_i64_at(r, meta, META_REVISION)?.max(1),
-            compact_revision: get_i64_at(r, meta, META_COMPACTED)?,
+            revision: get_i64(r, meta, META_REVISION)?.max(1),
+            compact_revision: get_i64(r, meta, META_COMPACTED)?,
             db_size: 0,
             db_size_in_use: 0,
             alarms: crate::alarm::list(r, &self.ks)?,
@@ -406,151 +331,6 @@ impl Store {
 
     /// Every keyspace, in KEYSPACES order.
     pub fn keyspaces(&self) -> [&SingleWriterTxKeyspace; 6] {
-        let ks = &self.ks;
-        [
-            &ks.index,
-            &ks.revs,
-            &ks.leases,
-            &ks.lease_keys,
-            &ks.meta,
-            &ks.auth,
-        ]
+        self.ks.all()
     }
-}
-
-fn get_i64_at<R: fjall::Readable>(
-    r: &R,
-    ks: &SingleWriterTxKeyspace,
-    key: &[u8],
-) -> Result<i64, StoreError> {
-    match r.get(ks, key)? {
-        None => Ok(0),
-        Some(v) => Ok(i64::from_be_bytes(
-            v.as_ref().try_into().map_err(|_| StoreError::CorruptKey)?,
-        )),
-    }
-}
-
-/// What one Apply batch works on: its transaction and running state.
-struct Batch<'a, 'b> {
-    tx: &'a mut fjall::SingleWriterWriteTx<'b>,
-    ks: &'a Keyspaces,
-    revs: &'a mut RevState,
-    alarms: &'a mut Vec<AlarmMember>,
-    published: &'a mut Vec<EventBatch>,
-    /// The auth store as of this point in the batch.
-    auth_state: &'a mut Arc<AuthState>,
-    auth: &'a crate::auth::Auth,
-}
-
-impl Batch<'_, '_> {
-    /// One request's effect inside the batch transaction. Etcd errors are
-    /// results (the entry is applied, nothing changes); storage errors
-    /// abort the whole batch.
-    fn apply(&mut self, req: &RaftRequest) -> Result<Option<Outcome>, StoreError> {
-        let Some(op) = &req.op else {
-            return Ok(Some(Outcome::Error(EtcdError::Malformed.wire_code())));
-        };
-        // Refused before anything is written, identically on every member.
-        if let Err(e) = common::validate::storable(req) {
-            return Ok(Some(Outcome::Error(e.wire_code())));
-        }
-        let refused = match &req.auth {
-            Some(who) => self.refused_by_auth(who, op)?,
-            None => None,
-        };
-        let outcome = match (crate::alarm::refuse(self.alarms, op).or(refused), op) {
-            (Some(refused), _) => Err(StoreError::Etcd(refused)),
-            (None, Op::AuthChange(c)) => {
-                let who = req.auth.as_ref().map(|a| a.user.as_str());
-                let mut changer = crate::auth::Changer {
-                    tx: self.tx,
-                    ks: self.ks,
-                    state: self.auth_state,
-                    auth: self.auth,
-                };
-                changer
-                    .apply(c, who)
-                    .map(|auth_revision| {
-                        Outcome::AuthChanged(AuthChanged {
-                            revision: self.revs.current,
-                            auth_revision,
-                        })
-                    })
-                    .map_err(StoreError::Etcd)
-            }
-            (None, Op::Compaction(c)) => write::compaction(self.revs, c).map(Outcome::Compaction),
-            (None, Op::Alarm(a)) => {
-                crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
-            }
-            (None, Op::PeerSecret(secret)) => self.keep_peer_secret(req, secret),
-            (None, op) => self.write(op),
-        };
-        match outcome {
-            Ok(o) => Ok(Some(o)),
-            Err(StoreError::Etcd(e)) => Ok(Some(Outcome::Error(e.wire_code()))),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// The first peer secret applied stays (only the member's own request,
-    /// never a client's, may propose one).
-    fn keep_peer_secret(
-        &mut self,
-        req: &RaftRequest,
-        secret: &[u8],
-    ) -> Result<Outcome, StoreError> {
-        if req.auth.is_some() || secret.is_empty() {
-            return Err(EtcdError::NotCapable.into());
-        }
-        if fjall::Readable::contains_key(&*self.tx, &self.ks.meta, META_PEER_SECRET)? {
-            return Ok(Outcome::PeerSecret(false));
-        }
-        self.tx.insert(&self.ks.meta, META_PEER_SECRET, secret);
-        Ok(Outcome::PeerSecret(true))
-    }
-
-    /// etcd's auth applier: whether `who` may do `op` (auth changes judge
-    /// themselves).
-    fn refused_by_auth(&self, who: &AuthInfo, op: &Op) -> Result<Option<EtcdError>, StoreError> {
-        let tx: &fjall::SingleWriterWriteTx<'_> = self.tx;
-        let lease_keys = |lease| crate::lease::keys_of(tx, self.ks, lease);
-        match crate::permission::check_op(self.auth_state, who, op, &lease_keys) {
-            Ok(()) => Ok(None),
-            Err(StoreError::Etcd(e)) => Ok(Some(e)),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// A write to the key space: a new revision (and its events) if any.
-    fn write(&mut self, op: &Op) -> Result<Outcome, StoreError> {
-        let mut w = WriteTxn::new(self.tx, self.ks, *self.revs);
-        let out = match op {
-            Op::Put(p) => w.put(p).map(Outcome::Put),
-            Op::DeleteRange(d) => w.delete_range(d).map(Outcome::DeleteRange),
-            Op::Txn(t) => w.txn(t).map(Outcome::Txn),
-            Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
-            Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
-            Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
-            Op::Compaction(_) | Op::Alarm(_) | Op::AuthChange(_) | Op::PeerSecret(_) => {
-                unreachable_op()
-            }
-        };
-        if out.is_ok() {
-            self.revs.current = w.rev();
-            let events = w.take_events();
-            if !events.is_empty() {
-                self.published.push(EventBatch {
-                    revision: self.revs.current,
-                    events,
-                    compact_revision: 0,
-                });
-            }
-        }
-        out
-    }
-}
-
-fn unreachable_op() -> Result<Outcome, StoreError> {
-    Err(StoreError::Etcd(EtcdError::NotCapable))
 }

@@ -9,7 +9,7 @@ use fjall::{Readable, SingleWriterWriteTx};
 use crate::keys::{self, Rev};
 use crate::read::{self, KeyRange, RevBounds};
 use crate::record::Record;
-use crate::store::Keyspaces;
+use crate::schema::Keyspaces;
 use crate::StoreError;
 use common::errors::EtcdError;
 use common::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -113,13 +113,13 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         if old_lease != 0 && old_lease != new_lease {
             self.tx.remove(
                 &self.ks.lease_keys,
-                crate::lease::attachment(old_lease, key),
+                crate::schema::lease_attachment(old_lease, key),
             );
         }
         if new_lease != 0 {
             self.tx.insert(
                 &self.ks.lease_keys,
-                crate::lease::attachment(new_lease, key),
+                crate::schema::lease_attachment(new_lease, key),
                 [],
             );
         }

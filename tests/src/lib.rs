@@ -435,15 +435,22 @@ impl Drop for RefEtcd {
     }
 }
 
+/// A test cannot run here because `what` is missing. Under `CI` that is a
+/// failure (`tests/run` installs every prerequisite and CI runs as root);
+/// elsewhere the test says so and ends early.
+pub fn prerequisite_missing(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what}: CI must provide it (tests/run installs every prerequisite)"
+    );
+    eprintln!("skipped: {what}");
+}
+
 /// Start the reference etcd, or explain loudly why a comparison is skipped.
 pub fn reference_etcd(extra: &[&str]) -> Option<RefEtcd> {
     let r = RefEtcd::start(extra);
     if r.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "etcd (Debian package etcd-server) must be installed in CI for comparisons"
-        );
-        eprintln!("etcd not installed: skipping the side-by-side comparison");
+        prerequisite_missing("etcd (Debian package etcd-server) is not installed");
     }
     r
 }
@@ -554,6 +561,7 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 pub mod certs;
 pub mod cluster;
+pub mod fault_run;
 pub mod history;
 pub mod load;
 pub mod nemesis;

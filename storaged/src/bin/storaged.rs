@@ -10,43 +10,27 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use common::proto::storage::storage_server::StorageServer;
+use storaged::config::{Config, StoragedOpts};
 use storaged::{compactor, service::StorageService, store::Store};
-
-/// storaged's own options (`[storaged]`).
-#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct StoragedOpts {
-    /// Block cache size in MiB.
-    #[arg(long, env = "TRIAD_STORAGED_CACHE_MB")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_mb: Option<u64>,
-    /// URL to serve this daemon's metrics on (GET /metrics), e.g.
-    /// http://127.0.0.1:9102; gatewayd's /metrics shows them too.
-    #[arg(long, env = "TRIAD_STORAGED_METRICS_URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics_url: Option<String>,
-}
 
 fn main() -> ExitCode {
     let loaded = common::config::from_command_line::<StoragedOpts>(
         "storaged",
         "triad's state machine daemon (MVCC store on fjall)",
     );
-    let (member, opts) = match loaded {
-        Ok(c) => c,
+    let (member, config) = match loaded {
+        Ok((m, o)) => (m, Config::resolve(&o)),
         Err(e) => return common::lifecycle::config_error("storaged", e),
     };
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).
     let runtime = member.runtime(1);
-    common::lifecycle::run_daemon("storaged", &runtime, run(member, opts))
+    common::lifecycle::run_daemon("storaged", &runtime, run(member, config))
 }
 
-async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Result<()> {
+async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> {
     let _claim = common::lifecycle::claim_data_dir(&member, "storaged")?;
     let dir = member.data_dir.join("storaged");
     // A received snapshot marked for activation replaces the store now.
@@ -58,13 +42,13 @@ async fn run(member: common::config::Member, opts: StoragedOpts) -> anyhow::Resu
     })?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let cache = opts.cache_mb.unwrap_or(256) * 1024 * 1024;
+    let cache = cfg.cache_bytes;
     let store = Arc::new(
         Store::open(&dir, cache)
             .map_err(|e| anyhow::anyhow!("cannot open store in {}: {e}", dir.display()))?,
     );
     tokio::spawn(compactor::run(store.clone()));
-    common::metrics::serve_url(opts.metrics_url.as_deref(), storaged::metrics::render)
+    common::metrics::serve_url(cfg.metrics_url.as_deref(), storaged::metrics::render)
         .await
         .map_err(Unstartable::new)?;
 

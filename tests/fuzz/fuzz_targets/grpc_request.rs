@@ -5,7 +5,7 @@
 #![no_main]
 
 use common::proto::etcdserverpb::*;
-use gatewayd::proxy_l7::namespace::Namespace;
+use gatewayd::proxy::l7::namespace::Namespace;
 use common::validate;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;

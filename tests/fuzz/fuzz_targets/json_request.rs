@@ -6,7 +6,7 @@
 
 use common::proto::etcdserverpb::*;
 use common::validate;
-use gatewayd::json_gateway::decode_body;
+use gatewayd::api::json_gateway::decode_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,8 +15,8 @@ use common::proto::etcdserverpb::request_op::Request as Op;
 use common::proto::etcdserverpb::watch_client::WatchClient;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
 use common::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -394,6 +394,11 @@ async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
                         break;
                     }
                 }
+                // Leave no lease behind to expire during the next run.
+                drop(tx);
+                let revoke = LeaseRevokeRequest { id };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), lease.lease_revoke(revoke)).await;
                 rec
             })
         })
@@ -404,7 +409,8 @@ async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
 
 /// The send time of a warm-up put's value: its events are not timed.
 const WARM_UP: u64 = 0;
-const WARM_UP_PUTS: usize = 10;
+/// How long the writer writes, at its rate, before puts are timed.
+const WARM_UP_FOR: Duration = Duration::from_secs(1);
 
 /// `watchers` watch `w/`; one writer puts to it at `put_rate` through the
 /// first connection; each event's latency is its arrival minus its put's
@@ -475,29 +481,29 @@ async fn watch_latency(common: Common, watchers: usize, put_rate: u64) -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // A few puts first that no watcher times: the first writes after a
-    // watch is created (or a cluster started) pay set-up costs no later
-    // write does.
-    let mut kv = KvClient::new(channels[0].clone());
-    for _ in 0..WARM_UP_PUTS {
-        let mut value = WARM_UP.to_be_bytes().to_vec();
-        value.resize(common.val_size.max(8), b'v');
-        let put = PutRequest {
-            key: b"w/k".to_vec(),
-            value,
-            ..Default::default()
-        };
-        kv.put(put).await.context("warm-up put")?;
-    }
     // The writer, at a fixed rate (a slow put delays the next, never
-    // piles them up).
+    // piles them up). Its first second is not timed: the first writes
+    // after the watches are created pay set-up costs no later write does.
+    let mut kv = KvClient::new(channels[0].clone());
     let mut writer = Recorder::default();
-    let started = Instant::now();
+    let warm_until = Instant::now() + WARM_UP_FOR;
+    let mut started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / put_rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while started.elapsed() < run_for {
+    loop {
+        let warm = Instant::now() < warm_until;
+        if warm {
+            started = Instant::now();
+        } else if started.elapsed() >= run_for {
+            break;
+        }
         tick.tick().await;
-        let mut value = (epoch.elapsed().as_nanos() as u64).to_be_bytes().to_vec();
+        let stamp = if warm {
+            WARM_UP
+        } else {
+            epoch.elapsed().as_nanos() as u64
+        };
+        let mut value = stamp.to_be_bytes().to_vec();
         value.resize(common.val_size.max(8), b'v');
         let put = PutRequest {
             key: b"w/k".to_vec(),

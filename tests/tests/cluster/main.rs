@@ -1,0 +1,9 @@
+//! Clusters: membership, recovery, corruption checks, data dirs that belong to one cluster, the peer port, snapshots.
+//! One scenario per file; every test starts the real daemon binaries.
+
+mod cluster_basics;
+mod cluster_recovery;
+mod corruption;
+mod foreign_data_dir;
+mod peer_port;
+mod snapshot_restore;

@@ -1,0 +1,14 @@
+//! Operating a member: the daemons' command lines, probes, metrics, packaging, triad up, private files, TLS, the proxies, and the repository's own tidiness.
+//! One scenario per file; every test starts the real daemon binaries.
+
+mod daemon_cli;
+mod health_probes;
+mod metrics;
+mod packaging;
+mod private_files;
+mod proxy_l4;
+mod proxy_l7;
+mod tidy;
+mod tls;
+mod tls_certificate_checks;
+mod triad_up_fails_loudly;
