@@ -12,6 +12,7 @@ pub mod errors;
 pub mod etcd_flags;
 pub mod ids;
 pub mod inline_stream;
+pub mod keys;
 pub mod lifecycle;
 pub mod logging;
 pub mod member_dir;

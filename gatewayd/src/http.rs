@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::backend::Backend;
+use crate::health::health_answer;
 use common::proto::etcdserverpb::RangeRequest;
 
 #[derive(Clone)]
@@ -60,28 +61,6 @@ async fn health(
             .await
     };
     health_answer(probe.await.map(|_| ()))
-}
-
-/// etcd's /health reply to the outcome of a read.
-pub fn health_answer(
-    probe: Result<(), tonic::Status>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let json = [("content-type", "application/json")];
-    match probe {
-        Ok(()) => (
-            StatusCode::OK,
-            json,
-            r#"{"health":"true","reason":""}"#.to_string(),
-        ),
-        Err(e) => {
-            let reason = serde_json::to_string(e.message()).unwrap_or_else(|_| "\"\"".into());
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json,
-                format!(r#"{{"health":"false","reason":{reason}}}"#),
-            )
-        }
-    }
 }
 
 async fn version_info(State(s): State<HttpState>) -> ([(&'static str, &'static str); 1], String) {

@@ -11,6 +11,7 @@ use tonic::Status;
 use crate::backend::Backend;
 use crate::watch_hub::WatchHub;
 use common::errors::unavailable;
+use common::keys::prefix_end;
 use common::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use common::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use common::proto::etcdserverpb::request_op::Request as Op;
@@ -37,18 +38,6 @@ pub fn contender_key(prefix: &[u8], lease: i64) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(format!("{lease:x}").as_bytes());
     k
-}
-
-/// etcd's GetPrefixRangeEnd: the first key after every key with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 impl Recipes {

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
@@ -21,6 +20,7 @@ use crate::backend::Backend;
 use crate::identity::Credentials;
 use crate::metrics;
 use crate::watch_hub::WatchHub;
+use crate::watch_stream::{fragments, DUPLICATE_ID};
 use common::inline_stream::{InlineStream, Outbox};
 use common::proto::etcdserverpb::watch_create_request::FilterType;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
@@ -36,7 +36,6 @@ const OUT_BUFFER: usize = 128;
 const HISTORY_RETRIES: usize = 50;
 const HISTORY_RETRY: Duration = Duration::from_millis(100);
 const REPLAY_REVISIONS: usize = 1000;
-pub(crate) const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub struct WatchService {
     backend: Arc<Backend>,
@@ -505,39 +504,6 @@ impl ClientStream {
     }
 }
 
-/// etcd's sendFragments: split a response larger than the request limit
-/// into parts (all but the last marked `fragment`), when the watcher asked.
-pub(crate) fn fragments(r: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<WatchResponse> {
-    if !fragment || r.encoded_len() < max_bytes || r.events.len() < 2 {
-        return vec![r];
-    }
-    let mut parts = Vec::new();
-    let mut rest = r.events.clone().into_iter().peekable();
-    let template = WatchResponse {
-        events: Vec::new(),
-        ..r
-    };
-    while rest.peek().is_some() {
-        let mut part = WatchResponse {
-            fragment: true,
-            ..template.clone()
-        };
-        while let Some(e) = rest.peek() {
-            part.events.push(e.clone());
-            if part.events.len() > 1 && part.encoded_len() >= max_bytes {
-                part.events.pop();
-                break;
-            }
-            rest.next();
-        }
-        if rest.peek().is_none() {
-            part.fragment = false;
-        }
-        parts.push(part);
-    }
-    parts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,21 +519,6 @@ mod tests {
             }),
             prev_kv: None,
         }
-    }
-
-    #[test]
-    fn fragments_split_large_responses_and_mark_all_but_the_last() {
-        let r = WatchResponse {
-            events: (0..10).map(|i| ev(&format!("k{i}"), 100)).collect(),
-            ..Default::default()
-        };
-        let parts = fragments(r.clone(), true, 350);
-        assert!(parts.len() > 1);
-        assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
-        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
-        assert!(!parts.last().unwrap().fragment);
-        assert_eq!(fragments(r.clone(), false, 350).len(), 1);
-        assert_eq!(fragments(r, true, 1 << 20).len(), 1);
     }
 
     #[test]

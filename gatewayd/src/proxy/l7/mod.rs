@@ -83,7 +83,7 @@ pub fn routes(s: L7Settings) -> Result<axum::Router, UpstreamError> {
                     ..Default::default()
                 }
             );
-            crate::http::health_answer(probe.map(|_| ()))
+            crate::health::health_answer(probe.map(|_| ()))
         }
     };
     let http = axum::Router::new()

@@ -2,8 +2,8 @@
 //! every key a client sends gets the prefix, every key the cluster sends
 //! back loses it, so clients of the proxy see a keyspace of their own.
 
-use crate::api::concurrency::prefix_end;
 use common::errors::EtcdError;
+use common::keys::prefix_end;
 use common::proto::etcdserverpb::request_op::Request as Op;
 use common::proto::etcdserverpb::response_op::Response as OpResp;
 use common::proto::etcdserverpb::*;
@@ -149,8 +149,6 @@ mod tests {
             interval("/n/", b"", b"\0"),
             (b"/n/".to_vec(), b"/n0".to_vec())
         );
-        assert_eq!(prefix_end(b"\x01\xff"), vec![2]);
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
         // no namespace: untouched
         assert_eq!(interval("", b"a", b"\0"), (b"a".to_vec(), vec![0]));
     }
