@@ -53,13 +53,16 @@ async fn a_member_on_another_clusters_data_dir_refuses_to_start() {
         "no clear message: {stderr}"
     );
 
-    // Cluster a still has exactly its data, on both members that run.
+    // Cluster a still has exactly its data, on both members that run (once
+    // they have a leader: the refused member's start may overlap their
+    // first election on a busy machine).
+    a.leader().await;
     for i in [0, 2] {
         let mut c = a.client(i).await;
         let all = c
             .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
             .await
-            .expect("get all");
+            .unwrap_or_else(|e| panic!("get all on member {i}: {e}\n{}", a.logs(i)));
         assert_eq!(all.count(), 20, "member {i}");
         assert!(all.kvs().iter().all(|kv| kv.value() == b"from a"));
     }
