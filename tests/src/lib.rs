@@ -566,6 +566,7 @@ pub mod history;
 pub mod load;
 pub mod nemesis;
 pub mod netsplit;
+pub mod powerloss;
 
 /// gatewayd in proxy mode on 127.0.0.1 (killed when dropped); its stderr
 /// log stays in its temp dir for failure messages.

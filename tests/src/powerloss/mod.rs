@@ -1,0 +1,97 @@
+//! A disk that can lose power, for tests: a FUSE filesystem that keeps
+//! every write not yet fsynced in memory and forgets it on command, as a
+//! machine's page cache and disk cache do when power fails. kill -9 keeps
+//! the page cache, so only this shows a missing fsync, a missing directory
+//! fsync after a rename or create, or a write torn at a page boundary.
+//!
+//! `sync_file_range` and `syncfs` never reach a FUSE filesystem; neither
+//! promises durability on a real disk either (no metadata, no cache
+//! flush), so the disk treats what they wrote as unsynced.
+
+pub mod fuse;
+pub mod model;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fuser::{BackgroundSession, Config, MountOption, SessionACL};
+
+use model::{Model, Owner};
+
+/// One mounted power-loss disk; unmounted when dropped.
+pub struct PowerDisk {
+    model: Arc<Mutex<Model>>,
+    mountpoint: PathBuf,
+    /// Unmounts when dropped, before the backing directory goes.
+    _session: BackgroundSession,
+    _backing: tempfile::TempDir,
+}
+
+impl PowerDisk {
+    /// Mount an empty disk at `mountpoint` (an existing empty directory).
+    /// Top-level directories named in `write_through` lose nothing on a
+    /// power cut (for logs a test reads to explain a failure).
+    pub fn mount(mountpoint: &Path, write_through: &[&str]) -> io::Result<PowerDisk> {
+        let backing = tempfile::Builder::new()
+            .prefix("triad-powerdisk")
+            .tempdir()?;
+        let root = Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            perm: 0o700,
+        };
+        let model = Arc::new(Mutex::new(Model::new(backing.path(), root, write_through)));
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName("triad-powerdisk".into()),
+            MountOption::DefaultPermissions,
+        ];
+        if nix::unistd::geteuid().is_root() {
+            config.acl = SessionACL::All;
+        }
+        config.n_threads = Some(2);
+        let session = fuser::spawn_mount(fuse::Adapter(model.clone()), mountpoint, &config)?;
+        Ok(PowerDisk {
+            model,
+            mountpoint: mountpoint.to_path_buf(),
+            _session: session,
+            _backing: backing,
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Power fails: everything unsynced is gone. Whatever used the disk
+    /// must be dead already (kill -9 and wait).
+    pub fn power_cut(&self) {
+        self.model().power_cut();
+    }
+
+    /// Power fails while the disk writes: each file's unsynced writes
+    /// reached it except the tail of the last one (torn at a 4 KiB
+    /// boundary); the rest is lost as in `power_cut`. Returns the number
+    /// of files torn.
+    pub fn torn_power_cut(&self) -> usize {
+        self.model().torn_power_cut()
+    }
+
+    /// Only what lies under `path` (relative to the mountpoint) loses its
+    /// unsynced state: one daemon's files, while the others keep theirs.
+    pub fn drop_unsynced_under(&self, path: &Path) -> io::Result<()> {
+        self.model()
+            .drop_unsynced_under(path)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    }
+
+    /// Unsynced bytes per file, by path relative to the mountpoint.
+    pub fn unsynced(&self) -> Vec<(PathBuf, u64)> {
+        self.model().unsynced()
+    }
+}
