@@ -8,6 +8,7 @@ pub mod call_stream;
 pub mod cert_names;
 pub mod codec;
 pub mod config;
+pub mod durable;
 pub mod errors;
 pub mod etcd_flags;
 pub mod ids;

@@ -65,6 +65,7 @@ impl LogStore {
             .open()?;
         let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        common::durable::sync_tree(dir).map_err(fjall::Error::Io)?;
         let flushes = Arc::new(HandoffQueue::default());
         let (flush_db, flush_queue) = (db.clone(), flushes.clone());
         std::thread::Builder::new()

@@ -55,17 +55,7 @@ pub fn claim(store_dir: &Path, cluster: u64, member: u64) -> Result<(), Identity
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = path.with_extension("identity.tmp");
-            std::fs::write(&tmp, wanted).map_err(io)?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
-            }
+            common::durable::write_file(&path, wanted.as_bytes()).map_err(io)?;
             Ok(())
         }
         Err(e) => Err(io(e)),

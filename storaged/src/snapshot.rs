@@ -154,7 +154,9 @@ pub fn mark_for_activation(live: &Path) -> Result<(), StoreError> {
     }
     let marker = dir.join(ACTIVATE);
     std::fs::write(&marker, b"")?;
-    std::fs::File::open(&dir)?.sync_all()?;
+    // The staging tree and its name in the data dir, with the marker: fjall
+    // leaves its keyspace directories' names unsynced.
+    common::durable::sync_tree(&dir)?;
     Ok(())
 }
 
@@ -172,8 +174,9 @@ pub fn settle(live: &Path) -> Result<(), StoreError> {
         }
         std::fs::rename(&staged, live)?;
         std::fs::remove_file(live.join(ACTIVATE))?;
+        common::durable::sync_dir(live)?;
         if let Some(parent) = live.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
+            common::durable::sync_dir(parent)?;
         }
         tracing::info!(dir = %live.display(), "activated the received snapshot");
     } else if staged.exists() {

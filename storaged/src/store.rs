@@ -63,6 +63,7 @@ impl Store {
             .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
             .open()?;
         let ks = Keyspaces::open(&db)?;
+        common::durable::sync_tree(dir).map_err(fjall::Error::Io)?;
         let auth = crate::auth::Auth::new(crate::auth::AuthState::load(&db.read_tx(), &ks)?);
         let applied = match ks.meta.get(META_APPLIED)? {
             Some(v) => Some(LogId::decode(v.as_ref())?),

@@ -90,6 +90,11 @@ impl Member {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("tempdir");
+        Member::start_in(dir, env)
+    }
+
+    /// Start on `dir` (say, a power-loss disk mounted there).
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Member {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -444,6 +449,26 @@ pub fn prerequisite_missing(what: &str) {
         "{what}: CI must provide it (tests/run installs every prerequisite)"
     );
     eprintln!("skipped: {what}");
+}
+
+/// A power-loss disk mounted on a new private directory, with the
+/// daemons' logs written through; None (after `prerequisite_missing`)
+/// where FUSE cannot be mounted.
+pub fn power_disk() -> Option<(tempfile::TempDir, powerloss::PowerDisk)> {
+    let dir = tempfile::Builder::new()
+        .prefix("triad-powerloss")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
+    match powerloss::PowerDisk::mount(dir.path(), &["logs"]) {
+        Ok(disk) => Some((dir, disk)),
+        Err(e) => {
+            prerequisite_missing(&format!(
+                "a FUSE mount (/dev/fuse, root or fusermount3 from Debian's fuse3): {e}"
+            ));
+            None
+        }
+    }
 }
 
 /// Start the reference etcd, or explain loudly why a comparison is skipped.

@@ -120,7 +120,7 @@ fn own_cluster_token(data_dir: &Path) -> anyhow::Result<Option<String>> {
         .context("cannot draw a cluster token")?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let token = format!("triad-{token}");
-    std::fs::write(&path, format!("{token}\n"))
+    common::durable::write_file(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(token))
 }

@@ -72,26 +72,21 @@ impl Adapter {
         }
     }
 
-    fn make(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        what: NewNode,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let owner = Owner {
-            uid: req.uid(),
-            gid: req.gid(),
-            perm: mode & !umask & 0o7777,
-        };
+    fn make(&self, parent: INodeNo, name: &OsStr, what: NewNode, owner: Owner, reply: ReplyEntry) {
         let mut m = self.model();
         match m.create(parent.0, name, what, owner) {
             Ok(ino) => self.reply_entry(&m, ino, reply),
             Err(e) => reply.error(errno(e)),
         }
+    }
+}
+
+/// The creating process's IDs, with mode bits less its umask.
+fn owner(req: &Request, mode: u32, umask: u32) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+        perm: mode & !umask & 0o7777,
     }
 }
 
@@ -183,7 +178,7 @@ impl Filesystem for Adapter {
             nix::libc::S_IFSOCK => NewNode::Socket { rdev },
             _ => return reply.error(Errno::EPERM),
         };
-        self.make(req, parent, name, what, mode, umask, reply);
+        self.make(parent, name, what, owner(req, mode, umask), reply);
     }
 
     fn mkdir(
@@ -195,7 +190,7 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.make(req, parent, name, NewNode::Dir, mode, umask, reply);
+        self.make(parent, name, NewNode::Dir, owner(req, mode, umask), reply);
     }
 
     fn symlink(
@@ -207,7 +202,7 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let what = NewNode::Symlink(target.to_path_buf());
-        self.make(req, parent, link_name, what, 0o777, 0, reply);
+        self.make(parent, link_name, what, owner(req, 0o777, 0), reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -271,14 +266,9 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let owner = Owner {
-            uid: req.uid(),
-            gid: req.gid(),
-            perm: mode & !umask & 0o7777,
-        };
         let mut m = self.model();
         let made = m
-            .create(parent.0, name, NewNode::File, owner)
+            .create(parent.0, name, NewNode::File, owner(req, mode, umask))
             .and_then(|ino| m.opened(ino).and_then(|()| m.attr(ino)));
         match made {
             Ok(a) => reply.created(

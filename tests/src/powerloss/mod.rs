@@ -23,8 +23,7 @@ use model::{Model, Owner};
 pub struct PowerDisk {
     model: Arc<Mutex<Model>>,
     mountpoint: PathBuf,
-    /// Unmounts when dropped, before the backing directory goes.
-    _session: BackgroundSession,
+    session: Option<BackgroundSession>,
     _backing: tempfile::TempDir,
 }
 
@@ -55,7 +54,7 @@ impl PowerDisk {
         Ok(PowerDisk {
             model,
             mountpoint: mountpoint.to_path_buf(),
-            _session: session,
+            session: Some(session),
             _backing: backing,
         })
     }
@@ -93,5 +92,14 @@ impl PowerDisk {
     /// Unsynced bytes per file, by path relative to the mountpoint.
     pub fn unsynced(&self) -> Vec<(PathBuf, u64)> {
         self.model().unsynced()
+    }
+}
+
+impl Drop for PowerDisk {
+    /// Unmount (waiting for the session), then remove the empty
+    /// mountpoint that the directory's owner could not while mounted.
+    fn drop(&mut self) {
+        drop(self.session.take());
+        let _ = std::fs::remove_dir(&self.mountpoint);
     }
 }

@@ -579,7 +579,7 @@ impl Model {
     pub fn set_size(&mut self, ino: Ino, size: u64) -> Result<()> {
         let len = self.content(ino)?.len;
         if size < len {
-            if size % PAGE != 0 {
+            if !size.is_multiple_of(PAGE) {
                 let keep = (size % PAGE) as usize;
                 self.dirty_page(ino, size / PAGE)?[keep..].fill(0);
             }

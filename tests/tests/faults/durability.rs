@@ -12,17 +12,17 @@ use etcd_client::{GetOptions, Txn, TxnOp};
 use triad_tests::{connect, Member};
 
 /// (key, revision) of every write the client saw acknowledged.
-type Acks = Arc<Mutex<Vec<(String, i64)>>>;
+pub(crate) type Acks = Arc<Mutex<Vec<(String, i64)>>>;
 
 /// Writers that each alternate plain puts and two-key txns until stopped.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     acks: Acks,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
 }
 
 impl Load {
-    async fn start(endpoint: &str, writers: usize) -> Load {
+    pub(crate) async fn start(endpoint: &str, writers: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks: Acks = Arc::default();
         let mut tasks = Vec::new();
@@ -64,7 +64,7 @@ impl Load {
         Load { stop, acks, tasks }
     }
 
-    async fn stop(self) -> Vec<(String, i64)> {
+    pub(crate) async fn stop(self) -> Vec<(String, i64)> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
@@ -73,12 +73,12 @@ impl Load {
         acks
     }
 
-    fn acked(&self) -> usize {
+    pub(crate) fn acked(&self) -> usize {
         self.acks.lock().unwrap().len()
     }
 }
 
-async fn wait_for_acks(load: &Load, at_least: usize) {
+pub(crate) async fn wait_for_acks(load: &Load, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while load.acked() < at_least {
         assert!(Instant::now() < deadline, "load made no progress");
@@ -88,7 +88,7 @@ async fn wait_for_acks(load: &Load, at_least: usize) {
 
 /// Every acknowledged write is present at its revision; both keys of every
 /// pair txn exist or neither; a new write gets the next unused revision.
-async fn verify(member: &Member, acks: &[(String, i64)]) {
+pub(crate) async fn verify(member: &Member, acks: &[(String, i64)]) {
     let mut c = member.client().await;
     let all = c
         .get("\0", Some(GetOptions::new().with_from_key()))

@@ -7,3 +7,4 @@ mod hostile_input;
 mod log_write_failures;
 mod nemesis;
 mod partitions;
+mod power_loss;

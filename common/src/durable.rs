@@ -1,0 +1,67 @@
+//! Making files and directories survive a power cut: a file's bytes are
+//! durable after its fsync, and its name only after an fsync of the
+//! directory that holds it (POSIX promises no more; a journaling
+//! filesystem often gives more, a power cut on another one does not).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// fsync a directory: the entries it holds now are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// fsync `dir`, every directory below it, and the directory holding it:
+/// a tree created without directory fsyncs (fjall names a new keyspace's
+/// directory without syncing its parent) is all named durably after this.
+pub fn sync_tree(dir: &Path) -> io::Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+        sync_dir(&d)?;
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Replace `path` with `bytes` so that a power cut leaves either the old
+/// file or the new one whole: write a temporary beside it, fsync it,
+/// rename it over `path`, fsync the directory.
+pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = Path::new(&tmp_name);
+    let mut f = std::fs::File::create(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_file_replaces_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        write_file(&path, b"one").expect("write");
+        write_file(&path, b"two").expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        sync_tree(dir.path()).expect("sync tree");
+    }
+}
