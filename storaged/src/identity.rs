@@ -30,6 +30,11 @@ fn path(store_dir: &Path) -> PathBuf {
     store_dir.with_extension("identity")
 }
 
+/// Whether the store in `store_dir` was ever claimed (it served a member).
+pub fn claimed(store_dir: &Path) -> bool {
+    path(store_dir).exists()
+}
+
 /// Claim the store in `store_dir` for (cluster, member).
 pub fn claim(store_dir: &Path, cluster: u64, member: u64) -> Result<(), IdentityError> {
     let path = path(store_dir);

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod permission;
 pub mod read;
+pub mod read_fence;
 pub mod record;
 pub mod schema;
 pub mod service;

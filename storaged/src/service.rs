@@ -9,6 +9,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::permission::{check_range, Access};
+use crate::read_fence::ReadFence;
 use crate::store::Store;
 use common::proto::etcdserverpb::{
     DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
@@ -39,15 +40,23 @@ pub struct StorageService {
     restart: watch::Sender<bool>,
     /// One snapshot received at a time.
     receiving: tokio::sync::Mutex<()>,
+    /// Client reads wait behind it after an unclean stop.
+    fence: Arc<ReadFence>,
 }
 
 impl StorageService {
-    pub fn new(store: Arc<Store>, dir: PathBuf, restart: watch::Sender<bool>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        dir: PathBuf,
+        restart: watch::Sender<bool>,
+        fence: Arc<ReadFence>,
+    ) -> Self {
         StorageService {
             store,
             dir,
             restart,
             receiving: tokio::sync::Mutex::new(()),
+            fence,
         }
     }
 
@@ -130,6 +139,9 @@ impl Storage for StorageService {
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let who = common::proto::auth_of(&req);
+        if who.is_some() {
+            self.fence.wait().await?;
+        }
         let req = req.into_inner();
         self.store
             .range(&req, who.as_ref())
@@ -146,11 +158,19 @@ impl Storage for StorageService {
     ) -> Result<Response<Self::ReadsStream>, Status> {
         let mut calls = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        let store = self.store.clone();
+        let (store, fence) = (self.store.clone(), self.fence.clone());
         tokio::spawn(async move {
             while let Some(Ok(call)) = calls.next().await {
                 let request = call.request.unwrap_or_default();
-                let reply = match store.range(&request, call.auth.as_ref()) {
+                let fenced = match call.auth {
+                    Some(_) => fence.wait().await.err(),
+                    None => None,
+                };
+                let read = match fenced {
+                    Some(e) => Err(e.into()),
+                    None => store.range(&request, call.auth.as_ref()),
+                };
+                let reply = match read {
                     Ok(response) => ReadReply {
                         id: call.id,
                         response: Some(response),

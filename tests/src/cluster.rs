@@ -323,6 +323,46 @@ impl Cluster {
         kill(Pid::from_raw(up.id() as i32), sig).expect("signal supervisor");
     }
 
+    /// SIGSTOP / SIGCONT every `triad up` of the cluster.
+    fn pause_supervisors(&self, paused: bool) {
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        for up in &self.ups {
+            let _ = kill(Pid::from_raw(up.id() as i32), sig);
+        }
+    }
+
+    /// A power cut of the members at `which`: with the supervisors held,
+    /// kill -9 each one's daemons and wait until they are gone, call `cut`
+    /// with each member's name (drop what its disk had not synced), then
+    /// let the supervisors restart them; returns once every daemon of
+    /// those members has a new process.
+    pub fn power_cycle(&self, which: &[usize], mut cut: impl FnMut(&str)) {
+        self.pause_supervisors(true);
+        let mut killed = Vec::new();
+        for &i in which {
+            for d in DAEMONS {
+                if let Some(pid) = self.pid(i, d) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    killed.push((i, d, pid));
+                }
+            }
+        }
+        for (_, _, pid) in &killed {
+            crate::wait_dead(*pid);
+        }
+        for &i in which {
+            cut(&self.members[i].name);
+        }
+        self.pause_supervisors(false);
+        for (i, d, pid) in killed {
+            self.wait_restarted(i, d, pid);
+        }
+    }
+
     /// Wait until the process `pid` is gone (after a kill).
     pub fn wait_dead(&self, pid: i32) {
         crate::wait_dead(pid);

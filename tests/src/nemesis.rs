@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use crate::cluster::Cluster;
 use crate::history::{Op, Outcome};
 use crate::netsplit::Link;
+use crate::powerloss::MemberDisks;
 use crate::{XorShift, DAEMONS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,10 +40,25 @@ pub enum FaultKind {
     /// The wall clock of the member with the fake clock stepped an hour or
     /// a day forward or back, then back to true time.
     ClockJump,
+    /// One member loses power: every daemon killed, its disk's unsynced
+    /// data gone, then restarted.
+    PowerLoss,
+    /// Every member loses power at once.
+    PowerLossAll,
+    /// One member loses power while its disk writes: the last write of
+    /// each file torn at a 4 KiB boundary, the rest unsynced gone.
+    TornWrite,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    /// The power faults, which need every member on a power-loss disk.
+    pub const POWER: [FaultKind; 3] = [
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::TornWrite,
+    ];
+
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill9,
         FaultKind::Pause,
         FaultKind::RollingRestart,
@@ -53,6 +69,9 @@ impl FaultKind {
         FaultKind::LinkCut,
         FaultKind::SlowNetwork,
         FaultKind::ClockJump,
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::TornWrite,
     ];
 
     /// Faults that need a split cluster (`Cluster::start_split`: links
@@ -66,6 +85,15 @@ impl FaultKind {
                 | FaultKind::ClockJump
         )
     }
+}
+
+/// What the nemesis can work with besides the cluster: a small disk on
+/// one member, a fake clock on one member, power-loss disks.
+#[derive(Clone, Copy, Default)]
+pub struct Instruments<'a> {
+    pub small_disk: Option<(&'a SmallDisk, &'a str)>,
+    pub clock: Option<(&'a FakeClock, &'a str)>,
+    pub power: Option<&'a MemberDisks>,
 }
 
 /// One fault as injected.
@@ -138,8 +166,7 @@ pub async fn run(
     duration: Duration,
     pause: Duration,
     seed: u64,
-    disk: Option<(&SmallDisk, &str)>,
-    clock: Option<(&FakeClock, &str)>,
+    with: Instruments<'_>,
 ) -> Vec<Injected> {
     let mut rng = XorShift(seed | 1);
     let mut injected = Vec::new();
@@ -157,14 +184,15 @@ pub async fn run(
         // One membership change per run keeps the disk member in place and
         // the cluster at three members.
         if kind == FaultKind::MemberChange && member_changes > 0
-            || kind == FaultKind::DiskFull && disk.is_none()
+            || kind == FaultKind::DiskFull && with.small_disk.is_none()
             || kind.needs_split() && cluster.net.is_none()
-            || kind == FaultKind::ClockJump && clock.is_none()
+            || kind == FaultKind::ClockJump && with.clock.is_none()
+            || FaultKind::POWER.contains(&kind) && with.power.is_none()
         {
             kind = FaultKind::Kill9;
         }
         let start = Instant::now();
-        let what = inject(cluster, kind, &mut rng, disk, clock).await;
+        let what = inject(cluster, kind, &mut rng, with).await;
         if kind == FaultKind::MemberChange {
             member_changes += 1;
         }
@@ -183,9 +211,9 @@ async fn inject(
     c: &mut Cluster,
     kind: FaultKind,
     rng: &mut XorShift,
-    disk: Option<(&SmallDisk, &str)>,
-    clock: Option<(&FakeClock, &str)>,
+    with: Instruments<'_>,
 ) -> String {
+    let (disk, clock) = (with.small_disk, with.clock);
     let n = c.members.len();
     let member = (rng.next_u64() % n as u64) as usize;
     let daemon = DAEMONS[(rng.next_u64() % 3) as usize];
@@ -327,6 +355,32 @@ async fn inject(
                 wait_serving(c, on).await;
             }
             format!("wall clock of {name} stepped {step:+} s for 5 s")
+        }
+        FaultKind::PowerLoss | FaultKind::PowerLossAll | FaultKind::TornWrite => {
+            let Some(power) = with.power else {
+                return "no power-loss disks".into();
+            };
+            let on: Vec<usize> = if kind == FaultKind::PowerLossAll {
+                (0..n).filter(|&i| power.has(&c.members[i].name)).collect()
+            } else {
+                (0..n)
+                    .map(|k| (member + k) % n)
+                    .find(|&i| power.has(&c.members[i].name))
+                    .into_iter()
+                    .collect()
+            };
+            let torn = kind == FaultKind::TornWrite;
+            let mut lost = 0;
+            c.power_cycle(&on, |name| lost += power.cut(name, torn));
+            for &i in &on {
+                wait_serving(c, i).await;
+            }
+            let names: Vec<&str> = on.iter().map(|&i| c.members[i].name.as_str()).collect();
+            let how = if torn { "torn writes" } else { "power loss" };
+            format!(
+                "{how} on {}: {lost} unsynced bytes dropped",
+                names.join(", ")
+            )
         }
     }
 }

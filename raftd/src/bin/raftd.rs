@@ -134,6 +134,30 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     peer_auth.recall(&storage).await;
     if initialized_before {
         let (membership, applied) = raftd::belonging::applied_state(&storage).await?;
+        let last = log
+            .clone()
+            .get_log_state()
+            .await?
+            .last_log_id
+            .map_or(0, |l| l.index);
+        let committed = log.clone().read_committed().await?.map_or(0, |c| c.index);
+        if applied < committed {
+            tracing::warn!(
+                applied,
+                committed,
+                last,
+                "storaged is behind this member's committed log (it stopped uncleanly or before \
+                 applying them): re-applying {} entries",
+                committed - applied
+            );
+        } else {
+            tracing::info!(
+                applied,
+                committed,
+                last,
+                "storaged has applied this member's committed log"
+            );
+        }
         raftd::belonging::check_peers(&member, membership.as_ref(), cluster_id, member_id, applied)
             .await
             .map_err(Unstartable::new)?;

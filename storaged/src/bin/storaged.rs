@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common::proto::storage::storage_server::StorageServer;
 use storaged::config::{Config, StoragedOpts};
+use storaged::read_fence::{self, ReadFence};
 use storaged::{compactor, service::StorageService, store::Store};
 
 fn main() -> ExitCode {
@@ -42,11 +43,34 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
     })?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let clean = read_fence::take_clean_stop(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the clean-stop marker of {}: {e}",
+            dir.display()
+        )
+    })?;
     let cache = cfg.cache_bytes;
     let store = Arc::new(
         Store::open(&dir, cache)
             .map_err(|e| anyhow::anyhow!("cannot open store in {}: {e}", dir.display()))?,
     );
+    let applied = store.applied().map(|a| a.index);
+    let fresh = applied.is_none() && !storaged::identity::claimed(&dir);
+    let fence = ReadFence::new(clean || fresh);
+    if !fence.is_lifted() {
+        tracing::warn!(
+            applied = applied.unwrap_or(0),
+            revision = store.bounds().current,
+            "storaged did not stop cleanly (a crash or a power cut): its store is as its disk kept it; \
+             raftd re-applies the committed entries after the applied index, and client reads wait \
+             until the store has caught up with the cluster"
+        );
+        tokio::spawn(read_fence::catch_up(
+            store.clone(),
+            member.raftd_socket(),
+            fence.clone(),
+        ));
+    }
     tokio::spawn(compactor::run(store.clone()));
     common::metrics::serve_url(cfg.metrics_url.as_deref(), storaged::metrics::render)
         .await
@@ -59,7 +83,7 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
     let shutdown = common::lifecycle::shutdown_signal();
     common::lifecycle::notify_ready("serving");
     let (restart_tx, mut restart_rx) = tokio::sync::watch::channel(false);
-    let service = StorageService::new(store.clone(), dir.clone(), restart_tx);
+    let service = StorageService::new(store.clone(), dir.clone(), restart_tx, fence);
     let service = StorageServer::new(service).max_decoding_message_size(usize::MAX);
     let incoming = common::uds::incoming(listener);
     let restarting = Arc::new(AtomicBool::new(false));
@@ -99,6 +123,7 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
     }
     common::lifecycle::notify_stopping();
     store.persist()?;
+    read_fence::mark_clean_stop(&dir)?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("storaged stopped");
     Ok(())

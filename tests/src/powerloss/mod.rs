@@ -32,6 +32,9 @@ impl PowerDisk {
     /// Top-level directories named in `write_through` lose nothing on a
     /// power cut (for logs a test reads to explain a failure).
     pub fn mount(mountpoint: &Path, write_through: &[&str]) -> io::Result<PowerDisk> {
+        if !Path::new("/dev/fuse").exists() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no /dev/fuse"));
+        }
         let backing = tempfile::Builder::new()
             .prefix("triad-powerdisk")
             .tempdir()?;
@@ -57,6 +60,14 @@ impl PowerDisk {
             session: Some(session),
             _backing: backing,
         })
+    }
+
+    /// Whether a power-loss disk can be mounted here: Err says why not.
+    pub fn available() -> io::Result<()> {
+        let probe = tempfile::tempdir()?;
+        let at = probe.path().join("disk");
+        std::fs::create_dir(&at)?;
+        PowerDisk::mount(&at, &[]).map(drop)
     }
 
     pub fn mountpoint(&self) -> &Path {
@@ -101,5 +112,46 @@ impl Drop for PowerDisk {
     fn drop(&mut self) {
         drop(self.session.take());
         let _ = std::fs::remove_dir(&self.mountpoint);
+    }
+}
+
+/// One power-loss disk per member, each mounted at the member's place
+/// (DIR/<name>) before the member first starts, keyed by member name.
+#[derive(Default)]
+pub struct MemberDisks {
+    disks: Vec<(String, PowerDisk)>,
+}
+
+impl MemberDisks {
+    /// Mount a disk at `cluster_dir/<name>` for each name (the
+    /// directory is created); the daemons' logs and pid files are written
+    /// through.
+    pub fn mount(&mut self, cluster_dir: &Path, names: &[&str]) -> io::Result<()> {
+        for name in names {
+            let at = cluster_dir.join(name);
+            std::fs::create_dir_all(&at)?;
+            let disk = PowerDisk::mount(&at, &["logs", "pids"])?;
+            self.disks.push((name.to_string(), disk));
+        }
+        Ok(())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.disks.iter().any(|(n, _)| n == name)
+    }
+
+    /// Cut the power of member `name`'s disk (torn: its last writes torn);
+    /// the unsynced bytes it lost.
+    pub fn cut(&self, name: &str, torn: bool) -> u64 {
+        let Some((_, disk)) = self.disks.iter().find(|(n, _)| n == name) else {
+            return 0;
+        };
+        let lost = disk.unsynced().iter().map(|(_, b)| b).sum();
+        if torn {
+            disk.torn_power_cut();
+        } else {
+            disk.power_cut();
+        }
+        lost
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use triad_tests::cluster::Cluster;
 use triad_tests::history::{check, check_watch};
 use triad_tests::load::{read_log, LeaseLoad, Load, Watcher};
-use triad_tests::nemesis::{self, FaultKind, RunReport, SmallDisk};
+use triad_tests::nemesis::{self, FaultKind, Instruments, RunReport, SmallDisk};
 
 const CLIENTS: usize = 6;
 /// Load before the first fault and after the last.
@@ -29,10 +29,16 @@ const SETTLE: Duration = Duration::from_secs(3);
 const CHECKPOINT: &str = "2s";
 const LEASE_TTL_SECS: i64 = 3;
 const LEASE_ALLOWANCE: Duration = Duration::from_secs(8);
+/// Every member's settings in the suite: frequent lease checkpoints and
+/// snapshots (so restarts and new members install them).
+pub(crate) const SUITE_ENV: [(&str, &str); 2] = [
+    ("TRIAD_LEASE_CHECKPOINT_INTERVAL", CHECKPOINT),
+    ("TRIAD_SNAPSHOT_COUNT", "2000"),
+];
 /// No daemon may grow past this under the suite's load (MiB).
 const RSS_BOUND_MIB: u64 = 512;
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -48,8 +54,13 @@ async fn random_faults_under_load() {
         Ok(list) => FaultKind::ALL
             .into_iter()
             .filter(|k| list.split(',').any(|n| n.trim() == format!("{k:?}")))
+            .filter(|k| !FaultKind::POWER.contains(k))
             .collect(),
-        Err(_) => FaultKind::ALL.to_vec(),
+        // The power faults run in their own suite, on power-loss disks.
+        Err(_) => FaultKind::ALL
+            .into_iter()
+            .filter(|k| !FaultKind::POWER.contains(k))
+            .collect(),
     };
     assert!(!kinds.is_empty(), "TRIAD_NEMESIS_KINDS names no fault");
     // Member 2 keeps its data on a small disk when this machine lets the
@@ -58,10 +69,7 @@ async fn random_faults_under_load() {
     if disk.is_none() {
         triad_tests::prerequisite_missing("mounting a small disk needs root: no disk-full fault");
     }
-    let env = [
-        ("TRIAD_LEASE_CHECKPOINT_INTERVAL", CHECKPOINT),
-        ("TRIAD_SNAPSHOT_COUNT", "2000"),
-    ];
+    let env = SUITE_ENV;
     let host = |dir: &std::path::Path| {
         if let Some(d) = &disk {
             d.host(&dir.join("m2"));
@@ -83,26 +91,43 @@ async fn random_faults_under_load() {
             Cluster::start_with_setup(3, &env, host)
         }
     };
+    let with = Instruments {
+        small_disk: disk.as_ref().map(|d| (d, "m2")),
+        clock: clock.as_ref().map(|c| (c, "m1")),
+        power: None,
+    };
+    robustness_run(&mut cluster, &kinds, seconds, seed, with).await;
+}
+
+/// Load `cluster` with the suite's clients, inject `kinds` of faults for
+/// `seconds`, then check the history, the watch, the leases, memory and
+/// HashKV; panics with the report on any violation.
+pub(crate) async fn robustness_run(
+    cluster: &mut Cluster,
+    kinds: &[FaultKind],
+    seconds: u64,
+    seed: u64,
+    with: Instruments<'_>,
+) -> RunReport {
     let endpoints = cluster.endpoints();
     let endpoints_at_start = endpoints.clone();
     let start = {
         let mut c = cluster.client(0).await;
         triad_tests::next_revision(&mut c).await
     };
-    let rss_start = nemesis::rss_mib(&cluster);
+    let rss_start = nemesis::rss_mib(cluster);
     let watcher = Watcher::start(&endpoints, start);
     let leases = LeaseLoad::start(&endpoints, start, LEASE_TTL_SECS);
     let load = Load::start(&endpoints, CLIENTS, 10_000_000);
     let began = std::time::Instant::now();
     tokio::time::sleep(SETTLE).await;
     let faults = nemesis::run(
-        &mut cluster,
-        &kinds,
+        cluster,
+        kinds,
         Duration::from_secs(seconds),
         Duration::from_secs(2),
         seed,
-        disk.as_ref().map(|d| (d, "m2")),
-        clock.as_ref().map(|c| (c, "m1")),
+        with,
     )
     .await;
     tokio::time::sleep(SETTLE).await;
@@ -133,7 +158,7 @@ async fn random_faults_under_load() {
         leases_extended_by_faults: lease_report.extended_by_faults,
         max_lease_overstay: lease_report.max_overstay,
         rss_start,
-        rss_end: nemesis::rss_mib(&cluster),
+        rss_end: nemesis::rss_mib(cluster),
         ..Default::default()
     };
     match check(&ops, &log) {
@@ -186,4 +211,5 @@ async fn random_faults_under_load() {
         report.operations > 100 && report.faults.len() >= kinds.len(),
         "too little happened: {report:?}"
     );
+    report
 }
