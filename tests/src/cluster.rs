@@ -66,6 +66,11 @@ impl Place {
     }
 }
 
+/// Daemons `Cluster::hold_down` killed: (member, daemon, old pid).
+pub struct Held {
+    killed: Vec<(usize, &'static str, i32)>,
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Place>,
@@ -335,12 +340,10 @@ impl Cluster {
         }
     }
 
-    /// A power cut of the members at `which`: with the supervisors held,
-    /// kill -9 each one's daemons and wait until they are gone, call `cut`
-    /// with each member's name (drop what its disk had not synced), then
-    /// let the supervisors restart them; returns once every daemon of
-    /// those members has a new process.
-    pub fn power_cycle(&self, which: &[usize], mut cut: impl FnMut(&str)) {
+    /// Take the members at `which` down: with every supervisor held,
+    /// kill -9 their daemons and wait until they are gone. `release`
+    /// restarts them.
+    pub fn hold_down(&self, which: &[usize]) -> Held {
         self.pause_supervisors(true);
         let mut killed = Vec::new();
         for &i in which {
@@ -354,13 +357,27 @@ impl Cluster {
         for (_, _, pid) in &killed {
             crate::wait_dead(*pid);
         }
+        Held { killed }
+    }
+
+    /// Let the supervisors restart what `hold_down` took down; returns
+    /// once every daemon of those members has a new process.
+    pub fn release(&self, held: Held) {
+        self.pause_supervisors(false);
+        for (i, d, pid) in held.killed {
+            self.wait_restarted(i, d, pid);
+        }
+    }
+
+    /// A power cut of the members at `which`: down as by `hold_down`,
+    /// `cut` called with each one's name (drop what its disk had not
+    /// synced), then restarted.
+    pub fn power_cycle(&self, which: &[usize], mut cut: impl FnMut(&str)) {
+        let held = self.hold_down(which);
         for &i in which {
             cut(&self.members[i].name);
         }
-        self.pause_supervisors(false);
-        for (i, d, pid) in killed {
-            self.wait_restarted(i, d, pid);
-        }
+        self.release(held);
     }
 
     /// Wait until the process `pid` is gone (after a kill).

@@ -14,7 +14,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use super::model::{self, Attr, Ino, Kind, Model, NewNode, Owner};
+use super::model::{self, Attr, Ino, Kind, Model, NewNode, OpKind, Owner, PathOf};
 
 const TTL: Duration = Duration::ZERO;
 
@@ -60,6 +60,12 @@ fn syncs_each_write(flags: OpenFlags) -> bool {
 }
 
 impl Adapter {
+    fn sync(&self, ino: INodeNo, reply: ReplyEmpty) {
+        let mut m = self.model();
+        let r = m.check_power(OpKind::Fsync, PathOf::Inode(ino.0));
+        empty(r.and_then(|()| m.sync(ino.0)), reply);
+    }
+
     fn model(&self) -> MutexGuard<'_, Model> {
         // A panicking test thread must not wedge every process on the disk.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,7 +80,14 @@ impl Adapter {
 
     fn make(&self, parent: INodeNo, name: &OsStr, what: NewNode, owner: Owner, reply: ReplyEntry) {
         let mut m = self.model();
-        match m.create(parent.0, name, what, owner) {
+        let kind = match what {
+            NewNode::Dir => OpKind::Mkdir,
+            _ => OpKind::Create,
+        };
+        let made = m
+            .check_power(kind, PathOf::Entry(parent.0, name))
+            .and_then(|()| m.create(parent.0, name, what, owner));
+        match made {
             Ok(ino) => self.reply_entry(&m, ino, reply),
             Err(e) => reply.error(errno(e)),
         }
@@ -133,7 +146,11 @@ impl Filesystem for Adapter {
     ) {
         let mut m = self.model();
         let ino = ino.0;
-        let mut r = Ok(());
+        let mut r = if m.is_off() {
+            Err(nix::errno::Errno::EIO)
+        } else {
+            Ok(())
+        };
         if let Some(mode) = mode {
             r = r.and_then(|()| m.set_perm(ino, mode));
         }
@@ -206,11 +223,15 @@ impl Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.model().unlink(parent.0, name), reply);
+        let mut m = self.model();
+        let r = m.check_power(OpKind::Unlink, PathOf::Entry(parent.0, name));
+        empty(r.and_then(|()| m.unlink(parent.0, name)), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.model().rmdir(parent.0, name), reply);
+        let mut m = self.model();
+        let r = m.check_power(OpKind::Rmdir, PathOf::Entry(parent.0, name));
+        empty(r.and_then(|()| m.rmdir(parent.0, name)), reply);
     }
 
     fn rename(
@@ -227,9 +248,10 @@ impl Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let mut m = self.model();
+        let r = m.check_power(OpKind::Rename, PathOf::Entry(parent.0, name));
         empty(
-            self.model()
-                .rename(parent.0, name, newparent.0, newname, noreplace),
+            r.and_then(|()| m.rename(parent.0, name, newparent.0, newname, noreplace)),
             reply,
         );
     }
@@ -268,7 +290,8 @@ impl Filesystem for Adapter {
     ) {
         let mut m = self.model();
         let made = m
-            .create(parent.0, name, NewNode::File, owner(req, mode, umask))
+            .check_power(OpKind::Create, PathOf::Entry(parent.0, name))
+            .and_then(|()| m.create(parent.0, name, NewNode::File, owner(req, mode, umask)))
             .and_then(|ino| m.opened(ino).and_then(|()| m.attr(ino)));
         match made {
             Ok(a) => reply.created(
@@ -293,7 +316,11 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.model().read(ino.0, offset, size) {
+        let m = self.model();
+        if m.is_off() {
+            return reply.error(Errno::EIO);
+        }
+        match m.read(ino.0, offset, size) {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(errno(e)),
         }
@@ -311,10 +338,11 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .model()
-            .write(ino.0, offset, data, syncs_each_write(flags))
-        {
+        let mut m = self.model();
+        let written = m
+            .check_power(OpKind::Write, PathOf::Inode(ino.0))
+            .and_then(|()| m.write(ino.0, offset, data, syncs_each_write(flags)));
+        match written {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -353,7 +381,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.model().sync(ino.0), reply);
+        self.sync(ino, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -397,7 +425,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.model().sync(ino.0), reply);
+        self.sync(ino, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 
-use model::{Model, Owner};
+use model::{Model, OpKind, Owner};
 
 /// One mounted power-loss disk; unmounted when dropped.
 pub struct PowerDisk {
@@ -100,6 +100,23 @@ impl PowerDisk {
             .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
 
+    /// Cut the power just before the first operation `trap` matches (by
+    /// kind and path relative to the mountpoint); every operation fails
+    /// with EIO from then on until `power_on`.
+    pub fn cut_power_at(&self, trap: impl FnMut(OpKind, &Path) -> bool + Send + 'static) {
+        self.model().set_trap(Box::new(trap));
+    }
+
+    /// Whether a trap has cut the power.
+    pub fn is_off(&self) -> bool {
+        self.model().is_off()
+    }
+
+    /// Power back on (after a trap cut it; what was unsynced is gone).
+    pub fn power_on(&self) {
+        self.model().power_on();
+    }
+
     /// Unsynced bytes per file, by path relative to the mountpoint.
     pub fn unsynced(&self) -> Vec<(PathBuf, u64)> {
         self.model().unsynced()
@@ -107,11 +124,19 @@ impl PowerDisk {
 }
 
 impl Drop for PowerDisk {
-    /// Unmount (waiting for the session), then remove the empty
-    /// mountpoint that the directory's owner could not while mounted.
+    /// Unmount, then remove the empty mountpoint that the directory's
+    /// owner could not remove while mounted.
     fn drop(&mut self) {
         drop(self.session.take());
-        let _ = std::fs::remove_dir(&self.mountpoint);
+        if std::fs::remove_dir(&self.mountpoint).is_err() {
+            // Still in use (a process the test did not stop): detach it,
+            // to go when the last user does.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+            let _ = std::fs::remove_dir(&self.mountpoint);
+        }
     }
 }
 
@@ -138,6 +163,11 @@ impl MemberDisks {
 
     pub fn has(&self, name: &str) -> bool {
         self.disks.iter().any(|(n, _)| n == name)
+    }
+
+    /// Member `name`'s disk.
+    pub fn disk(&self, name: &str) -> Option<&PowerDisk> {
+        self.disks.iter().find(|(n, _)| n == name).map(|(_, d)| d)
     }
 
     /// Cut the power of member `name`'s disk (torn: its last writes torn);

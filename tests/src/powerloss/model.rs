@@ -21,6 +21,13 @@ pub const ROOT: Ino = 1;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
+/// What an operation is on, for a trap: a directory entry or an inode.
+#[derive(Clone, Copy)]
+pub enum PathOf<'a> {
+    Entry(Ino, &'a OsStr),
+    Inode(Ino),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Dir,
@@ -121,7 +128,25 @@ pub struct Owner {
     pub perm: u32,
 }
 
+/// An operation as a trap sees it: what and on which path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Create,
+    Mkdir,
+    Write,
+    Rename,
+    Unlink,
+    Rmdir,
+    Fsync,
+}
+
+/// Cuts the power just before the first operation it matches.
+pub type Trap = Box<dyn FnMut(OpKind, &Path) -> bool + Send>;
+
 pub struct Model {
+    /// Power is off (a trap fired): every operation fails with EIO.
+    off: bool,
+    trap: Option<Trap>,
     nodes: HashMap<Ino, Node>,
     next_ino: Ino,
     backing: PathBuf,
@@ -159,11 +184,69 @@ impl Model {
             },
         );
         Model {
+            off: false,
+            trap: None,
             nodes,
             next_ino: ROOT + 1,
             backing: backing.to_path_buf(),
             write_through: write_through.iter().map(OsString::from).collect(),
         }
+    }
+
+    /// Cut the power just before the first operation `trap` matches; until
+    /// `power_on`, every operation then fails with EIO, as on a machine
+    /// whose power failed.
+    pub fn set_trap(&mut self, trap: Trap) {
+        self.trap = Some(trap);
+    }
+
+    /// Whether a trap has cut the power (and it is still off).
+    pub fn is_off(&self) -> bool {
+        self.off
+    }
+
+    pub fn power_on(&mut self) {
+        self.off = false;
+    }
+
+    /// Before an operation on `path` (relative to the root, when the
+    /// caller knows it) or on inode `ino`: EIO while the power is off, or
+    /// a power cut now if the trap matches.
+    pub fn check_power(&mut self, kind: OpKind, at: PathOf<'_>) -> Result<()> {
+        if self.off {
+            return Err(Errno::EIO);
+        }
+        if self.trap.is_none() {
+            return Ok(());
+        }
+        let path = match at {
+            PathOf::Entry(parent, name) => self.path_of(parent).map(|p| p.join(name)),
+            PathOf::Inode(ino) => self.path_of(ino),
+        };
+        let Some(path) = path else {
+            return Ok(());
+        };
+        if self.trap.as_mut().is_some_and(|t| t(kind, &path)) {
+            self.trap = None;
+            self.power_cut();
+            self.off = true;
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    /// One live path of `ino` (None when no live entry reaches it).
+    fn path_of(&self, ino: Ino) -> Option<PathBuf> {
+        if ino == ROOT {
+            return Some(PathBuf::new());
+        }
+        let mut found = None;
+        self.walk_live(ROOT, PathBuf::new(), &mut |p, at, _| {
+            if found.is_none() && at == ino {
+                found = Some(p.to_path_buf());
+            }
+        });
+        found
     }
 
     /// Where the durable bytes live.
@@ -665,7 +748,7 @@ impl Model {
     /// Unsynced bytes per file (dirty pages, by one live path of each).
     pub fn unsynced(&self) -> Vec<(PathBuf, u64)> {
         let mut out = Vec::new();
-        self.walk_live(ROOT, PathBuf::new(), &mut |path, node| {
+        self.walk_live(ROOT, PathBuf::new(), &mut |path, _, node| {
             if let Body::File(c) = &node.body {
                 let bytes = c.dirty.len() as u64 * PAGE;
                 if bytes > 0 || c.len != c.durable_len {
@@ -676,7 +759,7 @@ impl Model {
         out
     }
 
-    fn walk_live(&self, dir: Ino, path: PathBuf, f: &mut impl FnMut(&Path, &Node)) {
+    fn walk_live(&self, dir: Ino, path: PathBuf, f: &mut impl FnMut(&Path, Ino, &Node)) {
         let Ok(entries) = self.live_entries(dir) else {
             return;
         };
@@ -685,7 +768,7 @@ impl Model {
                 continue;
             };
             let p = path.join(name);
-            f(&p, node);
+            f(&p, ino, node);
             if node.kind() == Kind::Dir {
                 self.walk_live(ino, p, f);
             }
@@ -1013,5 +1096,32 @@ mod tests {
         m.write(f, 0, b"o_dsync", true).expect("write");
         m.power_cut();
         assert_eq!(contents(&m, "f").as_deref(), Some(&b"o_dsync"[..]));
+    }
+
+    #[test]
+    fn a_trap_cuts_the_power_just_before_its_operation() {
+        let (_b, mut m) = disk();
+        let f = file(&mut m, ROOT, "staged");
+        m.write(f, 0, b"whole", false).expect("write");
+        m.sync(f).expect("fsync");
+        m.sync_dir(ROOT).expect("fsync dir");
+        m.write(f, 0, b"W", false).expect("unsynced write");
+        m.set_trap(Box::new(|kind, path| {
+            kind == OpKind::Rename && path == Path::new("staged")
+        }));
+        assert_eq!(
+            m.check_power(OpKind::Write, PathOf::Inode(f)),
+            Ok(()),
+            "only the rename trips it"
+        );
+        let at = PathOf::Entry(ROOT, OsStr::new("staged"));
+        assert_eq!(m.check_power(OpKind::Rename, at), Err(Errno::EIO));
+        assert!(m.is_off());
+        assert_eq!(
+            m.check_power(OpKind::Fsync, PathOf::Inode(ROOT)),
+            Err(Errno::EIO)
+        );
+        m.power_on();
+        assert_eq!(contents(&m, "staged").as_deref(), Some(&b"whole"[..]));
     }
 }

@@ -3,8 +3,15 @@
 //! boots from what is left, and every write acknowledged before the cut is
 //! still there at its revision.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use triad_tests::cluster::Cluster;
 use triad_tests::nemesis::{FaultKind, Instruments};
+use triad_tests::powerloss::model::OpKind;
 use triad_tests::powerloss::{MemberDisks, PowerDisk};
 use triad_tests::{power_disk, Member};
 
@@ -198,4 +205,211 @@ async fn raftds_purge_never_passes_storageds_durable_state() {
         let now = all.header().map_or(0, |h| h.revision());
         assert!(now >= rev, "revision went back from {rev} to {now}");
     }
+}
+
+/// Where a snapshot install is cut: its name, and the operation on m2's
+/// disk that the power fails just before.
+type Step = (&'static str, fn(OpKind, &Path) -> bool);
+
+const SNAPSHOT_STEPS: [Step; 5] = [
+    ("received (first write of the staged store)", |k, p| {
+        k == OpKind::Write && p.starts_with("storaged.snapshot")
+    }),
+    ("staged (before its activation marker)", |k, p| {
+        k == OpKind::Create && p == Path::new("storaged.snapshot/ACTIVATE")
+    }),
+    ("marked (before the live store moves aside)", |k, p| {
+        k == OpKind::Rename && p == Path::new("storaged")
+    }),
+    ("renamed (before the renames are synced)", |k, p| {
+        k == OpKind::Unlink && p == Path::new("storaged/ACTIVATE")
+    }),
+    ("activated (removing the old store)", |k, p| {
+        matches!(k, OpKind::Unlink | OpKind::Rmdir) && p.starts_with("storaged.old")
+    }),
+];
+
+/// The processes of the member whose data dir is `dir`: its `triad up`
+/// and its daemons (by their command lines).
+fn processes_of(dir: &Path) -> (Vec<i32>, Vec<i32>) {
+    let (mut supervisors, mut daemons) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return (supervisors, daemons);
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let on_dir = args
+            .windows(2)
+            .any(|w| w[0] == b"--data-dir" && w[1] == dir.as_os_str().as_encoded_bytes());
+        if !on_dir {
+            continue;
+        }
+        if args.first().is_some_and(|a| a.ends_with(b"/triad")) {
+            supervisors.push(pid);
+        } else {
+            daemons.push(pid);
+        }
+    }
+    (supervisors, daemons)
+}
+
+/// Once `disk`'s power has been cut by its trap (within 60 s): the
+/// machine dies (every daemon of the member on `dir` killed while its
+/// supervisor is held), the power comes back, and the supervisor restarts
+/// the daemons. Whether the trap fired.
+fn reboot_when_power_fails(disk: &PowerDisk, dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !disk.is_off() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (supervisors, daemons) = processes_of(dir);
+    for &pid in &supervisors {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    }
+    for &pid in &daemons {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    for &pid in &daemons {
+        triad_tests::wait_dead(pid);
+    }
+    disk.power_on();
+    for &pid in &supervisors {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+    }
+    true
+}
+
+/// A new member needs a snapshot (the leader purged its log); its power
+/// fails at each step of installing it, one new member per step. Every
+/// time it boots afterwards and ends up with exactly the cluster's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_cut_by_power_loss_at_every_step_recovers() {
+    if let Err(e) = PowerDisk::available() {
+        triad_tests::prerequisite_missing(&format!("a FUSE mount for the power-loss disks: {e}"));
+        return;
+    }
+    let env = [
+        ("TRIAD_SNAPSHOT_COUNT", "100"),
+        ("TRIAD_SNAPSHOT_CATCHUP_ENTRIES", "10"),
+    ];
+    // Dropped after the cluster: no process is left on a disk unmounted.
+    let mut disks = MemberDisks::default();
+    let mut cluster = Cluster::start_with_env(3, &env);
+    let mut written = 0;
+    for (step, trap) in SNAPSHOT_STEPS {
+        // Enough writes that the leader snapshots and purges its log.
+        let mut c = cluster.client(0).await;
+        for _ in 0..300 {
+            c.put(format!("key/{written:05}"), "v", None)
+                .await
+                .expect("put");
+            written += 1;
+        }
+        let place = cluster.new_place();
+        disks
+            .mount(cluster.dir.path(), &[&place.name])
+            .expect("mount the new member's power-loss disk");
+        let disk = disks.disk(&place.name).expect("the new disk");
+        disk.cut_power_at(trap);
+        let add = cluster.etcdctl(
+            0,
+            &[
+                "member",
+                "add",
+                &place.name,
+                &format!("--peer-urls={}", place.peer_url()),
+            ],
+        );
+        assert!(add.status.success(), "member add: {add:?}");
+        let dir = place.dir.clone();
+        let fired = std::thread::scope(|s| {
+            let reboot = s.spawn(|| reboot_when_power_fails(disk, &dir));
+            tokio::task::block_in_place(|| cluster.join(place));
+            reboot.join().expect("reboot thread")
+        });
+        let new = cluster.members.len() - 1;
+        assert!(
+            fired,
+            "the snapshot install never got to {step}\n{}",
+            cluster.logs(new)
+        );
+        let mut m = cluster.client(new).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = m
+                .get(
+                    "key/",
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await;
+            if got.as_ref().is_ok_and(|r| r.count() == written) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after a power cut at {step}, the new member has {got:?} of {written} keys\n{}",
+                cluster.logs(new)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("power cut at {step}: the new member recovered");
+        let rev = triad_tests::next_revision(&mut c).await - 1;
+        cluster.assert_equal_hashes(rev).await;
+        // Back to three members for the next step.
+        let id = format!("{:x}", cluster.member_id(new).await);
+        let out = cluster.etcdctl(0, &["member", "remove", &id]);
+        assert!(out.status.success(), "member remove: {out:?}");
+        cluster.members.remove(new);
+    }
+}
+
+/// The power-loss disk through the kernel: what fsync and a directory
+/// fsync keep across a power cut, and a trap on a write.
+#[test]
+fn the_power_loss_disk_keeps_only_what_was_synced() {
+    use std::io::Write;
+    let Some((dir, disk)) = power_disk() else {
+        return;
+    };
+    let root = dir.path();
+    std::fs::create_dir(root.join("a")).expect("mkdir");
+    let mut f = std::fs::File::create(root.join("a/synced")).expect("create");
+    f.write_all(b"kept").expect("write");
+    f.sync_all().expect("fsync");
+    std::fs::File::open(root.join("a"))
+        .and_then(|d| d.sync_all())
+        .expect("fsync a");
+    std::fs::File::open(root)
+        .and_then(|d| d.sync_all())
+        .expect("fsync root");
+    f.write_all(b" and lost").expect("write more");
+    drop(f);
+    std::fs::write(root.join("a/unsynced"), b"gone").expect("write");
+    assert_eq!(disk.unsynced().len(), 2, "{:?}", disk.unsynced());
+    disk.power_cut();
+    assert_eq!(std::fs::read(root.join("a/synced")).expect("read"), b"kept");
+    assert!(!root.join("a/unsynced").exists());
+
+    disk.cut_power_at(|kind, path| kind == OpKind::Write && path.starts_with("a"));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("a/synced"))
+        .expect("open");
+    let err = f
+        .write_all(b"x")
+        .expect_err("the trap cuts the power at this write");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EIO));
+    assert!(disk.is_off());
+    drop(f);
+    disk.power_on();
+    assert_eq!(std::fs::read(root.join("a/synced")).expect("read"), b"kept");
 }
