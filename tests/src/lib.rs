@@ -591,6 +591,7 @@ pub mod history;
 pub mod load;
 pub mod nemesis;
 pub mod netsplit;
+pub mod power_cuts;
 pub mod powerloss;
 
 /// gatewayd in proxy mode on 127.0.0.1 (killed when dropped); its stderr

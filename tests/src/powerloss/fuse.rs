@@ -1,7 +1,10 @@
 //! The power-loss disk as a FUSE filesystem: each kernel request becomes
-//! one call on the model. Entries and attributes are never cached (TTL 0)
-//! and file I/O bypasses the page cache (direct I/O), so what a process
-//! sees is always the model's live state, also right after a power cut.
+//! one call on the model. Entries and attributes are never cached (TTL 0),
+//! writes go through to the model at once (no writeback cache), and every
+//! open drops the kernel's cached pages of the file (no keep-cache), so a
+//! process started after a power cut sees what the disk kept. Files are
+//! not opened for direct I/O: etcd's bbolt maps its database shared, which
+//! FUSE refuses on direct-I/O files.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -273,7 +276,7 @@ impl Filesystem for Adapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.model().opened(ino.0) {
-            Ok(()) => reply.opened(FileHandle(ino.0), FopenFlags::FOPEN_DIRECT_IO),
+            Ok(()) => reply.opened(FileHandle(ino.0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -299,7 +302,7 @@ impl Filesystem for Adapter {
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(a.ino),
-                FopenFlags::FOPEN_DIRECT_IO,
+                FopenFlags::empty(),
             ),
             Err(e) => reply.error(errno(e)),
         }

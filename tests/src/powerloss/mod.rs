@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 
-use model::{Model, OpKind, Owner};
+use model::{Entries, Model, OpKind, Owner};
 
 /// One mounted power-loss disk; unmounted when dropped.
 pub struct PowerDisk {
@@ -117,6 +117,12 @@ impl PowerDisk {
         self.model().power_on();
     }
 
+    /// Choose when directory entries become durable (by default only at
+    /// an fsync of their directory).
+    pub fn set_entries(&self, entries: Entries) {
+        self.model().set_entries(entries);
+    }
+
     /// Unsynced bytes per file, by path relative to the mountpoint.
     pub fn unsynced(&self) -> Vec<(PathBuf, u64)> {
         self.model().unsynced()
@@ -163,6 +169,13 @@ impl MemberDisks {
 
     pub fn has(&self, name: &str) -> bool {
         self.disks.iter().any(|(n, _)| n == name)
+    }
+
+    /// Choose when directory entries become durable, on every disk.
+    pub fn set_entries(&self, entries: Entries) {
+        for (_, d) in &self.disks {
+            d.set_entries(entries);
+        }
     }
 
     /// Member `name`'s disk.

@@ -11,7 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use triad_tests::cluster::Cluster;
 use triad_tests::nemesis::{FaultKind, Instruments};
-use triad_tests::powerloss::model::OpKind;
+use triad_tests::power_cuts::{self, EtcdTarget, Tally, TriadTarget};
+use triad_tests::powerloss::model::{Entries, OpKind};
 use triad_tests::powerloss::{MemberDisks, PowerDisk};
 use triad_tests::{power_disk, Member};
 
@@ -412,4 +413,80 @@ fn the_power_loss_disk_keeps_only_what_was_synced() {
     drop(f);
     disk.power_on();
     assert_eq!(std::fs::read(root.join("a/synced")).expect("read"), b"kept");
+}
+
+/// One system under the power-cut harness with directory entries durable
+/// as `entries` says.
+async fn etcd_under_power_cuts(entries: Entries, cuts: usize, seed: u64) -> Option<Tally> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut disks = MemberDisks::default();
+    disks.mount(dir.path(), &NAMES).expect("mount etcd's disks");
+    disks.set_entries(entries);
+    let mut target = EtcdTarget::start(dir.path(), &disks)?;
+    Some(power_cuts::run(&mut target, cuts, CUT_EVERY, seed).await)
+}
+
+async fn triad_under_power_cuts(entries: Entries, cuts: usize, seed: u64) -> Tally {
+    let mut disks = MemberDisks::default();
+    let mut mounted = Ok(());
+    let cluster = Cluster::start_with_setup(3, &[], |dir| {
+        mounted = disks.mount(dir, &NAMES);
+        disks.set_entries(entries);
+    });
+    mounted.expect("mount triad's disks");
+    let mut target = TriadTarget {
+        cluster: &cluster,
+        disks: &disks,
+    };
+    power_cuts::run(&mut target, cuts, CUT_EVERY, seed).await
+}
+
+const NAMES: [&str; 3] = ["m0", "m1", "m2"];
+const CUT_EVERY: Duration = Duration::from_millis(1500);
+
+/// The same power cuts, by the same harness, for Debian's etcd and for
+/// triad, with directory entries durable only at a directory fsync (what
+/// POSIX promises) and at once (LazyFS's model, close to ext4's and XFS's
+/// journals): acknowledged writes lost and members that did not boot.
+/// Prints ROBUSTNESS.md's comparison rows; triad must lose nothing and
+/// always boot. The long run for ROBUSTNESS.md:
+/// `TRIAD_POWER_CUTS=100 tests/run --test faults power_cuts_compared -- --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_compared_with_etcd() {
+    if let Err(e) = PowerDisk::available() {
+        triad_tests::prerequisite_missing(&format!("a FUSE mount for the power-loss disks: {e}"));
+        return;
+    }
+    let cuts = env_u64("TRIAD_POWER_CUTS", 3) as usize;
+    let seed = env_u64("TRIAD_POWER_CUTS_SEED", 0x00e7_cd00);
+    let mut rows = Vec::new();
+    for (entries, label) in [
+        (Entries::OnDirFsync, "at a directory fsync"),
+        (Entries::AtOnce, "at once"),
+    ] {
+        let Some(etcd) = etcd_under_power_cuts(entries, cuts, seed).await else {
+            triad_tests::prerequisite_missing("etcd (Debian package etcd-server) is not installed");
+            return;
+        };
+        for f in &etcd.failures {
+            eprintln!("an etcd member did not boot (entries durable {label}):\n{f}");
+        }
+        let triad = triad_under_power_cuts(entries, cuts, seed).await;
+        rows.push(etcd.row(&format!("etcd 3.4.23, entries durable {label}")));
+        rows.push(triad.row(&format!("triad, entries durable {label}")));
+        assert_eq!(
+            triad.lost,
+            Some(0),
+            "triad lost acknowledged writes: {triad:?}"
+        );
+        assert_eq!(
+            triad.boot_failures, 0,
+            "a triad member did not boot: {triad:?}"
+        );
+        assert!(!triad.stopped_early && triad.acknowledged > 0, "{triad:?}");
+    }
+    eprintln!(
+        "| system | PowerLoss | PowerLossAll | TornWrite | acknowledged writes | lost | failed boots | power cuts |\n|---|---|---|---|---|---|---|---|\n{}",
+        rows.join("\n")
+    );
 }
