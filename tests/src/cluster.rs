@@ -281,6 +281,22 @@ impl Cluster {
         self.ups.push(launch(&args, &env, &place.dir));
     }
 
+    /// `etcdctl member add` of the member at `place` (through member 0).
+    pub fn member_add(&self, place: &Place) {
+        let peer_urls = format!("--peer-urls={}", place.peer_url());
+        let out = self.etcdctl(0, &["member", "add", &place.name, &peer_urls]);
+        assert!(out.status.success(), "member add: {out:?}");
+    }
+
+    /// `etcdctl member remove` of member i (through member `via`); it is
+    /// no longer one of `members`.
+    pub async fn member_remove(&mut self, i: usize, via: usize) {
+        let id = format!("{:x}", self.member_id(i).await);
+        let out = self.etcdctl(via, &["member", "remove", &id]);
+        assert!(out.status.success(), "member remove: {out:?}");
+        self.members.remove(i);
+    }
+
     /// Start a member that was added with `member add`: its own `triad up`
     /// joining the cluster.
     pub fn join(&mut self, place: Place) {

@@ -258,22 +258,10 @@ async fn inject(
             let victim = (0..n)
                 .find(|i| *i != leader && disk.is_none_or(|(_, d)| c.members[*i].name != d))
                 .unwrap_or((leader + 1) % n);
-            let id = format!("{:x}", c.member_id(victim).await);
-            let out = c.etcdctl(leader, &["member", "remove", &id]);
-            assert!(out.status.success(), "member remove: {out:?}");
             let name = c.members[victim].name.clone();
-            c.members.remove(victim);
+            c.member_remove(victim, leader).await;
             let place = c.new_place();
-            let out = c.etcdctl(
-                0,
-                &[
-                    "member",
-                    "add",
-                    &place.name,
-                    &format!("--peer-urls={}", place.peer_url()),
-                ],
-            );
-            assert!(out.status.success(), "member add: {out:?}");
+            c.member_add(&place);
             let new = place.name.clone();
             c.join(place);
             wait_serving(c, c.members.len() - 1).await;
