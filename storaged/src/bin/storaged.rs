@@ -116,6 +116,9 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
         // Activate a received snapshot: start afresh (same pid), and the
         // new process swaps the store directory before opening it.
         store.persist()?;
+        // The store it served is synced and the snapshot only moves it
+        // forward: no read can go back, so the next start needs no fence.
+        read_fence::mark_clean_stop(&dir)?;
         drop(store);
         let _ = std::fs::remove_file(&socket);
         tracing::info!("restarting to activate the received snapshot");
