@@ -4,8 +4,9 @@
 //! what it served before: raftd re-applies the lost entries from its log.
 //! Until storaged has applied up to the commit index a leader gave raftd
 //! (which covers everything any member applied before the cut), client
-//! reads wait. A graceful stop syncs the store and leaves a marker, and
-//! the next start needs no fence.
+//! reads wait. A graceful stop, and the restart that activates a received
+//! snapshot, sync the store and leave a marker: the next start needs no
+//! fence.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
