@@ -490,3 +490,73 @@ async fn power_cuts_compared_with_etcd() {
         rows.join("\n")
     );
 }
+
+/// The child side of `a_journal_torn_inside_an_entrys_lengths_opens`:
+/// a synced write, then a batch whose second entry's header lands near a
+/// page boundary, written to the OS but not synced, then death (a
+/// dropped database would sync its journal).
+fn write_a_journal_and_die(dir: &str, size: usize) -> ! {
+    let db = fjall::Database::builder(dir).open().expect("open");
+    let ks = db
+        .keyspace("k", fjall::KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    ks.insert("synced", "x").expect("insert");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+    let mut batch = db.batch();
+    batch.insert(&ks, "a", vec![1u8; size]);
+    batch.insert(&ks, "b", [2u8; 8]);
+    batch.commit().expect("commit");
+    db.persist(fjall::PersistMode::Buffer).expect("write out");
+    std::process::abort();
+}
+
+/// fjall's journal torn by a power cut inside an entry's length fields
+/// (found by the suite's TornWrite: fjall's dev builds asserted on it and
+/// storaged never booted): a process writes a journal and dies unsynced,
+/// its last write is torn at the 4 KiB boundary, and the database opens
+/// with what was synced. The batch size moves the boundary across the
+/// second entry's header, so some tear falls inside its length fields.
+#[test]
+fn a_journal_torn_inside_an_entrys_lengths_opens() {
+    if let (Ok(dir), Ok(size)) = (
+        std::env::var("TRIAD_TORN_JOURNAL_DIR"),
+        std::env::var("TRIAD_TORN_JOURNAL_SIZE"),
+    ) {
+        write_a_journal_and_die(&dir, size.parse().expect("size"));
+    }
+    let Some((dir, disk)) = power_disk() else {
+        return;
+    };
+    // Only file bytes are lost here: the names are not what is tested.
+    disk.set_entries(Entries::AtOnce);
+    let me = std::env::current_exe().expect("test binary");
+    for size in (3000..4100).step_by(4) {
+        let db_dir = dir.path().join(format!("db{size}"));
+        let status = std::process::Command::new(&me)
+            .args([
+                "--exact",
+                "power_loss::a_journal_torn_inside_an_entrys_lengths_opens",
+                "--test-threads=1",
+            ])
+            .env("TRIAD_TORN_JOURNAL_DIR", &db_dir)
+            .env("TRIAD_TORN_JOURNAL_SIZE", size.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the writer");
+        assert!(!status.success(), "the writer did not die");
+        disk.torn_power_cut();
+        let db = fjall::Database::builder(&db_dir)
+            .open()
+            .unwrap_or_else(|e| {
+                panic!("a torn journal (batch of {size} bytes) does not open: {e}")
+            });
+        let ks = db
+            .keyspace("k", fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        assert!(
+            ks.get("synced").expect("read").is_some(),
+            "the synced write is gone (batch of {size} bytes)"
+        );
+    }
+}
