@@ -43,11 +43,12 @@ pub fn fragments(r: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<Watc
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use common::proto::mvccpb::{event::EventType, Event, KeyValue};
 
-    fn ev(key: &str, value_len: usize) -> Event {
+    /// A put event of `key` with a value of `value_len` bytes.
+    pub(crate) fn ev(key: &str, value_len: usize) -> Event {
         Event {
             r#type: EventType::Put as i32,
             kv: Some(KeyValue {

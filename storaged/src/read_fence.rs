@@ -18,6 +18,7 @@ use crate::store::Store;
 use common::errors::EtcdError;
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::StatusRequest;
+use common::proto::storage::AuthInfo;
 
 /// How long a client read waits for the fence before failing as etcd's
 /// timed-out request (the client retries, or asks another member).
@@ -66,9 +67,10 @@ impl ReadFence {
         *self.lifted.borrow()
     }
 
-    /// Wait (bounded) until client reads may be served.
-    pub async fn wait(&self) -> Result<(), EtcdError> {
-        if self.is_lifted() {
+    /// Admit a read by `who`: the member's own reads (None) at once, a
+    /// client's once the fence is lifted (waiting a bounded time).
+    pub async fn admit(&self, who: Option<&AuthInfo>) -> Result<(), EtcdError> {
+        if who.is_none() || self.is_lifted() {
             return Ok(());
         }
         let mut rx = self.lifted.subscribe();

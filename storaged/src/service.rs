@@ -139,9 +139,7 @@ impl Storage for StorageService {
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let who = common::proto::auth_of(&req);
-        if who.is_some() {
-            self.fence.wait().await?;
-        }
+        self.fence.admit(who.as_ref()).await?;
         let req = req.into_inner();
         self.store
             .range(&req, who.as_ref())
@@ -162,13 +160,9 @@ impl Storage for StorageService {
         tokio::spawn(async move {
             while let Some(Ok(call)) = calls.next().await {
                 let request = call.request.unwrap_or_default();
-                let fenced = match call.auth {
-                    Some(_) => fence.wait().await.err(),
-                    None => None,
-                };
-                let read = match fenced {
-                    Some(e) => Err(e.into()),
-                    None => store.range(&request, call.auth.as_ref()),
+                let read = match fence.admit(call.auth.as_ref()).await {
+                    Ok(()) => store.range(&request, call.auth.as_ref()),
+                    Err(e) => Err(e.into()),
                 };
                 let reply = match read {
                     Ok(response) => ReadReply {

@@ -11,9 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
 use crate::cluster::Cluster;
 use crate::nemesis::FaultKind;
 use crate::powerloss::MemberDisks;
@@ -155,7 +152,7 @@ async fn count_lost(
 ) -> Option<usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        for (_, ep) in endpoints.iter().enumerate().filter(|(i, _)| alive[*i]) {
+        for (ep, _) in endpoints.iter().zip(alive).filter(|(_, up)| **up) {
             let Ok(mut c) = etcd_client::Client::connect([ep.as_str()], None).await else {
                 continue;
             };
@@ -180,12 +177,6 @@ async fn count_lost(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     None
-}
-
-/// kill -9 and wait until gone.
-fn kill_and_wait(pid: i32) {
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    crate::wait_dead(pid);
 }
 
 /// triad under the harness: a `Cluster` on member disks.
@@ -241,14 +232,11 @@ impl<'a> EtcdTarget<'a> {
             .map(|j| format!("m{j}=http://127.0.0.1:{}", self.ports[j] + 1))
             .collect();
         let member = self.dir.join(format!("m{i}"));
+        std::fs::create_dir_all(member.join("logs")).expect("etcd's log dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(member.join("logs").join("etcd.log"))
-            .or_else(|_| {
-                std::fs::create_dir_all(member.join("logs"))?;
-                std::fs::File::create(member.join("logs").join("etcd.log"))
-            })
             .expect("etcd log file");
         let child = Command::new("etcd")
             .arg(format!("--name=m{i}"))
@@ -298,7 +286,7 @@ impl PowerTarget for EtcdTarget<'_> {
     fn power_cycle(&mut self, which: &[usize], torn: bool) {
         for &i in which {
             if let Some(mut c) = self.children[i].take() {
-                kill_and_wait(c.id() as i32);
+                let _ = c.kill();
                 let _ = c.wait();
             }
         }

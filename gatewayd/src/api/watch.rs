@@ -507,19 +507,7 @@ impl ClientStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::proto::mvccpb::KeyValue;
-
-    fn ev(key: &str, value_len: usize) -> Event {
-        Event {
-            r#type: EventType::Put as i32,
-            kv: Some(KeyValue {
-                key: key.into(),
-                value: vec![b'x'; value_len],
-                ..Default::default()
-            }),
-            prev_kv: None,
-        }
-    }
+    use crate::watch_stream::tests::ev;
 
     #[test]
     fn watcher_ranges_and_filters() {

@@ -70,10 +70,6 @@ impl PowerDisk {
         PowerDisk::mount(&at, &[]).map(drop)
     }
 
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
-
     fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -90,6 +86,18 @@ impl PowerDisk {
     /// of files torn.
     pub fn torn_power_cut(&self) -> usize {
         self.model().torn_power_cut()
+    }
+
+    /// `power_cut`, or `torn_power_cut` when `torn`; the unsynced bytes
+    /// lost.
+    pub fn cut(&self, torn: bool) -> u64 {
+        let lost = self.unsynced().iter().map(|(_, b)| b).sum();
+        if torn {
+            self.torn_power_cut();
+        } else {
+            self.power_cut();
+        }
+        lost
     }
 
     /// Only what lies under `path` (relative to the mountpoint) loses its
@@ -168,7 +176,7 @@ impl MemberDisks {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.disks.iter().any(|(n, _)| n == name)
+        self.disk(name).is_some()
     }
 
     /// Choose when directory entries become durable, on every disk.
@@ -186,15 +194,6 @@ impl MemberDisks {
     /// Cut the power of member `name`'s disk (torn: its last writes torn);
     /// the unsynced bytes it lost.
     pub fn cut(&self, name: &str, torn: bool) -> u64 {
-        let Some((_, disk)) = self.disks.iter().find(|(n, _)| n == name) else {
-            return 0;
-        };
-        let lost = disk.unsynced().iter().map(|(_, b)| b).sum();
-        if torn {
-            disk.torn_power_cut();
-        } else {
-            disk.power_cut();
-        }
-        lost
+        self.disk(name).map_or(0, |d| d.cut(torn))
     }
 }

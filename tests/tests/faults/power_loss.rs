@@ -31,11 +31,7 @@ async fn power_cuts_of_one_member(torn: bool, rounds: usize) {
         wait_for_acks(&load, 300 * (round + 1)).await;
         tokio::task::block_in_place(|| member.crash());
         let acks = load.stop().await;
-        if torn {
-            disk.torn_power_cut();
-        } else {
-            disk.power_cut();
-        }
+        disk.cut(torn);
         tokio::task::block_in_place(|| member.launch());
         verify(&member, &acks).await;
     }
