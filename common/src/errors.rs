@@ -264,6 +264,37 @@ pub fn go_status_text(s: &Status) -> String {
     format!("rpc error: code = {code} desc = {}", s.message())
 }
 
+/// tonic's own refusals in grpc-go's words: a message over the receive
+/// limit is ResourceExhausted "grpc: received message larger than max (N vs.
+/// M)" there; tonic's OutOfRange would read as "future revision" to etcd
+/// clients. Other statuses pass unchanged.
+pub fn as_grpc_go(s: Status) -> Status {
+    match oversized_message(s.message()) {
+        Some((len, limit)) if s.code() == Code::OutOfRange => Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {limit})"
+        )),
+        _ => s,
+    }
+}
+
+/// The sizes in tonic's "decoded message length too large" text.
+fn oversized_message(message: &str) -> Option<(u64, u64)> {
+    let rest = message.strip_prefix("Error, decoded message length too large: found ")?;
+    let (len, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    Some((len.parse().ok()?, limit.parse().ok()?))
+}
+
+/// An error as etcd's lock and election services return it: they call the
+/// server through an in-process client, which turns etcd's own errors into
+/// plain Go errors, so clients see them with code Unknown and the same text.
+pub fn through_inner_client(s: Status) -> Status {
+    match EtcdError::of_status(&s) {
+        Some(_) => Status::unknown(s.message()),
+        None => s,
+    }
+}
+
 /// The Status for an error code carried inside an internal message; an
 /// unknown code (a newer peer daemon) is reported, not guessed at.
 pub fn status_from_wire(code: u32) -> Status {
@@ -281,6 +312,22 @@ pub fn unavailable(cause: impl std::fmt::Display) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_messages_read_as_grpc_go_reports_them() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 3000010 bytes, the limit is: 2097152 bytes",
+        );
+        let go = as_grpc_go(tonic);
+        assert_eq!(go.code(), Code::ResourceExhausted);
+        assert_eq!(
+            go.message(),
+            "grpc: received message larger than max (3000010 vs. 2097152)"
+        );
+        let revision =
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision");
+        assert_eq!(as_grpc_go(revision.clone()).code(), Code::OutOfRange);
+    }
 
     #[test]
     fn wire_codes_round_trip() {

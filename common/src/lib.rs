@@ -11,6 +11,7 @@ pub mod config;
 pub mod durable;
 pub mod errors;
 pub mod etcd_flags;
+pub mod h2_authority;
 pub mod ids;
 pub mod inline_stream;
 pub mod keys;

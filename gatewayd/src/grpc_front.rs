@@ -127,6 +127,10 @@ where
             };
             if is_unknown_method(&resp) {
                 resp = unknown_method(call.path());
+            } else if let Some(status) = refused_as_out_of_range(&resp) {
+                resp = common::errors::as_grpc_go(status).into_http();
+            } else if let Some(status) = recipe_refusal(call.path(), &resp) {
+                resp = common::errors::through_inner_client(status).into_http();
             }
             call.finish(resp.headers());
             Ok(resp)
@@ -139,6 +143,25 @@ where
 fn is_unknown_method(resp: &Response<Body>) -> bool {
     let h = resp.headers();
     h.get("grpc-status").is_some_and(|s| s == "12") && !h.contains_key("grpc-message")
+}
+
+/// A trailers-only OutOfRange answer: tonic's refusal of an oversized
+/// request (etcd's own OutOfRange answers pass through unchanged).
+fn refused_as_out_of_range(resp: &Response<Body>) -> Option<tonic::Status> {
+    let h = resp.headers();
+    if h.get("grpc-status")? != "11" {
+        return None;
+    }
+    tonic::Status::from_header_map(h)
+}
+
+/// A trailers-only refusal from the lock or election service.
+fn recipe_refusal(path: &str, resp: &Response<Body>) -> Option<tonic::Status> {
+    let recipe = path.starts_with("/v3lockpb.Lock/") || path.starts_with("/v3electionpb.Election/");
+    if !recipe || resp.headers().get("grpc-status")? == "0" {
+        return None;
+    }
+    tonic::Status::from_header_map(resp.headers())
 }
 
 /// grpc-go's answer to a method its service does not have.

@@ -8,6 +8,8 @@ use common::proto::etcdserverpb::WatchResponse;
 
 /// etcd's cancel reason for a create reusing a live watch ID.
 pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's cancel reason for a watch whose range holds no key (key >= end).
+pub const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
 /// etcd's sendFragments: split a response larger than the request limit
 /// into parts (all but the last marked `fragment`), when the watcher asked.

@@ -130,7 +130,7 @@ impl Election for ElectionService {
         let recipes = recipes.clone();
         tokio::spawn(async move {
             if let Err(e) = observe(&recipes, &prefix, &tx).await {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(common::errors::through_inner_client(e))).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

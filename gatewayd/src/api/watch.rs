@@ -20,7 +20,7 @@ use crate::backend::Backend;
 use crate::identity::Credentials;
 use crate::metrics;
 use crate::watch_hub::WatchHub;
-use crate::watch_stream::{fragments, DUPLICATE_ID};
+use crate::watch_stream::{fragments, DUPLICATE_ID, EMPTY_RANGE};
 use common::inline_stream::{InlineStream, Outbox};
 use common::proto::etcdserverpb::watch_create_request::FilterType;
 use common::proto::etcdserverpb::watch_request::RequestUnion;
@@ -236,11 +236,18 @@ impl ClientStream {
     {
         let mut ticker = tokio::time::interval(progress_interval);
         ticker.tick().await;
+        // A client that closes its side has made its last request; as in
+        // etcd, its watchers keep delivering until it goes away.
+        let mut requests_open = true;
         loop {
             let step = tokio::select! {
-                req = requests.next() => match req {
+                req = requests.next(), if requests_open => match req {
                     Some(Ok(r)) => self.handle(r).await,
-                    Some(Err(_)) | None => Err(Gone),
+                    Some(Err(status)) => self.fail(common::errors::as_grpc_go(status)).await,
+                    None => {
+                        requests_open = false;
+                        Ok(())
+                    }
                 },
                 batch = self.live.recv() => match batch {
                     Ok(b) => self.dispatch(&b).await,
@@ -310,6 +317,17 @@ impl ClientStream {
             r.cancel_reason = common::errors::go_status_text(&refused);
             return self.send(r).await;
         }
+        let w = Watcher::from_request(&c);
+        if w.end
+            .as_ref()
+            .is_some_and(|end| !end.is_empty() && w.key >= *end)
+        {
+            let mut r = self.response(-1, self.delivered);
+            r.created = true;
+            r.canceled = true;
+            r.cancel_reason = EMPTY_RANGE.to_string();
+            return self.send(r).await;
+        }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
                 let mut r = self.response(-1, self.delivered);
@@ -326,12 +344,15 @@ impl ClientStream {
             self.next_id += 1;
             self.next_id - 1
         };
-        let mut w = Watcher::from_request(&c);
+        let mut w = w;
         let mut created = self.response(id, self.delivered);
         created.created = true;
         self.send(created).await?;
         let start = c.start_revision;
-        if start <= 0 || start > self.delivered {
+        if start < 0 {
+            return self.start_before_history(id, w, start).await;
+        }
+        if start == 0 || start > self.delivered {
             w.next = if start <= 0 {
                 self.delivered + 1
             } else {
@@ -347,6 +368,33 @@ impl ClientStream {
         self.watchers.insert(id, w);
         metrics::WATCHERS.add(1);
         self.replay(start, self.delivered, Some(id)).await
+    }
+
+    /// A watcher asking for a negative revision, as etcd's store treats
+    /// it: its compaction point reads -1 when nothing was compacted, a
+    /// watcher older than that point is cancelled with it, and -1 itself
+    /// replays the whole history.
+    async fn start_before_history(
+        &mut self,
+        id: i64,
+        mut w: Watcher,
+        start: i64,
+    ) -> Result<(), Gone> {
+        w.next = start;
+        self.watchers.insert(id, w);
+        metrics::WATCHERS.add(1);
+        if start == -1 {
+            return self.replay(1, self.delivered, Some(id)).await;
+        }
+        let compacted = match self.hub.history(1, 1).await {
+            Ok(mut h) => match h.message().await {
+                Ok(Some(b)) if b.compact_revision > 0 => b.compact_revision,
+                Ok(_) => -1,
+                Err(e) => return self.fail(e).await,
+            },
+            Err(e) => return self.fail(e).await,
+        };
+        self.compacted(compacted, Some(id)).await
     }
 
     /// Replay storaged's history of `from..=to` to one watcher, or to all.

@@ -114,14 +114,22 @@ async fn serve_prepared(
             let servers: Vec<_> = prepared
                 .into_iter()
                 .map(|(server, listener, tls)| {
+                    use common::h2_authority::AuthorityRepair;
+                    use futures::StreamExt;
                     let incoming = common::tcp::nodelay_batched_connections(listener);
                     let stop = drain.clone().wait();
                     match tls {
-                        Some(tls) => tokio::spawn(server.serve_with_incoming_shutdown(
-                            common::tls::accept(incoming, tls),
+                        Some(tls) => tokio::spawn(
+                            server.serve_with_incoming_shutdown(
+                                common::tls::accept(incoming, tls)
+                                    .map(|conn| conn.map(AuthorityRepair::new)),
+                                stop,
+                            ),
+                        ),
+                        None => tokio::spawn(server.serve_with_incoming_shutdown(
+                            incoming.map(|conn| conn.map(AuthorityRepair::new)),
                             stop,
                         )),
-                        None => tokio::spawn(server.serve_with_incoming_shutdown(incoming, stop)),
                     }
                 })
                 .collect();

@@ -4,6 +4,7 @@
 mod cluster_basics;
 mod cluster_recovery;
 mod corruption;
+mod etcdctl_cluster_commands;
 mod foreign_data_dir;
 mod peer_port;
 mod snapshot_restore;

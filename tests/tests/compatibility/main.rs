@@ -5,6 +5,7 @@ mod auth_matches_etcd;
 mod etcd_config;
 mod etcdctl_matches_etcd;
 mod etcdctl_watch_matches_etcd;
+mod grpc_edges_match_etcd;
 mod json_gateway;
 mod kv_matches_etcd;
 mod watch_matches_etcd;
