@@ -8,8 +8,9 @@
 #   -p  base port (default 24790): member i serves clients on BASE+10*i and
 #       peers on BASE+10*i+1
 #   -d  where the temporary directory goes (default ${TMPDIR:-/tmp})
-# The tokens {EP} (every client endpoint, comma separated) and {LEADER}
-# (the leader's) in CMD's arguments are replaced. Extra etcd flags may be
+# The tokens {EP} (every client endpoint, comma separated), {LEADER} (the
+# leader's) and {PIDS} (the members' processes) in CMD's arguments are
+# replaced. Extra etcd flags may be
 # given in $ETCD_FLAGS. The exit status is CMD's.
 set -euo pipefail
 N=1 BASE=24790 PARENT=${TMPDIR:-/tmp}
@@ -57,6 +58,7 @@ LEADER=$(leader_of "$EP")
 args=()
 for a in "$@"; do
   a=${a//\{EP\}/$EP}
+  a=${a//\{PIDS\}/$(IFS=,; echo "${PIDS[*]}")}
   args+=("${a//\{LEADER\}/$LEADER}")
 done
 "${args[@]}"

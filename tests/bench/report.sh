@@ -76,6 +76,9 @@ stop_triad() { # TERM or KILL
     sleep 0.5
   fi
 }
+triad_pids() { # every daemon of every member, comma separated
+  cat "$D"/triad/m*/pids/{storaged,raftd,gatewayd}.pid | paste -sd, -
+}
 triad_rss() {
   local i d
   for i in 0 1 2; do
@@ -149,14 +152,14 @@ FSYNC=$(fsync_floor)
 
 log "benchmark suite against etcd (3 members, ${DUR}s per case)"
 settle
-tests/bench/etcd.sh -n 3 -p $ETCD_PORT -d "$D" -- $SUITE {EP} {LEADER} etcd-3 >"$D/suite.jsonl"
+tests/bench/etcd.sh -n 3 -p $ETCD_PORT -d "$D" -- $SUITE {EP} {LEADER} etcd-3 {PIDS} >"$D/suite.jsonl"
 
 log "benchmark suite against triad (3 members)"
 settle
 start_triad
 TEP=$(eps $TRIAD_PORT 10000)
 wait_serving "$TEP" >/dev/null
-$SUITE "$TEP" "$(leader_of "$TEP")" triad-3 >>"$D/suite.jsonl"
+$SUITE "$TEP" "$(leader_of "$TEP")" triad-3 "$(triad_pids)" >>"$D/suite.jsonl"
 stop_triad TERM
 rm -rf "$D/triad"
 

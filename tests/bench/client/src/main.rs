@@ -3,6 +3,7 @@
 //! markdown table of such lines. Loopback only: endpoints are host:port
 //! on 127.0.0.0/8, and every run stops by itself (a duration or a count).
 
+mod server_usage;
 mod stats;
 mod table;
 mod workloads;
@@ -52,6 +53,14 @@ pub struct Common {
     /// Print only the JSON line (no human-readable line on stderr).
     #[arg(long)]
     pub json_only: bool,
+    /// Requests per second from all clients together, paced, instead of
+    /// each client sending its next request as soon as the last returns.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The server processes (comma-separated pids) whose CPU time, bytes
+    /// written and resident memory the run reports.
+    #[arg(long)]
+    pub server_pids: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +111,11 @@ enum Command {
         /// Puts per second of the single writer (on the first endpoint).
         #[arg(long, default_value_t = 100)]
         put_rate: u64,
+    },
+    /// No requests: what idle servers spend (with --server-pids).
+    Idle {
+        #[command(flatten)]
+        common: Common,
     },
     /// A markdown table of result lines; with --ratio BASE OTHER, a second
     /// table of OTHER/BASE by case (labels are PREFIX/CASE).

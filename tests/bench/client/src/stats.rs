@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::server_usage::Usage;
+
 /// One client's record.
 #[derive(Default)]
 pub struct Recorder {
@@ -29,6 +31,10 @@ pub struct Outcome {
     pub secs: f64,
     /// p50, p90, p99, p99.9 and max, in µs.
     pub percentiles: [u32; 5],
+    /// The value size the run wrote (for bytes written per value byte).
+    pub val_size: usize,
+    /// What the servers spent, when their pids were given.
+    pub server: Option<Usage>,
 }
 
 impl Outcome {
@@ -61,6 +67,8 @@ impl Outcome {
                 at(0.999),
                 all.last().copied().unwrap_or(0),
             ],
+            val_size: 0,
+            server: None,
         }
     }
 
@@ -74,7 +82,7 @@ impl Outcome {
 
     pub fn json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.percentiles;
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "tool": "triad-bench",
             "label": self.label,
             "workload": self.workload,
@@ -83,8 +91,16 @@ impl Outcome {
             "secs": (self.secs * 1000.0).round() / 1000.0,
             "ops_per_s": (self.ops_per_s() * 10.0).round() / 10.0,
             "lat_us": {"p50": p50, "p90": p90, "p99": p99, "p999": p999, "max": max},
-        })
-        .to_string()
+            "val_size": self.val_size,
+        });
+        if let Some(u) = &self.server {
+            line["server"] = serde_json::json!({
+                "cpu_s": (u.cpu_s * 100.0).round() / 100.0,
+                "write_bytes": u.write_bytes,
+                "rss_bytes": u.rss_bytes,
+            });
+        }
+        line.to_string()
     }
 
     pub fn human(&self) -> String {

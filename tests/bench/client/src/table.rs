@@ -81,8 +81,8 @@ pub fn print(files: &[PathBuf], ratio: Option<&[String]>) -> anyhow::Result<()> 
     println!();
     println!("| case | ops/s {other}/{base} | p50 ratio | p99 ratio |");
     println!("|---|--:|--:|--:|");
-    for case in cases {
-        let (Some(b), Some(o)) = (last(base, &case), last(other, &case)) else {
+    for case in &cases {
+        let (Some(b), Some(o)) = (last(base, case), last(other, case)) else {
             continue;
         };
         println!(
@@ -92,11 +92,99 @@ pub fn print(files: &[PathBuf], ratio: Option<&[String]>) -> anyhow::Result<()> 
             ratio(&b["lat_us"]["p99"], &o["lat_us"]["p99"])
         );
     }
+    server_table(&rows, &cases, base, other, &last);
     Ok(())
+}
+
+/// The servers' cost per request, case by case, where both systems' runs
+/// were metered: CPU µs per request (per second of an idle run), bytes
+/// written per request and per byte of value (puts), resident MiB at the end.
+fn server_table<'a>(
+    rows: &[Value],
+    cases: &[String],
+    base: &str,
+    other: &str,
+    last: &dyn Fn(&str, &str) -> Option<&'a Value>,
+) {
+    let metered: Vec<(&String, &Value, &Value)> = cases
+        .iter()
+        .filter_map(|case| {
+            let (b, o) = (last(base, case)?, last(other, case)?);
+            (b["server"].is_object() && o["server"].is_object()).then_some((case, b, o))
+        })
+        .collect();
+    if metered.is_empty() || rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("Server cost (all processes of all members, from /proc): CPU per request, bytes");
+    println!(
+        "written to storage per request and per byte of value written, resident memory at the end."
+    );
+    println!();
+    println!("| case | CPU µs/req {base} | {other} | ratio | written B/req {base} | {other} | ratio | per value byte {base} | {other} | RSS MiB {base} | {other} |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (case, b, o) in metered {
+        let (cb, co) = (cpu_per_request(b), cpu_per_request(o));
+        let (wb, wo) = (written_per_request(b), written_per_request(o));
+        let amp = |r: &Value| match (written_per_request(r), r["val_size"].as_f64()) {
+            (Some(w), Some(v)) if v > 0.0 && r["workload"] == "put" => format!("{:.1}", w / v),
+            _ => "-".into(),
+        };
+        let rss = |r: &Value| {
+            r["server"]["rss_bytes"]
+                .as_f64()
+                .map_or("-".into(), |b| format!("{:.0}", b / (1 << 20) as f64))
+        };
+        let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let ratio = |b: Option<f64>, o: Option<f64>| match (b, o) {
+            (Some(b), Some(o)) if b > 0.0 => format!("{:.2}", o / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {case} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            num(cb),
+            num(co),
+            ratio(cb, co),
+            num(wb),
+            num(wo),
+            ratio(wb, wo),
+            amp(b),
+            amp(o),
+            rss(b),
+            rss(o)
+        );
+    }
+}
+
+/// CPU µs per request; for a run without requests (idle), per second.
+fn cpu_per_request(r: &Value) -> Option<f64> {
+    let cpu_us = r["server"]["cpu_s"].as_f64()? * 1e6;
+    match r["ops"].as_f64()? {
+        ops if ops > 0.0 => Some(cpu_us / ops),
+        _ => Some(cpu_us / r["secs"].as_f64().filter(|s| *s > 0.0)?),
+    }
+}
+
+fn written_per_request(r: &Value) -> Option<f64> {
+    let bytes = r["server"]["write_bytes"].as_f64()?;
+    let ops = r["ops"].as_f64().filter(|o| *o > 0.0)?;
+    Some(bytes / ops)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_cost_is_per_request_or_per_second() {
+        let put = serde_json::json!({"ops": 1000.0, "secs": 10.0, "workload": "put", "val_size": 1024,
+            "server": {"cpu_s": 0.5, "write_bytes": 4_096_000.0, "rss_bytes": 0}});
+        assert_eq!(super::cpu_per_request(&put), Some(500.0));
+        assert_eq!(super::written_per_request(&put), Some(4096.0));
+        let idle = serde_json::json!({"ops": 0, "secs": 10.0, "server": {"cpu_s": 0.2}});
+        assert_eq!(super::cpu_per_request(&idle), Some(20_000.0));
+        assert_eq!(super::written_per_request(&idle), None);
+    }
+
     #[test]
     fn thousands_are_grouped() {
         assert_eq!(super::thousands(1234567.4), "1,234,567");

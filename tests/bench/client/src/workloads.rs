@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::server_usage::Meter;
 use crate::stats::{Outcome, Recorder};
 use crate::{Command, Common};
 
@@ -60,6 +61,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<Outcome> {
             watchers,
             put_rate,
         } => watch_latency(common, watchers.max(1), put_rate.max(1)).await?,
+        Command::Idle { common } => idle(common).await?,
         Command::Table { .. } => anyhow::bail!("not a workload"),
     };
     Ok(outcome)
@@ -176,7 +178,7 @@ fn xorshift(s: &mut u64) -> u64 {
 }
 
 fn seed(client: usize) -> u64 {
-    0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x2545_f491_4f6c_dd1d)
+    0x9e37_79b9_7f4a_7c15 ^ (client as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 #[derive(Clone, Copy)]
@@ -191,15 +193,44 @@ enum Kind {
 struct Plan {
     budget: Budget,
     keys: Keys,
-    value: Vec<u8>,
+    values: Values,
     kind: Kind,
+}
+
+/// Values that do not compress: each put takes `size` bytes at its own
+/// place in a block of random bytes (a value of one repeated byte, or the
+/// same value every time, would flatter any store that compresses).
+struct Values {
+    block: Vec<u8>,
+    size: usize,
+    next: AtomicU64,
+}
+
+impl Values {
+    fn of(size: usize) -> Values {
+        let len = (size * 2).max(1 << 20);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let block = (0..len).map(|_| xorshift(&mut rng) as u8).collect();
+        Values {
+            block,
+            size,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> Vec<u8> {
+        let room = (self.block.len() - self.size) as u64 + 1;
+        // A stride coprime to most block lengths walks every offset.
+        let at = self.next.fetch_add(7919, Ordering::Relaxed) % room;
+        self.block[at as usize..at as usize + self.size].to_vec()
+    }
 }
 
 impl Plan {
     fn put(&self, key: Vec<u8>) -> PutRequest {
         PutRequest {
             key,
-            value: self.value.clone(),
+            value: self.values.next(),
             ..Default::default()
         }
     }
@@ -251,19 +282,31 @@ async fn kv(common: Common, kind: Kind, workload: &'static str) -> anyhow::Resul
     let plan = Arc::new(Plan {
         budget: Budget::of(&common),
         keys: Keys::of(&common),
-        value: vec![b'v'; common.val_size],
+        values: Values::of(common.val_size),
         kind,
     });
+    let meter = Meter::start(common.server_pids.as_deref())?;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..common.clients.max(1))
+    let clients = common.clients.max(1);
+    let pace = Pace::of(common.rate, clients, started);
+    let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let mut kv = KvClient::new(channels[c % channels.len()].clone())
-                .max_decoding_message_size(usize::MAX);
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX);
             let plan = plan.clone();
             tokio::spawn(async move {
                 let mut rec = Recorder::default();
                 let mut rng = seed(c);
+                let mut sent_count = 0u64;
                 while plan.budget.take() {
+                    if let Some(at) = pace.and_then(|p| p.slot(c, sent_count)) {
+                        if at >= plan.budget.deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    sent_count += 1;
                     let sent = Instant::now();
                     let step = plan.step(&mut kv, &mut rng);
                     // A request still in flight when the run ends is left
@@ -279,7 +322,41 @@ async fn kv(common: Common, kind: Kind, workload: &'static str) -> anyhow::Resul
         })
         .collect();
     let records = gather(tasks).await?;
-    finish(&common, workload, records, started.elapsed())
+    finish(&common, workload, records, started.elapsed(), meter)
+}
+
+/// When each client of a paced run sends: client `c` of `clients` sends
+/// its k-th request at start + (k * clients + c) / rate.
+#[derive(Clone, Copy)]
+struct Pace {
+    start: Instant,
+    period: Duration,
+    clients: u64,
+}
+
+impl Pace {
+    fn of(rate: Option<f64>, clients: usize, start: Instant) -> Option<Pace> {
+        let rate = rate.filter(|r| *r > 0.0)?;
+        Some(Pace {
+            start,
+            period: Duration::from_secs_f64(1.0 / rate),
+            clients: clients as u64,
+        })
+    }
+
+    fn slot(&self, client: usize, k: u64) -> Option<Instant> {
+        let n = k.checked_mul(self.clients)?.checked_add(client as u64)?;
+        let offset = self.period.checked_mul(u32::try_from(n).ok()?)?;
+        self.start.checked_add(offset)
+    }
+}
+
+/// No requests for the run's duration: the servers' idle cost.
+async fn idle(common: Common) -> anyhow::Result<Outcome> {
+    let meter = Meter::start(common.server_pids.as_deref())?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(common.duration).min(AT_MOST)).await;
+    finish(&common, "idle", Vec::new(), started.elapsed(), meter)
 }
 
 async fn gather(tasks: Vec<tokio::task::JoinHandle<Recorder>>) -> anyhow::Result<Vec<Recorder>> {
@@ -295,8 +372,11 @@ fn finish(
     workload: &'static str,
     records: Vec<Recorder>,
     took: Duration,
+    meter: Option<Meter>,
 ) -> anyhow::Result<Outcome> {
-    let outcome = Outcome::from(&common.label, workload, records, took);
+    let mut outcome = Outcome::from(&common.label, workload, records, took);
+    outcome.val_size = common.val_size;
+    outcome.server = meter.map(Meter::finish);
     if !common.json_only {
         eprintln!("{}", outcome.human());
     }
@@ -315,7 +395,7 @@ async fn prefill(common: &Common) -> anyhow::Result<()> {
             sequential: true,
             ..Keys::of(common)
         },
-        value: vec![b'v'; common.val_size],
+        values: Values::of(common.val_size),
         kind: Kind::Put,
     });
     let tasks: Vec<_> = (0..64)
@@ -343,6 +423,7 @@ async fn prefill(common: &Common) -> anyhow::Result<()> {
 /// keepalive in flight at a time.
 async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
     let channels = connect(&common).await?;
+    let meter = Meter::start(common.server_pids.as_deref())?;
     let budget = Arc::new(Budget::of(&common));
     let started = Instant::now();
     let tasks: Vec<_> = (0..common.clients.max(1))
@@ -404,7 +485,13 @@ async fn keepalives(common: Common) -> anyhow::Result<Outcome> {
         })
         .collect();
     let records = gather(tasks).await?;
-    finish(&common, "lease-keepalive", records, started.elapsed())
+    finish(
+        &common,
+        "lease-keepalive",
+        records,
+        started.elapsed(),
+        meter,
+    )
 }
 
 /// The send time of a warm-up put's value: its events are not timed.
@@ -417,6 +504,7 @@ const WARM_UP_FOR: Duration = Duration::from_secs(1);
 /// send time (nanoseconds since `epoch`, the value's first 8 bytes).
 async fn watch_latency(common: Common, watchers: usize, put_rate: u64) -> anyhow::Result<Outcome> {
     let channels = connect(&common).await?;
+    let meter = Meter::start(common.server_pids.as_deref())?;
     let epoch = Instant::now();
     let run_for = Duration::from_secs(common.duration).min(AT_MOST);
     let created = Arc::new(AtomicUsize::new(0));
@@ -520,5 +608,5 @@ async fn watch_latency(common: Common, watchers: usize, put_rate: u64) -> anyhow
     let _ = stop_tx.send(true);
     let mut records = gather(tasks).await?;
     records.push(writer);
-    finish(&common, "watch-latency", records, took)
+    finish(&common, "watch-latency", records, took, meter)
 }
