@@ -440,6 +440,39 @@ async fn walk(ch: Channel) -> Vec<String> {
         })
         .await;
     out.push(line("campaign", campaign, |r| &r.header));
+    match election
+        .observe(common::proto::v3electionpb::LeaderRequest {
+            name: b"e".to_vec(),
+        })
+        .await
+    {
+        Ok(resp) => {
+            let first =
+                tokio::time::timeout(Duration::from_secs(5), resp.into_inner().message()).await;
+            let shape = match first {
+                Ok(Ok(Some(m))) => header(&m.header),
+                other => format!("{other:?}"),
+            };
+            out.push(format!("observe first: {shape}"));
+        }
+        Err(s) => out.push(format!("observe: {:?} {}", s.code(), s.message())),
+    }
+    let keepalive = pb::LeaseKeepAliveRequest { id: 0x79 };
+    match lease
+        .lease_keep_alive(tokio_stream::iter(vec![keepalive]))
+        .await
+    {
+        Ok(resp) => {
+            let first =
+                tokio::time::timeout(Duration::from_secs(5), resp.into_inner().message()).await;
+            let shape = match first {
+                Ok(Ok(Some(m))) => header(&m.header),
+                other => format!("{other:?}"),
+            };
+            out.push(format!("keepalive first: {shape}"));
+        }
+        Err(s) => out.push(format!("keepalive: {:?} {}", s.code(), s.message())),
+    }
     out
 }
 
