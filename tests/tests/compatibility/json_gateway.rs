@@ -12,7 +12,7 @@ use std::time::Duration;
 use triad_tests::{http, http_with_headers, reference_etcd, Member};
 
 /// Mask what differs between two clusters: IDs, terms, lease IDs, tokens.
-fn mask(s: &str) -> String {
+pub(crate) fn mask(s: &str) -> String {
     let mut out = s.to_string();
     for field in ["cluster_id", "member_id", "raft_term", "ID", "token"] {
         let pat = format!("\"{field}\":\"");

@@ -6,5 +6,6 @@ mod etcd_config;
 mod etcdctl_matches_etcd;
 mod etcdctl_watch_matches_etcd;
 mod json_gateway;
+mod json_gateway_streams;
 mod kv_matches_etcd;
 mod watch_matches_etcd;
