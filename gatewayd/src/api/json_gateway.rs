@@ -64,7 +64,7 @@ type S = State<Arc<Services>>;
 /// grpc-gateway's HTTP status for a gRPC code (`HTTPStatusFromCode` of
 /// v1.9, the version etcd 3.4 is built with; later versions answer
 /// FailedPrecondition with 400, etcd 3.4 with 412).
-pub fn http_status(code: Code) -> StatusCode {
+fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
