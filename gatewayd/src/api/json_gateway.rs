@@ -185,20 +185,40 @@ where
     }
 }
 
-/// A streaming call's answers, counted: the call ends at the stream's end
-/// (OK), at its first error (which ends it), or when the client goes
-/// away first (Canceled, as the server sees the gateway cancel it).
-struct Counted<St> {
-    answers: St,
+/// A streaming gateway call being counted. It ends at the stream's end
+/// (OK), at its first error (which ends the stream), or when the client
+/// goes away first (dropped): the gateway cancels the call, which etcd's
+/// server ends as Canceled, but a keepalive as Unavailable ("no leader").
+struct StreamCall {
     call: Option<GrpcCall>,
+    gone: Code,
 }
 
-impl<St> Counted<St> {
+impl StreamCall {
+    fn start(path: &'static str, gone: Code) -> StreamCall {
+        StreamCall {
+            call: Some(count_start(path)),
+            gone,
+        }
+    }
+
     fn finish(&mut self, code: Code) {
         if let Some(call) = self.call.take() {
             count_finish(call, code);
         }
     }
+}
+
+impl Drop for StreamCall {
+    fn drop(&mut self) {
+        self.finish(self.gone);
+    }
+}
+
+/// A streaming call's answers, counted by `call`.
+struct Counted<St> {
+    answers: St,
+    call: StreamCall,
 }
 
 impl<T, St> Stream for Counted<St>
@@ -208,22 +228,16 @@ where
     type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.call.is_none() {
+        if self.call.call.is_none() {
             return Poll::Ready(None);
         }
         let item = std::task::ready!(self.answers.poll_next_unpin(cx));
         match &item {
-            None => self.finish(Code::Ok),
-            Some(Err(s)) => self.finish(s.code()),
+            None => self.call.finish(Code::Ok),
+            Some(Err(s)) => self.call.finish(s.code()),
             Some(Ok(_)) => {}
         }
         Poll::Ready(item)
-    }
-}
-
-impl<St> Drop for Counted<St> {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled);
     }
 }
 
@@ -245,15 +259,12 @@ fn stream_line<T: Serialize>(item: Result<T, Status>) -> Bytes {
 /// writes it: the status is sent with the first answer (an error before
 /// any answer gives the error's HTTP status), then each answer as it
 /// comes.
-async fn streamed<T, St>(answers: St, call: GrpcCall) -> Response
+async fn streamed<T, St>(answers: St, call: StreamCall) -> Response
 where
     T: Serialize + Send + 'static,
     St: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
 {
-    let mut answers = Counted {
-        answers,
-        call: Some(call),
-    };
+    let mut answers = Counted { answers, call };
     let Some(first) = answers.next().await else {
         return json_response(StatusCode::OK, Body::empty());
     };
@@ -271,7 +282,7 @@ where
 /// receive).
 async fn server_streamed<T, St>(
     answer: Result<tonic::Response<St>, Status>,
-    call: GrpcCall,
+    call: StreamCall,
 ) -> Response
 where
     T: Serialize + Send + 'static,
@@ -300,24 +311,27 @@ macro_rules! unary_route {
     };
 }
 
-/// The first request object of a bidi stream's body. grpc-gateway passes
-/// a decoding error here on untyped, so etcd answers it as Unknown (500).
+/// The first request object of a bidi stream's body. grpc-gateway opens
+/// the call first (so it is counted) and passes a decoding error on
+/// untyped, so etcd answers it as Unknown (500).
 async fn first_request<T: DeserializeOwned>(
     reader: &mut ObjectReader,
-) -> Result<Option<T>, Response> {
-    reader
-        .next::<T>()
-        .await
-        .map_err(|e| error_response(&Status::unknown(e.message().to_string())))
+    call: StreamCall,
+) -> Result<(Option<T>, StreamCall), Response> {
+    match reader.next::<T>().await {
+        Ok(first) => Ok((first, call)),
+        // The call ends as the gateway cancels it (`call` dropped).
+        Err(e) => Err(error_response(&Status::unknown(e.message().to_string()))),
+    }
 }
 
 async fn watch(State(s): S, headers: HeaderMap, body: Body) -> Response {
     let mut reader = ObjectReader::new(body);
-    let first = match first_request::<WatchRequest>(&mut reader).await {
+    let call = StreamCall::start("/etcdserverpb.Watch/Watch", Code::Cancelled);
+    let (first, call) = match first_request::<WatchRequest>(&mut reader, call).await {
         Ok(first) => first,
         Err(resp) => return resp,
     };
-    let call = count_start("/etcdserverpb.Watch/Watch");
     // Each request is handled as it arrives. A watch outlives its
     // requests: etcd keeps the stream open after the client's close-send
     // (the body's end).
@@ -330,11 +344,11 @@ async fn watch(State(s): S, headers: HeaderMap, body: Body) -> Response {
 
 async fn keep_alive(State(s): S, body: Body) -> Response {
     let mut reader = ObjectReader::new(body);
-    let first = match first_request::<LeaseKeepAliveRequest>(&mut reader).await {
+    let call = StreamCall::start("/etcdserverpb.Lease/LeaseKeepAlive", Code::Unavailable);
+    let (first, call) = match first_request::<LeaseKeepAliveRequest>(&mut reader, call).await {
         Ok(first) => first,
         Err(resp) => return resp,
     };
-    let call = count_start("/etcdserverpb.Lease/LeaseKeepAlive");
     // A keepalive stream ends with its requests.
     let requests = futures::stream::iter(first.map(Ok)).chain(reader.into_stream());
     streamed(s.lease.keep_alive(requests), call).await
@@ -345,7 +359,7 @@ async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    let call = count_start("/v3electionpb.Election/Observe");
+    let call = StreamCall::start("/v3electionpb.Election/Observe", Code::Cancelled);
     server_streamed(s.election.observe(request(&headers, msg)).await, call).await
 }
 
@@ -354,7 +368,7 @@ async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    let call = count_start("/etcdserverpb.Maintenance/Snapshot");
+    let call = StreamCall::start("/etcdserverpb.Maintenance/Snapshot", Code::Cancelled);
     server_streamed(s.maintenance.snapshot(request(&headers, msg)).await, call).await
 }
 

@@ -300,8 +300,9 @@ fn grpc_count(ep: &str, metric: &str, labels: &[&str]) -> u64 {
         .sum()
 }
 
-/// How much a gateway Put (OK), UserGet (FailedPrecondition) and Watch
-/// (started) move the gRPC counters.
+/// How much a gateway Put (OK), UserGet (FailedPrecondition), Watch
+/// (started), a watch with a malformed body (Canceled) and a keepalive
+/// with one (Unavailable) move the gRPC counters.
 fn counted_calls(ep: &str) -> Vec<u64> {
     let put = [
         r#"grpc_service="etcdserverpb.KV""#,
@@ -318,22 +319,32 @@ fn counted_calls(ep: &str) -> Vec<u64> {
         r#"grpc_method="Watch""#,
         r#"grpc_type="bidi_stream""#,
     ];
-    let before = [
-        grpc_count(ep, "grpc_server_handled_total", &put),
-        grpc_count(ep, "grpc_server_handled_total", &user_get),
-        grpc_count(ep, "grpc_server_started_total", &watch),
+    let watch_canceled = [r#"grpc_method="Watch""#, r#"grpc_code="Canceled""#];
+    let keepalive_gone = [
+        r#"grpc_method="LeaseKeepAlive""#,
+        r#"grpc_code="Unavailable""#,
     ];
+    let counts = || {
+        [
+            grpc_count(ep, "grpc_server_handled_total", &put),
+            grpc_count(ep, "grpc_server_handled_total", &user_get),
+            grpc_count(ep, "grpc_server_started_total", &watch),
+            grpc_count(ep, "grpc_server_handled_total", &watch_canceled),
+            grpc_count(ep, "grpc_server_handled_total", &keepalive_gone),
+        ]
+    };
+    let before = counts();
     put_key(ep);
     http(ep, "POST", "/v3/auth/user/get", r#"{"name":"nobody"}"#);
     let mut w = OpenWatch::open(ep);
     w.send(r#"{"create_request":{"key":"YQ=="}}"#);
     w.close();
     assert!(w.line(Duration::from_secs(10)).is_some(), "watch created");
-    let after = [
-        grpc_count(ep, "grpc_server_handled_total", &put),
-        grpc_count(ep, "grpc_server_handled_total", &user_get),
-        grpc_count(ep, "grpc_server_started_total", &watch),
-    ];
+    assert_eq!(http(ep, "POST", "/v3/watch", "junk").0, 500);
+    assert_eq!(http(ep, "POST", "/v3/lease/keepalive", "junk").0, 500);
+    // etcd counts a cancelled call once its handler has returned.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = counts();
     before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
@@ -349,7 +360,7 @@ fn debug_vars_and_call_counts_match_etcd() {
     let ours_counted = counted_calls(&ep);
     assert_eq!(
         ours_counted,
-        [1, 1, 1],
+        [1, 1, 2, 1, 1],
         "gateway calls counted as gRPC calls"
     );
     let member = http(&ep, "POST", "/v3/kv/range", r#"{"key":"YQ=="}"#).1;
