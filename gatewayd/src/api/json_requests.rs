@@ -46,7 +46,9 @@ impl ObjectReader {
                 .position(|b| !b.is_ascii_whitespace())
                 .unwrap_or(self.buf.len());
             self.buf.drain(..start);
-            if !self.buf.is_empty() && (self.untried || self.ended) {
+            // What is not an object fails at once.
+            let object = self.buf.first() == Some(&b'{');
+            if !self.buf.is_empty() && (self.untried || self.ended || !object) {
                 self.untried = false;
                 let mut objects = serde_json::Deserializer::from_slice(&self.buf).into_iter::<T>();
                 match objects.next() {
@@ -144,6 +146,12 @@ mod tests {
         assert!(r.next::<Obj>().await.is_ok());
         assert!(r.next::<Obj>().await.is_err());
         let mut r = ObjectReader::new(chunked(&["{\"a\":"]));
+        assert!(r.next::<Obj>().await.is_err());
+        // Not an object: refused before the body ends.
+        let pending = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let body =
+            futures::stream::iter([Ok(axum::body::Bytes::from_static(b"12"))]).chain(pending);
+        let mut r = ObjectReader::new(Body::from_stream(body));
         assert!(r.next::<Obj>().await.is_err());
     }
 
