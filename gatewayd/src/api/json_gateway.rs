@@ -170,12 +170,9 @@ where
         Ok(m) => m,
         Err(s) => return error_response(&s),
     };
-    let counted = count_start(path);
+    let mut counted = CountedCall::start(path, Code::Cancelled);
     let answer = call(request(&headers, msg)).await;
-    count_finish(
-        counted,
-        answer.as_ref().err().map_or(Code::Ok, Status::code),
-    );
+    counted.finish(answer.as_ref().err().map_or(Code::Ok, Status::code));
     match answer {
         Ok(r) => match serde_json::to_string(r.get_ref()) {
             Ok(json) => json_response(StatusCode::OK, json),
@@ -185,18 +182,19 @@ where
     }
 }
 
-/// A streaming gateway call being counted. It ends at the stream's end
-/// (OK), at its first error (which ends the stream), or when the client
-/// goes away first (dropped): the gateway cancels the call, which etcd's
-/// server ends as Canceled, but a keepalive as Unavailable ("no leader").
-struct StreamCall {
+/// A gateway call being counted. A unary call ends with its answer; a
+/// stream at its end (OK) or at its first error (which ends it). Either
+/// may end first because the client went away (dropped): the gateway
+/// cancels the call, which etcd's server ends as Canceled, but a
+/// keepalive as Unavailable ("no leader").
+struct CountedCall {
     call: Option<GrpcCall>,
     gone: Code,
 }
 
-impl StreamCall {
-    fn start(path: &'static str, gone: Code) -> StreamCall {
-        StreamCall {
+impl CountedCall {
+    fn start(path: &'static str, gone: Code) -> CountedCall {
+        CountedCall {
             call: Some(count_start(path)),
             gone,
         }
@@ -209,7 +207,7 @@ impl StreamCall {
     }
 }
 
-impl Drop for StreamCall {
+impl Drop for CountedCall {
     fn drop(&mut self) {
         self.finish(self.gone);
     }
@@ -218,7 +216,7 @@ impl Drop for StreamCall {
 /// A streaming call's answers, counted by `call`.
 struct Counted<St> {
     answers: St,
-    call: StreamCall,
+    call: CountedCall,
 }
 
 impl<T, St> Stream for Counted<St>
@@ -259,7 +257,7 @@ fn stream_line<T: Serialize>(item: Result<T, Status>) -> Bytes {
 /// writes it: the status is sent with the first answer (an error before
 /// any answer gives the error's HTTP status), then each answer as it
 /// comes.
-async fn streamed<T, St>(answers: St, call: StreamCall) -> Response
+async fn streamed<T, St>(answers: St, call: CountedCall) -> Response
 where
     T: Serialize + Send + 'static,
     St: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
@@ -282,7 +280,7 @@ where
 /// receive).
 async fn server_streamed<T, St>(
     answer: Result<tonic::Response<St>, Status>,
-    call: StreamCall,
+    call: CountedCall,
 ) -> Response
 where
     T: Serialize + Send + 'static,
@@ -316,8 +314,8 @@ macro_rules! unary_route {
 /// untyped, so etcd answers it as Unknown (500).
 async fn first_request<T: DeserializeOwned>(
     reader: &mut ObjectReader,
-    call: StreamCall,
-) -> Result<(Option<T>, StreamCall), Response> {
+    call: CountedCall,
+) -> Result<(Option<T>, CountedCall), Response> {
     match reader.next::<T>().await {
         Ok(first) => Ok((first, call)),
         // The call ends as the gateway cancels it (`call` dropped).
@@ -327,7 +325,7 @@ async fn first_request<T: DeserializeOwned>(
 
 async fn watch(State(s): S, headers: HeaderMap, body: Body) -> Response {
     let mut reader = ObjectReader::new(body);
-    let call = StreamCall::start("/etcdserverpb.Watch/Watch", Code::Cancelled);
+    let call = CountedCall::start("/etcdserverpb.Watch/Watch", Code::Cancelled);
     let (first, call) = match first_request::<WatchRequest>(&mut reader, call).await {
         Ok(first) => first,
         Err(resp) => return resp,
@@ -344,7 +342,7 @@ async fn watch(State(s): S, headers: HeaderMap, body: Body) -> Response {
 
 async fn keep_alive(State(s): S, body: Body) -> Response {
     let mut reader = ObjectReader::new(body);
-    let call = StreamCall::start("/etcdserverpb.Lease/LeaseKeepAlive", Code::Unavailable);
+    let call = CountedCall::start("/etcdserverpb.Lease/LeaseKeepAlive", Code::Unavailable);
     let (first, call) = match first_request::<LeaseKeepAliveRequest>(&mut reader, call).await {
         Ok(first) => first,
         Err(resp) => return resp,
@@ -359,7 +357,7 @@ async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    let call = StreamCall::start("/v3electionpb.Election/Observe", Code::Cancelled);
+    let call = CountedCall::start("/v3electionpb.Election/Observe", Code::Cancelled);
     server_streamed(s.election.observe(request(&headers, msg)).await, call).await
 }
 
@@ -368,7 +366,7 @@ async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    let call = StreamCall::start("/etcdserverpb.Maintenance/Snapshot", Code::Cancelled);
+    let call = CountedCall::start("/etcdserverpb.Maintenance/Snapshot", Code::Cancelled);
     server_streamed(s.maintenance.snapshot(request(&headers, msg)).await, call).await
 }
 
