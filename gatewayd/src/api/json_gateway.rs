@@ -292,21 +292,24 @@ where
     }
 }
 
-macro_rules! unary_route {
-    ($router:expr, $path:expr, $svc:ident, $method:ident, $grpc:literal) => {
-        $router.route(
-            $path,
-            post(|State(s): S, headers: HeaderMap, body: Bytes| async move {
-                unary(
-                    $grpc,
-                    headers,
-                    body,
-                    |r| async move { s.$svc.$method(r).await },
-                )
-                .await
-            }),
-        )
-    };
+/// Routes to one service's unary methods: `"path" => method("Method")`,
+/// the path under the API prefix, the service's method, and the gRPC
+/// method name the call is counted under.
+macro_rules! unary_routes {
+    ($router:expr, $prefix:expr, $svc:ident, $service:literal,
+     { $($path:literal => $method:ident($grpc:literal)),* $(,)? }) => {{
+        let r = $router;
+        $(
+            let r = r.route(
+                &format!("{}/{}", $prefix, $path),
+                post(|State(s): S, headers: HeaderMap, body: Bytes| async move {
+                    let call = |r| async move { s.$svc.$method(r).await };
+                    unary(concat!("/", $service, "/", $grpc), headers, body, call).await
+                }),
+            );
+        )*
+        r
+    }};
 }
 
 /// The first request object of a bidi stream's body. grpc-gateway opens
@@ -370,313 +373,68 @@ async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     server_streamed(s.maintenance.snapshot(request(&headers, msg)).await, call).await
 }
 
-/// The routes of one API prefix ("/v3" or "/v3beta"); each unary
-/// route names the gRPC method it calls, for the call counts.
+/// The routes of one API prefix ("/v3" or "/v3beta").
 fn api(p: &str) -> Router<Arc<Services>> {
     let r = Router::new();
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/range"),
-        kv,
-        range,
-        "/etcdserverpb.KV/Range"
-    );
-    let r = unary_route!(r, &format!("{p}/kv/put"), kv, put, "/etcdserverpb.KV/Put");
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/deleterange"),
-        kv,
-        delete_range,
-        "/etcdserverpb.KV/DeleteRange"
-    );
-    let r = unary_route!(r, &format!("{p}/kv/txn"), kv, txn, "/etcdserverpb.KV/Txn");
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/compaction"),
-        kv,
-        compact,
-        "/etcdserverpb.KV/Compact"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lease/grant"),
-        lease,
-        lease_grant,
-        "/etcdserverpb.Lease/LeaseGrant"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lease/revoke"),
-        lease,
-        lease_revoke,
-        "/etcdserverpb.Lease/LeaseRevoke"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/lease/revoke"),
-        lease,
-        lease_revoke,
-        "/etcdserverpb.Lease/LeaseRevoke"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lease/timetolive"),
-        lease,
-        lease_time_to_live,
-        "/etcdserverpb.Lease/LeaseTimeToLive"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/lease/timetolive"),
-        lease,
-        lease_time_to_live,
-        "/etcdserverpb.Lease/LeaseTimeToLive"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lease/leases"),
-        lease,
-        lease_leases,
-        "/etcdserverpb.Lease/LeaseLeases"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/lease/leases"),
-        lease,
-        lease_leases,
-        "/etcdserverpb.Lease/LeaseLeases"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/add"),
-        cluster,
-        member_add,
-        "/etcdserverpb.Cluster/MemberAdd"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/remove"),
-        cluster,
-        member_remove,
-        "/etcdserverpb.Cluster/MemberRemove"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/update"),
-        cluster,
-        member_update,
-        "/etcdserverpb.Cluster/MemberUpdate"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/list"),
-        cluster,
-        member_list,
-        "/etcdserverpb.Cluster/MemberList"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/promote"),
-        cluster,
-        member_promote,
-        "/etcdserverpb.Cluster/MemberPromote"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/alarm"),
-        maintenance,
-        alarm,
-        "/etcdserverpb.Maintenance/Alarm"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/status"),
-        maintenance,
-        status,
-        "/etcdserverpb.Maintenance/Status"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/defragment"),
-        maintenance,
-        defragment,
-        "/etcdserverpb.Maintenance/Defragment"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/hash"),
-        maintenance,
-        hash,
-        "/etcdserverpb.Maintenance/Hash"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/transfer-leadership"),
-        maintenance,
-        move_leader,
-        "/etcdserverpb.Maintenance/MoveLeader"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/enable"),
-        auth,
-        auth_enable,
-        "/etcdserverpb.Auth/AuthEnable"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/disable"),
-        auth,
-        auth_disable,
-        "/etcdserverpb.Auth/AuthDisable"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/status"),
-        auth,
-        auth_status,
-        "/etcdserverpb.Auth/AuthStatus"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/authenticate"),
-        auth,
-        authenticate,
-        "/etcdserverpb.Auth/Authenticate"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/add"),
-        auth,
-        user_add,
-        "/etcdserverpb.Auth/UserAdd"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/get"),
-        auth,
-        user_get,
-        "/etcdserverpb.Auth/UserGet"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/list"),
-        auth,
-        user_list,
-        "/etcdserverpb.Auth/UserList"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/delete"),
-        auth,
-        user_delete,
-        "/etcdserverpb.Auth/UserDelete"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/changepw"),
-        auth,
-        user_change_password,
-        "/etcdserverpb.Auth/UserChangePassword"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/grant"),
-        auth,
-        user_grant_role,
-        "/etcdserverpb.Auth/UserGrantRole"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/revoke"),
-        auth,
-        user_revoke_role,
-        "/etcdserverpb.Auth/UserRevokeRole"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/add"),
-        auth,
-        role_add,
-        "/etcdserverpb.Auth/RoleAdd"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/get"),
-        auth,
-        role_get,
-        "/etcdserverpb.Auth/RoleGet"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/list"),
-        auth,
-        role_list,
-        "/etcdserverpb.Auth/RoleList"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/delete"),
-        auth,
-        role_delete,
-        "/etcdserverpb.Auth/RoleDelete"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/grant"),
-        auth,
-        role_grant_permission,
-        "/etcdserverpb.Auth/RoleGrantPermission"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/revoke"),
-        auth,
-        role_revoke_permission,
-        "/etcdserverpb.Auth/RoleRevokePermission"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lock/lock"),
-        lock,
-        lock,
-        "/v3lockpb.Lock/Lock"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/lock/unlock"),
-        lock,
-        unlock,
-        "/v3lockpb.Lock/Unlock"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/election/campaign"),
-        election,
-        campaign,
-        "/v3electionpb.Election/Campaign"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/election/proclaim"),
-        election,
-        proclaim,
-        "/v3electionpb.Election/Proclaim"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/election/leader"),
-        election,
-        leader,
-        "/v3electionpb.Election/Leader"
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/election/resign"),
-        election,
-        resign,
-        "/v3electionpb.Election/Resign"
-    );
+    let r = unary_routes!(r, p, kv, "etcdserverpb.KV", {
+        "kv/range" => range("Range"),
+        "kv/put" => put("Put"),
+        "kv/deleterange" => delete_range("DeleteRange"),
+        "kv/txn" => txn("Txn"),
+        "kv/compaction" => compact("Compact"),
+    });
+    let r = unary_routes!(r, p, lease, "etcdserverpb.Lease", {
+        "lease/grant" => lease_grant("LeaseGrant"),
+        "lease/revoke" => lease_revoke("LeaseRevoke"),
+        "kv/lease/revoke" => lease_revoke("LeaseRevoke"),
+        "lease/timetolive" => lease_time_to_live("LeaseTimeToLive"),
+        "kv/lease/timetolive" => lease_time_to_live("LeaseTimeToLive"),
+        "lease/leases" => lease_leases("LeaseLeases"),
+        "kv/lease/leases" => lease_leases("LeaseLeases"),
+    });
+    let r = unary_routes!(r, p, cluster, "etcdserverpb.Cluster", {
+        "cluster/member/add" => member_add("MemberAdd"),
+        "cluster/member/remove" => member_remove("MemberRemove"),
+        "cluster/member/update" => member_update("MemberUpdate"),
+        "cluster/member/list" => member_list("MemberList"),
+        "cluster/member/promote" => member_promote("MemberPromote"),
+    });
+    let r = unary_routes!(r, p, maintenance, "etcdserverpb.Maintenance", {
+        "maintenance/alarm" => alarm("Alarm"),
+        "maintenance/status" => status("Status"),
+        "maintenance/defragment" => defragment("Defragment"),
+        "maintenance/hash" => hash("Hash"),
+        "maintenance/transfer-leadership" => move_leader("MoveLeader"),
+    });
+    let r = unary_routes!(r, p, auth, "etcdserverpb.Auth", {
+        "auth/enable" => auth_enable("AuthEnable"),
+        "auth/disable" => auth_disable("AuthDisable"),
+        "auth/status" => auth_status("AuthStatus"),
+        "auth/authenticate" => authenticate("Authenticate"),
+        "auth/user/add" => user_add("UserAdd"),
+        "auth/user/get" => user_get("UserGet"),
+        "auth/user/list" => user_list("UserList"),
+        "auth/user/delete" => user_delete("UserDelete"),
+        "auth/user/changepw" => user_change_password("UserChangePassword"),
+        "auth/user/grant" => user_grant_role("UserGrantRole"),
+        "auth/user/revoke" => user_revoke_role("UserRevokeRole"),
+        "auth/role/add" => role_add("RoleAdd"),
+        "auth/role/get" => role_get("RoleGet"),
+        "auth/role/list" => role_list("RoleList"),
+        "auth/role/delete" => role_delete("RoleDelete"),
+        "auth/role/grant" => role_grant_permission("RoleGrantPermission"),
+        "auth/role/revoke" => role_revoke_permission("RoleRevokePermission"),
+    });
+    let r = unary_routes!(r, p, lock, "v3lockpb.Lock", {
+        "lock/lock" => lock("Lock"),
+        "lock/unlock" => unlock("Unlock"),
+    });
+    let r = unary_routes!(r, p, election, "v3electionpb.Election", {
+        "election/campaign" => campaign("Campaign"),
+        "election/proclaim" => proclaim("Proclaim"),
+        "election/leader" => leader("Leader"),
+        "election/resign" => resign("Resign"),
+    });
     r.route(&format!("{p}/watch"), post(watch))
         .route(&format!("{p}/lease/keepalive"), post(keep_alive))
         .route(&format!("{p}/election/observe"), post(observe))
