@@ -25,10 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
     // etcd's JSON gateway encoding (grpc-gateway's jsonpb with OrigName):
     // proto field names, int64 as strings, bytes as base64, enums by name,
-    // defaults left out. Only the public packages need it.
+    // defaults left out; unknown fields ignored, as grpc-gateway v1's
+    // unmarshaler allows them. Only the public packages need it.
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptors)?)?
         .preserve_proto_field_names()
+        .ignore_unknown_fields()
         .build(&[
             ".etcdserverpb",
             ".mvccpb",

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod debug_vars;
 pub mod grpc_front;
 pub mod health;
 pub mod http;

@@ -1,19 +1,24 @@
 //! etcd's gRPC-gateway: the v3 API as HTTP/JSON on the client port, under
 //! `/v3/` and `/v3beta/` (older clients). Requests are POSTed JSON objects
-//! and answers use etcd's encoding (grpc-gateway's jsonpb with proto field
-//! names: int64 as strings, bytes as base64, enums by name, defaults left
-//! out); errors are `{"error","message","code"}` with grpc-gateway's HTTP
-//! statuses. Streaming calls (watch, lease keepalive, election observe,
-//! snapshot) answer newline-separated `{"result": ...}` objects. The
-//! `Authorization` header carries an auth token, as etcd's gateway takes it.
-//! Every call goes to the same service code as gRPC.
+//! (unknown fields ignored) and answers use etcd's encoding (grpc-gateway's
+//! jsonpb with proto field names: int64 as strings, bytes as base64, enums
+//! by name, defaults left out); errors are `{"error","message","code"}`
+//! with grpc-gateway v1's HTTP statuses. Streaming calls (watch, lease
+//! keepalive, election observe, snapshot) answer `{"result": ...}` objects,
+//! one per line, flushed as they come; a stream's error is its last object,
+//! `{"error": {...}}`. Watch and keepalive requests are read from the body
+//! as they arrive (`json_requests.rs`). The `Authorization` header carries
+//! an auth token, as etcd's gateway takes it. Every call goes to the same
+//! service code as gRPC and is counted as a gRPC call, as etcd's gateway is
+//! a gRPC client of its own server.
 
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
@@ -25,12 +30,14 @@ use tonic::{Code, Status};
 use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
+use crate::api::json_requests::{first_object, ObjectReader};
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::identity::Credentials;
+use crate::metrics::GrpcCall;
 use common::proto::etcdserverpb::auth_server::Auth;
 use common::proto::etcdserverpb::cluster_server::Cluster;
 use common::proto::etcdserverpb::kv_server::Kv;
@@ -54,14 +61,15 @@ pub struct Services {
 
 type S = State<Arc<Services>>;
 
-/// grpc-gateway's HTTP status for a gRPC code.
+/// grpc-gateway's HTTP status for a gRPC code (`HTTPStatusFromCode` of
+/// v1.9, the version etcd 3.4 is built with; later versions answer
+/// FailedPrecondition with 400, etcd 3.4 with 412).
 fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -74,12 +82,12 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap_or_default()
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// grpc-gateway's error object, its fields in its order.
@@ -92,28 +100,27 @@ fn error_response(s: &Status) -> Response {
     json_response(http_status(s.code()), body)
 }
 
-/// The request object in the body (an empty body is the empty message).
-pub fn decode_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+/// grpc-gateway's error object ending a stream (no newline after it).
+fn stream_error(s: &Status) -> String {
+    let status = http_status(s.code());
+    let mut fields = format!(
+        r#"{{"grpc_code":{},"http_code":{}"#,
+        s.code() as i32,
+        status.as_u16()
+    );
+    // jsonpb leaves an empty message out.
+    if !s.message().is_empty() {
+        fields.push_str(r#","message":"#);
+        fields.push_str(&serde_json::Value::from(s.message()).to_string());
     }
-    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+    let reason = status.canonical_reason().unwrap_or("");
+    format!(r#"{{"error":{fields},"http_status":"{reason}"}}}}"#)
 }
 
-/// Every request object in the body of a streaming call, as a stream that
-/// ends with the body (the client's close-send).
-fn decode_stream<T: DeserializeOwned + Send + 'static>(
-    body: &[u8],
-) -> Result<futures::stream::Iter<std::vec::IntoIter<Result<T, Status>>>, Status> {
-    // Decoded up front: a malformed object fails the whole call.
-    let msgs = serde_json::Deserializer::from_slice(body)
-        .into_iter::<T>()
-        .map(|m| {
-            m.map(Ok)
-                .map_err(|e| Status::invalid_argument(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
-    Ok(futures::stream::iter(msgs))
+/// The request object in a unary call's body (an empty body is the empty
+/// message).
+pub fn decode_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    first_object(body)
 }
 
 fn token(headers: &HeaderMap) -> Option<String> {
@@ -131,8 +138,28 @@ fn request<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
     req
 }
 
+/// A gateway call counted as the gRPC call it makes (`path` is
+/// `/<service>/<method>`).
+fn count_start(path: &'static str) -> GrpcCall {
+    GrpcCall::start(&Uri::from_static(path))
+}
+
+/// The call's end, as its gRPC status would be reported.
+fn count_finish(call: GrpcCall, code: Code) {
+    let mut headers = HeaderMap::new();
+    if code != Code::Ok {
+        headers.insert("grpc-status", HeaderValue::from(code as i32));
+    }
+    call.finish(&headers);
+}
+
 /// One unary call: decode, call the service, encode its answer or error.
-async fn unary<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, call: F) -> Response
+async fn unary<Req, Resp, F, Fut>(
+    path: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+    call: F,
+) -> Response
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -143,7 +170,10 @@ where
         Ok(m) => m,
         Err(s) => return error_response(&s),
     };
-    match call(request(&headers, msg)).await {
+    let mut counted = CountedCall::start(path, Code::Cancelled);
+    let answer = call(request(&headers, msg)).await;
+    counted.finish(answer.as_ref().err().map_or(Code::Ok, Status::code));
+    match answer {
         Ok(r) => match serde_json::to_string(r.get_ref()) {
             Ok(json) => json_response(StatusCode::OK, json),
             Err(e) => error_response(&Status::internal(e.to_string())),
@@ -152,72 +182,177 @@ where
     }
 }
 
-/// A streaming answer: `{"result": ...}` per message, one per line; an
-/// error ends it as grpc-gateway reports one.
-fn streamed<T, St>(answers: St) -> Response
-where
-    T: Serialize,
-    St: Stream<Item = Result<T, Status>> + Send + 'static,
-{
-    let lines = answers
-        .map(|item| {
-            let line = match item {
-                // Serialized directly: field order as etcd's (a Value
-                // would sort the keys).
-                Ok(msg) => match serde_json::to_string(&msg) {
-                    Ok(json) => format!(r#"{{"result":{json}}}"#),
-                    Err(e) => format!(r#"{{"error":{}}}"#, serde_json::Value::from(e.to_string())),
-                },
-                Err(s) => {
-                    let status = http_status(s.code());
-                    let msg = serde_json::Value::from(s.message()).to_string();
-                    let reason = status.canonical_reason().unwrap_or("");
-                    return Ok::<Bytes, Infallible>(Bytes::from(format!(
-                        r#"{{"error":{{"grpc_code":{},"http_code":{},"message":{msg},"http_status":"{reason}"}}}}"#,
-                        s.code() as i32,
-                        status.as_u16()
-                    ) + "\n"));
-                }
-            };
-            Ok::<Bytes, Infallible>(Bytes::from(format!("{line}\n")))
-        })
-        .boxed();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .body(Body::from_stream(lines))
-        .unwrap_or_default()
+/// A gateway call being counted. A unary call ends with its answer; a
+/// stream at its end (OK) or at its first error (which ends it). Either
+/// may end first because the client went away (dropped): the gateway
+/// cancels the call, which etcd's server ends as Canceled, but a
+/// keepalive as Unavailable ("no leader").
+struct CountedCall {
+    call: Option<GrpcCall>,
+    gone: Code,
 }
 
-macro_rules! unary_route {
-    ($router:expr, $path:expr, $svc:ident, $method:ident) => {
-        $router.route(
-            $path,
-            post(|State(s): S, headers: HeaderMap, body: Bytes| async move {
-                unary(headers, body, |r| async move { s.$svc.$method(r).await }).await
-            }),
-        )
-    };
-}
-
-async fn watch(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_stream::<WatchRequest>(&body) {
-        Ok(requests) => {
-            // A watch outlives its requests (etcd keeps the stream open
-            // after the client's close-send); a keepalive stream does not.
-            let requests = requests.chain(futures::stream::pending());
-            let creds = Credentials::token(token(&headers));
-            streamed(s.watch.open(creds, requests).await)
+impl CountedCall {
+    fn start(path: &'static str, gone: Code) -> CountedCall {
+        CountedCall {
+            call: Some(count_start(path)),
+            gone,
         }
-        Err(e) => error_response(&e),
+    }
+
+    fn finish(&mut self, code: Code) {
+        if let Some(call) = self.call.take() {
+            count_finish(call, code);
+        }
     }
 }
 
-async fn keep_alive(State(s): S, body: Bytes) -> Response {
-    match decode_stream::<LeaseKeepAliveRequest>(&body) {
-        Ok(requests) => streamed(s.lease.keep_alive(requests)),
-        Err(e) => error_response(&e),
+impl Drop for CountedCall {
+    fn drop(&mut self) {
+        self.finish(self.gone);
     }
+}
+
+/// A streaming call's answers, counted by `call`.
+struct Counted<St> {
+    answers: St,
+    call: CountedCall,
+}
+
+impl<T, St> Stream for Counted<St>
+where
+    St: Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.call.call.is_none() {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.answers.poll_next_unpin(cx));
+        match &item {
+            None => self.call.finish(Code::Ok),
+            Some(Err(s)) => self.call.finish(s.code()),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(item)
+    }
+}
+
+/// One answer of a stream as its line: `{"result": ...}` and a newline;
+/// an error object ends the stream without one.
+fn stream_line<T: Serialize>(item: Result<T, Status>) -> Bytes {
+    match item {
+        // Serialized directly: field order as etcd's (a Value would sort
+        // the keys).
+        Ok(msg) => match serde_json::to_string(&msg) {
+            Ok(json) => Bytes::from(format!("{{\"result\":{json}}}\n")),
+            Err(e) => Bytes::from(stream_error(&Status::internal(e.to_string()))),
+        },
+        Err(s) => Bytes::from(stream_error(&s)),
+    }
+}
+
+/// A streaming answer, written as grpc-gateway's ForwardResponseStream
+/// writes it: the status is sent with the first answer (an error before
+/// any answer gives the error's HTTP status), then each answer as it
+/// comes.
+async fn streamed<T, St>(answers: St, call: CountedCall) -> Response
+where
+    T: Serialize + Send + 'static,
+    St: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
+{
+    let mut answers = Counted { answers, call };
+    let Some(first) = answers.next().await else {
+        return json_response(StatusCode::OK, Body::empty());
+    };
+    if let Err(s) = &first {
+        return json_response(http_status(s.code()), stream_error(s));
+    }
+    let lines = futures::stream::once(std::future::ready(first))
+        .chain(answers)
+        .map(|item| Ok::<Bytes, std::convert::Infallible>(stream_line(item)));
+    json_response(StatusCode::OK, Body::from_stream(lines))
+}
+
+/// A server-streaming call's answer: its stream, or its failure as the
+/// stream's only answer (grpc-gateway sees a call's error on its first
+/// receive).
+async fn server_streamed<T, St>(
+    answer: Result<tonic::Response<St>, Status>,
+    call: CountedCall,
+) -> Response
+where
+    T: Serialize + Send + 'static,
+    St: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
+{
+    match answer {
+        Ok(r) => streamed(r.into_inner().boxed(), call).await,
+        Err(s) => streamed(futures::stream::iter([Err::<T, Status>(s)]).boxed(), call).await,
+    }
+}
+
+/// Routes to one service's unary methods: `"path" => method("Method")`,
+/// the path under the API prefix, the service's method, and the gRPC
+/// method name the call is counted under.
+macro_rules! unary_routes {
+    ($router:expr, $prefix:expr, $svc:ident, $service:literal,
+     { $($path:literal => $method:ident($grpc:literal)),* $(,)? }) => {{
+        let r = $router;
+        $(
+            let r = r.route(
+                &format!("{}/{}", $prefix, $path),
+                post(|State(s): S, headers: HeaderMap, body: Bytes| async move {
+                    let call = |r| async move { s.$svc.$method(r).await };
+                    unary(concat!("/", $service, "/", $grpc), headers, body, call).await
+                }),
+            );
+        )*
+        r
+    }};
+}
+
+/// The first request object of a bidi stream's body. grpc-gateway opens
+/// the call first (so it is counted) and passes a decoding error on
+/// untyped, so etcd answers it as Unknown (500).
+async fn first_request<T: DeserializeOwned>(
+    reader: &mut ObjectReader,
+    call: CountedCall,
+) -> Result<(Option<T>, CountedCall), Response> {
+    match reader.next::<T>().await {
+        Ok(first) => Ok((first, call)),
+        // The call ends as the gateway cancels it (`call` dropped).
+        Err(e) => Err(error_response(&Status::unknown(e.message().to_string()))),
+    }
+}
+
+async fn watch(State(s): S, headers: HeaderMap, body: Body) -> Response {
+    let mut reader = ObjectReader::new(body);
+    let call = CountedCall::start("/etcdserverpb.Watch/Watch", Code::Cancelled);
+    let (first, call) = match first_request::<WatchRequest>(&mut reader, call).await {
+        Ok(first) => first,
+        Err(resp) => return resp,
+    };
+    // Each request is handled as it arrives. A watch outlives its
+    // requests: etcd keeps the stream open after the client's close-send
+    // (the body's end).
+    let requests = futures::stream::iter(first.map(Ok))
+        .chain(reader.into_stream())
+        .chain(futures::stream::pending());
+    let creds = Credentials::token(token(&headers));
+    streamed(s.watch.open(creds, requests).await, call).await
+}
+
+async fn keep_alive(State(s): S, body: Body) -> Response {
+    let mut reader = ObjectReader::new(body);
+    let call = CountedCall::start("/etcdserverpb.Lease/LeaseKeepAlive", Code::Unavailable);
+    let (first, call) = match first_request::<LeaseKeepAliveRequest>(&mut reader, call).await {
+        Ok(first) => first,
+        Err(resp) => return resp,
+    };
+    // A keepalive stream ends with its requests.
+    let requests = futures::stream::iter(first.map(Ok)).chain(reader.into_stream());
+    streamed(s.lease.keep_alive(requests), call).await
 }
 
 async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
@@ -225,10 +360,8 @@ async fn observe(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    match s.election.observe(request(&headers, msg)).await {
-        Ok(r) => streamed(r.into_inner()),
-        Err(e) => error_response(&e),
-    }
+    let call = CountedCall::start("/v3electionpb.Election/Observe", Code::Cancelled);
+    server_streamed(s.election.observe(request(&headers, msg)).await, call).await
 }
 
 async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
@@ -236,110 +369,72 @@ async fn snapshot(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(m) => m,
         Err(e) => return error_response(&e),
     };
-    match s.maintenance.snapshot(request(&headers, msg)).await {
-        Ok(r) => streamed(r.into_inner()),
-        Err(e) => error_response(&e),
-    }
+    let call = CountedCall::start("/etcdserverpb.Maintenance/Snapshot", Code::Cancelled);
+    server_streamed(s.maintenance.snapshot(request(&headers, msg)).await, call).await
 }
 
 /// The routes of one API prefix ("/v3" or "/v3beta").
 fn api(p: &str) -> Router<Arc<Services>> {
     let r = Router::new();
-    let r = unary_route!(r, &format!("{p}/kv/range"), kv, range);
-    let r = unary_route!(r, &format!("{p}/kv/put"), kv, put);
-    let r = unary_route!(r, &format!("{p}/kv/deleterange"), kv, delete_range);
-    let r = unary_route!(r, &format!("{p}/kv/txn"), kv, txn);
-    let r = unary_route!(r, &format!("{p}/kv/compaction"), kv, compact);
-    let r = unary_route!(r, &format!("{p}/lease/grant"), lease, lease_grant);
-    let r = unary_route!(r, &format!("{p}/lease/revoke"), lease, lease_revoke);
-    let r = unary_route!(r, &format!("{p}/kv/lease/revoke"), lease, lease_revoke);
-    let r = unary_route!(
-        r,
-        &format!("{p}/lease/timetolive"),
-        lease,
-        lease_time_to_live
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/kv/lease/timetolive"),
-        lease,
-        lease_time_to_live
-    );
-    let r = unary_route!(r, &format!("{p}/lease/leases"), lease, lease_leases);
-    let r = unary_route!(r, &format!("{p}/kv/lease/leases"), lease, lease_leases);
-    let r = unary_route!(r, &format!("{p}/cluster/member/add"), cluster, member_add);
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/remove"),
-        cluster,
-        member_remove
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/update"),
-        cluster,
-        member_update
-    );
-    let r = unary_route!(r, &format!("{p}/cluster/member/list"), cluster, member_list);
-    let r = unary_route!(
-        r,
-        &format!("{p}/cluster/member/promote"),
-        cluster,
-        member_promote
-    );
-    let r = unary_route!(r, &format!("{p}/maintenance/alarm"), maintenance, alarm);
-    let r = unary_route!(r, &format!("{p}/maintenance/status"), maintenance, status);
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/defragment"),
-        maintenance,
-        defragment
-    );
-    let r = unary_route!(r, &format!("{p}/maintenance/hash"), maintenance, hash);
-    let r = unary_route!(
-        r,
-        &format!("{p}/maintenance/transfer-leadership"),
-        maintenance,
-        move_leader
-    );
-    let r = unary_route!(r, &format!("{p}/auth/enable"), auth, auth_enable);
-    let r = unary_route!(r, &format!("{p}/auth/disable"), auth, auth_disable);
-    let r = unary_route!(r, &format!("{p}/auth/status"), auth, auth_status);
-    let r = unary_route!(r, &format!("{p}/auth/authenticate"), auth, authenticate);
-    let r = unary_route!(r, &format!("{p}/auth/user/add"), auth, user_add);
-    let r = unary_route!(r, &format!("{p}/auth/user/get"), auth, user_get);
-    let r = unary_route!(r, &format!("{p}/auth/user/list"), auth, user_list);
-    let r = unary_route!(r, &format!("{p}/auth/user/delete"), auth, user_delete);
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/user/changepw"),
-        auth,
-        user_change_password
-    );
-    let r = unary_route!(r, &format!("{p}/auth/user/grant"), auth, user_grant_role);
-    let r = unary_route!(r, &format!("{p}/auth/user/revoke"), auth, user_revoke_role);
-    let r = unary_route!(r, &format!("{p}/auth/role/add"), auth, role_add);
-    let r = unary_route!(r, &format!("{p}/auth/role/get"), auth, role_get);
-    let r = unary_route!(r, &format!("{p}/auth/role/list"), auth, role_list);
-    let r = unary_route!(r, &format!("{p}/auth/role/delete"), auth, role_delete);
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/grant"),
-        auth,
-        role_grant_permission
-    );
-    let r = unary_route!(
-        r,
-        &format!("{p}/auth/role/revoke"),
-        auth,
-        role_revoke_permission
-    );
-    let r = unary_route!(r, &format!("{p}/lock/lock"), lock, lock);
-    let r = unary_route!(r, &format!("{p}/lock/unlock"), lock, unlock);
-    let r = unary_route!(r, &format!("{p}/election/campaign"), election, campaign);
-    let r = unary_route!(r, &format!("{p}/election/proclaim"), election, proclaim);
-    let r = unary_route!(r, &format!("{p}/election/leader"), election, leader);
-    let r = unary_route!(r, &format!("{p}/election/resign"), election, resign);
+    let r = unary_routes!(r, p, kv, "etcdserverpb.KV", {
+        "kv/range" => range("Range"),
+        "kv/put" => put("Put"),
+        "kv/deleterange" => delete_range("DeleteRange"),
+        "kv/txn" => txn("Txn"),
+        "kv/compaction" => compact("Compact"),
+    });
+    let r = unary_routes!(r, p, lease, "etcdserverpb.Lease", {
+        "lease/grant" => lease_grant("LeaseGrant"),
+        "lease/revoke" => lease_revoke("LeaseRevoke"),
+        "kv/lease/revoke" => lease_revoke("LeaseRevoke"),
+        "lease/timetolive" => lease_time_to_live("LeaseTimeToLive"),
+        "kv/lease/timetolive" => lease_time_to_live("LeaseTimeToLive"),
+        "lease/leases" => lease_leases("LeaseLeases"),
+        "kv/lease/leases" => lease_leases("LeaseLeases"),
+    });
+    let r = unary_routes!(r, p, cluster, "etcdserverpb.Cluster", {
+        "cluster/member/add" => member_add("MemberAdd"),
+        "cluster/member/remove" => member_remove("MemberRemove"),
+        "cluster/member/update" => member_update("MemberUpdate"),
+        "cluster/member/list" => member_list("MemberList"),
+        "cluster/member/promote" => member_promote("MemberPromote"),
+    });
+    let r = unary_routes!(r, p, maintenance, "etcdserverpb.Maintenance", {
+        "maintenance/alarm" => alarm("Alarm"),
+        "maintenance/status" => status("Status"),
+        "maintenance/defragment" => defragment("Defragment"),
+        "maintenance/hash" => hash("Hash"),
+        "maintenance/transfer-leadership" => move_leader("MoveLeader"),
+    });
+    let r = unary_routes!(r, p, auth, "etcdserverpb.Auth", {
+        "auth/enable" => auth_enable("AuthEnable"),
+        "auth/disable" => auth_disable("AuthDisable"),
+        "auth/status" => auth_status("AuthStatus"),
+        "auth/authenticate" => authenticate("Authenticate"),
+        "auth/user/add" => user_add("UserAdd"),
+        "auth/user/get" => user_get("UserGet"),
+        "auth/user/list" => user_list("UserList"),
+        "auth/user/delete" => user_delete("UserDelete"),
+        "auth/user/changepw" => user_change_password("UserChangePassword"),
+        "auth/user/grant" => user_grant_role("UserGrantRole"),
+        "auth/user/revoke" => user_revoke_role("UserRevokeRole"),
+        "auth/role/add" => role_add("RoleAdd"),
+        "auth/role/get" => role_get("RoleGet"),
+        "auth/role/list" => role_list("RoleList"),
+        "auth/role/delete" => role_delete("RoleDelete"),
+        "auth/role/grant" => role_grant_permission("RoleGrantPermission"),
+        "auth/role/revoke" => role_revoke_permission("RoleRevokePermission"),
+    });
+    let r = unary_routes!(r, p, lock, "v3lockpb.Lock", {
+        "lock/lock" => lock("Lock"),
+        "lock/unlock" => unlock("Unlock"),
+    });
+    let r = unary_routes!(r, p, election, "v3electionpb.Election", {
+        "election/campaign" => campaign("Campaign"),
+        "election/proclaim" => proclaim("Proclaim"),
+        "election/leader" => leader("Leader"),
+        "election/resign" => resign("Resign"),
+    });
     r.route(&format!("{p}/watch"), post(watch))
         .route(&format!("{p}/lease/keepalive"), post(keep_alive))
         .route(&format!("{p}/election/observe"), post(observe))

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod concurrency;
 pub mod election;
 pub mod json_gateway;
+pub mod json_requests;
 pub mod kv;
 pub mod lease;
 pub mod lock;

@@ -288,7 +288,14 @@ async fn run(
             MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
         );
     let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
-        .merge(gatewayd::api::json_gateway::routes(services.clone()));
+        .merge(gatewayd::api::json_gateway::routes(services.clone()))
+        .merge(gatewayd::debug_vars::routes(
+            gatewayd::debug_vars::Sources {
+                backend: backend.clone(),
+                raftd_socket: member.raftd_socket(),
+                storaged_socket: member.storaged_socket(),
+            },
+        ));
 
     let shutdown = common::lifecycle::shutdown_signal();
     let prepared = prepare_servers(router, grpc, &cfg.client, &mut inherited).await?;

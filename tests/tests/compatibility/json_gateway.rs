@@ -2,7 +2,8 @@
 //! (KV, txn, errors, leases, auth with the Authorization header, /v3beta)
 //! give the same JSON once member IDs are masked; a watch streams
 //! `{"result": ...}` lines like etcd's; and etcd3gw, a Python client of
-//! etcd's gateway, runs the same script against both with the same output.
+//! etcd's gateway, runs the same script against both with the same output
+//! (a FailedPrecondition answer is its PreconditionFailedError).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use triad_tests::{http, http_with_headers, reference_etcd, Member};
 
 /// Mask what differs between two clusters: IDs, terms, lease IDs, tokens.
-fn mask(s: &str) -> String {
+pub(crate) fn mask(s: &str) -> String {
     let mut out = s.to_string();
     for field in ["cluster_id", "member_id", "raft_term", "ID", "token"] {
         let pat = format!("\"{field}\":\"");
@@ -173,6 +174,10 @@ print(got)
 l = c.lock('l1', ttl=10)
 print(l.acquire(), l.is_acquired(), l.release())
 print(c.delete('foo'), c.get_prefix('f'))
+try:
+    c.post(c.get_url('/auth/user/get'), json={'name': 'nobody', 'unknown': 1})
+except Exception as e:
+    print(type(e).__name__)
 "#;
 
 fn etcd3gw(port: u16) -> Option<String> {
@@ -205,6 +210,9 @@ fn json_gateway_matches_etcd() {
     let ours = script(&triad.endpoint());
     let our_watch = watch_lines(&triad.endpoint());
     let our_client = have_etcd3gw().then(|| etcd3gw(triad.port)).flatten();
+    if let Some(out) = &our_client {
+        assert!(out.contains("PreconditionFailedError"), "{out}");
+    }
     let Some(etcd) = reference_etcd(&[]) else {
         return;
     };

@@ -7,5 +7,6 @@ mod etcdctl_matches_etcd;
 mod etcdctl_watch_matches_etcd;
 mod grpc_edges_match_etcd;
 mod json_gateway;
+mod json_gateway_streams;
 mod kv_matches_etcd;
 mod watch_matches_etcd;
