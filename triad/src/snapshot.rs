@@ -248,8 +248,7 @@ fn humanize_bytes(n: u64) -> String {
     }
 }
 
-/// A bordered table as etcdctl's: headers centred, numbers right-aligned,
-/// other cells left-aligned.
+/// A bordered table as etcdctl's: headers centred, cells right-aligned.
 fn table(rows: &[[String; 4]]) -> String {
     let widths: Vec<usize> = (0..4)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
@@ -276,10 +275,8 @@ fn table(rows: &[[String; 4]]) -> String {
                     cell,
                     " ".repeat(pad - pad / 2)
                 )
-            } else if !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit()) {
-                format!("{cell:>w$}")
             } else {
-                format!("{cell:<w$}")
+                format!("{cell:>w$}")
             };
             out.push_str(&format!(" {cell} |"));
         }
@@ -299,5 +296,38 @@ mod tests {
         assert_eq!(humanize_bytes(20480), "20 kB");
         assert_eq!(humanize_bytes(2_100_000), "2.1 MB");
         assert_eq!(humanize_bytes(999), "999 B");
+    }
+
+    /// A file in the older triad backup format (as triad streamed it
+    /// before): still recognised and read.
+    #[test]
+    fn older_triad_backups_are_read() {
+        use common::proto::storage::{SnapshotChunk, SnapshotEntry, StatusResponse};
+        let chunk = SnapshotChunk {
+            status: Some(StatusResponse {
+                revision: 7,
+                ..Default::default()
+            }),
+            entries: vec![SnapshotEntry {
+                keyspace: 1,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }],
+            last: true,
+        };
+        let mut body = common::backup::frame(&chunk);
+        body.extend(common::backup::padding(body.len()));
+        let mut h = common::backup::Hasher::default();
+        h.update(&body);
+        body.extend(h.finish());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old.db");
+        std::fs::write(&file, &body).unwrap();
+        assert_eq!(format_of(&file).unwrap(), Format::Triad);
+        let s = triad_status(&file).unwrap();
+        assert_eq!((s.revision, s.total_key), (7, 1));
+        let data = dir.path().join("data");
+        restore(&file, &data, false).unwrap();
+        assert!(storaged::snapshot::staging_dir(&data.join("storaged")).exists());
     }
 }

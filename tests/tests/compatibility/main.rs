@@ -7,4 +7,5 @@ mod etcdctl_matches_etcd;
 mod etcdctl_watch_matches_etcd;
 mod json_gateway;
 mod kv_matches_etcd;
+mod snapshot_migration;
 mod watch_matches_etcd;

@@ -1,0 +1,293 @@
+//! Migrations through snapshot files, both ways: `etcdctl snapshot save`
+//! against etcd 3.4.23, `triad snapshot restore`, a member serving it;
+//! then `etcdctl snapshot save` against that member, `etcdctl snapshot
+//! status` and `restore`, and etcd serving it. Every key (deleted ones
+//! too), create/mod revision, version and lease, the header revision, the
+//! compaction point, leases, users and roles come out as they went in.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use triad_tests::{bin, etcdctl, free_port_pair, ok_stdout, reference_etcd, Member};
+
+const ROOT: &str = "--user=root:pw";
+
+/// Writes, deletes, a txn, leases with keys, a compaction and auth, through
+/// etcdctl; returns the compacted revision.
+fn populate(endpoint: &str) -> i64 {
+    let run = |args: &[&str]| ok_stdout(&etcdctl(endpoint, args));
+    for i in 0..30 {
+        run(&["put", &format!("k{:02}", i % 12), &format!("v{i}")]);
+    }
+    run(&["del", "k03"]);
+    run(&["del", "k1", "--prefix"]);
+    // A value larger than a bbolt page (overflow pages).
+    run(&["put", "big", &"xy".repeat(4500)]);
+    let lease = run(&["lease", "grant", "600"]);
+    let lease = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    run(&["put", "leased/a", "1", &format!("--lease={lease}")]);
+    run(&["put", "leased/b", "2", &format!("--lease={lease}")]);
+    run(&["lease", "grant", "900"]);
+    // A key whose lease is replaced by none keeps no attachment.
+    run(&["put", "leased/c", "3", &format!("--lease={lease}")]);
+    run(&["put", "leased/c", "4"]);
+    let header = run(&["get", "k00", "-w", "json"]);
+    let compact = revision_of(&header) - 3;
+    run(&["compact", &compact.to_string()]);
+    run(&["put", "k00", "after-compaction"]);
+    run(&["del", "k05"]);
+    run(&["put", "k03", "back"]);
+    run(&["user", "add", "root:pw"]);
+    run(&["user", "add", "reader:secret"]);
+    run(&["role", "add", "readers"]);
+    run(&["role", "grant-permission", "readers", "read", "k", "l"]);
+    run(&["user", "grant-role", "reader", "readers"]);
+    run(&["auth", "enable"]);
+    compact
+}
+
+/// The header revision of etcdctl's JSON output.
+fn revision_of(json: &str) -> i64 {
+    let at = json.find("\"revision\":").expect("revision") + "\"revision\":".len();
+    json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .expect("number")
+}
+
+/// What must be identical on both sides: every key with its fields, the
+/// header revision, a read before the compaction point, history after it,
+/// leases with their keys, users and roles, and what a user may read.
+fn view(endpoint: &str, compact: i64) -> Vec<String> {
+    let run = |args: &[&str]| {
+        let mut all = vec![ROOT];
+        all.extend_from_slice(args);
+        let out = etcdctl(endpoint, &all);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            // Only the error line: etcdctl's retry log differs by run.
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.starts_with("Error"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let all = run(&["get", "", "--prefix", "-w", "json"]);
+    let kvs = all[all.find("\"kvs\"").expect("kvs")..].to_string();
+    let mut v = vec![
+        format!("revision {}", revision_of(&all)),
+        kvs,
+        run(&["get", "k0", "--prefix", &format!("--rev={}", compact - 1)]),
+        run(&[
+            "get",
+            "",
+            "--prefix",
+            &format!("--rev={compact}"),
+            "-w",
+            "json",
+        ])
+        .split("\"kvs\"")
+        .nth(1)
+        .unwrap_or("")
+        .to_string(),
+        run(&["user", "list"]),
+        run(&["role", "list"]),
+        run(&["role", "get", "readers"]),
+        run(&["user", "get", "reader"]),
+        run(&["auth", "status"])
+            .lines()
+            .filter(|l| l.contains("Enabled"))
+            .collect(),
+    ];
+    let leases = run(&["lease", "list"]);
+    v.push(leases.clone());
+    for id in leases.lines().skip(1) {
+        let ttl = run(&["lease", "timetolive", id, "--keys"]);
+        // The remaining TTL ticks; the granted TTL and keys must match.
+        v.push(ttl.split("remaining").next().unwrap_or("").to_string());
+        // etcd lists attached keys in no particular order.
+        let keys = ttl.split("attached keys").nth(1).unwrap_or("");
+        let mut keys: Vec<&str> = keys
+            .split(|c: char| c.is_whitespace() || "([])".contains(c))
+            .filter(|k| !k.is_empty())
+            .collect();
+        keys.sort();
+        v.push(keys.join(" "));
+    }
+    let reader = etcdctl(endpoint, &["--user=reader:secret", "get", "k00"]);
+    v.push(String::from_utf8_lossy(&reader.stdout).into_owned());
+    v
+}
+
+/// The two views differ nowhere; a difference is shown cut short.
+fn assert_same(got: &[String], want: &[String], what: &str) {
+    let cut = |s: &str| s.chars().take(400).collect::<String>();
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(g == w, "{what}:\n got: {}\nwant: {}", cut(g), cut(w));
+    }
+}
+
+/// etcd on a data dir `etcdctl snapshot restore` prepared.
+struct RestoredEtcd {
+    child: Child,
+    endpoint: String,
+}
+
+impl RestoredEtcd {
+    fn start(file: &Path, dir: &Path) -> RestoredEtcd {
+        let port = free_port_pair();
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{}", port + 1);
+        let cluster = format!("default={peer}");
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--initial-cluster", &cluster])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .output()
+            .expect("etcdctl snapshot restore");
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &cluster])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let r = RestoredEtcd {
+            child,
+            endpoint: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcdctl(&r.endpoint, &[ROOT, "endpoint", "health"])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "restored etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+}
+
+impl Drop for RestoredEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn save(endpoint: &str, file: &Path) {
+    let out = etcdctl(
+        endpoint,
+        &[ROOT, "snapshot", "save", &file.to_string_lossy()],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Snapshot saved at"),
+        "snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn etcd_to_triad_to_etcd_keeps_every_revision_lease_and_user() {
+    let Some(source) = reference_etcd(&[]) else {
+        return;
+    };
+    let compact = populate(&source.endpoint());
+    let want = view(&source.endpoint(), compact);
+    assert!(
+        want[2].contains("required revision has been compacted"),
+        "{want:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // etcd to triad.
+    let from_etcd = dir.path().join("from-etcd.db");
+    save(&source.endpoint(), &from_etcd);
+    let member = Member::start_restored(&from_etcd);
+    let got = view(&member.endpoint(), compact);
+    assert_same(&got, &want, "triad restored from etcd");
+
+    // triad to etcd: etcd's own tools read the file.
+    let from_triad = dir.path().join("from-triad.db");
+    save(&member.endpoint(), &from_triad);
+    let status = ok_stdout(
+        &Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&from_triad)
+            .output()
+            .expect("etcdctl snapshot status"),
+    );
+    assert_eq!(format!("revision {}", revision_of(&status)), want[0]);
+    let ours = ok_stdout(
+        &Command::new(bin("triad"))
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&from_triad)
+            .output()
+            .expect("triad snapshot status"),
+    );
+    let fields = |s: &str| s[..s.find(",\"format\"").unwrap_or(s.trim_end().len() - 1)].to_string();
+    assert_eq!(
+        fields(&ours),
+        fields(status.trim_end()),
+        "status of a triad snapshot"
+    );
+    assert!(ours.contains("\"format\":\"etcd (bbolt)\""), "{ours}");
+    // The file storaged built for the stream is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(member.data_dir())
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("etcd-snapshot"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let restored = RestoredEtcd::start(&from_triad, &dir.path().join("etcd-restored"));
+    let got = view(&restored.endpoint, compact);
+    assert_same(&got, &want, "etcd restored from triad");
+
+    // And the status etcdctl reads from etcd's own file, triad reads alike.
+    let theirs = ok_stdout(
+        &Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&from_etcd)
+            .output()
+            .expect("etcdctl snapshot status"),
+    );
+    let ours = ok_stdout(
+        &Command::new(bin("triad"))
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&from_etcd)
+            .output()
+            .expect("triad snapshot status"),
+    );
+    assert_eq!(
+        fields(&ours),
+        fields(theirs.trim_end()),
+        "status of an etcd snapshot"
+    );
+}
