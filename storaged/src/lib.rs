@@ -78,4 +78,6 @@ impl From<StoreError> for tonic::Status {
 }
 
 #[cfg(test)]
+mod etcd_tests;
+#[cfg(test)]
 mod store_tests;

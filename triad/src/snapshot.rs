@@ -56,11 +56,16 @@ fn check_etcd_hash(file: &Path, skip: bool) -> anyhow::Result<()> {
     let mut stored = [0u8; common::backup::HASH_LEN];
     f.read_exact(&mut stored)?;
     let got = hasher.finalize();
+    // etcd's message, the digests printed as Go prints byte slices.
+    let go = |b: &[u8]| {
+        let bytes: Vec<String> = b.iter().map(u8::to_string).collect();
+        format!("[{}]", bytes.join(" "))
+    };
     anyhow::ensure!(
         got.as_slice() == stored,
-        "expected sha256 {:?}, got {:?}",
-        stored,
-        got.as_slice()
+        "expected sha256 {}, got {}",
+        go(&stored),
+        go(got.as_slice())
     );
     Ok(())
 }

@@ -246,3 +246,21 @@ fn small_files_are_too_small() {
     let (_dir, db) = open(&vec![0u8; 3 * PAGE_SIZE]);
     assert!(db.is_err());
 }
+
+#[test]
+fn large_buckets_get_several_branch_levels() {
+    let mut tree = BTreeMap::new();
+    for i in 0..60_000u32 {
+        let key = format!("key/{:08}", i.wrapping_mul(2_654_435_761)).into_bytes();
+        tree.insert(key, Node::Value(i.to_be_bytes().to_vec()));
+    }
+    let bytes = file_of(&tree);
+    let (_dir, db) = open(&bytes);
+    let db = db.unwrap();
+    // The root is a branch whose children are branches.
+    let root = db.meta().root.root as usize * PAGE_SIZE;
+    assert_eq!(u16_at(&bytes, root + 8), Some(BRANCH_PAGE));
+    let first_child = u64_at(&bytes, root + PAGE_HEADER + 8).unwrap() as usize * PAGE_SIZE;
+    assert_eq!(u16_at(&bytes, first_child + 8), Some(BRANCH_PAGE));
+    assert_eq!(read_tree(&db, &db.root()).unwrap(), tree);
+}

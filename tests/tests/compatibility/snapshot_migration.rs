@@ -291,3 +291,58 @@ fn etcd_to_triad_to_etcd_keeps_every_revision_lease_and_user() {
         "status of an etcd snapshot"
     );
 }
+
+/// The file storaged builds for a snapshot stream, in the data dir.
+fn snapshot_files(member: &Member) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(member.data_dir())
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("etcd-snapshot"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A client that leaves mid-stream: the temporary file goes, and the
+/// pieces it got are etcd's (32 KiB, the remaining bytes counting down, no
+/// header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_client_that_leaves_leaves_no_file_behind() {
+    let member = Member::start();
+    let mut c = member.client().await;
+    let value = "v".repeat(100_000);
+    for i in 0..40 {
+        c.put(format!("big/{i}"), value.as_str(), None)
+            .await
+            .expect("put");
+    }
+    let mut stream = c.snapshot().await.expect("snapshot");
+    let first = stream.message().await.expect("first piece").expect("piece");
+    assert_eq!(first.blob().len(), 32 * 1024);
+    assert!(
+        first.remaining_bytes() > 4_000_000,
+        "{}",
+        first.remaining_bytes()
+    );
+    assert!(first.header().is_none());
+    let second = stream
+        .message()
+        .await
+        .expect("second piece")
+        .expect("piece");
+    assert_eq!(
+        second.remaining_bytes(),
+        first.remaining_bytes() - 32 * 1024
+    );
+    assert_eq!(snapshot_files(&member).len(), 1, "the file being streamed");
+    drop(stream);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !snapshot_files(&member).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            snapshot_files(&member)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
