@@ -6,6 +6,7 @@
 //! etcd's compaction keeps them: per key the newest one, unless it is a
 //! tombstone (physical compaction here may not have caught up yet).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::Path;
@@ -138,13 +139,16 @@ fn write_buckets<R: Readable, W: Write + Seek>(
     let h = b.finish(w)?;
     root.put_bucket(w, etcd::LEASE, h)?;
 
-    // Membership is the new cluster's: etcdctl snapshot restore replaces
-    // these buckets' content, as it does with etcd's own snapshots.
-    for name in [etcd::MEMBERS, etcd::MEMBERS_REMOVED] {
-        let b = Bucket::new();
-        let h = b.finish(w)?;
-        root.put_bucket(w, name, h)?;
+    // etcdctl snapshot restore replaces the membership with the new
+    // cluster's, as it does with etcd's own snapshots.
+    let mut b = Bucket::new();
+    for (id, attributes) in members(&status.membership) {
+        b.put(w, id.as_bytes(), attributes.as_bytes())?;
     }
+    let h = b.finish(w)?;
+    root.put_bucket(w, etcd::MEMBERS, h)?;
+    let h = Bucket::new().finish(w)?;
+    root.put_bucket(w, etcd::MEMBERS_REMOVED, h)?;
 
     let mut b = Bucket::new();
     let applied = status.applied.map_or(0, |a| a.index);
@@ -163,6 +167,44 @@ fn write_buckets<R: Readable, W: Write + Seek>(
     let h = b.finish(w)?;
     root.put_bucket(w, etcd::META, h)?;
     Ok(root.finish(w)?)
+}
+
+/// The `members` bucket from the applied membership (raftd's JSON of
+/// openraft's: voter sets and nodes by ID): member ID in hex → etcd's raft
+/// attributes as JSON. Nothing if it does not parse (a snapshot is not
+/// refused for it).
+pub(crate) fn members(membership: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if membership.is_empty() {
+        return out;
+    }
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(membership) else {
+        tracing::warn!("snapshot: membership does not parse; members bucket left empty");
+        return out;
+    };
+    let voters: Vec<u64> = m["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_array())
+        .flatten()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    for (id, node) in m["nodes"].as_object().into_iter().flatten() {
+        let Ok(id) = id.parse::<u64>() else { continue };
+        let urls = serde_json::to_string(&node["peer_urls"]).unwrap_or_else(|_| "[]".into());
+        let urls = if urls == "null" { "[]".into() } else { urls };
+        let learner = if voters.contains(&id) {
+            ""
+        } else {
+            ",\"isLearner\":true"
+        };
+        out.insert(
+            format!("{id:x}"),
+            format!("{{\"peerURLs\":{urls}{learner}}}"),
+        );
+    }
+    out
 }
 
 /// The `key` bucket: every stored revision in revision order, compacted

@@ -136,3 +136,19 @@ fn export_then_import_keeps_reads_revisions_and_compaction() {
         )
         .is_err());
 }
+
+#[test]
+fn members_come_from_the_applied_membership() {
+    let json = br#"{"configs":[[10,11]],"nodes":{"10":{"name":"a","peer_urls":["http://h:2380"],"client_urls":[]},"11":{"name":"b","peer_urls":["http://i:2380"]},"255":{"name":"","peer_urls":["http://j:2380"]}}}"#;
+    let m = crate::etcd_export::members(json);
+    let got: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("a", r#"{"peerURLs":["http://h:2380"]}"#),
+            ("b", r#"{"peerURLs":["http://i:2380"]}"#),
+            ("ff", r#"{"peerURLs":["http://j:2380"],"isLearner":true}"#),
+        ]
+    );
+    assert!(crate::etcd_export::members(b"not json").is_empty());
+}
