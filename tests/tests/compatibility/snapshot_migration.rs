@@ -425,11 +425,11 @@ fn etcd_reads_random_files_written_by_triad() {
         keys.dedup();
         let mut b = Bucket::new();
         for k in keys {
-            if depth < 2 && n < 8 && rng.next_u64() % 3 == 0 {
+            if depth < 2 && n < 8 && rng.next_u64().is_multiple_of(3) {
                 let sub = bucket(w, rng, depth + 1);
                 b.put_bucket(w, &k, sub).expect("sub-bucket");
             } else {
-                let big = rng.next_u64() % 100 == 0;
+                let big = rng.next_u64().is_multiple_of(100);
                 let v = rng.bytes(if big { 20_000 } else { 60 });
                 b.put(w, &k, &v).expect("put");
             }
@@ -476,5 +476,8 @@ fn etcd_reads_random_files_written_by_triad() {
             ours.starts_with(theirs),
             "round {round}: etcd {theirs}, triad {ours}"
         );
+        largest = largest.max(std::fs::metadata(&path).expect("size").len());
     }
+    // Some bucket was large enough for branch pages above branch pages.
+    assert!(largest > 2_000_000, "largest file {largest} bytes");
 }
