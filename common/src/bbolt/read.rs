@@ -1,8 +1,9 @@
 //! Reading a bbolt file without trusting it: pages are read with bounds
 //! checked against the file and the meta's high-water mark, every offset
 //! and count inside a page against the page, tree depth is bounded, a page
-//! is visited at most once per walk (no cycle or shared subtree repeats
-//! work) and the whole `Db` reads at most a few times its page count. Any
+//! (overflow pages included) is visited at most once per walk (no cycle or
+//! shared subtree repeats work, pages in memory never overlap) and the
+//! whole `Db` reads at most a few times its page count. Any
 //! violation is an error naming the page, never a panic.
 
 use std::fs::File;
@@ -175,6 +176,16 @@ impl Db {
                 }
                 *bit |= 1 << (pgid % 64);
                 let page = self.page(pgid)?;
+                // Overflow pages belong to this page alone: pages held on
+                // the stack never overlap, so they never add up past the
+                // file's size.
+                for p in pgid + 1..pgid + (page.len() / self.page_size) as u64 {
+                    let bit = &mut visited[(p / 64) as usize];
+                    if *bit & (1 << (p % 64)) != 0 {
+                        return Err(corrupt(pgid, format!("overflow overlaps page {p}")).into());
+                    }
+                    *bit |= 1 << (p % 64);
+                }
                 let flags = u16_at(&page, 8).unwrap_or(0);
                 if flags & LEAF_PAGE != 0 {
                     self.visit_leaf(pgid, &page, bucket.nesting, f)?;
@@ -294,6 +305,12 @@ impl Db {
                 format!("overflow {overflow} beyond the file"),
             ));
         }
+        // Every page read counts, overflow pages included.
+        let left = self.reads_left.get();
+        if left < overflow {
+            return Err(ReadError::Budget);
+        }
+        self.reads_left.set(left - overflow);
         let mut page = vec![0u8; ((overflow + 1) * ps) as usize];
         self.file.read_exact_at(&mut page, pgid * ps)?;
         Ok(page)
