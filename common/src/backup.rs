@@ -1,5 +1,7 @@
-//! The backup file `Maintenance.Snapshot` streams and `triad snapshot
-//! restore` reads: storaged's snapshot chunks, each framed as a 4-byte
+//! triad's older backup format, which `Maintenance.Snapshot` streamed
+//! before it sent etcd's bbolt backend (`bbolt`); `triad snapshot restore`
+//! and `status` still read it, for files operators saved then. Also the
+//! SHA-256 both formats end with. Layout: storaged's snapshot chunks, each framed as a 4-byte
 //! big-endian length and an encoded `triad.storage.v1.SnapshotChunk` (the
 //! last one marked `last`), zero padding to a multiple of 512 bytes (etcdctl
 //! checks that the data before the hash is whole pages, as bolt files

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod backup;
+pub mod bbolt;
 pub mod call_stream;
 pub mod cert_names;
 pub mod codec;

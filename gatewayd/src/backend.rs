@@ -33,8 +33,8 @@ use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
-    AuthCredentialsResponse, AuthInfo, AuthResolveResponse, RaftRequest, RaftResult, SnapshotChunk,
-    StatusResponse as StorageStatus,
+    AuthCredentialsResponse, AuthInfo, AuthResolveResponse, EtcdSnapshotChunk, RaftRequest,
+    RaftResult, StatusResponse as StorageStatus,
 };
 
 pub struct Backend {
@@ -260,9 +260,10 @@ impl Backend {
         self.storage.auth_credentials(name).await
     }
 
-    /// storaged's point-in-time copy of the whole store, in chunks.
-    pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotChunk>, Status> {
-        self.storage.snapshot().await
+    /// storaged's point-in-time copy of the whole store as etcd's backend
+    /// file, in pieces.
+    pub async fn etcd_snapshot(&self) -> Result<tonic::Streaming<EtcdSnapshotChunk>, Status> {
+        self.storage.etcd_snapshot().await
     }
 
     /// storaged's defragmentation (flush and full compaction).

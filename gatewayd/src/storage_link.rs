@@ -23,8 +23,8 @@ use common::proto::storage::auth_query_response::Answer;
 use common::proto::storage::storage_client::StorageClient;
 use common::proto::storage::{
     AuthCheckRequest, AuthCredentialsRequest, AuthCredentialsResponse, AuthInfo, AuthQueryRequest,
-    AuthResolveRequest, AuthResolveResponse, MetricsRequest, ReadCall, ReadReply, SnapshotChunk,
-    SnapshotRequest, StatusRequest, StatusResponse, WaitCompactionRequest,
+    AuthResolveRequest, AuthResolveResponse, EtcdSnapshotChunk, MetricsRequest, ReadCall,
+    ReadReply, SnapshotRequest, StatusRequest, StatusResponse, WaitCompactionRequest,
 };
 
 pub struct StorageLink {
@@ -166,9 +166,10 @@ impl StorageLink {
         .await
     }
 
-    /// storaged's point-in-time copy of the whole store, in chunks.
-    pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotChunk>, Status> {
-        self.call(|mut storage| async move { storage.snapshot(SnapshotRequest {}).await })
+    /// storaged's point-in-time copy of the whole store as etcd's backend
+    /// file, in pieces.
+    pub async fn etcd_snapshot(&self) -> Result<tonic::Streaming<EtcdSnapshotChunk>, Status> {
+        self.call(|mut storage| async move { storage.etcd_snapshot(SnapshotRequest {}).await })
             .await
     }
 

@@ -8,6 +8,9 @@ pub mod apply;
 pub mod auth;
 pub mod compactor;
 pub mod config;
+pub mod etcd_db;
+pub mod etcd_export;
+pub mod etcd_import;
 pub mod event_feed;
 pub mod events;
 pub mod fatal;
@@ -54,6 +57,13 @@ pub enum StoreError {
     JournalSync(std::io::Error),
     #[error("snapshot stream ended before it was complete")]
     IncompleteSnapshot,
+    /// An etcd backend file that cannot be read or holds what etcd would not.
+    #[error("etcd snapshot: {0}")]
+    EtcdSnapshot(String),
+    #[error("etcd snapshot: {0}")]
+    BboltRead(#[from] common::bbolt::read::ReadError),
+    #[error("etcd snapshot: {0}")]
+    BboltWrite(#[from] common::bbolt::write::WriteError),
 }
 
 impl From<StoreError> for tonic::Status {
@@ -67,5 +77,7 @@ impl From<StoreError> for tonic::Status {
     }
 }
 
+#[cfg(test)]
+mod etcd_tests;
 #[cfg(test)]
 mod store_tests;

@@ -19,9 +19,9 @@ use common::proto::storage::auth_check_request::Need;
 use common::proto::storage::storage_server::Storage;
 use common::proto::storage::{
     ActivateSnapshotRequest, ActivateSnapshotResponse, ApplyEntry, ApplyRequest, ApplyResponse,
-    EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest, LeaseKeysResponse, LeasesRequest,
-    LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
-    WaitCompactionRequest, WaitCompactionResponse,
+    EtcdSnapshotChunk, EventsRequest, HelloRequest, HelloResponse, LeaseKeysRequest,
+    LeaseKeysResponse, LeasesRequest, LeasesResponse, SnapshotChunk, SnapshotRequest,
+    StatusRequest, StatusResponse, WaitCompactionRequest, WaitCompactionResponse,
 };
 use common::proto::storage::{ApplySoonNotice, ApplySoonResponse, ReadCall, ReadReply};
 use common::proto::storage::{
@@ -352,6 +352,19 @@ impl Storage for StorageService {
         let (tx, rx) = mpsc::channel(2);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || crate::snapshot::send(&store, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type EtcdSnapshotStream = ReceiverStream<Result<EtcdSnapshotChunk, Status>>;
+
+    async fn etcd_snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let file = crate::snapshot::export_file(&self.dir);
+        tokio::task::spawn_blocking(move || crate::etcd_export::send(&store, file, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
 use tokio::sync::mpsc;
 
+use crate::keys;
+use crate::record::Record;
 use crate::schema::{
-    KEYSPACES, META_ALARMS, META_APPLIED, META_KEYSPACE, META_MEMBERSHIP, META_MEMBERSHIP_LOG_ID,
+    lease_attachment, KEYSPACES, META_ALARMS, META_APPLIED, META_KEYSPACE, META_MEMBERSHIP,
+    META_MEMBERSHIP_LOG_ID,
 };
 use crate::store::Store;
 use crate::StoreError;
@@ -136,6 +139,52 @@ impl Staging {
         Ok(())
     }
 
+    /// Attach every key whose newest revision is live and names an existing
+    /// lease to that lease (`lease_keys`), as etcd does when it restores
+    /// its store. One pass over the staged key index, in bounded batches.
+    pub fn attach_leases(&mut self) -> Result<(), StoreError> {
+        let [index, _, leases, lease_keys, _, _] = &self.keyspaces[..] else {
+            return Err(StoreError::CorruptKey);
+        };
+        let snap = self.db.read_tx();
+        let mut batch = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for g in snap.iter(index) {
+            let (k, v) = g.into_inner()?;
+            let (esc, _) = keys::split_index_key(&k).ok_or(StoreError::CorruptKey)?;
+            if last.as_deref() == Some(esc) {
+                continue; // an older revision of the same key
+            }
+            last = Some(esc.to_vec());
+            let rec = Record::decode(&v)?;
+            if rec.tombstone
+                || rec.lease == 0
+                || !snap.contains_key(leases, rec.lease.to_be_bytes())?
+            {
+                continue;
+            }
+            let key = keys::unescape(esc).ok_or(StoreError::CorruptKey)?;
+            batch.push(lease_attachment(rec.lease, &key));
+            if batch.len() >= 4096 {
+                self.insert_all(lease_keys, std::mem::take(&mut batch))?;
+            }
+        }
+        self.insert_all(lease_keys, batch)
+    }
+
+    fn insert_all(
+        &self,
+        ks: &fjall::SingleWriterTxKeyspace,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.write_tx();
+        for k in keys {
+            tx.insert(ks, k, b"");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Make the staging durable; its applied state.
     pub fn finish(self) -> Result<StatusResponse, StoreError> {
         if !self.complete {
@@ -185,5 +234,46 @@ pub fn settle(live: &Path) -> Result<(), StoreError> {
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
     }
+    remove_exports(live);
     Ok(())
+}
+
+/// Where an etcd-format snapshot is built before it is streamed: a file
+/// beside the store, removed when the returned guard drops.
+pub fn export_file(live: &Path) -> ExportFile {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ExportFile(live.with_extension(format!("{EXPORT_EXTENSION}{n}")))
+}
+
+const EXPORT_EXTENSION: &str = "etcd-snapshot.";
+
+/// A temporary snapshot file, deleted on drop (after an error or a client
+/// that went away too).
+pub struct ExportFile(pub PathBuf);
+
+impl Drop for ExportFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %self.0.display(), error = %e, "cannot remove a snapshot file");
+            }
+        }
+    }
+}
+
+/// Snapshot files a crash left behind.
+fn remove_exports(live: &Path) {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.{EXPORT_EXTENSION}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

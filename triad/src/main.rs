@@ -20,17 +20,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum SnapshotCommand {
-    /// Restore a backup (etcdctl snapshot save) into a new member's data
-    /// directory; start it with triad up / the daemons' --initial-cluster.
+    /// Restore a snapshot (etcdctl snapshot save, against etcd or triad)
+    /// into a new member's data directory; start it with triad up / the
+    /// daemons' --initial-cluster.
     Restore {
-        /// The backup file.
+        /// The snapshot file.
         file: PathBuf,
         /// The new member's data directory (must not hold a member yet).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Restore a bbolt file without etcd's trailing SHA-256 (e.g. a
+        /// copy of an etcd member's db file).
+        #[arg(long)]
+        skip_hash_check: bool,
     },
-    /// Check a backup's integrity and show what it holds.
-    Status { file: PathBuf },
+    /// Check a snapshot's integrity and show what it holds (etcdctl's
+    /// fields: hash, revision, total keys, total size) and its format.
+    Status {
+        file: PathBuf,
+        /// simple, table or json.
+        #[arg(short = 'w', long, default_value = "simple")]
+        write_out: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,10 +122,14 @@ fn main() -> ExitCode {
             data_dir,
             member,
         } => ctl::run(action, &daemon, &data_dir, member),
-        Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
-            snapshot::restore(&file, &data_dir)
+        Command::Snapshot(SnapshotCommand::Restore {
+            file,
+            data_dir,
+            skip_hash_check,
+        }) => snapshot::restore(&file, &data_dir, skip_hash_check),
+        Command::Snapshot(SnapshotCommand::Status { file, write_out }) => {
+            snapshot::status(&file, &write_out)
         }
-        Command::Snapshot(SnapshotCommand::Status { file }) => snapshot::status(&file),
         Command::Up {
             data_dir,
             client_port,

@@ -3,7 +3,7 @@
 //! Alarm (list from storaged; activate/deactivate through raft), Defragment
 //! (storaged flushes and compacts fully, off the apply path), MoveLeader (raftd
 //! transfers leadership), HashKV (storaged's, etcd's algorithm), Snapshot
-//! (storaged's point-in-time copy as a backup file, `common::backup`),
+//! (storaged's point-in-time copy as etcd's bbolt backend file),
 //! Hash (of storaged's whole store). Downgrade is not implemented.
 
 use std::sync::Arc;
@@ -157,42 +157,40 @@ impl Maintenance for MaintenanceService {
         req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
         self.admin_only(&req).await?;
-        // storaged's point-in-time copy, framed into the backup format,
-        // then its SHA-256 as the last message (as etcd sends its hash).
-        let mut chunks = self.backend.snapshot().await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        // etcd 3.4 sends its snapshot without headers.
-        let header = None;
+        // storaged builds the file from one read snapshot; it goes to the
+        // client as etcd sends its backend: pieces counting down the
+        // remaining bytes, then the SHA-256 of the whole file. etcd 3.4
+        // sets no header on these messages.
+        let mut pieces = self.backend.etcd_snapshot().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut hash = common::backup::Hasher::default();
-            let mut written = 0;
+            let mut sent = 0u64;
             loop {
-                let next = match chunks.message().await {
-                    Ok(Some(chunk)) => chunk,
+                let piece = match pieces.message().await {
+                    Ok(Some(piece)) => piece,
                     Ok(None) => break,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
-                let mut blob = common::backup::frame(&next);
-                if next.last {
-                    blob.extend(common::backup::padding(written + blob.len()));
-                }
-                written += blob.len();
-                hash.update(&blob);
+                sent += piece.data.len() as u64;
+                hash.update(&piece.data);
                 let resp = SnapshotResponse {
-                    header,
-                    remaining_bytes: 1,
-                    blob,
+                    header: None,
+                    remaining_bytes: piece.total_size.saturating_sub(sent),
+                    blob: piece.data,
                     version: String::new(),
                 };
+                // A client that went away drops the stream from storaged,
+                // which then removes its file.
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
             }
             let last = SnapshotResponse {
-                header,
+                header: None,
                 remaining_bytes: 0,
                 blob: hash.finish(),
                 version: String::new(),

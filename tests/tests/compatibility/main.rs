@@ -9,4 +9,5 @@ mod grpc_edges_match_etcd;
 mod json_gateway;
 mod json_gateway_streams;
 mod kv_matches_etcd;
+mod snapshot_migration;
 mod watch_matches_etcd;
