@@ -186,6 +186,9 @@ where
 {
     crate::member_dir::private_umask();
     crate::logging::init(daemon, &settings.member_name, &settings.log);
+    for n in crate::etcd_flags::take_notices() {
+        tracing::info!("{n}");
+    }
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }

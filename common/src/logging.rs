@@ -73,14 +73,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
 /// Install the process's logger. `RUST_LOG` overrides the level.
 pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", settings.level))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(settings.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colour only for a person at a terminal: escape codes in files and
-        // the journal break greps and log shippers.
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colour only for a person at a terminal (and not with NO_COLOR):
+        // escape codes in files and the journal break greps and log
+        // shippers.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .log_internal_errors(false)
         .with_writer(Stderr(dropped(daemon)));
     if settings.json {
@@ -93,6 +93,27 @@ pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
     } else {
         builder.init();
     }
+}
+
+/// The filter for `level`. openraft logs a warning for every RPC to a peer
+/// that is not up yet (votes, heartbeats, replication: what a cluster's
+/// start is made of) and an error for a membership change it hands back
+/// to raftd anyway; those are debug matters, shown from --log-level debug
+/// on. Its other warnings and errors stay.
+fn directives(level: &str) -> String {
+    // openraft no chattier than the rest.
+    let openraft = if level == "error" { "error" } else { "warn" };
+    if level == "debug" {
+        return format!("{level},openraft={openraft}");
+    }
+    format!(
+        "{level},openraft={openraft},\
+         openraft::core::raft_core=error,\
+         openraft::core::heartbeat=error,\
+         openraft::replication=error,\
+         openraft::engine::handler::replication_handler=error,\
+         openraft::raft::api::management=off"
+    )
 }
 
 struct EtcdJson {
@@ -227,6 +248,15 @@ mod tests {
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_795_944_321, 999), "2026-11-29T09:25:21.999Z");
+    }
+
+    #[test]
+    fn the_filter_parses_at_every_level() {
+        for level in ["debug", "info", "warn", "error"] {
+            let d = directives(level);
+            assert!(tracing_subscriber::EnvFilter::try_new(&d).is_ok(), "{d}");
+        }
+        assert!(directives("info").contains("openraft::core::raft_core=error"));
     }
 
     #[test]
