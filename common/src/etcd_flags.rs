@@ -248,10 +248,23 @@ pub fn adapt_args(args: Vec<OsString>, known: &HashMap<String, Option<String>>) 
         };
         match fate(name, known) {
             Fate::NotEtcd => out.push(arg),
-            Fate::Keep(ours) => out.push(OsString::from(match value {
-                Some(v) => format!("--{ours}={v}"),
-                None => format!("--{ours}"),
-            })),
+            Fate::Keep(ours) => match value {
+                Some(v) => out.push(OsString::from(format!(
+                    "--{ours}={}",
+                    crate::member_check::normalized(name, v)
+                ))),
+                None => {
+                    out.push(OsString::from(format!("--{ours}")));
+                    if crate::member_check::is_number(name) {
+                        if let Some(next) = it.next() {
+                            out.push(match next.to_str() {
+                                Some(v) => crate::member_check::normalized(name, v).into(),
+                                None => next,
+                            });
+                        }
+                    }
+                }
+            },
             Fate::Drop => {
                 if value.is_none() && !BOOLEAN.contains(&name) {
                     it.next(); // its value
@@ -275,7 +288,7 @@ pub fn adapt_env(known: &HashMap<String, Option<String>>) {
             Fate::Keep(ours) => {
                 if let Some(Some(env)) = known.get(&ours) {
                     if std::env::var_os(env).is_none() {
-                        std::env::set_var(env, value);
+                        std::env::set_var(env, crate::member_check::normalized(&name, &value));
                     }
                 }
             }

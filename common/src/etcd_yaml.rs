@@ -108,7 +108,19 @@ fn setting(name: &str, field: &str, v: &Value) -> Result<Option<(String, String)
                 .to_string();
             return Ok((!etcd_default(name, &text)).then(|| (name.to_string(), text)));
         }
-        crate::etcd_flags::warn(format!("ignoring unknown key {name} in the config file"));
+        // embed.Config's keys that are no flag, at their defaults.
+        let quiet = match (name, v) {
+            ("enable-grpc-gateway", Value::Bool(true)) => true,
+            ("log-output", Value::Sequence(l)) => l
+                .iter()
+                .all(|o| matches!(o.as_str(), Some("default" | "stderr"))),
+            _ => false,
+        };
+        if !quiet {
+            crate::etcd_flags::warn(format!(
+                "ignoring key {name} in the config file: it has no meaning for triad"
+            ));
+        }
         return Ok(None);
     };
     let text = flag_text(k, v).ok_or_else(|| type_error(v, field, k.go_type()))?;

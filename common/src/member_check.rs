@@ -170,6 +170,26 @@ fn env_suffix(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
+/// Whether etcd's setting `name` (or triad's name for it) is a number.
+pub fn is_number(name: &str) -> bool {
+    kind(etcd_name(name)).is_some_and(|k| k.is_integer() && k != Kind::Duration)
+}
+
+/// A value as triad's parsers take it: Go's spellings of booleans (`t`,
+/// `1`, ...) and numbers (`0x10`, `1_000`) in their plain form; any other
+/// text as it is.
+pub fn normalized(name: &str, text: &str) -> String {
+    let plain = match kind(etcd_name(name)) {
+        Some(Kind::Bool) => go_bool(text).map(|b| b.to_string()),
+        Some(Kind::Int | Kind::Int64) => go_int(text).ok().map(|n| n.to_string()),
+        Some(Kind::Uint | Kind::Uint32 | Kind::Uint64) => {
+            go_uint(text, 64).ok().map(|n| n.to_string())
+        }
+        _ => None,
+    };
+    plain.unwrap_or_else(|| text.to_string())
+}
+
 /// Why `text` is no value of `kind`, in Go's flag package's words.
 pub fn flag_reason(kind: Kind, text: &str) -> Option<String> {
     let num = |r: Result<(), NumError>| match r {
@@ -704,6 +724,17 @@ mod tests {
         let t: toml::Table = "[raftd]\nelection-timeout = 200\n".parse().unwrap();
         let e = check(&args(&[]), &no_env, &FileSettings::Toml(&t)).unwrap_err();
         assert!(e.0.contains("at least as 5 times"), "{e}");
+    }
+
+    #[test]
+    fn go_spellings_become_plain() {
+        assert_eq!(normalized("pre-vote", "t"), "true");
+        assert_eq!(normalized("pre-vote", "0"), "false");
+        assert_eq!(normalized("quota-backend-bytes", "0x10"), "16");
+        assert_eq!(normalized("snapshot-count", "1_000"), "1000");
+        assert_eq!(normalized("name", "0x10"), "0x10");
+        assert!(is_number("max-txn-ops"));
+        assert!(!is_number("watch-progress-notify-interval"));
     }
 
     #[test]
