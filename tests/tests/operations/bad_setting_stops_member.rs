@@ -131,3 +131,30 @@ fn a_bad_quota_variable_stops_triad_up_with_no_daemon_left() {
         assert_ne!(code, Some(0));
     }
 }
+
+#[test]
+fn a_bad_value_in_one_daemons_section_stops_its_siblings_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("triad.toml");
+    std::fs::write(
+        &conf,
+        "[gatewayd]\nworker-threads = \"two\"\n[raftd]\nsnapshot-count = 1000\n",
+    )
+    .unwrap();
+    for d in DAEMONS {
+        let out = Command::new(bin(d))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--config-file")
+            .arg(&conf)
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{d}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("{d}: config [gatewayd]: worker-threads must be an integer, not \"two\"")
+        );
+    }
+}
