@@ -1,9 +1,11 @@
 //! A normal start logs plainly and calmly: the daemons' log files (stderr
 //! is no terminal there) hold no ANSI colour escapes, and neither a single
 //! member started by `triad up` nor a three-member cluster logs a warning
-//! or an error while starting and serving its first writes.
+//! or an error while starting and serving its first writes. A member that
+//! stays down is still warned of, once, as etcd's prober does.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use triad_tests::cluster::Cluster;
 use triad_tests::{Member, DAEMONS};
@@ -46,4 +48,29 @@ async fn a_three_member_cluster_starts_without_warnings_or_colour() {
         let bad = complaints(&m.dir);
         assert!(bad.is_empty(), "member {i}:\n{}", bad.join("\n"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stays_down_is_warned_of_once() {
+    let cluster = Cluster::start(3);
+    let raftd_log = cluster.members[0].dir.join("logs").join("raftd.log");
+    let warned = |text: &str| text.matches("prober detected unhealthy status").count();
+    let held = cluster.hold_down(&[2]);
+    // Probes run every 5 s; the second failed one warns.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    while Instant::now() < deadline && warned(&text) == 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = std::fs::read_to_string(&raftd_log).unwrap_or_default();
+    }
+    assert_eq!(warned(&text), 1, "m0's raftd warns of m2:\n{text}");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    cluster.release(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !text.contains("peer is reachable again") {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = std::fs::read_to_string(&raftd_log).unwrap_or_default();
+    }
+    assert!(text.contains("peer is reachable again"), "{text}");
+    assert_eq!(warned(&text), 1, "one warning for one outage:\n{text}");
 }
