@@ -28,6 +28,9 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
+/// A config file is read whole; a bigger one is no configuration.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
 /// A config file, in whichever of the two formats it is written.
 #[derive(Debug)]
 pub enum ConfigFile {
@@ -91,14 +94,14 @@ fn read_bounded(path: &Path) -> Result<String, ConfigError> {
         |e: std::io::Error| err(format!("cannot read config file {}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut text = String::new();
-    file.take(crate::etcd_yaml::MAX_FILE_BYTES as u64 + 1)
+    file.take(MAX_FILE_BYTES as u64 + 1)
         .read_to_string(&mut text)
         .map_err(cannot)?;
-    if text.len() > crate::etcd_yaml::MAX_FILE_BYTES {
+    if text.len() > MAX_FILE_BYTES {
         return Err(err(format!(
             "config file {} is larger than {} bytes",
             path.display(),
-            crate::etcd_yaml::MAX_FILE_BYTES
+            MAX_FILE_BYTES
         )));
     }
     Ok(text)

@@ -12,9 +12,6 @@ use serde_yaml_ng::Value;
 use crate::config::ConfigError;
 use crate::member_check::{kind, url_list_reason, Kind};
 
-/// A config file is read whole; a bigger one is no configuration.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
-
 fn err(msg: String) -> ConfigError {
     ConfigError(msg)
 }
@@ -33,15 +30,14 @@ fn json_type(v: &Value) -> String {
 }
 
 fn type_error(value: &Value, field: &str, go_type: &str) -> ConfigError {
-    // encoding/json names a number's value only when the number is the
-    // trouble; a string or an object is named by its type alone.
-    let what = match value {
-        Value::Number(_) => json_type(value),
-        other => json_type(other)
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+    // encoding/json names a number's value only when a number was wanted
+    // (out of range, or a fraction); otherwise a value by its type alone.
+    let numeric =
+        go_type.starts_with("int") || go_type.starts_with("uint") || go_type == "time.Duration";
+    let full = json_type(value);
+    let what = match full.split_once(' ') {
+        Some((kind, _)) if !numeric => kind.to_string(),
+        _ => full,
     };
     err(format!(
         "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {what} into Go struct field {field} of type {go_type}"
@@ -257,7 +253,12 @@ mod tests {
             "{e}"
         );
         let e = parse("client-transport-security:\n  cert-file: 3\n").unwrap_err();
-        assert!(e.0.ends_with("cannot unmarshal number 3 into Go struct field securityConfig.client-transport-security.cert-file of type string"), "{e}");
+        assert!(e.0.ends_with("cannot unmarshal number into Go struct field securityConfig.client-transport-security.cert-file of type string"), "{e}");
+        let e = parse("snapshot-count: 1.5\n").unwrap_err();
+        assert!(
+            e.0.ends_with("cannot unmarshal number 1.5 into Go struct field configYAML.snapshot-count of type uint64"),
+            "{e}"
+        );
         let e = parse("listen-peer-urls: ftp://x:1\n").unwrap_err();
         assert_eq!(e.0, "unexpected error setting up listen-peer-urls: URL scheme must be http, https, unix, or unixs: ftp://x:1");
         assert!(parse("- a\n- b\n").is_err());
