@@ -198,12 +198,15 @@ pub fn documented_defaults(example: &str, section: &str) -> Vec<(String, toml::V
     out
 }
 
-/// How a daemon logs (from --log-format/--logger and --log-level).
+/// How a daemon logs (from --log-format/--logger, --log-level and
+/// --log-outputs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogSettings {
     pub json: bool,
     /// A tracing level: error, warn, info or debug.
     pub level: &'static str,
+    /// Where log lines go (each line to every one).
+    pub outputs: Vec<LogOutput>,
 }
 
 impl Default for LogSettings {
@@ -211,8 +214,39 @@ impl Default for LogSettings {
         LogSettings {
             json: false,
             level: "info",
+            outputs: vec![LogOutput::Stderr],
         }
     }
+}
+
+/// One of etcd's --log-outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    /// `default`, `stderr`, and `systemd/journal` (a unit's stderr is
+    /// the journal).
+    Stderr,
+    Stdout,
+    /// Any other value: a file lines are appended to.
+    File(PathBuf),
+}
+
+/// etcd's --log-outputs: a comma-separated list.
+pub fn parse_log_outputs(list: &str) -> Result<Vec<LogOutput>, ConfigError> {
+    let mut outputs = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let output = match item {
+            "default" | "stderr" | "systemd/journal" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            path => LogOutput::File(PathBuf::from(path)),
+        };
+        if !outputs.contains(&output) {
+            outputs.push(output);
+        }
+    }
+    if outputs.is_empty() {
+        return Err(err("--log-outputs must not be empty"));
+    }
+    Ok(outputs)
 }
 
 /// etcd's --log-level values, as tracing levels.
@@ -272,6 +306,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Where logs go (etcd's --log-outputs): default, stderr, stdout,
+    /// systemd/journal, or files to append to; comma-separated.
+    #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_outputs: Option<String>,
     /// How long a daemon thread about to sleep first watches for more work
     /// while its recent waits were shorter than this (e.g. 300us; 0 = never).
     /// Keeps a virtual machine's vCPUs from halting between the hops of a
@@ -421,7 +460,11 @@ impl MemberOpts {
             cluster_token,
             member_id,
             socket_group_access: self.socket_group_access.unwrap_or(false),
-            log: LogSettings { json, level },
+            log: LogSettings {
+                json,
+                level,
+                outputs: parse_log_outputs(self.log_outputs.as_deref().unwrap_or("default"))?,
+            },
             spin_before_sleep,
         })
     }
@@ -708,6 +751,19 @@ mod tests {
         assert!(parse_duration("99999999999999999999999999h").is_err());
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn etcds_log_outputs() {
+        assert_eq!(
+            parse_log_outputs("default,systemd/journal,stdout,/var/log/m.log").unwrap(),
+            [
+                LogOutput::Stderr,
+                LogOutput::Stdout,
+                LogOutput::File("/var/log/m.log".into())
+            ]
+        );
+        assert!(parse_log_outputs(" , ").is_err());
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! is no terminal there) hold no ANSI colour escapes, and neither a single
 //! member started by `triad up` nor a three-member cluster logs a warning
 //! or an error while starting and serving its first writes. A member that
-//! stays down is still warned of, once, as etcd's prober does.
+//! stays down is still warned of, once, as etcd's prober does. etcd's
+//! `--log-outputs` sends the lines to a file instead of stderr.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use triad_tests::cluster::Cluster;
-use triad_tests::{Member, DAEMONS};
+use triad_tests::{bin, wait_exit, Member, DAEMONS};
 
 /// The lines of a member's logs that a normal start must not have.
 fn complaints(data_dir: &Path) -> Vec<String> {
@@ -73,4 +74,44 @@ async fn a_member_that_stays_down_is_warned_of_once() {
     }
     assert!(text.contains("peer is reachable again"), "{text}");
     assert_eq!(warned(&text), 1, "one warning for one outage:\n{text}");
+}
+
+#[test]
+fn log_outputs_sends_the_lines_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("storaged.log");
+    let mut child = std::process::Command::new(bin("storaged"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(format!("--log-outputs={}", log.display()))
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let serving = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("storaged serving")
+    };
+    while Instant::now() < deadline && !serving() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if !wait_exit(&mut child, Duration::from_secs(20)) {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("storaged serving"), "{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("storaged stopped"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour in a file: {text}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
