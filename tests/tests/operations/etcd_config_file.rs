@@ -250,3 +250,32 @@ fn a_yaml_value_of_the_wrong_type_stops_every_daemon_with_etcds_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(want), "etcd: {stderr}");
 }
+
+#[test]
+fn triad_up_refuses_an_etcd_yaml_file_it_would_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("etcd.conf.yml");
+    std::fs::write(&conf, "name: x\n").unwrap();
+    let mut up = Command::new(bin("triad"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir.path().join("m"))
+        .args(["--client-port", &free_port_pair().to_string()])
+        .env("ETCD_CONFIG_FILE", &conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = triad_tests::wait_exit(&mut up, Duration::from_secs(20));
+    if !exited {
+        let _ = up.kill();
+    }
+    let out = up.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited && !out.status.success(), "{stderr}");
+    assert!(stderr.contains("is an etcd YAML config file"), "{stderr}");
+    assert!(
+        !dir.path().join("m").join("pids").exists(),
+        "no daemon was started"
+    );
+}
