@@ -1,13 +1,15 @@
 //! etcd's YAML config file: the file that starts etcd 3.4 starts a triad
 //! member's three daemons (each given only `--config-file`, as systemd
-//! runs them) with the same name, data dir, URLs and quota, and, as etcd,
-//! a config file makes the daemons ignore other flags and variables for
-//! etcd's settings, saying so once.
+//! runs them) with the same name, data dir, URLs and quota, or the same
+//! client and peer TLS (`client-transport-security`,
+//! `peer-transport-security`); as etcd, a config file makes the daemons
+//! ignore other flags and variables for etcd's settings, saying so once.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use triad_tests::certs::TestCa;
 use triad_tests::{bin, etcdctl, free_port_pair, prerequisite_missing, DAEMONS};
 
 /// A config file as etcd.conf.yml.sample writes one, for one member on
@@ -278,4 +280,121 @@ fn triad_up_refuses_an_etcd_yaml_file_it_would_override() {
         !dir.path().join("m").join("pids").exists(),
         "no daemon was started"
     );
+}
+
+/// etcdctl over TLS with `cert` (a name of the test CA's files) or none.
+fn etcdctl_tls(endpoint: &str, certs: &Path, cert: Option<&str>, args: &[&str]) -> Output {
+    let file = |n: String| certs.join(n).display().to_string();
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{endpoint}"))
+        .arg(format!("--cacert={}", file("ca.pem".into())))
+        .arg("--dial-timeout=2s")
+        .arg("--command-timeout=5s");
+    if let Some(c) = cert {
+        cmd.arg(format!("--cert={}", file(format!("{c}.pem"))))
+            .arg(format!("--key={}", file(format!("{c}-key.pem"))));
+    }
+    cmd.args(args).output().expect("etcdctl")
+}
+
+/// Start `program` (etcd, or each daemon) from `conf`; logs in `logs`.
+fn start_from(conf: &Path, logs: &Path, programs: &[(&str, PathBuf)]) -> Procs {
+    let mut procs = Procs(Vec::new());
+    for (name, program) in programs {
+        let child = Command::new(program)
+            .arg("--config-file")
+            .arg(conf)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(logs.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .expect("start");
+        procs.0.push(child);
+    }
+    procs
+}
+
+#[test]
+fn client_and_peer_tls_from_the_yaml_file_as_etcd() {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        return prerequisite_missing("etcd 3.4 (the reference)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = TestCa::new(&certs);
+    ca.issue(&certs, "server", "member", &["localhost", "127.0.0.1"], 1);
+    ca.issue(&certs, "client", "root", &["localhost", "127.0.0.1"], 2);
+    let file = |n: &str| certs.join(n).display().to_string();
+    let port = free_port_pair();
+    let endpoint = format!("127.0.0.1:{port}");
+    let (client, peer) = (
+        format!("https://127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{}", port + 1),
+    );
+    let data = dir.path().join("data");
+    let security = format!(
+        "  cert-file: {}\n  key-file: {}\n  client-cert-auth: true\n  trusted-ca-file: {}\n  auto-tls: false\n",
+        file("server.pem"),
+        file("server-key.pem"),
+        file("ca.pem")
+    );
+    let conf = dir.path().join("etcd.conf.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "name: tlsmember\ndata-dir: {}\nlisten-client-urls: {client}\nadvertise-client-urls: {client}\n\
+             listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n\
+             initial-cluster: tlsmember={peer}\ninitial-cluster-token: tls-cluster\n\
+             client-transport-security:\n{security}peer-transport-security:\n{security}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let read_logs = || {
+        ["etcd", "storaged", "raftd", "gatewayd"]
+            .iter()
+            .map(|n| format!("--- {n}\n{}", read(&logs.join(format!("{n}.log")))))
+            .collect::<String>()
+    };
+    let serve = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let health = etcdctl_tls(&endpoint, &certs, Some("client"), &["endpoint", "health"]);
+            if health.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what} did not serve over TLS\n{}", read_logs());
+    };
+    // What a client sees: the member list with a certificate, and a
+    // refusal without one.
+    let look = || {
+        let with = etcdctl_tls(&endpoint, &certs, Some("client"), &["member", "list"]);
+        assert!(with.status.success(), "{with:?}\n{}", read_logs());
+        let without = etcdctl_tls(&endpoint, &certs, None, &["get", "k"]);
+        (
+            String::from_utf8_lossy(&with.stdout).trim().to_string(),
+            without.status.success(),
+        )
+    };
+
+    let procs = start_from(&conf, &logs, &[("etcd", PathBuf::from("etcd"))]);
+    serve("etcd");
+    let from_etcd = look();
+    drop(procs);
+    std::fs::remove_dir_all(&data).unwrap();
+
+    let daemons: Vec<(&str, PathBuf)> = DAEMONS.iter().map(|d| (*d, bin(d))).collect();
+    let procs = start_from(&conf, &logs, &daemons);
+    serve("triad");
+    let from_triad = look();
+    assert_eq!(from_triad, from_etcd, "{}", read_logs());
+    assert!(from_triad.0.contains(&peer), "{from_triad:?}");
+    assert!(!from_triad.1, "a client without a certificate is refused");
+    drop(procs);
 }
