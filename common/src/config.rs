@@ -2,8 +2,12 @@
 //! own section of one TOML file; `TRIAD_*` environment variables override the
 //! file and command-line flags override both. The layering is generic: a
 //! section table from the file, overlaid with whatever clap resolved (flags
-//! and env), deserialized into the daemon's own typed options once.
+//! and env), deserialized into the daemon's own typed options once. The
+//! config file may instead be etcd's YAML file: then, as for etcd, it alone
+//! sets etcd's settings (flags and variables for them are ignored), and
+//! each key takes effect as the flag of the same name.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -24,13 +28,86 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Read the whole config file; no file means every section is empty.
-pub fn read_file(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
-    let Some(path) = path else {
-        return Ok(toml::Table::new());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+/// A config file is read whole; a bigger one is no configuration.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// A config file, in whichever of the two formats it is written.
+#[derive(Debug)]
+pub enum ConfigFile {
+    /// No file: every section is empty.
+    None,
+    /// triad's TOML: `[member]` and a section per daemon.
+    Toml(toml::Table),
+    /// etcd's YAML: its settings by etcd name, as flag text.
+    Yaml(Vec<(String, String)>),
+}
+
+impl ConfigFile {
+    /// Read and parse the file at `path`. `.yml`/`.yaml` files are etcd's
+    /// YAML, `.toml` files triad's TOML; any other is TOML if it parses as
+    /// TOML, else YAML if it is a YAML mapping.
+    pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+        let Some(path) = path else {
+            return Ok(ConfigFile::None);
+        };
+        let text = read_bounded(path)?;
+        let invalid = |e: ConfigError| err(format!("invalid config file {}: {e}", path.display()));
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => {
+                return crate::etcd_yaml::parse(&text)
+                    .map(ConfigFile::Yaml)
+                    .map_err(invalid)
+            }
+            Some("toml") => return parse_toml(path, &text).map(ConfigFile::Toml),
+            _ => {}
+        }
+        match parse_toml(path, &text) {
+            Ok(t) => Ok(ConfigFile::Toml(t)),
+            Err(toml_error) => {
+                let mapping = matches!(
+                    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text),
+                    Ok(serde_yaml_ng::Value::Mapping(_))
+                );
+                if mapping {
+                    crate::etcd_yaml::parse(&text)
+                        .map(ConfigFile::Yaml)
+                        .map_err(invalid)
+                } else {
+                    Err(toml_error)
+                }
+            }
+        }
+    }
+
+    /// The TOML table (empty unless the file is triad's TOML).
+    pub fn toml(&self) -> toml::Table {
+        match self {
+            ConfigFile::Toml(t) => t.clone(),
+            _ => toml::Table::new(),
+        }
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| err(format!("cannot read config file {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "config file {} is larger than {} bytes",
+            path.display(),
+            MAX_FILE_BYTES
+        )));
+    }
+    Ok(text)
+}
+
+fn parse_toml(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>().map_err(|e| {
         let line = e.span().map_or(0, |s| {
             text[..s.start.min(text.len())].lines().count().max(1)
@@ -41,6 +118,30 @@ pub fn read_file(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
             e.message().replace('\n', " ")
         ))
     })
+}
+
+/// The config file a command line names: `--config-file` (or Go's
+/// `-config-file`), else `TRIAD_CONFIG_FILE`, else etcd's
+/// `ETCD_CONFIG_FILE`.
+pub fn config_file_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg
+            .to_str()
+            .and_then(|t| t.strip_prefix("--").or_else(|| t.strip_prefix('-')))
+        else {
+            continue;
+        };
+        match flag.split_once('=') {
+            Some(("config-file", v)) => return Some(PathBuf::from(v)),
+            None if flag == "config-file" => return it.next().map(PathBuf::from),
+            _ => {}
+        }
+    }
+    ["TRIAD_CONFIG_FILE", "ETCD_CONFIG_FILE"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .map(PathBuf::from)
 }
 
 /// Overlay `cli` (only the options actually given) on `[section]` of the
@@ -97,12 +198,15 @@ pub fn documented_defaults(example: &str, section: &str) -> Vec<(String, toml::V
     out
 }
 
-/// How a daemon logs (from --log-format/--logger and --log-level).
+/// How a daemon logs (from --log-format/--logger, --log-level and
+/// --log-outputs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogSettings {
     pub json: bool,
     /// A tracing level: error, warn, info or debug.
     pub level: &'static str,
+    /// Where log lines go (each line to every one).
+    pub outputs: Vec<LogOutput>,
 }
 
 impl Default for LogSettings {
@@ -110,8 +214,39 @@ impl Default for LogSettings {
         LogSettings {
             json: false,
             level: "info",
+            outputs: vec![LogOutput::Stderr],
         }
     }
+}
+
+/// One of etcd's --log-outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    /// `default`, `stderr`, and `systemd/journal` (a unit's stderr is
+    /// the journal).
+    Stderr,
+    Stdout,
+    /// Any other value: a file lines are appended to.
+    File(PathBuf),
+}
+
+/// etcd's --log-outputs: a comma-separated list.
+pub fn parse_log_outputs(list: &str) -> Result<Vec<LogOutput>, ConfigError> {
+    let mut outputs = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let output = match item {
+            "default" | "stderr" | "systemd/journal" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            path => LogOutput::File(PathBuf::from(path)),
+        };
+        if !outputs.contains(&output) {
+            outputs.push(output);
+        }
+    }
+    if outputs.is_empty() {
+        return Err(err("--log-outputs must not be empty"));
+    }
+    Ok(outputs)
 }
 
 /// etcd's --log-level values, as tracing levels.
@@ -171,6 +306,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Where logs go (etcd's --log-outputs): default, stderr, stdout,
+    /// systemd/journal, or files to append to; comma-separated.
+    #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_outputs: Option<String>,
     /// How long a daemon thread about to sleep first watches for more work
     /// while its recent waits were shorter than this (e.g. 300us; 0 = never).
     /// Keeps a virtual machine's vCPUs from halting between the hops of a
@@ -320,7 +460,11 @@ impl MemberOpts {
             cluster_token,
             member_id,
             socket_group_access: self.socket_group_access.unwrap_or(false),
-            log: LogSettings { json, level },
+            log: LogSettings {
+                json,
+                level,
+                outputs: parse_log_outputs(self.log_outputs.as_deref().unwrap_or("default"))?,
+            },
             spin_before_sleep,
         })
     }
@@ -436,7 +580,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, ConfigError> {
 /// daemon's own options.
 #[derive(clap::Parser, Debug)]
 pub struct DaemonCli<T: clap::Args> {
-    /// Path to the member's TOML config file.
+    /// Path to the member's config file: triad's TOML, or etcd's YAML
+    /// (then it alone sets etcd's settings, as for etcd).
     #[arg(long, env = "TRIAD_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     #[command(flatten)]
@@ -446,7 +591,8 @@ pub struct DaemonCli<T: clap::Args> {
 }
 
 /// Parse the command line of daemon `name` (clap prints help, version and
-/// usage errors itself) and load its layered configuration.
+/// usage errors itself), check the whole member's settings, and load the
+/// daemon's layered configuration.
 pub fn from_command_line<T>(
     name: &'static str,
     about: &'static str,
@@ -462,33 +608,68 @@ where
             .version(crate::VERSION)
     };
     // etcd's flags and ETCD_* variables, for the options this daemon has.
-    let known = command()
+    let known: std::collections::HashMap<String, Option<String>> = command()
         .get_arguments()
         .filter_map(|a| {
             let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
             a.get_long().map(|l| (l.to_string(), env))
         })
         .collect();
-    crate::etcd_flags::adapt_env(&known);
-    let args = crate::etcd_flags::adapt_args(std::env::args_os().collect(), &known);
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // --help and --version answer whatever the configuration says.
+    let asks = |f: &str| args.iter().skip(1).any(|a| a == f);
+    let file = if asks("--help") || asks("-h") || asks("--version") || asks("-V") {
+        ConfigFile::None
+    } else {
+        let path = config_file_path(&args);
+        let file = ConfigFile::load(path.as_deref())?;
+        let settings = match &file {
+            ConfigFile::None => crate::member_check::FileSettings::None,
+            ConfigFile::Toml(t) => crate::member_check::FileSettings::Toml(t),
+            ConfigFile::Yaml(s) => crate::member_check::FileSettings::Yaml(s),
+        };
+        let env = |var: &str| std::env::var(var).ok();
+        crate::member_check::check(&args, &env, &settings)?;
+        if let (Some(path), ConfigFile::Yaml(_)) = (&path, &file) {
+            crate::etcd_flags::notice(format!(
+                "loaded server configuration from {:?}; other configuration command line flags and environment variables will be ignored if provided",
+                path.display().to_string()
+            ));
+        }
+        file
+    };
+    let args = match &file {
+        ConfigFile::Yaml(settings) => {
+            // As etcd: the file alone sets etcd's settings. Variables for
+            // them are dropped before clap reads them.
+            for (long, env) in &known {
+                if let Some(env) = env {
+                    if crate::etcd_flags::is_etcd_setting(long) {
+                        std::env::remove_var(env);
+                    }
+                }
+            }
+            std::env::remove_var("TRIAD_CONFIG_FILE");
+            let mut args = crate::etcd_flags::without_etcd_flags(args);
+            args.extend(
+                settings
+                    .iter()
+                    .map(|(k, v)| OsString::from(format!("--{k}={v}"))),
+            );
+            crate::etcd_flags::adapt_args(args, &known)
+        }
+        ConfigFile::None | ConfigFile::Toml(_) => {
+            crate::etcd_flags::adapt_env(&known);
+            crate::etcd_flags::adapt_args(args, &known)
+        }
+    };
     // Built again: clap reads an option's variable when the option is made.
     let command = command();
     let matches = command.get_matches_from(args);
     let cli = DaemonCli::<T>::from_arg_matches(&matches).map_err(|e| err(e.to_string()))?;
-    load_daemon(cli.config_file.as_deref(), &cli.member, name, &cli.opts)
-}
-
-/// Load a daemon's configuration: `[member]` and `[section]` of the file
-/// named by `config_file`, overlaid with the resolved flags/env.
-pub fn load_daemon<T: Serialize + DeserializeOwned>(
-    config_file: Option<&Path>,
-    member_cli: &MemberOpts,
-    section: &str,
-    cli: &T,
-) -> Result<(Member, T), ConfigError> {
-    let file = read_file(config_file)?;
-    let member = layer(&file, "member", member_cli)?.resolve()?;
-    let own = layer(&file, section, cli)?;
+    let table = file.toml();
+    let member = layer(&table, "member", &cli.member)?.resolve()?;
+    let own = layer(&table, name, &cli.opts)?;
     Ok((member, own))
 }
 
@@ -570,6 +751,19 @@ mod tests {
         assert!(parse_duration("99999999999999999999999999h").is_err());
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn etcds_log_outputs() {
+        assert_eq!(
+            parse_log_outputs("default,systemd/journal,stdout,/var/log/m.log").unwrap(),
+            [
+                LogOutput::Stderr,
+                LogOutput::Stdout,
+                LogOutput::File("/var/log/m.log".into())
+            ]
+        );
+        assert!(parse_log_outputs(" , ").is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ const SUPPORTED: &[&str] = &[
     "listen-metrics-urls",
     "logger",
     "log-level",
+    "log-outputs",
     "client-crl-file",
     "client-cert-allowed-hostname",
     "peer-cert-allowed-cn",
@@ -80,7 +81,6 @@ const UNSUPPORTED: &[&str] = &[
     "host-whitelist",
     "enable-pprof",
     "metrics",
-    "log-outputs",
     "proxy",
     "proxy-failure-wait",
     "proxy-refresh-interval",
@@ -116,23 +116,38 @@ const BOOLEAN: &[&str] = &[
     "debug",
 ];
 
-/// etcd names whose triad option is named differently.
-fn triad_name(etcd: &str) -> &str {
-    match etcd {
-        "experimental-watch-progress-notify-interval" => "watch-progress-notify-interval",
-        other => other,
-    }
+use crate::member_check::{etcd_name, triad_name};
+
+/// Whether `name` is an etcd 3.4 flag with no meaning for triad.
+pub fn is_unsupported(name: &str) -> bool {
+    UNSUPPORTED.contains(&name)
+}
+
+/// Whether `name` (etcd's or triad's name) is one of etcd's settings.
+pub fn is_etcd_setting(name: &str) -> bool {
+    let etcd = etcd_name(name);
+    SUPPORTED.contains(&etcd) || UNSUPPORTED.contains(&etcd)
 }
 
 /// Warnings found while reading the command line, logged once logging runs.
 static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Notices (logged at info) found while reading the configuration.
+static NOTICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn warn(msg: String) {
-    if let Ok(mut w) = WARNINGS.lock() {
+fn remember(list: &Mutex<Vec<String>>, msg: String) {
+    if let Ok(mut w) = list.lock() {
         if !w.contains(&msg) {
             w.push(msg);
         }
     }
+}
+
+pub(crate) fn warn(msg: String) {
+    remember(&WARNINGS, msg);
+}
+
+pub(crate) fn notice(msg: String) {
+    remember(&NOTICES, msg);
 }
 
 /// The warnings collected so far (each once).
@@ -141,6 +156,45 @@ pub fn take_warnings() -> Vec<String> {
         .lock()
         .map(|mut w| std::mem::take(&mut *w))
         .unwrap_or_default()
+}
+
+/// The notices collected so far (each once).
+pub fn take_notices() -> Vec<String> {
+    NOTICES
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default()
+}
+
+/// The arguments less every etcd setting (flag and value) and
+/// `--config-file`: what an etcd config file leaves to the command line.
+pub fn without_etcd_flags(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    if let Some(program) = it.next() {
+        out.push(program);
+    }
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg
+            .to_str()
+            .and_then(|t| t.strip_prefix("--").or_else(|| t.strip_prefix('-')))
+        else {
+            out.push(arg);
+            continue;
+        };
+        let (name, has_value) = match flag.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (flag, false),
+        };
+        if !is_etcd_setting(name) && name != "config-file" {
+            out.push(arg);
+            continue;
+        }
+        if !has_value && !BOOLEAN.contains(&etcd_name(name)) {
+            it.next(); // its value
+        }
+    }
+    out
 }
 
 /// What to do with one etcd flag in this daemon.
@@ -194,10 +248,23 @@ pub fn adapt_args(args: Vec<OsString>, known: &HashMap<String, Option<String>>) 
         };
         match fate(name, known) {
             Fate::NotEtcd => out.push(arg),
-            Fate::Keep(ours) => out.push(OsString::from(match value {
-                Some(v) => format!("--{ours}={v}"),
-                None => format!("--{ours}"),
-            })),
+            Fate::Keep(ours) => match value {
+                Some(v) => out.push(OsString::from(format!(
+                    "--{ours}={}",
+                    crate::member_check::normalized(name, v)
+                ))),
+                None => {
+                    out.push(OsString::from(format!("--{ours}")));
+                    if crate::member_check::is_number(name) {
+                        if let Some(next) = it.next() {
+                            out.push(match next.to_str() {
+                                Some(v) => crate::member_check::normalized(name, v).into(),
+                                None => next,
+                            });
+                        }
+                    }
+                }
+            },
             Fate::Drop => {
                 if value.is_none() && !BOOLEAN.contains(&name) {
                     it.next(); // its value
@@ -221,7 +288,7 @@ pub fn adapt_env(known: &HashMap<String, Option<String>>) {
             Fate::Keep(ours) => {
                 if let Some(Some(env)) = known.get(&ours) {
                     if std::env::var_os(env).is_none() {
-                        std::env::set_var(env, value);
+                        std::env::set_var(env, crate::member_check::normalized(&name, &value));
                     }
                 }
             }

@@ -185,7 +185,12 @@ where
     E: std::fmt::Display,
 {
     crate::member_dir::private_umask();
-    crate::logging::init(daemon, &settings.member_name, &settings.log);
+    if let Err(e) = crate::logging::init(daemon, &settings.member_name, &settings.log) {
+        return config_error(daemon, e);
+    }
+    for n in crate::etcd_flags::take_notices() {
+        tracing::info!("{n}");
+    }
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }

@@ -1,10 +1,11 @@
-//! Daemon logs on stderr: text for people, or JSON lines shaped like
-//! etcd's zap logger (`level`, `ts`, `caller`, `msg`, then the event's
+//! Daemon logs on stderr (or etcd's --log-outputs: stdout, files): text for
+//! people, or JSON lines shaped like etcd's zap logger (`level`, `ts`, `caller`, `msg`, then the event's
 //! fields) so log pipelines and greps written for etcd keep working. Every
 //! JSON line also names its `daemon` and `member`, since a member's three
 //! daemons usually log into one journal.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -16,7 +17,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-pub use crate::config::{parse_level, LogSettings};
+pub use crate::config::{parse_level, LogOutput, LogSettings};
 
 /// Log lines each daemon could not write (stderr closed, a full disk
 /// under its log file): counted and dropped, never a panic.
@@ -44,45 +45,92 @@ pub fn dropped(daemon: &str) -> &'static Counter {
     }
 }
 
-/// stderr that never fails a write: a line that cannot be written is
-/// counted in `DROPPED` instead (tracing's own fallback, eprintln!,
-/// panics when stderr fails).
-#[derive(Clone, Copy)]
-struct Stderr(&'static Counter);
+/// The log outputs, never failing a write: a line that cannot be written
+/// to one of them is counted in `DROPPED` instead (tracing's own
+/// fallback, eprintln!, panics when stderr fails).
+#[derive(Clone)]
+struct Outputs {
+    sinks: Arc<[Sink]>,
+    dropped: &'static Counter,
+}
 
-impl std::io::Write for Stderr {
+enum Sink {
+    Stderr,
+    Stdout,
+    File(std::fs::File),
+}
+
+impl std::io::Write for Outputs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if std::io::stderr().write_all(buf).is_err() {
-            self.0.inc();
+        for sink in self.sinks.iter() {
+            let written = match sink {
+                Sink::Stderr => std::io::stderr().write_all(buf),
+                Sink::Stdout => std::io::stdout().write_all(buf),
+                Sink::File(f) => (&*f).write_all(buf),
+            };
+            if written.is_err() {
+                self.dropped.inc();
+            }
         }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         let _ = std::io::stderr().flush();
+        let _ = std::io::stdout().flush();
         Ok(())
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
-    type Writer = Stderr;
-    fn make_writer(&'a self) -> Stderr {
-        *self
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Outputs {
+    type Writer = Outputs;
+    fn make_writer(&'a self) -> Outputs {
+        self.clone()
     }
 }
 
-/// Install the process's logger. `RUST_LOG` overrides the level.
-pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
+/// Open the outputs (files appended to, created private).
+fn open(outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
+    outputs
+        .iter()
+        .map(|o| {
+            Ok(match o {
+                LogOutput::Stderr => Sink::Stderr,
+                LogOutput::Stdout => Sink::Stdout,
+                LogOutput::File(path) => Sink::File(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| format!("cannot open log output {}: {e}", path.display()))?,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Install the process's logger. `RUST_LOG` overrides the level. Fails
+/// only when a log file cannot be opened.
+pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) -> Result<(), String> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", settings.level))
-    });
+    let sinks = open(&settings.outputs)?;
+    // Colour only for a person at a terminal (and not with NO_COLOR):
+    // escape codes in files and the journal break greps and log shippers.
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && sinks.iter().all(|s| match s {
+            Sink::Stderr => std::io::stderr().is_terminal(),
+            Sink::Stdout => std::io::stdout().is_terminal(),
+            Sink::File(_) => false,
+        });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(settings.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colour only for a person at a terminal: escape codes in files and
-        // the journal break greps and log shippers.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .log_internal_errors(false)
-        .with_writer(Stderr(dropped(daemon)));
+        .with_writer(Outputs {
+            sinks: sinks.into(),
+            dropped: dropped(daemon),
+        });
     if settings.json {
         builder
             .event_format(EtcdJson {
@@ -93,6 +141,28 @@ pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) {
     } else {
         builder.init();
     }
+    Ok(())
+}
+
+/// The filter for `level`. openraft logs a warning for every RPC to a peer
+/// that is not up yet (votes, heartbeats, replication: what a cluster's
+/// start is made of) and an error for a membership change it hands back
+/// to raftd anyway; those are debug matters, shown from --log-level debug
+/// on. Its other warnings and errors stay.
+fn directives(level: &str) -> String {
+    // openraft no chattier than the rest.
+    let openraft = if level == "error" { "error" } else { "warn" };
+    if level == "debug" {
+        return format!("{level},openraft={openraft}");
+    }
+    format!(
+        "{level},openraft={openraft},\
+         openraft::core::raft_core=error,\
+         openraft::core::heartbeat=error,\
+         openraft::replication=error,\
+         openraft::engine::handler::replication_handler=error,\
+         openraft::raft::api::management=off"
+    )
 }
 
 struct EtcdJson {
@@ -227,6 +297,15 @@ mod tests {
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_795_944_321, 999), "2026-11-29T09:25:21.999Z");
+    }
+
+    #[test]
+    fn the_filter_parses_at_every_level() {
+        for level in ["debug", "info", "warn", "error"] {
+            let d = directives(level);
+            assert!(tracing_subscriber::EnvFilter::try_new(&d).is_ok(), "{d}");
+        }
+        assert!(directives("info").contains("openraft::core::raft_core=error"));
     }
 
     #[test]

@@ -361,6 +361,16 @@ pub struct Listening {
 mod tests {
     use super::*;
 
+    /// Every option is known to the whole member's check, under its
+    /// variable, so a sibling daemon refuses a bad value for it too.
+    #[test]
+    fn every_option_is_checked_by_the_whole_member() {
+        use clap::Args;
+        let options = GatewaydOpts::augment_args(clap::Command::new("gatewayd"));
+        let unknown = common::member_check::unknown_options("gatewayd", &options);
+        assert!(unknown.is_empty(), "add to member_check: {unknown:?}");
+    }
+
     /// Every default systemd/triad.toml shows for [gatewayd] is the default.
     #[test]
     fn the_example_config_shows_gatewayds_defaults() {

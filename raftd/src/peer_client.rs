@@ -357,12 +357,17 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Measure the round trip to every other member now and then with a
 /// cheap peer call (etcd probes its peers the same way), for
-/// etcd_network_peer_round_trip_time_seconds.
+/// etcd_network_peer_round_trip_time_seconds. A peer the probe cannot
+/// reach is warned of once (and its return noted), as etcd's prober does:
+/// openraft's own per-call complaints are below the default log level.
 pub async fn probe_peers(raft: Raft, me: u64) {
     use common::proto::peer::raft_peer_client::RaftPeerClient;
     use common::proto::peer::ClusterRequest;
     let mut channels: std::collections::HashMap<u64, tonic::transport::Channel> =
         Default::default();
+    // Failed probes in a row, by peer: the second is warned of (a peer
+    // still starting misses one at most).
+    let mut failed: std::collections::HashMap<u64, u32> = Default::default();
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let membership = raft.metrics().borrow_watched().membership_config.clone();
@@ -386,8 +391,28 @@ pub async fn probe_peers(raft: Raft, me: u64) {
                 RaftPeerClient::new(channel).cluster(ClusterRequest {}),
             )
             .await;
-            if let Ok(Ok(_)) = asked {
-                crate::metrics::peer_round_trip(*id, started.elapsed());
+            let failure = match asked {
+                Ok(Ok(_)) => {
+                    crate::metrics::peer_round_trip(*id, started.elapsed());
+                    None
+                }
+                Ok(Err(s)) => Some(s.message().to_string()),
+                Err(_) => Some(format!("no answer within {PROBE_EVERY:?}")),
+            };
+            let peer = format!("{id:x}");
+            match failure {
+                Some(error) => {
+                    let n = failed.entry(*id).or_default();
+                    *n = n.saturating_add(1);
+                    if *n == 2 {
+                        tracing::warn!(%peer, %error, "prober detected unhealthy status");
+                    }
+                }
+                None => {
+                    if failed.remove(id).is_some_and(|n| n >= 2) {
+                        tracing::info!(%peer, "peer is reachable again");
+                    }
+                }
             }
         }
     }

@@ -74,7 +74,9 @@ impl StateMachine {
                 Ok(r) => return r.into_inner(),
                 Err(e) => {
                     if !warned {
-                        tracing::warn!(error = %e.message(), "storaged unavailable; waiting");
+                        // Normal while storaged starts beside raftd or
+                        // restarts; an apply that cannot reach it warns.
+                        tracing::info!(error = %e.message(), "storaged unavailable; waiting");
                         warned = true;
                     }
                     tokio::time::sleep(RETRY).await;

@@ -247,6 +247,19 @@ async fn wait_ready(client_port: u16) {
 
 /// Run `count` local members, or one member as `how` says.
 pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> anyhow::Result<()> {
+    // An etcd YAML file would make the daemons ignore the flags `triad up`
+    // gives each member (as etcd ignores them): refuse it up front.
+    let args = [std::ffi::OsString::from("triad")];
+    if let Some(path) = common::config::config_file_path(&args) {
+        if let common::config::ConfigFile::Yaml(_) = common::config::ConfigFile::load(Some(&path))?
+        {
+            anyhow::bail!(
+                "{} is an etcd YAML config file, which sets what triad up sets for each member; \
+                 start the daemons with it directly (--config-file), or use triad's TOML",
+                path.display()
+            );
+        }
+    }
     let mut members = local_members(&data_dir, client_port, count)?;
     if let Some(name) = &how.name {
         members[0].name = name.clone();

@@ -65,7 +65,7 @@ fn bad_configuration_is_one_line_and_exit_2() {
         "gatewayd",
         &["--listen-client-urls", "ftp://x:1"],
         &[],
-        "URL scheme must be http or https",
+        "invalid value \"ftp://x:1\" for flag -listen-client-urls: URL scheme must be http, https, unix, or unixs: ftp://x:1",
     );
     one_line_error("gatewayd", &["--config-file", bad_key], &[], "max-txn-opz");
     one_line_error("gatewayd", &["--max-txn-ops", "0"], &[], "--max-txn-ops");
@@ -132,7 +132,7 @@ fn bad_configuration_is_one_line_and_exit_2() {
             "99999999999999999999999999h",
         ],
         &[],
-        "invalid duration",
+        "invalid value \"99999999999999999999999999h\" for flag -watch-progress-notify-interval: parse error",
     );
     one_line_error(
         "raftd",

@@ -1,7 +1,10 @@
 //! Operating a member: the daemons' command lines, probes, metrics, packaging, triad up, private files, TLS, the proxies, and the repository's own tidiness.
 //! One scenario per file; every test starts the real daemon binaries.
 
+mod bad_setting_stops_member;
+mod clean_logs;
 mod daemon_cli;
+mod etcd_config_file;
 mod health_probes;
 mod metrics;
 mod packaging;
