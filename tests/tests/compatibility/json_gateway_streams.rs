@@ -342,9 +342,18 @@ fn counted_calls(ep: &str) -> Vec<u64> {
     assert!(w.line(Duration::from_secs(10)).is_some(), "watch created");
     assert_eq!(http(ep, "POST", "/v3/watch", "junk").0, 500);
     assert_eq!(http(ep, "POST", "/v3/lease/keepalive", "junk").0, 500);
-    // etcd counts a cancelled call once its handler has returned.
-    std::thread::sleep(Duration::from_millis(500));
-    let after = counts();
+    // A cancelled call is counted once its handler has returned, which
+    // under load can take a while: wait until two reads agree.
+    let mut after = counts();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let again = counts();
+        if again == after || std::time::Instant::now() > deadline {
+            break;
+        }
+        after = again;
+    }
     before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
