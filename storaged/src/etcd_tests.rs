@@ -7,30 +7,11 @@ use prost::Message;
 
 use crate::etcd_db;
 use crate::store::Store;
-use crate::store_tests::put;
+use crate::store_tests::{entry, put};
 use common::bbolt::read::{Db, Value};
 use common::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, RangeRequest};
 use common::proto::mvccpb::KeyValue;
-use common::proto::storage::{
-    apply_entry::Payload, raft_request::Op, ApplyEntry, LogId, RaftRequest,
-};
-
-fn entry(index: u64, op: Op) -> ApplyEntry {
-    ApplyEntry {
-        log_id: Some(LogId {
-            term: 1,
-            node_id: 1,
-            index,
-        }),
-        payload: Some(Payload::Request(
-            RaftRequest {
-                op: Some(op),
-                auth: None,
-            }
-            .encode_to_vec(),
-        )),
-    }
-}
+use common::proto::storage::raft_request::Op;
 
 fn all(store: &Store, revision: i64) -> Vec<(String, i64, i64, i64)> {
     let r = store

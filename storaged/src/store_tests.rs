@@ -18,7 +18,7 @@ use common::proto::storage::{
     apply_entry::Payload, raft_request::Op, ApplyEntry, LogId, RaftRequest,
 };
 
-fn entry(index: u64, op: Op) -> ApplyEntry {
+pub(crate) fn entry(index: u64, op: Op) -> ApplyEntry {
     ApplyEntry {
         log_id: Some(LogId {
             term: 1,
