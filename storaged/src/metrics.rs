@@ -8,6 +8,9 @@ use std::sync::{Arc, OnceLock};
 
 use common::metrics::{Alias, Counter, Gauge, Histogram, Metric};
 
+use common::proto::etcdserverpb::response_op::Response;
+use common::proto::etcdserverpb::TxnResponse;
+
 use crate::store::Store;
 
 pub static BACKEND_COMMIT: Histogram = Histogram::new(
@@ -204,6 +207,24 @@ pub fn key_changed(was_live: bool, is_live: bool) {
         (true, false) => KEYS_CHANGED.fetch_sub(1, Ordering::Relaxed),
         _ => 0,
     };
+}
+
+/// A txn executed: etcd counts one in etcd_mvcc_txn_total when it ran
+/// more than one operation (ranges, puts, deletes, nested ones included).
+pub fn txn_done(r: &TxnResponse) {
+    fn ops(r: &TxnResponse) -> usize {
+        r.responses
+            .iter()
+            .map(|op| match &op.response {
+                Some(Response::ResponseTxn(t)) => ops(t),
+                Some(_) => 1,
+                None => 0,
+            })
+            .sum()
+    }
+    if ops(r) > 1 {
+        TXNS.inc();
+    }
 }
 
 pub fn lease_granted(ttl: i64) {

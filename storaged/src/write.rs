@@ -199,11 +199,12 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     pub fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, StoreError> {
-        crate::metrics::TXNS.inc();
         let path = self.compare_to_path(t)?;
         self.check_requests(t, &path)?;
         let mut path_iter = path.into_iter();
-        self.execute(t, &mut path_iter)
+        let done = self.execute(t, &mut path_iter)?;
+        crate::metrics::txn_done(&done);
+        Ok(done)
     }
 
     /// Every compare of the txn and of the nested txns it will run,
@@ -226,6 +227,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, StoreError> {
+        crate::metrics::RANGES.inc(); // etcd's compare is a range
         let kvs = self.live_in(&c.key, &c.range_end)?;
         if kvs.is_empty() {
             // A missing key has no value to compare; other targets compare zero.
