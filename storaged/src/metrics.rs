@@ -261,7 +261,12 @@ pub fn render() -> String {
     if let Some(store) = STORE.get() {
         let bounds = store.bounds();
         CURRENT_REVISION.set(bounds.current);
-        COMPACT_REVISION.set(bounds.compacted);
+        // etcd reports -1 before the first compaction.
+        COMPACT_REVISION.set(if bounds.compacted == 0 {
+            -1
+        } else {
+            bounds.compacted
+        });
         AUTH_REVISION.set(store.auth_revision() as i64);
     }
     if KEYS_COUNTED.load(Ordering::Relaxed) {

@@ -207,17 +207,28 @@ fn scrape(endpoint: &str) -> (String, String) {
 }
 
 /// The same traffic on a member of either kind: puts, a read, a txn, a
-/// delete, a lease, a health check.
-fn traffic(ep: &str) {
+/// delete, a lease granted and renewed, a compaction, a defragmentation,
+/// a hash, a snapshot saved, a health check.
+fn traffic(ep: &str, dir: &std::path::Path) {
     for args in [
         &["put", "k1", "v"][..],
         &["put", "k2", "v"],
         &["get", "k", "--prefix"],
         &["del", "k2"],
-        &["lease", "grant", "60"],
+        &["compact", "2"],
+        &["defrag"],
+        &["endpoint", "hashkv"],
     ] {
         assert!(etcdctl(ep, args).status.success(), "{args:?} on {ep}");
     }
+    let granted = etcdctl(ep, &["lease", "grant", "60"]);
+    let granted = String::from_utf8_lossy(&granted.stdout).into_owned();
+    let id = granted.split_whitespace().nth(1).expect("lease id");
+    let renewed = etcdctl(ep, &["lease", "keep-alive", "--once", id]);
+    assert!(renewed.status.success(), "{granted}");
+    let file = dir.join(format!("{}.db", ep.replace([':', '.'], "-")));
+    let saved = etcdctl(ep, &["snapshot", "save", &file.to_string_lossy()]);
+    assert!(saved.status.success(), "{saved:?}");
     let (code, _) = http(ep, "GET", "/health", "");
     assert_eq!(code, 200);
     let txn = std::process::Command::new("etcdctl")
@@ -249,8 +260,9 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
     let (etcd_ep, triad_ep) = (etcd.endpoint(), m.endpoint());
     let (_, etcd_before) = scrape(&etcd_ep);
     let (_, triad_before) = scrape(&triad_ep);
-    traffic(&etcd_ep);
-    traffic(&triad_ep);
+    let dir = tempfile::tempdir().expect("tempdir");
+    traffic(&etcd_ep, dir.path());
+    traffic(&triad_ep, dir.path());
     let (etcd_head, etcd_text) = scrape(&etcd_ep);
     let (triad_head, triad_text) = scrape(&triad_ep);
     let content_type = "content-type: text/plain; version=0.0.4; charset=utf-8";
@@ -308,6 +320,11 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
         ("etcd_debugging_mvcc_total_put_size_in_bytes", ""),
         ("etcd_debugging_lease_granted_total", ""),
         ("etcd_debugging_lease_ttl_total_count", ""),
+        ("etcd_debugging_lease_renewed_total", ""),
+        ("etcd_debugging_mvcc_compact_revision", ""),
+        ("etcd_disk_backend_defrag_duration_seconds_count", ""),
+        ("etcd_mvcc_hash_rev_duration_seconds_count", ""),
+        ("etcd_disk_backend_snapshot_duration_seconds_count", ""),
         ("etcd_server_health_success", ""),
         ("etcd_network_client_grpc_received_bytes_total", ""),
         ("etcd_network_client_grpc_sent_bytes_total", ""),
@@ -342,12 +359,32 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
         "etcd_mvcc_put_total",
         "etcd_mvcc_delete_total",
         "etcd_debugging_lease_granted_total",
+        "etcd_debugging_lease_renewed_total",
+        "etcd_debugging_mvcc_compact_revision",
+        "etcd_disk_backend_defrag_duration_seconds_count",
         "etcd_server_health_success",
     ] {
         assert_eq!(
             moved(&triad_before, &triad_text, name, ""),
             moved(&etcd_before, &etcd_text, name, ""),
             "{name}"
+        );
+    }
+    // etcdctl 3.4 names its API version on every call.
+    for kind in ["unary", "stream"] {
+        let triad = sample(
+            &triad_text,
+            "etcd_server_client_requests_total",
+            &format!("{{type=\"{kind}\",client_api_version=\"3.4\"}}"),
+        );
+        let etcd = sample(
+            &etcd_text,
+            "etcd_server_client_requests_total",
+            &format!("{{client_api_version=\"3.4\",type=\"{kind}\"}}"),
+        );
+        assert!(
+            triad > Some(0.0) && etcd > Some(0.0),
+            "{kind}\n{triad_text}"
         );
     }
     let keys = sample(&triad_text, "etcd_debugging_mvcc_keys_total", "");

@@ -6,7 +6,8 @@ pub static WATCHERS_COALESCING: Gauge = Gauge::new(
     "etcd_grpc_proxy_watchers_coalescing_total",
     "Total number of current watchers coalescing",
 );
-pub static EVENTS_COALESCING: Gauge = Gauge::new(
+/// A counter in etcd's grpc-proxy.
+pub static EVENTS_COALESCING: Gauge = Gauge::counter(
     "etcd_grpc_proxy_events_coalescing_total",
     "Total number of events coalescing",
 );
