@@ -148,16 +148,11 @@ impl Usage {
 
     /// `triad_process_*{daemon="..."}` for one daemon.
     pub fn render_daemon(&self, daemon: &str, out: &mut String) {
-        for ((suffix, kind, help), v) in FAMILIES.iter().zip(self.values()) {
-            let _ = writeln!(
-                out,
-                "# HELP triad_process_{suffix} {help} (one daemon)\n# TYPE triad_process_{suffix} {kind}\ntriad_process_{suffix}{{daemon=\"{daemon}\"}} {v}"
-            );
-        }
+        render_daemons(&[(daemon.to_string(), *self)], out);
     }
 
     /// Every daemon's usage found in `text` (`triad_process_*` samples).
-    pub fn parse_daemons(text: &str) -> Vec<Usage> {
+    pub fn parse_daemons(text: &str) -> Vec<(String, Usage)> {
         let mut found: Vec<(String, Usage)> = Vec::new();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix("triad_process_") else {
@@ -191,8 +186,42 @@ impl Usage {
                 _ => {}
             }
         }
-        found.into_iter().map(|(_, u)| u).collect()
+        found
     }
+}
+
+/// `triad_process_*{daemon="..."}` for several daemons, each family once.
+pub fn render_daemons(daemons: &[(String, Usage)], out: &mut String) {
+    for (i, (suffix, kind, help)) in FAMILIES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "# HELP triad_process_{suffix} {help} (one daemon)\n# TYPE triad_process_{suffix} {kind}"
+        );
+        for (daemon, u) in daemons {
+            let _ = writeln!(
+                out,
+                "triad_process_{suffix}{{daemon=\"{daemon}\"}} {}",
+                u.values()[i]
+            );
+        }
+    }
+}
+
+/// `text` without its `triad_process_*` lines (to render them again, one
+/// family each, with `render_daemons`).
+pub fn without_daemon_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let family = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        if !family.starts_with("triad_process_") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The number after `key` in a /proc file (`btime 1700000000`,
@@ -248,6 +277,15 @@ mod tests {
         d(0.5, 30.0, 2048.0, 300.0).render_daemon("gatewayd", &mut text);
         let daemons = Usage::parse_daemons(&text);
         assert_eq!(daemons.len(), 3);
+        let mut again = without_daemon_lines(&text);
+        assert!(again.is_empty(), "{again}");
+        render_daemons(&daemons, &mut again);
+        assert_eq!(
+            again.matches("# TYPE triad_process_open_fds gauge").count(),
+            1
+        );
+        assert_eq!(Usage::parse_daemons(&again), daemons);
+        let daemons: Vec<Usage> = daemons.into_iter().map(|(_, u)| u).collect();
         let m = Usage::member(&daemons);
         assert_eq!(m.cpu_seconds, 4.0);
         assert_eq!(m.open_fds, 60.0);

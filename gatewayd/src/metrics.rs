@@ -184,9 +184,13 @@ pub fn render_own() -> String {
 pub fn scrape_answer(member: String) -> axum::response::Response {
     use axum::response::IntoResponse;
     SCRAPES_IN_FLIGHT.add(1);
-    let mut out = member;
-    let daemons = common::process::Usage::parse_daemons(&out);
-    common::process::Usage::member(&daemons).render_standard(&mut out);
+    // Each daemon rendered its own triad_process_* families: one family
+    // each, with every daemon's series, then the member's sum.
+    let daemons = common::process::Usage::parse_daemons(&member);
+    let mut out = common::process::without_daemon_lines(&member);
+    common::process::render_daemons(&daemons, &mut out);
+    let usage: Vec<_> = daemons.into_iter().map(|(_, u)| u).collect();
+    common::process::Usage::member(&usage).render_standard(&mut out);
     out.push_str(&scrape_families());
     SCRAPES_IN_FLIGHT.add(-1);
     SCRAPES[0].fetch_add(1, Ordering::Relaxed);

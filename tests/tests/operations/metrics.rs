@@ -191,6 +191,41 @@ fn families(text: &str) -> BTreeMap<String, Family> {
     out
 }
 
+/// What keeps `text` from being one valid Prometheus text exposition:
+/// a family typed twice, or a sample away from its family's lines.
+fn malformed(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut typed: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            if typed.insert(name, kind).is_some() {
+                problems.push(format!("{name} typed twice"));
+            }
+            current = name;
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let series = line.split(['{', ' ']).next().unwrap_or("");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                series
+                    .strip_suffix(s)
+                    .filter(|f| matches!(typed.get(f), Some(&"histogram" | &"summary")))
+            })
+            .unwrap_or(series);
+        if family != current {
+            problems.push(format!("{line}: away from its family's lines"));
+        }
+    }
+    problems
+}
+
 /// A scrape's status line, head and body.
 fn scrape(endpoint: &str) -> (String, String) {
     use std::io::{Read, Write};
@@ -269,8 +304,9 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
     assert!(etcd_head.contains(content_type), "{etcd_head}");
     assert!(triad_head.contains(content_type), "{triad_head}");
 
+    assert_eq!(malformed(&etcd_text), Vec::<String>::new());
+    let mut problems = malformed(&triad_text);
     let (theirs, ours) = (families(&etcd_text), families(&triad_text));
-    let mut problems = Vec::new();
     for (name, e) in &theirs {
         if without_meaning(name) {
             continue;
@@ -490,9 +526,11 @@ fn member_metrics_use_etcd_names() {
     let own = |port: u16| http(&format!("127.0.0.1:{port}"), "GET", "/metrics", "");
     let (code, raftd) = own(raftd_port);
     assert_eq!(code, 200);
+    assert_eq!(malformed(&raftd), Vec::<String>::new(), "{raftd}");
     assert!(raftd.contains("etcd_disk_wal_fsync_duration_seconds_count"));
     assert!(!raftd.contains("etcd_disk_backend_commit"));
     let (_, storaged) = own(storaged_port);
+    assert_eq!(malformed(&storaged), Vec::<String>::new(), "{storaged}");
     assert!(storaged.contains("etcd_mvcc_db_total_size_in_bytes"));
     // raftd warned storaged of (nearly) every put's Apply: one heads-up per
     // Apply at most, and the stream opens with the first Apply stream, so
