@@ -170,35 +170,68 @@ fn escape(v: &str) -> std::borrow::Cow<'_, str> {
 /// The most buckets any of etcd's histograms has (lease TTLs: 24).
 const MAX_BUCKETS: usize = 24;
 
-#[derive(Clone)]
-struct Observed {
-    buckets: [u64; MAX_BUCKETS],
-    count: u64,
-    sum: f64,
+/// One histogram series: cumulative bucket counts, count and sum, each a
+/// relaxed atomic (the sum an f64's bits).
+pub struct HistogramSeries {
+    buckets: [AtomicU64; MAX_BUCKETS],
+    count: AtomicU64,
+    sum: AtomicU64,
 }
 
-impl Default for Observed {
-    fn default() -> Observed {
-        Observed {
-            buckets: [0; MAX_BUCKETS],
-            count: 0,
-            sum: 0.0,
+impl HistogramSeries {
+    const fn new() -> HistogramSeries {
+        HistogramSeries {
+            buckets: [const { AtomicU64::new(0) }; MAX_BUCKETS],
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
+    }
+
+    fn observe(&self, v: f64, start: f64, buckets: usize) {
+        let mut bound = start;
+        for b in self.buckets.iter().take(buckets) {
+            if v <= bound {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+            bound *= 2.0;
+        }
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A histogram series resolved once, to observe on without a lock.
+#[derive(Clone)]
+pub struct HistogramHandle {
+    series: Arc<HistogramSeries>,
+    start: f64,
+    buckets: usize,
+}
+
+impl HistogramHandle {
+    pub fn observe(&self, d: Duration) {
+        self.series
+            .observe(d.as_secs_f64(), self.start, self.buckets);
     }
 }
 
 /// A histogram, optionally with one label (etcd's peer round trip has
 /// `To`); the buckets are etcd's exponential ones: `start` doubling, 14 of
-/// them unless `buckets` says otherwise.
+/// them unless `buckets` says otherwise. An unlabelled one observes
+/// without a lock; a labelled one finds its series under a lock unless the
+/// caller holds a `handle`.
 pub struct Histogram {
     name: &'static str,
     help: &'static str,
     label: Option<&'static str>,
     start: f64,
     buckets: usize,
-    /// (label value, observations); found by a scan (a few series at most),
-    /// so observing allocates nothing once the series exists.
-    series: Mutex<Vec<(String, Observed)>>,
+    single: HistogramSeries,
+    series: Mutex<Vec<(String, Arc<HistogramSeries>)>>,
 }
 
 impl Histogram {
@@ -209,6 +242,7 @@ impl Histogram {
             label: None,
             start,
             buckets: 14,
+            single: HistogramSeries::new(),
             series: Mutex::new(Vec::new()),
         }
     }
@@ -225,6 +259,7 @@ impl Histogram {
             label: Some(label),
             start,
             buckets: 14,
+            single: HistogramSeries::new(),
             series: Mutex::new(Vec::new()),
         }
     }
@@ -236,78 +271,77 @@ impl Histogram {
     }
 
     pub fn observe(&self, d: Duration) {
-        self.observe_value_for("", d.as_secs_f64());
-    }
-
-    pub fn observe_for(&self, label_value: &str, d: Duration) {
-        self.observe_value_for(label_value, d.as_secs_f64());
+        self.observe_value(d.as_secs_f64());
     }
 
     /// An observation in the histogram's own unit (milliseconds, a TTL).
     pub fn observe_value(&self, v: f64) {
-        self.observe_value_for("", v);
+        self.single.observe(v, self.start, self.buckets);
     }
 
-    pub fn observe_value_for(&self, label_value: &str, v: f64) {
-        let Ok(mut series) = self.series.lock() else {
-            return;
+    pub fn observe_for(&self, label_value: &str, d: Duration) {
+        self.handle(label_value).observe(d);
+    }
+
+    /// The series for `label_value`, to observe on without a lock.
+    pub fn handle(&self, label_value: &str) -> HistogramHandle {
+        let series = match self.series.lock() {
+            Ok(mut all) => match all.iter().find(|(l, _)| l == label_value) {
+                Some((_, s)) => s.clone(),
+                None if all.len() >= MAX_SERIES => Arc::new(HistogramSeries::new()),
+                None => {
+                    let s = Arc::new(HistogramSeries::new());
+                    all.push((label_value.to_string(), s.clone()));
+                    s
+                }
+            },
+            Err(_) => Arc::new(HistogramSeries::new()),
         };
-        let i = match series.iter().position(|(l, _)| l == label_value) {
-            Some(i) => i,
-            None => {
-                series.push((label_value.to_string(), Observed::default()));
-                series.len() - 1
-            }
+        HistogramHandle {
+            series,
+            start: self.start,
+            buckets: self.buckets,
+        }
+    }
+
+    fn render_series(&self, out: &mut String, label_value: Option<&str>, o: &HistogramSeries) {
+        let labels = |extra: &str| match (self.label.zip(label_value), extra.is_empty()) {
+            (Some((l, v)), true) => format!("{{{l}=\"{}\"}}", escape(v)),
+            (Some((l, v)), false) => format!("{{{l}=\"{}\",{extra}}}", escape(v)),
+            (None, true) => String::new(),
+            (None, false) => format!("{{{extra}}}"),
         };
-        let o = &mut series[i].1;
+        // Count first: an observation under way shows in no bucket above it.
+        let count = o.count.load(Ordering::Relaxed);
         let mut bound = self.start;
-        for b in o.buckets.iter_mut().take(self.buckets) {
-            if v <= bound {
-                *b += 1;
-            }
+        for b in o.buckets.iter().take(self.buckets) {
+            let n = b.load(Ordering::Relaxed).min(count);
+            // Rounded as Go prints them: 0.1 doubled is 0.2, not 0.2000000001.
+            let le = format!("le=\"{}\"", round_bound(bound));
+            let _ = writeln!(out, "{}_bucket{} {n}", self.name, labels(&le));
             bound *= 2.0;
         }
-        o.count += 1;
-        o.sum += v;
+        let _ = writeln!(out, "{}_bucket{} {count}", self.name, labels("le=\"+Inf\""));
+        let sum = f64::from_bits(o.sum.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{}_sum{} {sum}", self.name, labels(""));
+        let _ = writeln!(out, "{}_count{} {count}", self.name, labels(""));
     }
 }
 
 impl Metric for Histogram {
     fn render(&self, out: &mut String) {
         head(out, self.name, self.help, "histogram");
-        let Ok(series) = self.series.lock() else {
+        if self.label.is_none() {
+            self.render_series(out, None, &self.single);
+            return;
+        }
+        let Ok(series) = self.series.lock().map(|s| s.clone()) else {
             return;
         };
-        let mut all = series.clone();
-        drop(series);
-        if self.label.is_none() && all.is_empty() {
-            all.push((String::new(), Observed::default()));
-        }
+        let mut all = series;
         all.sort_by(|a, b| a.0.cmp(&b.0));
         for (value, o) in all {
-            let value = escape(&value);
-            let labels = |extra: &str| match (self.label, extra.is_empty()) {
-                (Some(l), true) => format!("{{{l}=\"{value}\"}}"),
-                (Some(l), false) => format!("{{{l}=\"{value}\",{extra}}}"),
-                (None, true) => String::new(),
-                (None, false) => format!("{{{extra}}}"),
-            };
-            let mut bound = self.start;
-            for b in o.buckets.iter().take(self.buckets) {
-                // Rounded as Go prints them: 0.1 doubled is 0.2, not 0.2000000001.
-                let le = format!("le=\"{}\"", round_bound(bound));
-                let _ = writeln!(out, "{}_bucket{} {b}", self.name, labels(&le));
-                bound *= 2.0;
-            }
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {}",
-                self.name,
-                labels("le=\"+Inf\""),
-                o.count
-            );
-            let _ = writeln!(out, "{}_sum{} {}", self.name, labels(""), o.sum);
-            let _ = writeln!(out, "{}_count{} {}", self.name, labels(""), o.count);
+            self.render_series(out, Some(&value), &o);
         }
     }
 }
@@ -521,4 +555,47 @@ pub async fn serve_url(url: Option<&str>, render: fn() -> String) -> Result<(), 
         .map_err(|e| format!("cannot serve metrics on {url}: {e}"))?;
     tracing::info!(%addr, "serving metrics");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_etcds_cumulative_buckets() {
+        static H: Histogram = Histogram::new("h", "A histogram.", 0.5).buckets(3);
+        for v in [0.4, 1.5, 10.0] {
+            H.observe_value(v);
+        }
+        let text = render(&[&H]);
+        let want = "# HELP h A histogram.\n# TYPE h histogram\n\
+                    h_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"2\"} 2\n\
+                    h_bucket{le=\"+Inf\"} 3\nh_sum 11.9\nh_count 3\n";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn labelled_series_are_counted_on_their_handles() {
+        static H: Histogram = Histogram::labelled("rtt", "Round trips.", "To", 0.1).buckets(2);
+        static C: CounterVec = CounterVec::new("sent", "Sent.", &["To"]);
+        let (h, c) = (H.handle("b"), C.handle(&["b"]));
+        h.observe(Duration::from_millis(150));
+        c.fetch_add(2, Ordering::Relaxed);
+        C.inc(&["a"]);
+        H.observe_for("a", Duration::from_millis(50));
+        let text = render(&[&H, &C]);
+        assert!(
+            text.contains("rtt_bucket{To=\"a\",le=\"0.1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rtt_bucket{To=\"b\",le=\"0.2\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("rtt_count{To=\"b\"} 1\n"), "{text}");
+        assert!(
+            text.contains("sent{To=\"a\"} 1\nsent{To=\"b\"} 2\n"),
+            "{text}"
+        );
+    }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::metrics::{Counter, CounterVec, Gauge, GaugeVec, Histogram, Info, Metric, Series};
+use common::metrics::{
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramHandle, Info, Metric, Series,
+};
 use openraft::async_runtime::WatchReceiver;
 
 use crate::Raft;
@@ -313,10 +315,12 @@ pub fn peer_round_trip(target: u64, d: Duration) {
 }
 
 /// One peer's traffic counters, resolved once (a peer client, a stream).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerTraffic {
     bytes: Series,
     failures: Series,
+    /// Round trips (to a peer only).
+    rtt: Option<HistogramHandle>,
 }
 
 impl PeerTraffic {
@@ -326,6 +330,7 @@ impl PeerTraffic {
         PeerTraffic {
             bytes: PEER_SENT_BYTES.handle(&[&to]),
             failures: PEER_SENT_FAILURES.handle(&[&to]),
+            rtt: Some(PEER_RTT.handle(&to)),
         }
     }
 
@@ -335,6 +340,7 @@ impl PeerTraffic {
         PeerTraffic {
             bytes: PEER_RECEIVED_BYTES.handle(&[&from]),
             failures: PEER_RECEIVED_FAILURES.handle(&[&from]),
+            rtt: None,
         }
     }
 
@@ -344,6 +350,12 @@ impl PeerTraffic {
 
     pub fn failed(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn round_trip(&self, d: Duration) {
+        if let Some(h) = &self.rtt {
+            h.observe(d);
+        }
     }
 }
 

@@ -137,7 +137,7 @@ impl PeerClient {
         let call = method(client, crate::peer_auth::request(msg));
         let answered = tokio::time::timeout(ttl, call).await;
         if matches!(answered, Ok(Ok(_))) {
-            crate::metrics::peer_round_trip(self.target, started.elapsed());
+            self.traffic.round_trip(started.elapsed());
         } else {
             self.traffic.failed();
         }
