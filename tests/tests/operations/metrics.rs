@@ -35,7 +35,7 @@ const WITHOUT_MEANING: &[(&str, &str)] = &[
 /// The peer families (etcd's rafthttp): a single etcd member has none of
 /// their series, so they are checked on a 3-member triad against this list
 /// (name, type, label names; series only once a snapshot moved or a peer
-/// failed for the ones marked false).
+/// failed for the ones marked false), and the list against a 3-member etcd.
 const PEER_FAMILIES: &[(&str, &str, &[&str], bool)] = &[
     (
         "etcd_network_active_peers",
@@ -594,4 +594,143 @@ fn peer_round_trips_are_measured_for_every_peer() {
             .count();
         assert_eq!(moving, 2, "{name}\n{text}");
     }
+}
+
+/// A 3-member reference etcd on loopback.
+struct EtcdCluster {
+    _dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+    client_ports: Vec<u16>,
+}
+
+impl EtcdCluster {
+    fn start() -> Option<EtcdCluster> {
+        use std::process::{Command, Stdio};
+        if Command::new("etcd").arg("--version").output().is_err() {
+            triad_tests::prerequisite_missing("etcd (Debian package etcd-server) is not installed");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-ref3")
+            .tempdir()
+            .ok()?;
+        let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+        let peer = |p: u16| format!("http://127.0.0.1:{}", p + 1);
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}={}", peer(*p)))
+            .collect();
+        let mut cluster = EtcdCluster {
+            _dir: dir,
+            children: Vec::new(),
+            client_ports: ports.clone(),
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let client = format!("http://127.0.0.1:{p}");
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(cluster._dir.path().join(format!("m{i}")))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer(*p)])
+                .args(["--initial-advertise-peer-urls", &peer(*p)])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-token", "metrics-ref"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            cluster.children.push(child);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for ep in cluster.endpoints() {
+            while !etcdctl(&ep, &["endpoint", "health"]).status.success() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the 3-member reference etcd did not become healthy"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        Some(cluster)
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_peer_families_are_a_3_member_etcds() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let ep = etcd.endpoints()[0].clone();
+    assert!(etcdctl(&ep, &["put", "k", "v"]).status.success());
+    // etcd probes its peers' round trips every few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let (_, text) = http(&ep, "GET", "/metrics", "");
+        let theirs = families(&text);
+        let ready = PEER_FAMILIES
+            .iter()
+            .filter(|(.., always)| *always)
+            .all(|(name, ..)| theirs.get(*name).is_some_and(|f| f.has_series));
+        if ready {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reference etcd shows no peer series:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let theirs = families(&text);
+    let peer_families: Vec<&String> = theirs
+        .keys()
+        .filter(|n| n.starts_with("etcd_network_") && !n.starts_with("etcd_network_client_"))
+        .collect();
+    for name in peer_families {
+        let f = &theirs[name];
+        let listed = PEER_FAMILIES.iter().find(|(n, ..)| n == name);
+        let Some((_, kind, labels, _)) = listed else {
+            panic!("{name} is not on the list of peer families\n{text}");
+        };
+        assert_eq!(f.kind, *kind, "{name}");
+        if f.has_series {
+            let want: BTreeSet<String> = labels.iter().map(|l| l.to_string()).collect();
+            assert_eq!(f.labels, want, "{name}");
+        }
+    }
+    // The round trip's buckets are etcd's.
+    let rtt = "etcd_network_peer_round_trip_time_seconds";
+    let c = triad_tests::cluster::Cluster::start(3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ours = loop {
+        let (_, text) = http(&c.endpoints()[0], "GET", "/metrics", "");
+        let ours = families(&text);
+        if ours.get(rtt).is_some_and(|f| f.has_series) {
+            break ours;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no round trips:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(ours[rtt].buckets, theirs[rtt].buckets);
 }
