@@ -734,3 +734,105 @@ fn the_peer_families_are_a_3_member_etcds() {
     };
     assert_eq!(ours[rtt].buckets, theirs[rtt].buckets);
 }
+
+/// The value of `name{labels}` on member `i`'s /metrics (0 when absent).
+fn value_on(c: &triad_tests::cluster::Cluster, i: usize, name: &str, labels: &str) -> f64 {
+    let (_, text) = http(&c.endpoints()[i], "GET", "/metrics", "");
+    sample(&text, name, labels).unwrap_or(0.0)
+}
+
+/// Wait (bounded) until `name{labels}` on member `i` reaches `at_least`.
+fn wait_value(
+    c: &triad_tests::cluster::Cluster,
+    i: usize,
+    name: &str,
+    labels: &str,
+    at_least: f64,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while value_on(c, i, name, labels) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}{labels} on member {i} never reached {at_least}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_a_learner_move_their_families() {
+    // A log purged long before a new member arrives: a snapshot brings it
+    // up to date.
+    let mut c = triad_tests::cluster::Cluster::start_with_env(
+        3,
+        &[
+            ("TRIAD_SNAPSHOT_COUNT", "100"),
+            ("TRIAD_SNAPSHOT_CATCHUP_ENTRIES", "20"),
+        ],
+    );
+    let mut writer = c.client(0).await;
+    for i in 0..300 {
+        writer
+            .put(format!("fill{i}"), "x", None)
+            .await
+            .expect("fill put");
+    }
+    let leader = c.leader().await;
+    wait_value(
+        &c,
+        leader,
+        "etcd_debugging_snap_save_total_duration_seconds_count",
+        "",
+        1.0,
+    );
+    assert!(value_on(&c, leader, "etcd_snap_fsync_duration_seconds_count", "") >= 1.0);
+    let place = c.new_place();
+    let url = format!("--peer-urls={}", place.peer_url());
+    let added = c.etcdctl(0, &["member", "add", &place.name, "--learner", &url]);
+    assert!(added.status.success(), "{added:?}");
+    c.join(place);
+    let new = c.members.len() - 1;
+    let new_id = format!("{:x}", c.member_id(new).await);
+    let leader_id = format!("{:x}", c.member_id(leader).await);
+    wait_value(&c, new, "etcd_server_is_learner", "", 1.0);
+    let from = format!("{{From=\"{leader_id}\"}}");
+    wait_value(&c, new, "etcd_network_snapshot_receive_success", &from, 1.0);
+    assert!(
+        value_on(
+            &c,
+            new,
+            "etcd_snap_db_save_total_duration_seconds_count",
+            ""
+        ) >= 1.0
+    );
+    assert!(value_on(&c, new, "etcd_snap_db_fsync_duration_seconds_count", "") >= 1.0);
+    let to = format!("{{To=\"{new_id}\"}}");
+    assert!(value_on(&c, leader, "etcd_network_snapshot_send_success", &to) >= 1.0);
+    assert!(
+        value_on(
+            &c,
+            leader,
+            "etcd_disk_backend_snapshot_duration_seconds_count",
+            ""
+        ) >= 1.0
+    );
+    // Promoted once in sync (etcd refuses before).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !c
+        .etcdctl(leader, &["member", "promote", &new_id])
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "never promoted");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        value_on(&c, leader, "etcd_server_learner_promote_successes", ""),
+        1.0
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while value_on(&c, new, "etcd_server_is_learner", "") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "still a learner");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
