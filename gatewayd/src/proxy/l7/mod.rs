@@ -86,14 +86,8 @@ pub fn routes(s: L7Settings) -> Result<axum::Router, UpstreamError> {
             crate::health::health_answer(probe.map(|_| ()))
         }
     };
-    let http = axum::Router::new().route("/health", get(health)).route(
-        "/metrics",
-        get(|| async {
-            (
-                [("content-type", common::metrics::CONTENT_TYPE)],
-                metrics::render(),
-            )
-        }),
-    );
+    let http = axum::Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(|| async { metrics::render() }));
     Ok(grpc.routes().into_axum_router().merge(http))
 }
