@@ -461,6 +461,24 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
         sample(&triad_text, "process_resident_memory_bytes", ""),
         Some(daemons)
     );
+
+    // etcd's grpc-proxy families are the L7 proxy's.
+    let proxy = triad_tests::Proxy::in_front_of("l7", std::slice::from_ref(&triad_ep), &[]);
+    let (proxy_head, proxy_text) = scrape(&proxy.endpoint());
+    assert!(proxy_head.contains(content_type), "{proxy_head}");
+    assert_eq!(malformed(&proxy_text), Vec::<String>::new());
+    let proxied = families(&proxy_text);
+    let grpc_proxy: Vec<_> = theirs
+        .iter()
+        .filter(|(n, _)| n.starts_with("etcd_grpc_proxy_"))
+        .collect();
+    assert!(!grpc_proxy.is_empty());
+    for (name, e) in grpc_proxy {
+        let p = proxied
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not on the proxy\n{proxy_text}"));
+        assert_eq!(p.kind, e.kind, "{name}");
+    }
 }
 
 /// The value of the first sample of `name` (with labels starting `labels`).
