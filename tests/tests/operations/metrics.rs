@@ -462,6 +462,19 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
         Some(daemons)
     );
 
+    // The compaction ran: at apply (the index) and in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for name in [
+        "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds_count",
+        "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count",
+        "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count",
+    ] {
+        while sample(&http(&triad_ep, "GET", "/metrics", "").1, name, "") < Some(1.0) {
+            assert!(std::time::Instant::now() < deadline, "{name} never moved");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     // etcd's grpc-proxy families are the L7 proxy's.
     let proxy = triad_tests::Proxy::in_front_of("l7", std::slice::from_ref(&triad_ep), &[]);
     let (proxy_head, proxy_text) = scrape(&proxy.endpoint());
