@@ -86,6 +86,8 @@ pub struct PeerClient {
     /// Where single requests (heartbeats) go.
     singles: AppendMux,
     traffic: crate::metrics::PeerTraffic,
+    /// The target's replies (bytes received from it).
+    replies: crate::metrics::PeerTraffic,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -102,6 +104,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             removal: self.removal.clone(),
             singles: AppendMux::default(),
             traffic: crate::metrics::PeerTraffic::to(target),
+            replies: crate::metrics::PeerTraffic::from(target),
         }
     }
 }
@@ -156,6 +159,7 @@ impl PeerClient {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
+        self.replies.bytes(reply.body.len());
         codec::decode(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
@@ -207,6 +211,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let (cluster_id, from) = (self.cluster_id, self.member_id);
         let client = self.client.clone();
         let traffic = self.traffic.clone();
+        let replies = self.replies.clone();
         Box::pin(async move {
             let mut client =
                 client.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
@@ -227,8 +232,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     };
                     traffic.bytes(msg.body.len());
                     let result = match self.singles.call(&mut client, msg).await {
-                        Ok(reply) => codec::decode::<StreamAppendResult<TypeConfig>>(&reply.body)
-                            .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                        Ok(reply) => {
+                            replies.bytes(reply.body.len());
+                            codec::decode::<StreamAppendResult<TypeConfig>>(&reply.body)
+                                .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                        }
                         Err(s) => {
                             traffic.failed();
                             crate::metrics::HEARTBEAT_FAILURES.inc();
@@ -253,7 +261,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     body,
                 }
             });
-            let replies = client
+            let answers = client
                 .stream_append(crate::peer_auth::request(outgoing))
                 .await
                 .map_err(|s| {
@@ -261,9 +269,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     status_error(&s)
                 })?
                 .into_inner();
-            let results = replies.map(|reply| match reply {
-                Ok(msg) => codec::decode::<StreamAppendResult<TypeConfig>>(&msg.body)
-                    .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+            let results = answers.map(move |reply| match reply {
+                Ok(msg) => {
+                    replies.bytes(msg.body.len());
+                    codec::decode::<StreamAppendResult<TypeConfig>>(&msg.body)
+                        .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                }
                 Err(s) => Err(status_error(&s)),
             });
             let results: BoxStream<'s, _> = Box::pin(results);

@@ -101,7 +101,9 @@ impl RaftPeerService {
             bad_body(e)
         })?;
         let resp = raft(self.raft.clone(), rpc).await.map_err(raft_failed)?;
-        self.reply(&resp)
+        let reply = self.reply(&resp)?;
+        crate::metrics::PeerTraffic::to(msg.from).bytes(reply.get_ref().body.len());
+        Ok(reply)
     }
 
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
@@ -165,12 +167,16 @@ impl RaftPeer for RaftPeerService {
                 .ok()
         });
         let (cluster_id, member_id) = (self.cluster_id, self.member_id);
+        let replies = crate::metrics::PeerTraffic::to(sender);
         let out = self.raft.stream_append(input).map(move |r| match r {
             Ok(result) => codec::encode(&result)
-                .map(|body| RaftMessage {
-                    cluster_id,
-                    from: member_id,
-                    body,
+                .map(|body| {
+                    replies.bytes(body.len());
+                    RaftMessage {
+                        cluster_id,
+                        from: member_id,
+                        body,
+                    }
                 })
                 .map_err(|e| Status::internal(e.to_string())),
             Err(fatal) => Err(raft_failed(fatal)),
