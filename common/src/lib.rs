@@ -24,6 +24,7 @@ pub mod member_dir;
 pub mod metrics;
 pub mod nested_txn;
 pub mod park_spin;
+pub mod process;
 pub mod proto;
 pub mod read_batch;
 pub mod read_index_link;

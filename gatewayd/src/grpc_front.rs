@@ -119,7 +119,7 @@ where
             .as_ref()
             .filter(|b| b.may_be_learner() && !learner::serves(path))
             .cloned();
-        let answer = service.call(req);
+        let answer = service.call(call.counted_request(req));
         Box::pin(async move {
             let mut resp = match check_learner {
                 Some(backend) if backend.is_learner().await => learner::refusal(),
@@ -132,6 +132,7 @@ where
             } else if let Some(status) = recipe_refusal(call.path(), &resp) {
                 resp = common::errors::through_inner_client(status).into_http();
             }
+            let resp = call.counted_response(resp);
             call.finish(resp.headers());
             Ok(resp)
         })

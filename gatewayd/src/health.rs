@@ -8,6 +8,7 @@ pub fn health_answer(
     probe: Result<(), tonic::Status>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let json = [("content-type", "application/json")];
+    crate::metrics::health_checked(probe.is_ok());
     match probe {
         Ok(()) => (
             StatusCode::OK,

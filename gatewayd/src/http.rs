@@ -24,7 +24,9 @@ pub fn metrics_routes(backend: Arc<Backend>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(b): State<Arc<Backend>>| async move { member_metrics(&b).await }),
+            get(|State(b): State<Arc<Backend>>| async move {
+                crate::metrics::scrape_answer(member_metrics(&b).await)
+            }),
         )
         .with_state(backend)
 }

@@ -50,12 +50,14 @@ pub struct Quota {
 
 impl Quota {
     pub fn new(configured: i64) -> Quota {
+        let max = if configured == 0 {
+            DEFAULT_QUOTA_BYTES
+        } else {
+            configured
+        };
+        crate::metrics::QUOTA_BYTES.set(max);
         Quota {
-            max: if configured == 0 {
-                DEFAULT_QUOTA_BYTES
-            } else {
-                configured
-            },
+            max,
             size: AtomicI64::new(0),
             measured: Mutex::new(None),
         }

@@ -256,7 +256,11 @@ impl Lessor {
     /// Renew `id`; its TTL, or None if there is no such lease.
     pub async fn keep_alive(&self, id: i64) -> Result<Option<i64>, Status> {
         self.ensure_primary().await?;
-        Ok(self.state()?.renew(id, Instant::now()))
+        let renewed = self.state()?.renew(id, Instant::now());
+        if renewed.is_some() {
+            crate::metrics::LEASES_RENEWED.inc();
+        }
+        Ok(renewed)
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Liveness>, Status> {
@@ -297,6 +301,7 @@ impl Lessor {
                         s.revoke_failed(id);
                     }
                 } else if let Ok(mut s) = self.state.lock() {
+                    crate::metrics::LEASES_EXPIRED.inc();
                     s.leases.remove(&id);
                 }
             }

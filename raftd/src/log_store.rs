@@ -276,6 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => {}
         }
         batch.commit().map_err(io_err)?;
+        crate::metrics::wal_written(written.iter().map(|(_, size)| *size).sum());
         for (e, size) in written {
             self.recent.appended(e, size);
         }

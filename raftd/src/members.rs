@@ -320,6 +320,7 @@ impl Members {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), true)
             .await
             .map_err(change_error)?;
+        crate::metrics::PROMOTIONS.inc();
         Ok(MemberPromoteResponse {
             header: None,
             members: self.members(),

@@ -85,6 +85,9 @@ pub struct PeerClient {
     removal: std::sync::Arc<crate::removal::Removal>,
     /// Where single requests (heartbeats) go.
     singles: AppendMux,
+    traffic: crate::metrics::PeerTraffic,
+    /// The target's replies (bytes received from it).
+    replies: crate::metrics::PeerTraffic,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -100,6 +103,8 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             storage: self.storage.clone(),
             removal: self.removal.clone(),
             singles: AppendMux::default(),
+            traffic: crate::metrics::PeerTraffic::to(target),
+            replies: crate::metrics::PeerTraffic::from(target),
         }
     }
 }
@@ -124,6 +129,7 @@ impl PeerClient {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::from_string(e))),
         };
         let body = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.traffic.bytes(body.len());
         let msg = RaftMessage {
             cluster_id: self.cluster_id,
             from: self.member_id,
@@ -134,7 +140,9 @@ impl PeerClient {
         let call = method(client, crate::peer_auth::request(msg));
         let answered = tokio::time::timeout(ttl, call).await;
         if matches!(answered, Ok(Ok(_))) {
-            crate::metrics::peer_round_trip(self.target, started.elapsed());
+            self.traffic.round_trip(started.elapsed());
+        } else {
+            self.traffic.failed();
         }
         let reply = match answered {
             Err(_) => {
@@ -151,6 +159,7 @@ impl PeerClient {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
+        self.replies.bytes(reply.body.len());
         codec::decode(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
@@ -201,6 +210,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     {
         let (cluster_id, from) = (self.cluster_id, self.member_id);
         let client = self.client.clone();
+        let traffic = self.traffic.clone();
+        let replies = self.replies.clone();
         Box::pin(async move {
             let mut client =
                 client.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
@@ -219,10 +230,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         body: codec::encode(&first)
                             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?,
                     };
+                    traffic.bytes(msg.body.len());
                     let result = match self.singles.call(&mut client, msg).await {
-                        Ok(reply) => codec::decode::<StreamAppendResult<TypeConfig>>(&reply.body)
-                            .map_err(|e| RPCError::Network(NetworkError::new(&e))),
-                        Err(s) => Err(status_error(&s)),
+                        Ok(reply) => {
+                            replies.bytes(reply.body.len());
+                            codec::decode::<StreamAppendResult<TypeConfig>>(&reply.body)
+                                .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                        }
+                        Err(s) => {
+                            traffic.failed();
+                            crate::metrics::HEARTBEAT_FAILURES.inc();
+                            Err(status_error(&s))
+                        }
                     };
                     let one: BoxStream<'s, _> = Box::pin(futures::stream::once(async { result }));
                     return Ok(one);
@@ -232,21 +251,30 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             };
             // An unencodable request ends the stream on the receiver, which
             // the results then report.
-            let outgoing = futures::stream::iter(prefix)
-                .chain(input)
-                .map(move |req| RaftMessage {
+            let sent = traffic.clone();
+            let outgoing = futures::stream::iter(prefix).chain(input).map(move |req| {
+                let body = codec::encode(&req).unwrap_or_default();
+                sent.bytes(body.len());
+                RaftMessage {
                     cluster_id,
                     from,
-                    body: codec::encode(&req).unwrap_or_default(),
-                });
-            let replies = client
+                    body,
+                }
+            });
+            let answers = client
                 .stream_append(crate::peer_auth::request(outgoing))
                 .await
-                .map_err(|s| status_error(&s))?
+                .map_err(|s| {
+                    traffic.failed();
+                    status_error(&s)
+                })?
                 .into_inner();
-            let results = replies.map(|reply| match reply {
-                Ok(msg) => codec::decode::<StreamAppendResult<TypeConfig>>(&msg.body)
-                    .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+            let results = answers.map(move |reply| match reply {
+                Ok(msg) => {
+                    replies.bytes(msg.body.len());
+                    codec::decode::<StreamAppendResult<TypeConfig>>(&msg.body)
+                        .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                }
                 Err(s) => Err(status_error(&s)),
             });
             let results: BoxStream<'s, _> = Box::pin(results);
@@ -338,17 +366,26 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             }
             Ok::<(), String>(())
         };
-        let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let traffic = self.traffic.clone();
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |c| {
+            traffic.bytes(c.data.len() + c.meta.len() + c.vote.len());
+            c
+        });
         let call = client.install_snapshot(crate::peer_auth::request(chunks));
         let transfer = async { tokio::join!(pump, call) };
-        tokio::select! {
+        let started = std::time::Instant::now();
+        let _inflight =
+            crate::metrics::InFlight::new(&crate::metrics::SNAPSHOT_SENDS_INFLIGHT, self.target);
+        let sent = tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            (pumped, reply) = transfer => {
+            (pumped, reply) = transfer => (|| {
                 let reply = reply.map_err(|s| unreachable(format!("{:?}: {}", s.code(), s.message())))?;
                 pumped.map_err(unreachable)?;
                 codec::decode(&reply.into_inner().body).map_err(|e| unreachable(e.to_string()))
-            }
-        }
+            })(),
+        };
+        crate::metrics::snapshot_sent(self.target, sent.is_ok(), started.elapsed());
+        sent
     }
 }
 
@@ -391,6 +428,7 @@ pub async fn probe_peers(raft: Raft, me: u64) {
                 RaftPeerClient::new(channel).cluster(ClusterRequest {}),
             )
             .await;
+            let answered = matches!(asked, Ok(Ok(_)));
             let failure = match asked {
                 Ok(Ok(_)) => {
                     crate::metrics::peer_round_trip(*id, started.elapsed());
@@ -414,6 +452,7 @@ pub async fn probe_peers(raft: Raft, me: u64) {
                     }
                 }
             }
+            crate::metrics::peer_reachable(me, *id, answered);
         }
     }
 }

@@ -94,9 +94,16 @@ impl RaftPeerService {
     {
         self.admit(&req, req.get_ref().cluster_id, req.get_ref().from)?;
         let msg = req.into_inner();
-        let rpc = codec::decode(&msg.body).map_err(bad_body)?;
+        let traffic = crate::metrics::PeerTraffic::from(msg.from);
+        traffic.bytes(msg.body.len());
+        let rpc = codec::decode(&msg.body).map_err(|e| {
+            traffic.failed();
+            bad_body(e)
+        })?;
         let resp = raft(self.raft.clone(), rpc).await.map_err(raft_failed)?;
-        self.reply(&resp)
+        let reply = self.reply(&resp)?;
+        crate::metrics::PeerTraffic::to(msg.from).bytes(reply.get_ref().body.len());
+        Ok(reply)
     }
 
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
@@ -145,21 +152,31 @@ impl RaftPeer for RaftPeerService {
         self.admit(&req, expected, sender)?;
         // Undecodable or foreign messages end the input; the leader sees
         // the stream end and starts over.
+        let traffic = crate::metrics::PeerTraffic::from(sender);
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |m| {
-            let m = m.ok()?;
+            let Ok(m) = m else {
+                traffic.failed();
+                return None;
+            };
+            traffic.bytes(m.body.len());
             if m.cluster_id != expected || m.from != sender {
+                traffic.failed();
                 return None;
             }
             codec::decode::<openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>>(&m.body)
                 .ok()
         });
         let (cluster_id, member_id) = (self.cluster_id, self.member_id);
+        let replies = crate::metrics::PeerTraffic::to(sender);
         let out = self.raft.stream_append(input).map(move |r| match r {
             Ok(result) => codec::encode(&result)
-                .map(|body| RaftMessage {
-                    cluster_id,
-                    from: member_id,
-                    body,
+                .map(|body| {
+                    replies.bytes(body.len());
+                    RaftMessage {
+                        cluster_id,
+                        from: member_id,
+                        body,
+                    }
                 })
                 .map_err(|e| Status::internal(e.to_string())),
             Err(fatal) => Err(raft_failed(fatal)),
@@ -195,48 +212,12 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let sender = self.auth.caller_id(&req);
         self.admit(&req, self.cluster_id, sender)?;
-        let mut chunks = req.into_inner();
-        let head = chunks
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        self.check_cluster(head.cluster_id)?;
-        if head.from != sender {
-            return Err(Status::permission_denied(
-                "a snapshot sent for another member",
-            ));
-        }
-        let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
-        let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
-        tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");
-        // Into storaged's staging area as it arrives.
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let pump = async move {
-            while let Some(c) = chunks.message().await? {
-                let chunk = StorageChunk::decode(c.data.as_slice())
-                    .map_err(|e| Status::invalid_argument(format!("bad snapshot chunk: {e}")))?;
-                if tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<(), Status>(())
-        };
-        let mut storage = self.storage.clone();
-        let receive = storage.receive_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let (pumped, received) = tokio::join!(pump, receive);
-        pumped?;
-        let staged = received?.into_inner();
-        tracing::info!(applied = ?staged.applied, "snapshot staged in storaged");
-        let snapshot = Snapshot {
-            meta,
-            snapshot: StoragedSnapshot,
-        };
-        let resp = self
-            .raft
-            .install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(raft_failed)?;
-        self.reply(&resp)
+        let started = std::time::Instant::now();
+        let _inflight =
+            crate::metrics::InFlight::new(&crate::metrics::SNAPSHOT_RECEIVES_INFLIGHT, sender);
+        let received = self.receive_snapshot(req).await;
+        crate::metrics::snapshot_received(sender, received.is_ok(), started.elapsed());
+        received
     }
 
     async fn hash_kv(
@@ -271,5 +252,61 @@ impl RaftPeer for RaftPeerService {
             members,
             last_log_index: last_log_index.unwrap_or(0),
         }))
+    }
+}
+
+impl RaftPeerService {
+    /// A snapshot streamed into storaged's staging area, then installed.
+    async fn receive_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let sender = self.auth.caller_id(&req);
+        let traffic = crate::metrics::PeerTraffic::from(sender);
+        let saving = std::time::Instant::now();
+        let mut chunks = req.into_inner();
+        let head = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.check_cluster(head.cluster_id)?;
+        if head.from != sender {
+            return Err(Status::permission_denied(
+                "a snapshot sent for another member",
+            ));
+        }
+        let vote: Vote = codec::decode(&head.vote).map_err(bad_body)?;
+        let meta: SnapshotMeta = codec::decode(&head.meta).map_err(bad_body)?;
+        tracing::info!(last = ?meta.last_log_id, from = format!("{:x}", head.from), "receiving a snapshot");
+        // Into storaged's staging area as it arrives.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let pump = async move {
+            while let Some(c) = chunks.message().await? {
+                traffic.bytes(c.data.len());
+                let chunk = StorageChunk::decode(c.data.as_slice())
+                    .map_err(|e| Status::invalid_argument(format!("bad snapshot chunk: {e}")))?;
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), Status>(())
+        };
+        let mut storage = self.storage.clone();
+        let receive = storage.receive_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let (pumped, received) = tokio::join!(pump, receive);
+        pumped?;
+        let staged = received?.into_inner();
+        tracing::info!(applied = ?staged.applied, "snapshot staged in storaged");
+        crate::metrics::SNAP_DB_SAVE.observe(saving.elapsed());
+        let snapshot = Snapshot {
+            meta,
+            snapshot: StoragedSnapshot,
+        };
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(raft_failed)?;
+        self.reply(&resp)
     }
 }

@@ -60,13 +60,14 @@ impl ReadIndexes {
         // A read changes nothing: when leadership moved under it (or the
         // old leader went away), it is simply routed again.
         let mut tries = 0;
+        let _timed = crate::metrics::ReadIndexTimer::start();
         let read_index = loop {
             match self.shared_read_index(forwarded).await {
                 Err(e) if !forwarded && tries < REROUTES && leadership_moved(&e) => {
                     tries += 1;
                     tokio::time::sleep(REROUTE_PAUSE).await;
                 }
-                r => break r.map_err(leader_failed)?,
+                r => break r.map_err(|e| crate::metrics::read_index_failed(leader_failed(e)))?,
             }
         };
         Ok(ReadIndexResponse {

@@ -269,9 +269,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let want = meta.last_log_id.as_ref().map(to_wire);
         let want_index = want.map_or(0, |w| w.index);
         self.apply_stream = None;
+        let _applying = crate::metrics::SnapshotApplying::start();
+        let activating = std::time::Instant::now();
         self.storage
             .activate_snapshot(ActivateSnapshotRequest { applied: want })
             .await
+            .inspect(|_| crate::metrics::SNAP_DB_FSYNC.observe(activating.elapsed()))
             .map_err(|s| {
                 io::Error::other(format!(
                     "storaged cannot activate the snapshot: {}",
@@ -306,14 +309,19 @@ impl RaftSnapshotBuilder<TypeConfig> for Checkpointer {
     type SnapshotData = StoragedSnapshot;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let status = self
             .storage
             .checkpoint(StatusRequest {})
             .await
             .map_err(|s| io::Error::other(format!("storaged checkpoint failed: {}", s.message())))?
             .into_inner();
+        crate::metrics::SNAP_FSYNC.observe(started.elapsed());
+        let marshalling = std::time::Instant::now();
         let meta = snapshot_meta(&status)?
             .ok_or_else(|| io::Error::other("nothing applied yet to snapshot"))?;
+        crate::metrics::SNAP_MARSHALLING.observe(marshalling.elapsed());
+        crate::metrics::SNAP_SAVE.observe(started.elapsed());
         tracing::info!(last = ?meta.last_log_id, "snapshot taken (storaged checkpointed)");
         Ok(Snapshot {
             meta,

@@ -131,7 +131,10 @@ impl Batch<'_, '_> {
                     })
                     .map_err(StoreError::Etcd)
             }
-            Op::Compaction(c) => write::compaction(self.revs, c).map(Outcome::Compaction),
+            Op::Compaction(c) => {
+                crate::metrics::index_compaction(|| write::compaction(self.revs, c))
+                    .map(Outcome::Compaction)
+            }
             Op::Alarm(a) => {
                 crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
             }

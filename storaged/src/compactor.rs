@@ -18,13 +18,21 @@ const BATCH: usize = 512;
 
 pub async fn run(store: Arc<Store>) {
     let mut target = store.compact_target.subscribe();
+    // When the compaction under way began (etcd's total duration).
+    let mut began: Option<std::time::Instant> = None;
     loop {
         let goal = *target.borrow_and_update();
         let done = *store.compact_done.borrow();
         if goal > done {
             let s = store.clone();
+            let started = *began.get_or_insert_with(std::time::Instant::now);
             match tokio::task::spawn_blocking(move || compact_batch(&s, done, goal)).await {
                 Ok(Ok(reached)) => {
+                    if reached >= goal {
+                        let ms = started.elapsed().as_secs_f64() * 1000.0;
+                        crate::metrics::DB_COMPACTION_TOTAL.observe_value(ms);
+                        began = None;
+                    }
                     store.compact_done.send_replace(reached);
                     continue;
                 }
@@ -46,6 +54,7 @@ pub async fn run(store: Arc<Store>) {
 
 /// Process revisions in (done, goal]; returns how far it got.
 fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError> {
+    let started = std::time::Instant::now();
     let mut tx = store.db.write_tx();
     let lo = keys::rev_key(Rev {
         main: done + 1,
@@ -94,11 +103,15 @@ fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError>
         }
     }
     let reached = if stopped_early { last_main } else { goal };
+    let removed = victims.len() as u64;
     for (ik, rk) in victims {
         tx.remove(&store.ks.index, ik);
         tx.remove(&store.ks.revs, rk);
     }
     tx.insert(&store.ks.meta, META_COMPACT_DONE, reached.to_be_bytes());
     tx.commit()?;
+    crate::metrics::DB_COMPACTION_KEYS.add(removed);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    crate::metrics::DB_COMPACTION_PAUSE.observe_value(ms);
     Ok(reached)
 }

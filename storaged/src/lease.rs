@@ -56,6 +56,7 @@ impl WriteTxn<'_, '_> {
         if self.lease_exists(g.id)? {
             return Err(EtcdError::LeaseExist.into());
         }
+        crate::metrics::lease_granted(g.ttl);
         let rec = LeaseRecord {
             ttl: g.ttl,
             remaining_ttl: 0,
@@ -82,6 +83,7 @@ impl WriteTxn<'_, '_> {
             }
         }
         self.tx.remove(&self.ks.leases, r.id.to_be_bytes());
+        crate::metrics::LEASES_REVOKED.inc();
         Ok(LeaseRevokeResponse {
             header: self.header(),
         })

@@ -171,6 +171,7 @@ pub fn range_request<R: Readable>(
     req: &RangeRequest,
     bounds: RevBounds,
 ) -> Result<RangeResponse, StoreError> {
+    crate::metrics::RANGES.inc();
     let rev = bounds.resolve(req.revision)?;
     let sort_order =
         SortOrder::try_from(req.sort_order).map_err(|_| EtcdError::InvalidSortOption)?;

@@ -351,7 +351,11 @@ impl Storage for StorageService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let (tx, rx) = mpsc::channel(2);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || crate::snapshot::send(&store, tx));
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            crate::snapshot::send(&store, tx);
+            crate::metrics::SNAPSHOT.observe(started.elapsed());
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -114,6 +114,7 @@ impl Store {
             crate::permission::check_range(&state, info, &req.key, &req.range_end, Access::Read)?;
         }
         let bounds = self.bounds();
+        let _open = crate::metrics::OpenRead::start();
         let snapshot = self.db.read_tx();
         read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds)
     }
@@ -121,6 +122,7 @@ impl Store {
     /// Apply a batch of committed entries atomically with the applied id.
     pub fn apply(&self, entries: &[ApplyEntry]) -> Result<ApplyResponse, StoreError> {
         let _serial = self.apply_lock.lock().map_err(|_| StoreError::Poisoned)?;
+        let apply_started = std::time::Instant::now();
         let mut applied = self.applied();
         let mut revs = RevState {
             current: self.current.load(Ordering::Acquire),
@@ -165,6 +167,9 @@ impl Store {
         tx.commit()?;
         crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
         crate::metrics::APPLY_BATCHES.inc();
+        if apply_started.elapsed() > crate::metrics::SLOW_APPLY {
+            crate::metrics::SLOW_APPLIES.inc();
+        }
         self.auth.publish(auth);
         // Publish only after the commit is visible to readers.
         self.current.store(revs.current, Ordering::Release);
@@ -237,7 +242,9 @@ impl Store {
         } else {
             revision
         };
+        let started = std::time::Instant::now();
         let hash = crate::hash::hash_kv(&self.db.read_tx(), &self.ks, upto, bounds.compacted)?;
+        crate::metrics::HASH_REV.observe(started.elapsed());
         // etcd reports -1 before the first compaction.
         let compacted = if bounds.compacted == 0 {
             -1
@@ -249,8 +256,10 @@ impl Store {
 
     /// etcd's Hash of the whole store: (hash, current revision).
     pub fn hash(&self) -> Result<(u32, i64), StoreError> {
+        let started = std::time::Instant::now();
         let snap = self.db.read_tx();
         let hash = crate::hash::hash_all(&snap, &self.keyspaces())?;
+        crate::metrics::HASH.observe(started.elapsed());
         Ok((hash, self.status_at(&snap)?.revision))
     }
 
@@ -261,12 +270,41 @@ impl Store {
     /// Flush and fully compact every keyspace: deleted and compacted data
     /// leave the disk and the journals can go. Blocking; writes continue.
     pub fn defragment(&self) -> Result<(), StoreError> {
-        for ks in self.keyspaces() {
+        let started = std::time::Instant::now();
+        crate::metrics::DEFRAG_INFLIGHT.set(1);
+        let done = self.keyspaces().into_iter().try_for_each(|ks| {
             let ks: &fjall::Keyspace = ks.as_ref();
             ks.rotate_memtable_and_wait()?;
-            ks.major_compact()?;
-        }
-        Ok(())
+            ks.major_compact()
+        });
+        crate::metrics::DEFRAG_INFLIGHT.set(0);
+        crate::metrics::DEFRAG.observe(started.elapsed());
+        Ok(done?)
+    }
+
+    /// The live keys at a snapshot, and the key changes apply had counted
+    /// (`metrics::KEYS_CHANGED`) when it was taken. Reads every key once.
+    pub fn count_keys(&self) -> Result<(i64, i64), StoreError> {
+        let (snapshot, bounds, changed) = {
+            let _serial = self.apply_lock.lock().map_err(|_| StoreError::Poisoned)?;
+            let changed = crate::metrics::KEYS_CHANGED.load(Ordering::Relaxed);
+            (self.db.read_tx(), self.bounds(), changed)
+        };
+        let all = read::KeyRange::new(&[0], &[0]);
+        let (_, count) = read::scan(
+            &snapshot,
+            self.ks.index.as_ref(),
+            &all,
+            bounds.current,
+            0,
+            false,
+        )?;
+        Ok((count, changed))
+    }
+
+    /// The auth store's revision.
+    pub fn auth_revision(&self) -> u64 {
+        self.auth.state().revision
     }
 
     /// Make everything applied so far durable (a checkpoint; graceful

@@ -107,6 +107,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             .insert(&self.ks.index, keys::index_key(&esc, rev), rec.encode());
         self.tx.insert(&self.ks.revs, keys::rev_key(rev), esc);
         self.changes += 1;
+        crate::metrics::key_changed(prev_kv.is_some(), !rec.tombstone);
         // Keep each lease's set of attached keys current.
         let old_lease = prev_kv.as_ref().map_or(0, |kv| kv.lease);
         let new_lease = if rec.tombstone { 0 } else { rec.lease };
@@ -173,6 +174,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
             value,
         };
         let prev_kv = prev.map(|(rev, old)| old.into_kv(p.key.clone(), rev));
+        crate::metrics::put(p.key.len() + rec.value.len());
         self.write(&p.key, rec, prev_kv.clone());
         Ok(PutResponse {
             header: self.header(),
@@ -185,6 +187,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         d: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
         let live = self.live_in(&d.key, &d.range_end)?;
+        crate::metrics::DELETES.inc();
         for kv in &live {
             self.write(&kv.key, Record::tombstone(), Some(kv.clone()));
         }
@@ -199,7 +202,9 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
         let path = self.compare_to_path(t)?;
         self.check_requests(t, &path)?;
         let mut path_iter = path.into_iter();
-        self.execute(t, &mut path_iter)
+        let done = self.execute(t, &mut path_iter)?;
+        crate::metrics::txn_done(&done);
+        Ok(done)
     }
 
     /// Every compare of the txn and of the nested txns it will run,
@@ -222,6 +227,7 @@ impl<'a, 'db> WriteTxn<'a, 'db> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, StoreError> {
+        crate::metrics::RANGES.inc(); // etcd's compare is a range
         let kvs = self.live_in(&c.key, &c.range_end)?;
         if kvs.is_empty() {
             // A missing key has no value to compare; other targets compare zero.

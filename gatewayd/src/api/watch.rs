@@ -516,6 +516,7 @@ impl ClientStream {
         let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
         let mut r = self.response(id, revision);
         metrics::WATCH_EVENTS.add(events.len() as i64);
+        let _pending = metrics::PendingEvents::new(events.len());
         r.events = events;
         for part in fragments(r, fragment, self.max_request_bytes) {
             self.send(part).await?;

@@ -287,6 +287,7 @@ async fn run(
         .serve(
             MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
         );
+    gatewayd::metrics::set_version(&cfg.version);
     let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
         .merge(gatewayd::api::json_gateway::routes(services.clone()))
         .merge(gatewayd::debug_vars::routes(

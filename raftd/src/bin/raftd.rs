@@ -336,7 +336,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(raftd::metrics::follow(raft.clone(), member_id));
     tokio::spawn(removal.clone().follow(raft.clone()));
     tokio::spawn(raftd::peer_client::probe_peers(raft.clone(), member_id));
-    common::metrics::serve_url(cfg.metrics_url.as_deref(), raftd::metrics::render)
+    common::metrics::serve_url(cfg.metrics_url.as_deref(), raftd::metrics::render_url)
         .await
         .map_err(Unstartable::new)?;
     common::lifecycle::notify_ready("serving");

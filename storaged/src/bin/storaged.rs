@@ -72,7 +72,8 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
         ));
     }
     tokio::spawn(compactor::run(store.clone()));
-    common::metrics::serve_url(cfg.metrics_url.as_deref(), storaged::metrics::render)
+    storaged::metrics::follow(store.clone());
+    common::metrics::serve_url(cfg.metrics_url.as_deref(), storaged::metrics::render_url)
         .await
         .map_err(Unstartable::new)?;
 

@@ -6,7 +6,8 @@ pub static WATCHERS_COALESCING: Gauge = Gauge::new(
     "etcd_grpc_proxy_watchers_coalescing_total",
     "Total number of current watchers coalescing",
 );
-pub static EVENTS_COALESCING: Gauge = Gauge::new(
+/// A counter in etcd's grpc-proxy.
+pub static EVENTS_COALESCING: Gauge = Gauge::counter(
     "etcd_grpc_proxy_events_coalescing_total",
     "Total number of events coalescing",
 );
@@ -47,7 +48,20 @@ pub static FAILOVERS: Gauge = Gauge::new(
     "Times the proxy moved to another member after a failure.",
 );
 
-pub fn render() -> String {
+/// The proxy's /metrics answer, with etcd's content type.
+pub fn render() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            common::metrics::CONTENT_TYPE,
+        )],
+        render_text(),
+    )
+        .into_response()
+}
+
+fn render_text() -> String {
     WATCHERS_COALESCING.set((CLIENT_WATCHERS.get() - UPSTREAM_WATCHES.get()).max(0));
     let all: [&dyn Metric; 12] = [
         &crate::metrics::GRPC_STARTED,
