@@ -2,6 +2,7 @@
 //! supervised local member for development and demos.
 
 mod ctl;
+mod proxy_commands;
 mod snapshot;
 mod supervisor;
 mod up;
@@ -62,6 +63,12 @@ enum Command {
     /// Offline tools for backup files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// etcd's `gateway start` with etcd's flags: gatewayd's L4 proxy.
+    #[command(subcommand)]
+    Gateway(proxy_commands::GatewayCommand),
+    /// etcd's `grpc-proxy start` with etcd's flags: gatewayd's L7 proxy.
+    #[command(subcommand, name = "grpc-proxy")]
+    GrpcProxy(proxy_commands::GrpcProxyCommand),
     /// Run a local member: storaged, raftd and gatewayd as supervised child
     /// processes. Prints `ready <client endpoints>` once it serves; Ctrl-C
     /// or SIGTERM stops all three cleanly.
@@ -102,6 +109,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The proxy commands become gatewayd, before any runtime starts.
+    let proxy = match &cli.command {
+        Command::Gateway(proxy_commands::GatewayCommand::Start(a)) => {
+            Some(Ok(proxy_commands::gateway_args(a)))
+        }
+        Command::GrpcProxy(proxy_commands::GrpcProxyCommand::Start(a)) => {
+            Some(proxy_commands::grpc_proxy_args(a))
+        }
+        _ => None,
+    };
+    if let Some(args) = proxy {
+        let e = args.and_then(proxy_commands::exec_gatewayd);
+        if let Err(e) = e {
+            eprintln!("triad: {e:#}");
+        }
+        return ExitCode::from(2);
+    }
     // Data, logs and pid files are the user's alone, whatever the umask.
     common::member_dir::private_umask();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +154,7 @@ fn main() -> ExitCode {
         Command::Snapshot(SnapshotCommand::Status { file, write_out }) => {
             snapshot::status(&file, &write_out)
         }
+        Command::Gateway(_) | Command::GrpcProxy(_) => Ok(()), // exec'd above
         Command::Up {
             data_dir,
             client_port,

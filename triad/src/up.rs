@@ -15,7 +15,7 @@ use common::proto::etcdserverpb::MemberListRequest;
 /// The daemons in start order; they are stopped in reverse.
 const DAEMONS: [&str; 3] = ["storaged", "raftd", "gatewayd"];
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the triad binary")?;
     let dir = exe.parent().context("triad binary has no directory")?;
     let path = dir.join(name);

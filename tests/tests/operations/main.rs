@@ -9,6 +9,7 @@ mod health_probes;
 mod metrics;
 mod packaging;
 mod private_files;
+mod proxy_commands;
 mod proxy_l4;
 mod proxy_l7;
 mod tidy;
