@@ -49,7 +49,7 @@ pub struct GatewayArgs {
 pub enum GrpcProxyCommand {
     /// Start an L7 proxy: the gRPC API served here, requests forwarded to
     /// the cluster.
-    Start(GrpcProxyArgs),
+    Start(Box<GrpcProxyArgs>),
 }
 
 #[derive(Args, Debug)]
