@@ -213,6 +213,24 @@ const OWN: &[(&str, &str, &str, Kind)] = &[
         "TRIAD_PROXY_NAMESPACE",
         Kind::Str,
     ),
+    (
+        "gatewayd",
+        "proxy-trusted-ca-file",
+        "TRIAD_PROXY_TRUSTED_CA_FILE",
+        Kind::Str,
+    ),
+    (
+        "gatewayd",
+        "proxy-cert-file",
+        "TRIAD_PROXY_CERT_FILE",
+        Kind::Str,
+    ),
+    (
+        "gatewayd",
+        "proxy-key-file",
+        "TRIAD_PROXY_KEY_FILE",
+        Kind::Str,
+    ),
     ("gatewayd", "etcd-version", "TRIAD_ETCD_VERSION", Kind::Str),
 ];
 

@@ -221,6 +221,22 @@ impl TlsFiles {
             .transpose()
     }
 
+    /// The common name of the certificate this side presents (its first
+    /// certificate), if it has one.
+    pub fn common_name(&self) -> Result<Option<String>, ConfigError> {
+        let Some(cert) = &self.cert else {
+            return Ok(None);
+        };
+        let first = CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
+            .next()
+            .transpose()
+            .map_err(|e| ConfigError(format!("cannot read certificate {}: {e}", cert.display())))?;
+        Ok(first
+            .and_then(|der| crate::cert_names::CertNames::parse(&der))
+            .and_then(|names| names.common_name)
+            .filter(|cn| !cn.is_empty()))
+    }
+
     /// The server side, or None without a certificate.
     pub fn acceptor(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.cert, &self.key) else {

@@ -122,6 +122,18 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_PROXY_NAMESPACE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_namespace: Option<String>,
+    /// L7 proxy: TLS toward the cluster's members (etcd grpc-proxy's
+    /// --cacert, --cert and --key): the CA their certificates are checked
+    /// against, and the certificate and key the proxy presents.
+    #[arg(long, env = "TRIAD_PROXY_TRUSTED_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_trusted_ca_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "TRIAD_PROXY_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cert_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "TRIAD_PROXY_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_key_file: Option<std::path::PathBuf>,
     /// URLs to serve the member's metrics on (GET /metrics), besides the
     /// client URLs.
     #[arg(long, env = "TRIAD_LISTEN_METRICS_URLS")]
@@ -157,6 +169,8 @@ pub struct ProxySpec {
     /// DNS SRV domain and name server, when endpoints are discovered.
     pub srv: Option<(String, std::net::SocketAddr)>,
     pub retry_delay: Duration,
+    /// L7: TLS toward the members, when any of its files is given.
+    pub upstream_tls: Option<common::tls::TlsFiles>,
 }
 
 #[derive(Debug)]
@@ -232,12 +246,37 @@ pub fn resolve(
                     "--proxy-namespace needs --proxy l7".into(),
                 ));
             }
+            let upstream_tls = common::tls::TlsFiles {
+                cert: opts.proxy_cert_file.clone(),
+                key: opts.proxy_key_file.clone(),
+                trusted_ca: opts.proxy_trusted_ca_file.clone(),
+                ..Default::default()
+            };
+            let upstream_tls =
+                (upstream_tls != common::tls::TlsFiles::default()).then_some(upstream_tls);
+            if let Some(t) = &upstream_tls {
+                if mode == "l4" {
+                    return Err(common::config::ConfigError(
+                        "--proxy-cert-file, --proxy-key-file and --proxy-trusted-ca-file need --proxy l7 (an L4 proxy passes TLS through)".into(),
+                    ));
+                }
+                // Every file readable and well formed before serving.
+                t.client()?;
+                // As etcd's grpc-proxy: with auth on, a common name would
+                // make the proxy's own identity every client's.
+                if let Some(cn) = t.common_name()? {
+                    return Err(common::config::ConfigError(format!(
+                        "cert has non empty Common Name ({cn})"
+                    )));
+                }
+            }
             Some(ProxySpec {
                 l7: mode == "l7",
                 namespace: opts.proxy_namespace.clone().unwrap_or_default(),
                 endpoints,
                 srv,
                 retry_delay,
+                upstream_tls,
             })
         }
         Some(other) => {

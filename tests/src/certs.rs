@@ -33,12 +33,17 @@ impl TestCa {
         TestCa { cert, key }
     }
 
-    /// A server-and-client certificate for `cn`, valid for `sans`, written
+    /// A server-and-client certificate for `cn` (none when empty), valid
+    /// for `sans`, written
     /// to `dir/NAME.pem` and `dir/NAME-key.pem`.
     pub fn issue(&self, dir: &Path, name: &str, cn: &str, sans: &[&str], serial: u64) {
         let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut p = CertificateParams::new(sans).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
+        // rcgen names every certificate "rcgen self signed cert" unless told.
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        if !cn.is_empty() {
+            p.distinguished_name.push(DnType::CommonName, cn);
+        }
         p.serial_number = Some(SerialNumber::from(serial));
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -79,13 +79,15 @@ pub struct GrpcProxyArgs {
     /// Log at debug level.
     #[arg(long)]
     debug: bool,
-    /// TLS toward the cluster (not supported: refused).
+    /// TLS toward the cluster: the certificate and key the proxy presents
+    /// and the CA the members' certificates are checked against.
     #[arg(long)]
     cert: Option<String>,
     #[arg(long)]
     key: Option<String>,
     #[arg(long)]
     cacert: Option<String>,
+    /// Not supported (refused): trust must come from --cacert.
     #[arg(long)]
     insecure_skip_tls_verify: bool,
     /// etcd's flags without a meaning for triad's proxy: warned.
@@ -159,9 +161,8 @@ pub fn gateway_args(a: &GatewayArgs) -> Vec<String> {
 /// gatewayd's arguments for `grpc-proxy start`.
 pub fn grpc_proxy_args(a: &GrpcProxyArgs) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
-        a.cert.is_none() && a.key.is_none() && a.cacert.is_none() && !a.insecure_skip_tls_verify,
-        "--cert, --key, --cacert and --insecure-skip-tls-verify (TLS toward the cluster) \
-         are not supported by triad's proxy yet"
+        !a.insecure_skip_tls_verify,
+        "--insecure-skip-tls-verify is not supported: give the cluster's CA with --cacert"
     );
     warn_ignored(
         "grpc-proxy",
@@ -198,6 +199,9 @@ pub fn grpc_proxy_args(a: &GrpcProxyArgs) -> anyhow::Result<Vec<String>> {
         ("--cert-file", &a.cert_file),
         ("--key-file", &a.key_file),
         ("--trusted-ca-file", &a.trusted_ca_file),
+        ("--proxy-trusted-ca-file", &a.cacert),
+        ("--proxy-cert-file", &a.cert),
+        ("--proxy-key-file", &a.key),
     ];
     for (flag, value) in optional {
         if let Some(v) = value {
@@ -294,7 +298,25 @@ mod tests {
         );
         let GrpcProxy {
             cmd: GrpcProxyCommand::Start(upstream_tls),
-        } = GrpcProxy::parse_from(["grpc-proxy", "start", "--cacert=ca.pem"]);
-        assert!(grpc_proxy_args(&upstream_tls).is_err());
+        } = GrpcProxy::parse_from([
+            "grpc-proxy",
+            "start",
+            "--cacert=ca.pem",
+            "--cert=c",
+            "--key=k",
+        ]);
+        let args = grpc_proxy_args(&upstream_tls).expect("args");
+        assert!(
+            args.contains(&"--proxy-trusted-ca-file=ca.pem".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--proxy-cert-file=c".to_string()),
+            "{args:?}"
+        );
+        let GrpcProxy {
+            cmd: GrpcProxyCommand::Start(skip),
+        } = GrpcProxy::parse_from(["grpc-proxy", "start", "--insecure-skip-tls-verify"]);
+        assert!(grpc_proxy_args(&skip).is_err());
     }
 }

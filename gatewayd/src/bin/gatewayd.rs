@@ -187,6 +187,7 @@ async fn run_l7_proxy(
         namespace: spec.namespace,
         request_timeout: cfg.request_timeout,
         max_request_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        upstream_tls: spec.upstream_tls.as_ref().map(|t| t.client()).transpose()?,
     })?
     .layer(axum::middleware::from_fn(gatewayd::metrics::count_grpc));
     let prepared = prepare_servers(

@@ -42,11 +42,17 @@ pub struct L7Settings {
     pub request_timeout: Duration,
     /// The largest request accepted from a client (and watch fragment size).
     pub max_request_bytes: usize,
+    /// TLS toward the members, if they serve https.
+    pub upstream_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The proxy's gRPC services and HTTP endpoints, ready to serve.
 pub fn routes(s: L7Settings) -> Result<axum::Router, UpstreamError> {
-    let upstream = Arc::new(Upstream::new(&s.endpoints, s.request_timeout)?);
+    let upstream = Arc::new(Upstream::new(
+        &s.endpoints,
+        s.request_timeout,
+        s.upstream_tls.as_ref(),
+    )?);
     let ns = Namespace::new(&s.namespace);
     let passthrough = passthrough::Passthrough::new(upstream.clone());
     let max = s.max_request_bytes;

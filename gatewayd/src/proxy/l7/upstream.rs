@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::retry::{not_connected, transport_failure, Retry};
@@ -34,14 +34,26 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Upstream, UpstreamError> {
+    /// Channels to `endpoints` (host:port), over TLS with `tls` when given.
+    pub fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<&ClientTlsConfig>,
+    ) -> Result<Upstream, UpstreamError> {
         if endpoints.is_empty() {
             return Err(UpstreamError::NoEndpoints);
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut members = Vec::new();
         for addr in endpoints {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| UpstreamError::BadEndpoint(addr.clone(), e.to_string()))?
+            let bad = |e: tonic::transport::Error| {
+                UpstreamError::BadEndpoint(addr.clone(), e.to_string())
+            };
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad)?;
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+            }
+            let channel = endpoint
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 // A member that stops answering (paused, cut off) is noticed
