@@ -178,6 +178,12 @@ const OWN: &[(&str, &str, &str, Kind)] = &[
     ),
     (
         "gatewayd",
+        "probe-timeout-ms",
+        "TRIAD_PROBE_TIMEOUT_MS",
+        Kind::Uint64,
+    ),
+    (
+        "gatewayd",
         "worker-threads",
         "TRIAD_WORKER_THREADS",
         Kind::Uint,

@@ -45,6 +45,8 @@ pub struct Backend {
     /// How clients' auth tokens are issued and checked.
     tokens: Tokens,
     pub request_timeout: Duration,
+    /// How long a health probe waits for raftd or storaged.
+    pub probe_timeout: Duration,
     pub max_request_bytes: usize,
 }
 
@@ -66,6 +68,7 @@ pub struct Settings {
     pub cluster_id: u64,
     pub member_id: u64,
     pub request_timeout: Duration,
+    pub probe_timeout: Duration,
     pub max_request_bytes: usize,
     /// --quota-backend-bytes.
     pub quota_bytes: i64,
@@ -88,6 +91,7 @@ impl Backend {
             quota,
             tokens: settings.tokens,
             request_timeout: settings.request_timeout,
+            probe_timeout: settings.probe_timeout,
             max_request_bytes: settings.max_request_bytes,
         }
     }

@@ -24,6 +24,8 @@ pub mod defaults {
     pub const QUOTA_BACKEND_BYTES: i64 = 0;
     /// etcd's 5 s + 2 × its default election timeout.
     pub const REQUEST_TIMEOUT_MS: u64 = 7000;
+    /// etcd answers /health within its one-second check deadline.
+    pub const PROBE_TIMEOUT_MS: u64 = 1000;
     /// The etcd version gatewayd reports (clients gate features on it).
     pub const ETCD_VERSION: &str = "3.5.17";
 }
@@ -82,6 +84,11 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_REQUEST_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    /// How long (ms) /health, /livez and /readyz wait for raftd or storaged
+    /// before answering 503 with the daemon that did not answer.
+    #[arg(long, env = "TRIAD_PROBE_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_timeout_ms: Option<u64>,
     /// Interval of progress notifications to watchers that asked for them
     /// and saw no events (etcd's --experimental-watch-progress-notify-interval).
     #[arg(long, env = "TRIAD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
@@ -181,6 +188,7 @@ pub struct Resolved {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub request_timeout: Duration,
+    pub probe_timeout: Duration,
     pub version: String,
     pub advertise: Vec<String>,
     pub quota_backend_bytes: i64,
@@ -379,6 +387,9 @@ pub fn resolve(
         request_timeout: Duration::from_millis(
             opts.request_timeout_ms
                 .unwrap_or(defaults::REQUEST_TIMEOUT_MS),
+        ),
+        probe_timeout: Duration::from_millis(
+            opts.probe_timeout_ms.unwrap_or(defaults::PROBE_TIMEOUT_MS),
         ),
         version: opts
             .etcd_version

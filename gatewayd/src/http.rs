@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::backend::Backend;
-use crate::health::health_answer;
+use crate::health::{health_answer, within};
 use common::proto::etcdserverpb::RangeRequest;
 
 #[derive(Clone)]
@@ -50,17 +50,14 @@ pub fn routes(backend: Arc<Backend>, version: String) -> Router {
 async fn health(
     State(s): State<HttpState>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let deadline = s.backend.probe_timeout;
     let probe = async {
-        s.backend.read_index().await?;
-        s.backend
-            .range(
-                RangeRequest {
-                    key: b"health".to_vec(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await
+        within(deadline, "raftd", s.backend.read_index()).await?;
+        let read = RangeRequest {
+            key: b"health".to_vec(),
+            ..Default::default()
+        };
+        within(deadline, "storaged", s.backend.range(read, None)).await
     };
     health_answer(probe.await.map(|_| ()))
 }

@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
 use crate::backend::Backend;
+use crate::health::within;
 use common::proto::etcdserverpb::{AlarmType, RangeRequest};
 
 #[derive(Clone, Copy)]
@@ -44,14 +45,19 @@ impl Check {
             serializable: true,
             ..Default::default()
         };
+        let deadline = b.probe_timeout;
         match self {
-            Check::SerializableRead => b.range(probe, None).await.map(|_| ()),
+            Check::SerializableRead => within(deadline, "storaged", b.range(probe, None))
+                .await
+                .map(|_| ()),
             Check::LinearizableRead => {
-                b.read_index().await?;
-                b.range(probe, None).await.map(|_| ())
+                within(deadline, "raftd", b.read_index()).await?;
+                within(deadline, "storaged", b.range(probe, None))
+                    .await
+                    .map(|_| ())
             }
             Check::DataCorruption => {
-                let s = b.storage_status().await?;
+                let s = within(deadline, "storaged", b.storage_status()).await?;
                 if s.alarms
                     .iter()
                     .any(|a| a.alarm == AlarmType::Corrupt as i32)

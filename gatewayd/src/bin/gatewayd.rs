@@ -237,6 +237,7 @@ async fn run(
             cluster_id: member.cluster_id,
             member_id: member.member_id,
             request_timeout: cfg.request_timeout,
+            probe_timeout: cfg.probe_timeout,
             max_request_bytes: cfg.max_request_bytes,
             quota_bytes: cfg.quota_backend_bytes,
             tokens: cfg.tokens,
