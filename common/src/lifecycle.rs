@@ -126,6 +126,27 @@ pub const EXIT_UNSTARTABLE: u8 = 2;
 
 static UNSTARTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Exit status of a daemon whose member was removed from the cluster: it
+/// stops for good, as a removed etcd exits. Neither systemd
+/// (`RestartPreventExitStatus=`) nor `triad up` restarts it; `triad up`
+/// stops the rest of that member and keeps the others.
+pub const EXIT_REMOVED: u8 = 3;
+
+static REMOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This member was removed from the cluster. Creating one decides the
+/// daemon's exit status (`EXIT_REMOVED`) should it end the daemon.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RemovedFromCluster(String);
+
+impl RemovedFromCluster {
+    pub fn new(e: impl std::fmt::Display) -> RemovedFromCluster {
+        REMOVED.store(true, std::sync::atomic::Ordering::Relaxed);
+        RemovedFromCluster(e.to_string())
+    }
+}
+
 /// An error a restart will not cure. Creating one decides the daemon's
 /// exit status (`EXIT_UNSTARTABLE`) should it end the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +252,9 @@ where
         Err(e) => {
             tracing::error!("{daemon}: {e:#}");
             say(format_args!("{daemon}: {e:#}"));
-            if UNSTARTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+            if REMOVED.load(std::sync::atomic::Ordering::Relaxed) {
+                std::process::ExitCode::from(EXIT_REMOVED)
+            } else if UNSTARTABLE.load(std::sync::atomic::Ordering::Relaxed) {
                 std::process::ExitCode::from(EXIT_UNSTARTABLE)
             } else {
                 std::process::ExitCode::FAILURE

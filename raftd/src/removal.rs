@@ -2,8 +2,9 @@
 //! cut out of the membership gets no more entries, so it cannot see its
 //! own removal; when it campaigns, its peers refuse its (pre-)votes
 //! instead (it is no longer a member, though it was one), and the refusal
-//! tells it. Status then
-//! reports it removed, and gatewayd stops serving clients.
+//! tells it. Status then reports it removed, and raftd and gatewayd exit
+//! with `EXIT_REMOVED`: neither systemd nor `triad up` restarts a member
+//! that the cluster no longer has, as a removed etcd exits.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ pub struct Removal {
     told: AtomicBool,
     /// Every member this raftd has seen in the membership since it started.
     seen: Mutex<BTreeSet<NodeId>>,
+    /// Wakes `removed` once told.
+    told_notify: tokio::sync::Notify,
 }
 
 impl Removal {
@@ -68,7 +71,21 @@ impl Removal {
             && s.message() == REMOVED
             && !self.told.swap(true, Ordering::Relaxed)
         {
-            tracing::error!("{REMOVED}: this member stops serving");
+            // Said once, as raftd's exit error.
+            tracing::debug!("a peer says: {REMOVED}");
+            self.told_notify.notify_waiters();
+        }
+    }
+
+    /// Resolves once a peer has told this member it was removed.
+    pub async fn removed(&self) {
+        loop {
+            // Registered before the check: a notification in between is kept.
+            let told = self.told_notify.notified();
+            if self.told() {
+                return;
+            }
+            told.await;
         }
     }
 

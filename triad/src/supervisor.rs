@@ -46,6 +46,9 @@ pub enum Event {
     /// The daemon cannot run; supervising it stopped. Why, with its last
     /// log lines.
     GaveUp(String),
+    /// The daemon's member was removed from the cluster; supervising it
+    /// stopped.
+    Removed,
 }
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -175,6 +178,16 @@ pub async fn supervise(
         let code = status.code();
         if code == Some(i32::from(common::lifecycle::EXIT_UNSTARTABLE)) {
             return give_up(last_lines(&spec.log_file, log_start));
+        }
+        if code == Some(i32::from(common::lifecycle::EXIT_REMOVED)) {
+            let (member, daemon) = (spec.member, spec.name);
+            let event = Event::Removed;
+            let _ = reports.send(Report {
+                member,
+                daemon,
+                event,
+            });
+            return;
         }
         if code.is_some_and(|c| c != 0) && started.elapsed() < FAST_FAILURE {
             fast_failures += 1;

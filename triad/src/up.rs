@@ -328,6 +328,7 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
     ));
     let mut all_published = false;
     let mut serving = vec![false; members.len()];
+    let mut removed = vec![false; members.len()];
     let mut announced = false;
     loop {
         if !announced && all_published && serving.iter().all(|s| *s) {
@@ -352,6 +353,18 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
                     let name = &members[r.member].name;
                     anyhow::bail!("{} of member {name} cannot run:\n{why}", r.daemon);
                 }
+                Event::Removed => {
+                    let name = &members[r.member].name;
+                    if !removed[r.member] {
+                        removed[r.member] = true;
+                        eprintln!("triad: member {name} was removed from the cluster; stopping it");
+                        stop_member(&mut kinds, r.member).await;
+                    }
+                    if removed.iter().all(|r| *r) {
+                        drop(claims);
+                        anyhow::bail!("member {name} was removed from the cluster");
+                    }
+                }
             },
             _ = &mut shutdown => {
                 stop_all(kinds).await;
@@ -362,6 +375,19 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
 }
 
 type Supervised = Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>;
+
+/// Stop one member's daemons (gatewayd, raftd, storaged), the others
+/// supervised on.
+async fn stop_member(kinds: &mut [Supervised], member: usize) {
+    for kind in kinds.iter_mut().rev() {
+        if let Some((stop, task)) = kind.get_mut(member) {
+            let _ = stop.send(true);
+            // Awaited here to its end, so stop_all awaits a finished stand-in.
+            let done = std::mem::replace(task, tokio::spawn(async {}));
+            let _ = done.await;
+        }
+    }
+}
 
 /// Stop every gatewayd first (clients go), then raftd, then storaged.
 async fn stop_all(kinds: Vec<Supervised>) {

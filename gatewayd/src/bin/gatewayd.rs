@@ -323,8 +323,9 @@ async fn run(
             let why = tokio::select! {
                 _ = shutdown => None,
                 e = backend.incompatible_peer() => Some(e.to_string()),
-                // Like a removed etcd member, stop serving: clients go elsewhere.
-                _ = backend.removed() => Some("the member has been permanently removed from the cluster".to_string()),
+                // Like a removed etcd member, stop for good: clients go
+                // elsewhere.
+                _ = backend.removed() => Some(common::lifecycle::RemovedFromCluster::new("the member has been permanently removed from the cluster").to_string()),
             };
             common::lifecycle::notify_stopping();
             if let Ok(mut slot) = failure.lock() {

@@ -318,10 +318,12 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     let incompatible = Arc::new(std::sync::Mutex::new(None));
     let stop = {
         let (incompatible, storage) = (incompatible.clone(), storage_check);
-        let raft = raft.clone();
+        let (raft, removal) = (raft.clone(), removal.clone());
         async move {
             let failure = tokio::select! {
                 _ = shutdown => None,
+                // A removed member stops for good, as etcd's exits.
+                _ = removal.removed() => Some(common::lifecycle::RemovedFromCluster::new(raftd::removal::REMOVED).to_string()),
                 e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => Some(e.to_string()),
                 // openraft stops for good on a storage error (a full disk,
                 // say): exit, so the supervisor starts raftd again and it

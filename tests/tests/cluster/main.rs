@@ -7,4 +7,5 @@ mod corruption;
 mod etcdctl_cluster_commands;
 mod foreign_data_dir;
 mod peer_port;
+mod removed_member_stops;
 mod snapshot_restore;
