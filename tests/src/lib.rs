@@ -355,21 +355,23 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> bool {
     }
 }
 
-/// Wait (up to 10 s) until process `pid` has exited: gone, or a zombie
-/// (a paused supervisor cannot reap it, but its files and locks are
+/// Whether process `pid` still runs: not gone, and not a zombie (a
+/// paused supervisor cannot reap it, but its files and locks are
 /// released).
+pub fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
+}
+
+/// Wait (up to 10 s) until process `pid` has exited (see `alive`).
 pub fn wait_dead(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let running = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state follows the parenthesised command name.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.trim_start().chars().next());
-        !matches!(state, None | Some('Z') | Some('X'))
-    };
-    while Instant::now() < deadline && running() {
+    while Instant::now() < deadline && alive(pid) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -10,16 +10,9 @@ use std::os::unix::process::CommandExt;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-/// etcd's `gateway` command (etcd 3.4's flags and defaults).
-#[derive(Subcommand, Debug)]
-pub enum GatewayCommand {
-    /// Start an L4 gateway: TCP connections passed through to the cluster's
-    /// members, TLS included.
-    Start(GatewayArgs),
-}
-
+/// The flags both of etcd's proxy commands have.
 #[derive(Args, Debug)]
-pub struct GatewayArgs {
+pub struct CommonArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:23790")]
     listen_addr: String,
@@ -32,6 +25,36 @@ pub struct GatewayArgs {
     /// A service name suffix for the SRV records (not supported: warned).
     #[arg(long, default_value = "")]
     discovery_srv_name: String,
+}
+
+impl CommonArgs {
+    /// gatewayd's proxy mode, listener and cluster for these flags.
+    fn gatewayd_args(&self, mode: &str, scheme: &str) -> Vec<String> {
+        let mut args = vec![
+            "--proxy".to_string(),
+            mode.to_string(),
+            format!("--listen-client-urls={scheme}://{}", self.listen_addr),
+        ];
+        match &self.discovery_srv {
+            Some(domain) => args.push(format!("--proxy-discovery-srv={domain}")),
+            None => args.push(format!("--proxy-endpoints={}", host_ports(&self.endpoints))),
+        }
+        args
+    }
+}
+
+/// etcd's `gateway` command (etcd 3.4's flags and defaults).
+#[derive(Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Start an L4 gateway: TCP connections passed through to the cluster's
+    /// members, TLS included.
+    Start(GatewayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
     /// Accept insecure SRV records (nothing to check here: warned).
     #[arg(long)]
     insecure_discovery: bool,
@@ -54,14 +77,8 @@ pub enum GrpcProxyCommand {
 
 #[derive(Args, Debug)]
 pub struct GrpcProxyArgs {
-    #[arg(long, default_value = "127.0.0.1:23790")]
-    listen_addr: String,
-    #[arg(long, default_value = "127.0.0.1:2379")]
-    endpoints: String,
-    #[arg(long)]
-    discovery_srv: Option<String>,
-    #[arg(long, default_value = "")]
-    discovery_srv_name: String,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Where to serve /metrics besides the listen address (a URL).
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -140,21 +157,16 @@ pub fn gateway_args(a: &GatewayArgs) -> Vec<String> {
     warn_ignored(
         "gateway",
         &[
-            ("discovery-srv-name", !a.discovery_srv_name.is_empty()),
+            (
+                "discovery-srv-name",
+                !a.common.discovery_srv_name.is_empty(),
+            ),
             ("insecure-discovery", a.insecure_discovery),
             ("trusted-ca-file", a.trusted_ca_file.is_some()),
         ],
     );
-    let mut args = vec![
-        "--proxy".to_string(),
-        "l4".to_string(),
-        format!("--listen-client-urls=http://{}", a.listen_addr),
-        format!("--proxy-retry-delay={}", a.retry_delay),
-    ];
-    match &a.discovery_srv {
-        Some(domain) => args.push(format!("--proxy-discovery-srv={domain}")),
-        None => args.push(format!("--proxy-endpoints={}", host_ports(&a.endpoints))),
-    }
+    let mut args = a.common.gatewayd_args("l4", "http");
+    args.push(format!("--proxy-retry-delay={}", a.retry_delay));
     args
 }
 
@@ -167,7 +179,10 @@ pub fn grpc_proxy_args(a: &GrpcProxyArgs) -> anyhow::Result<Vec<String>> {
     warn_ignored(
         "grpc-proxy",
         &[
-            ("discovery-srv-name", !a.discovery_srv_name.is_empty()),
+            (
+                "discovery-srv-name",
+                !a.common.discovery_srv_name.is_empty(),
+            ),
             ("advertise-client-url", a.advertise_client_url.is_some()),
             ("resolver-prefix", a.resolver_prefix.is_some()),
             ("resolver-ttl", a.resolver_ttl.is_some()),
@@ -184,15 +199,7 @@ pub fn grpc_proxy_args(a: &GrpcProxyArgs) -> anyhow::Result<Vec<String>> {
     );
     let tls = a.cert_file.is_some() && a.key_file.is_some();
     let scheme = if tls { "https" } else { "http" };
-    let mut args = vec![
-        "--proxy".to_string(),
-        "l7".to_string(),
-        format!("--listen-client-urls={scheme}://{}", a.listen_addr),
-    ];
-    match &a.discovery_srv {
-        Some(domain) => args.push(format!("--proxy-discovery-srv={domain}")),
-        None => args.push(format!("--proxy-endpoints={}", host_ports(&a.endpoints))),
-    }
+    let mut args = a.common.gatewayd_args("l7", scheme);
     let optional = [
         ("--proxy-namespace", &a.namespace),
         ("--listen-metrics-urls", &a.metrics_addr),
@@ -259,8 +266,8 @@ mod tests {
                 "--proxy",
                 "l4",
                 "--listen-client-urls=http://127.0.0.1:23790",
-                "--proxy-retry-delay=5s",
-                "--proxy-endpoints=10.0.0.1:2379,10.0.0.2:2379"
+                "--proxy-endpoints=10.0.0.1:2379,10.0.0.2:2379",
+                "--proxy-retry-delay=5s"
             ]
         );
     }

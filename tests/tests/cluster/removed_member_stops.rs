@@ -6,17 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use triad_tests::alive;
 use triad_tests::cluster::Cluster;
 use triad_tests::ok_stdout;
-
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.trim_start().chars().next());
-    !matches!(state, None | Some('Z') | Some('X'))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_stops_and_is_not_restarted() {
