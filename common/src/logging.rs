@@ -2,7 +2,8 @@
 //! people, or JSON lines shaped like etcd's zap logger (`level`, `ts`, `caller`, `msg`, then the event's
 //! fields) so log pipelines and greps written for etcd keep working. Every
 //! JSON line also names its `daemon` and `member`, since a member's three
-//! daemons usually log into one journal.
+//! daemons usually log into one journal; there each line carries its level
+//! as a syslog priority.
 
 use std::fmt;
 use std::sync::Arc;
@@ -121,6 +122,10 @@ pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) -> Resul
             Sink::Stdout => std::io::stdout().is_terminal(),
             Sink::File(_) => false,
         });
+    // Under systemd, each line's level reaches the journal as a `<N>`
+    // syslog priority prefix (which journald reads and strips), so
+    // `journalctl -p warning` finds warnings and errors.
+    let journal = matches!(sinks.as_slice(), [Sink::Stderr]) && stderr_is_journal();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(settings.level)));
     let builder = tracing_subscriber::fmt()
@@ -132,16 +137,78 @@ pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) -> Resul
             dropped: dropped(daemon),
         });
     if settings.json {
+        let json = EtcdJson {
+            daemon,
+            member: member.to_string(),
+        };
         builder
-            .event_format(EtcdJson {
-                daemon,
-                member: member.to_string(),
+            .event_format(Priority {
+                journal,
+                inner: json,
             })
             .init();
     } else {
-        builder.init();
+        let text = tracing_subscriber::fmt::format::Format::default();
+        builder
+            .event_format(Priority {
+                journal,
+                inner: text,
+            })
+            .init();
     }
     Ok(())
+}
+
+/// Whether stderr is the journal: systemd names the stream it gives a
+/// unit in `JOURNAL_STREAM` (`device:inode`).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(stderr.dev()) && ino.parse() == Ok(stderr.ino())
+}
+
+/// A line's syslog priority as sd-daemon's prefix: error 3, warning 4,
+/// info 6, debug and trace 7.
+fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// An event format with the journal's priority prefix when logging to it.
+struct Priority<F> {
+    journal: bool,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if self.journal {
+            write!(writer, "<{}>", priority(event.metadata().level()))?;
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
 }
 
 /// The filter for `level`. openraft logs a warning for every RPC to a peer
@@ -155,8 +222,11 @@ fn directives(level: &str) -> String {
     if level == "debug" {
         return format!("{level},openraft={openraft}");
     }
+    // fjall's and lsm-tree's INFO lines (every keyspace opened, every
+    // ingestion finished) are a storage engine's internals: debug.
+    let storage = if level == "error" { "error" } else { "warn" };
     format!(
-        "{level},openraft={openraft},\
+        "{level},openraft={openraft},fjall={storage},lsm_tree={storage},\
          openraft::core::raft_core=error,\
          openraft::core::heartbeat=error,\
          openraft::replication=error,\

@@ -3,7 +3,8 @@
 //! member started by `triad up` nor a three-member cluster logs a warning
 //! or an error while starting and serving its first writes. A member that
 //! stays down is still warned of, once, as etcd's prober does. etcd's
-//! `--log-outputs` sends the lines to a file instead of stderr.
+//! `--log-outputs` sends the lines to a file instead of stderr. Under
+//! systemd every line carries its journal priority.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -113,5 +114,67 @@ fn log_outputs_sends_the_lines_to_a_file() {
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names), every line
+/// carries its syslog priority as journald's `<N>` prefix, so `journalctl
+/// -p warning` finds warnings; the storage engine's INFO chatter is not
+/// logged at the default level.
+#[test]
+fn levels_reach_the_journal_as_priorities() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A data dir others can read: etcd's permission warning.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = dir.path().join("journal");
+    let stream = std::fs::File::create(&journal).unwrap();
+    let meta = stream.metadata().unwrap();
+    let mut child = std::process::Command::new(bin("storaged"))
+        .arg("--data-dir")
+        .arg(&data)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = || std::fs::read_to_string(&journal).unwrap_or_default();
+    while Instant::now() < deadline && !text().contains("storaged serving") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if !wait_exit(&mut child, Duration::from_secs(20)) {
+        let _ = child.kill();
+    }
+    let text = text();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for line in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>"].iter().any(|p| line.starts_with(p)),
+            "a line without its priority: {line:?}\n{text}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("permission")),
+        "the permission warning at priority 4:\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("storaged serving")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("fjall") && !text.contains("lsm_tree"),
+        "the storage engine's INFO lines: {text}"
     );
 }
