@@ -137,7 +137,24 @@ async fn add_a_member_under_load_caught_up_by_snapshot() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            let name = place.name.clone();
             c.join(place);
+            // A running learner is listed as etcd lists one: started, with
+            // its name and client URLs.
+            let listed = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let list = c.etcdctl(0, &["member", "list"]);
+                let list = String::from_utf8_lossy(&list.stdout).into_owned();
+                let row = format!(", started, {name}, ");
+                if list
+                    .lines()
+                    .any(|l| l.contains(&row) && l.ends_with(", true"))
+                {
+                    break;
+                }
+                assert!(std::time::Instant::now() < listed, "{list}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             // A learner serves what etcd's learners serve.
             let refused = c.etcdctl(3, &["get", "k"]);
             assert!(
