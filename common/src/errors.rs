@@ -56,6 +56,8 @@ pub enum EtcdError {
     PeerUrlExist,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     MemberNotEnoughStarted,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: given member URLs are invalid")]
     MemberBadUrls,
     #[error("etcdserver: member not found")]
@@ -116,7 +118,7 @@ pub enum EtcdError {
 }
 
 /// Wire codes are positions in this list: append only.
-const ALL: [EtcdError; 51] = [
+const ALL: [EtcdError; 52] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -168,6 +170,8 @@ const ALL: [EtcdError; 51] = [
     EtcdError::UserNameTooLarge,
     EtcdError::RoleNameTooLarge,
     EtcdError::Malformed,
+    // New variants go last: a wire code is a position here.
+    EtcdError::Unhealthy,
 ];
 
 impl EtcdError {
@@ -203,7 +207,7 @@ impl EtcdError {
             | AuthNotEnabled => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            NoLeader | LeaderChanged | Timeout | Stopped | NotSupportedForLearner => {
+            NoLeader | LeaderChanged | Timeout | Stopped | NotSupportedForLearner | Unhealthy => {
                 Code::Unavailable
             }
             Corrupt => Code::DataLoss,

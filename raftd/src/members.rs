@@ -72,7 +72,13 @@ pub struct Members {
     /// A member counts as started if it acknowledged the leader this recently.
     active_within: Duration,
     strict_reconfig_check: bool,
+    /// When this node last became leader (None while it is not).
+    leader_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// etcd's HealthInterval: a leader must have been in touch with the
+/// members a change depends on for this long before it makes the change.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 fn change_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
     match e {
@@ -154,7 +160,49 @@ impl Members {
             raft,
             active_within,
             strict_reconfig_check,
+            leader_since: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Note when this node becomes leader, for `connected_since`.
+    pub async fn follow_leadership(self: std::sync::Arc<Self>) {
+        // Server metrics change with the server's state, not every write.
+        let mut metrics = self.raft.server_metrics();
+        loop {
+            let leading = metrics.borrow_watched().state == openraft::ServerState::Leader;
+            if let Ok(mut since) = self.leader_since.lock() {
+                match (leading, *since) {
+                    (true, None) => *since = Some(std::time::Instant::now()),
+                    (false, Some(_)) => *since = None,
+                    _ => {}
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// etcd's isConnectedFullySince / isConnectedToQuorumSince under
+    /// strict reconfig: this leader has led for HEALTH_INTERVAL and `need`
+    /// of `voters` (itself counted) acknowledged it recently. Right after
+    /// an election, or with a member out of touch, a change is refused.
+    fn connected_since(&self, voters: &BTreeSet<NodeId>, need: usize) -> Result<(), EtcdError> {
+        let me = self.raft.metrics().borrow_watched().id;
+        if !self.strict_reconfig_check || voters.iter().all(|v| *v == me) {
+            return Ok(());
+        }
+        let led_long_enough = self
+            .leader_since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL);
+        let in_touch = self.started_voters().intersection(voters).count();
+        if !led_long_enough || in_touch < need {
+            return Err(EtcdError::Unhealthy);
+        }
+        Ok(())
     }
 
     pub fn list_response(&self) -> MemberListResponse {
@@ -214,6 +262,8 @@ impl Members {
         let urls = req.peer_ur_ls;
         let id = new_member_id(&urls);
         check_add(&list(&self.raft), &urls, id, req.is_learner)?;
+        let voters = self.voters();
+        self.connected_since(&voters, voters.len())?;
         if !req.is_learner {
             let mut after = self.voters();
             after.insert(id);
@@ -262,6 +312,7 @@ impl Members {
             if after.is_empty() {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
+            self.connected_since(&after, after.len() / 2 + 1)?;
             self.check_quorum_after(&after)?;
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)

@@ -227,8 +227,20 @@ impl Cluster {
         connect(&self.members[i].endpoint()).await
     }
 
+    /// etcdctl through member i. A membership change refused with etcd's
+    /// "unhealthy cluster" (a leader elected or a member back less than 5 s
+    /// ago) is tried again for up to 30 s, as an operator would.
     pub fn etcdctl(&self, i: usize, args: &[&str]) -> std::process::Output {
-        etcdctl(&self.members[i].endpoint(), args)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = etcdctl(&self.members[i].endpoint(), args);
+            let unhealthy = args.first() == Some(&"member")
+                && String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster");
+            if !unhealthy || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// A new member's place (not yet added to the cluster), named after

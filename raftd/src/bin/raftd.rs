@@ -231,6 +231,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         raftd::config::defaults::ACTIVE_WITHIN,
         cfg.strict_reconfig_check,
     ));
+    tokio::spawn(members.clone().follow_leadership());
     tokio::spawn(
         peer_auth
             .clone()

@@ -9,3 +9,4 @@ mod foreign_data_dir;
 mod peer_port;
 mod removed_member_stops;
 mod snapshot_restore;
+mod strict_reconfig;
