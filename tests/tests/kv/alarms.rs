@@ -124,8 +124,9 @@ fn quota_and_alarms_match_etcd() {
     let (etcd_ok, theirs) = script(&etcd.endpoint());
     // Sizes are counted on different engines (bolt grows by pages): the
     // quota bites a few puts earlier or later; both near 1 MB of values.
+    // (bolt's growth varies from run to run: etcd has taken 15).
     for n in [ok, etcd_ok] {
-        assert!((6..=14).contains(&n), "triad {ok} puts, etcd {etcd_ok}");
+        assert!((6..=18).contains(&n), "triad {ok} puts, etcd {etcd_ok}");
     }
     // The compaction revision follows the number of puts: mask it.
     let mask = |t: Vec<String>| -> Vec<String> {
