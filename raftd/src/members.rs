@@ -263,13 +263,14 @@ impl Members {
         let id = new_member_id(&urls);
         check_add(&list(&self.raft), &urls, id, req.is_learner)?;
         let voters = self.voters();
-        self.connected_since(&voters, voters.len())?;
         if !req.is_learner {
-            let mut after = self.voters();
+            let mut after = voters.clone();
             after.insert(id);
             // The new member has not started: it counts against the quorum.
             self.check_quorum_after(&after)?;
         }
+        // Then, as etcd's mayAddMember: in touch with every voter.
+        self.connected_since(&voters, voters.len())?;
         let node = MemberNode {
             name: String::new(),
             peer_urls: urls.clone(),
