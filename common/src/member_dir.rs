@@ -53,9 +53,21 @@ fn go_mode(mode: u32) -> String {
     s
 }
 
+/// What to do about a data dir on a read-only filesystem: the usual cause
+/// is systemd's sandbox (`ProtectSystem=strict`), which leaves only
+/// /var/lib/triad writable to the units.
+fn read_only_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(nix::libc::EROFS) {
+        " (under systemd the units may write only /var/lib/triad: put the data dir there, \
+         or add it to the three units with `systemctl edit` and ReadWritePaths=)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("cannot create data dir {dir}: {source}")]
+    #[error("cannot create data dir {dir}: {source}{}", read_only_hint(source))]
     Create {
         dir: PathBuf,
         source: std::io::Error,
@@ -132,6 +144,25 @@ pub fn claim(dir: &Path, who: &str) -> Result<Claim, ClaimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_data_dir_says_what_to_change() {
+        let err = ClaimError::Create {
+            dir: PathBuf::from("/srv/etcd"),
+            source: std::io::Error::from_raw_os_error(nix::libc::EROFS),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot create data dir /srv/etcd: Read-only file system"),
+            "{text}"
+        );
+        assert!(text.contains("ReadWritePaths="), "{text}");
+        let other = ClaimError::Create {
+            dir: PathBuf::from("/srv/etcd"),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        };
+        assert!(!other.to_string().contains("ReadWritePaths"));
+    }
 
     #[test]
     fn a_second_claim_on_the_same_dir_fails_with_the_holder() {
