@@ -426,8 +426,10 @@ fn debug_vars_and_call_counts_match_etcd() {
     };
     assert_eq!(keys(&ours["raft.status"]), keys(&theirs["raft.status"]));
     // etcd's counts are awaited until they reach triad's (or 15 s pass).
-    assert_eq!(
-        counted_calls(&etcd.endpoint(), Some(&ours_counted)),
-        ours_counted
-    );
+    // Whether etcd counts a keepalive whose first request was malformed
+    // depends on a race in its gateway (seen 0 and 1); triad counts it.
+    let theirs_counted = counted_calls(&etcd.endpoint(), Some(&ours_counted));
+    assert_eq!(theirs_counted[..4], ours_counted[..4]);
+    assert!(theirs_counted[4] <= 1, "{theirs_counted:?}");
+    assert_eq!(ours_counted[4], 1, "{ours_counted:?}");
 }
