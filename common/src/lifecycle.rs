@@ -124,26 +124,33 @@ fn say(line: std::fmt::Arguments<'_>) {
 /// (`RestartPreventExitStatus=2`). Any other failure exits with 1.
 pub const EXIT_UNSTARTABLE: u8 = 2;
 
-static UNSTARTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Exit status of a daemon whose member was removed from the cluster: it
 /// stops for good, as a removed etcd exits. Neither systemd
 /// (`RestartPreventExitStatus=`) nor `triad up` restarts it; `triad up`
 /// stops the rest of that member and keeps the others.
 pub const EXIT_REMOVED: u8 = 3;
 
-static REMOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The exit status an error that ends the daemon gets: 1 unless one of
+/// the errors below was made (the higher status wins).
+static EXIT_STATUS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
 
-/// This member was removed from the cluster. Creating one decides the
+fn decide_exit_status(status: u8) {
+    EXIT_STATUS.fetch_max(status, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// etcd's words for a removed member, which its peers answer it with.
+pub const REMOVED_FROM_CLUSTER: &str = "the member has been permanently removed from the cluster";
+
+/// This member was removed from the cluster. Making one (`stop`) decides the
 /// daemon's exit status (`EXIT_REMOVED`) should it end the daemon.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RemovedFromCluster(String);
+#[error("{REMOVED_FROM_CLUSTER}")]
+pub struct RemovedFromCluster;
 
 impl RemovedFromCluster {
-    pub fn new(e: impl std::fmt::Display) -> RemovedFromCluster {
-        REMOVED.store(true, std::sync::atomic::Ordering::Relaxed);
-        RemovedFromCluster(e.to_string())
+    pub fn stop() -> RemovedFromCluster {
+        decide_exit_status(EXIT_REMOVED);
+        RemovedFromCluster
     }
 }
 
@@ -155,7 +162,7 @@ pub struct Unstartable(String);
 
 impl Unstartable {
     pub fn new(e: impl std::fmt::Display) -> Unstartable {
-        UNSTARTABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+        decide_exit_status(EXIT_UNSTARTABLE);
         Unstartable(e.to_string())
     }
 }
@@ -252,13 +259,7 @@ where
         Err(e) => {
             tracing::error!("{daemon}: {e:#}");
             say(format_args!("{daemon}: {e:#}"));
-            if REMOVED.load(std::sync::atomic::Ordering::Relaxed) {
-                std::process::ExitCode::from(EXIT_REMOVED)
-            } else if UNSTARTABLE.load(std::sync::atomic::Ordering::Relaxed) {
-                std::process::ExitCode::from(EXIT_UNSTARTABLE)
-            } else {
-                std::process::ExitCode::FAILURE
-            }
+            std::process::ExitCode::from(EXIT_STATUS.load(std::sync::atomic::Ordering::Relaxed))
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::types::NodeId;
 use crate::Raft;
 
 /// etcd's words for it (its peers answer a removed member so).
-pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+pub use common::lifecycle::REMOVED_FROM_CLUSTER as REMOVED;
 
 #[derive(Default)]
 pub struct Removal {

@@ -325,7 +325,7 @@ async fn run(
                 e = backend.incompatible_peer() => Some(e.to_string()),
                 // Like a removed etcd member, stop for good: clients go
                 // elsewhere.
-                _ = backend.removed() => Some(common::lifecycle::RemovedFromCluster::new("the member has been permanently removed from the cluster").to_string()),
+                _ = backend.removed() => Some(common::lifecycle::RemovedFromCluster::stop().to_string()),
             };
             common::lifecycle::notify_stopping();
             if let Ok(mut slot) = failure.lock() {

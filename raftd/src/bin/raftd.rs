@@ -324,7 +324,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
             let failure = tokio::select! {
                 _ = shutdown => None,
                 // A removed member stops for good, as etcd's exits.
-                _ = removal.removed() => Some(common::lifecycle::RemovedFromCluster::new(raftd::removal::REMOVED).to_string()),
+                _ = removal.removed() => Some(common::lifecycle::RemovedFromCluster::stop().to_string()),
                 e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => Some(e.to_string()),
                 // openraft stops for good on a storage error (a full disk,
                 // say): exit, so the supervisor starts raftd again and it
