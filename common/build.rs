@@ -22,6 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptors)
         // prost's codec, but transactions nest as deep as etcd allows.
         .codec_path("crate::codec::TriadCodec")
+        // Encoded writes travel as shared buffers from gatewayd's queue to
+        // raftd's log, its peers and storaged: decoding slices the received
+        // buffer and a clone (a retry, a replication read) copies nothing.
+        .bytes(".triad.raft.v1.ProposeBatchRequest.requests")
+        .bytes(".triad.storage.v1.ApplyEntry.request")
+        .bytes(".triad.peer.v1.RaftMessage.body")
         .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
     // etcd's JSON gateway encoding (grpc-gateway's jsonpb with OrigName):
     // proto field names, int64 as strings, bytes as base64, enums by name,

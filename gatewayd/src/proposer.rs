@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +31,7 @@ const IN_FLIGHT: usize = 4;
 type Reply = oneshot::Sender<Result<Vec<u8>, Status>>;
 
 pub struct Proposer {
-    queue: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
+    queue: mpsc::UnboundedSender<(Bytes, Reply)>,
 }
 
 /// The Propose stream to raftd. A batch sent on a stream that then breaks
@@ -52,7 +53,7 @@ impl Link {
     }
 
     /// Propose one batch over the stream.
-    pub async fn call(&self, requests: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
+    pub async fn call(&self, requests: Vec<Bytes>) -> Result<ProposeBatchResponse, Status> {
         self.calls
             .call(ProposeBatchRequest { requests, id: 0 })
             .await
@@ -77,14 +78,14 @@ impl Proposer {
         let (tx, rx) = oneshot::channel();
         let _awaiting = common::park_spin::AwaitingReply::new();
         self.queue
-            .send((request, tx))
+            .send((Bytes::from(request), tx))
             .map_err(|_| Status::from(EtcdError::Stopped))?;
         rx.await.unwrap_or_else(|_| Err(EtcdError::Stopped.into()))
     }
 }
 
 async fn collect(
-    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>,
+    mut rx: mpsc::UnboundedReceiver<(Bytes, Reply)>,
     link: Arc<Link>,
     request_timeout: Duration,
     term: Arc<AtomicU64>,
@@ -120,12 +121,12 @@ async fn collect(
 
 async fn send(
     link: &Link,
-    batch: Vec<(Vec<u8>, Reply)>,
+    batch: Vec<(Bytes, Reply)>,
     deadline: Instant,
     term: &AtomicU64,
     quota: &Quota,
 ) {
-    let (requests, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
+    let (requests, replies): (Vec<Bytes>, Vec<Reply>) = batch.into_iter().unzip();
     let sent = retrying(deadline, Retry::OnlyUnsent, || link.call(requests.clone())).await;
     match sent {
         Ok(resp) => {

@@ -155,7 +155,7 @@ mod tests {
             let (tx, rx) = mpsc::channel(8);
             tokio::spawn(async move {
                 while let Some(Ok(m)) = input.next().await {
-                    let end = m.body == b"end";
+                    let end = m.body.as_ref() == b"end";
                     if tx.send(Ok(m)).await.is_err() || end {
                         break;
                     }
@@ -193,7 +193,7 @@ mod tests {
         RaftMessage {
             cluster_id: 1,
             from: 2,
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         }
     }
 
@@ -224,10 +224,10 @@ mod tests {
         // The peer ends the call after answering: the next request opens
         // another one and is answered there.
         let reply = mux.call(&mut client, msg(b"end")).await.expect("reply");
-        assert_eq!(reply.body, b"end");
+        assert_eq!(reply.body.as_ref(), b"end");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let reply = mux.call(&mut client, msg(b"4")).await.expect("reply");
-        assert_eq!(reply.body, b"4");
+        assert_eq!(reply.body.as_ref(), b"4");
         assert_eq!(opened.load(Ordering::SeqCst), 2);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -29,7 +29,7 @@ pub async fn propose(raft: &Raft, op: Op) -> Result<Vec<u8>, Status> {
 /// Replicate one request (with a client's identity, if it carries one).
 pub async fn propose_request(raft: &Raft, req: RaftRequest) -> Result<Vec<u8>, Status> {
     let bytes = req.encode_to_vec();
-    match raft.client_write(Proposal(bytes)).await {
+    match raft.client_write(Proposal(bytes.into())).await {
         Ok(r) => Ok(r.data.0),
         Err(RaftError::APIError(e)) => Err(crate::raft_errors::write_error(&e).into()),
         Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),

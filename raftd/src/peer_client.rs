@@ -133,7 +133,7 @@ impl PeerClient {
         let msg = RaftMessage {
             cluster_id: self.cluster_id,
             from: self.member_id,
-            body,
+            body: body.into(),
         };
         let ttl = option.hard_ttl();
         let started = std::time::Instant::now();
@@ -228,7 +228,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         cluster_id,
                         from,
                         body: codec::encode(&first)
-                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?,
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+                            .into(),
                     };
                     traffic.bytes(msg.body.len());
                     let result = match self.singles.call(&mut client, msg).await {
@@ -258,7 +259,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 RaftMessage {
                     cluster_id,
                     from,
-                    body,
+                    body: body.into(),
                 }
             });
             let answers = client

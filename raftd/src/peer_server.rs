@@ -111,7 +111,7 @@ impl RaftPeerService {
         Ok(Response::new(RaftMessage {
             cluster_id: self.cluster_id,
             from: self.member_id,
-            body,
+            body: body.into(),
         }))
     }
 }
@@ -175,7 +175,7 @@ impl RaftPeer for RaftPeerService {
                     RaftMessage {
                         cluster_id,
                         from: member_id,
-                        body,
+                        body: body.into(),
                     }
                 })
                 .map_err(|e| Status::internal(e.to_string())),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use tonic::Status;
@@ -49,7 +50,7 @@ impl Proposals {
     /// identity counts as an anonymous client's, except the two a member
     /// makes on its own: the NOSPACE alarm it raises for itself, and a
     /// simple token it registers after checking a password.
-    fn screen(&self, bytes: Vec<u8>, caller: NodeId) -> Result<Vec<u8>, EtcdError> {
+    fn screen(&self, bytes: Bytes, caller: NodeId) -> Result<Bytes, EtcdError> {
         use common::proto::storage::auth_change::Op as Change;
         use common::proto::storage::raft_request::Op;
         use prost::Message;
@@ -73,25 +74,25 @@ impl Proposals {
             return Ok(bytes);
         }
         req.auth = Some(common::proto::storage::AuthInfo::default());
-        Ok(req.encode_to_vec())
+        Ok(req.encode_to_vec().into())
     }
 
     /// Propose a batch a local gatewayd sent, or one `caller` forwarded
     /// (screened first; refused proposals are answered with their error).
     pub async fn propose_from(
         &self,
-        proposals: Vec<Vec<u8>>,
+        proposals: Vec<Bytes>,
         forwarded: bool,
         caller: Option<NodeId>,
     ) -> Result<ProposeBatchResponse, Status> {
         let Some(caller) = caller else {
             return self.propose(proposals, forwarded).await;
         };
-        let screened: Vec<Result<Vec<u8>, EtcdError>> = proposals
+        let screened: Vec<Result<Bytes, EtcdError>> = proposals
             .into_iter()
             .map(|p| self.screen(p, caller))
             .collect();
-        let admitted: Vec<Vec<u8>> = screened.iter().filter_map(|s| s.clone().ok()).collect();
+        let admitted: Vec<Bytes> = screened.iter().filter_map(|s| s.clone().ok()).collect();
         let mut resp = if admitted.is_empty() {
             ProposeBatchResponse {
                 raft_term: self.term(),
@@ -117,7 +118,7 @@ impl Proposals {
     /// moved (never appended, so never committed) are routed again.
     async fn propose(
         &self,
-        proposals: Vec<Vec<u8>>,
+        proposals: Vec<Bytes>,
         forwarded: bool,
     ) -> Result<ProposeBatchResponse, Status> {
         let not_appended = [
@@ -151,7 +152,7 @@ impl Proposals {
     }
 
     /// Propose on this (leading) raftd; outcomes align with `proposals`.
-    async fn propose_here(&self, proposals: Vec<Vec<u8>>) -> Result<ProposeBatchResponse, Status> {
+    async fn propose_here(&self, proposals: Vec<Bytes>) -> Result<ProposeBatchResponse, Status> {
         let stopped = |_| Status::from(EtcdError::Stopped);
         let _pending = crate::metrics::Pending::new(proposals.len());
         let _awaiting = common::park_spin::AwaitingReply::new();
@@ -189,7 +190,7 @@ impl Proposals {
 
     async fn propose_once(
         &self,
-        proposals: Vec<Vec<u8>>,
+        proposals: Vec<Bytes>,
         forwarded: bool,
     ) -> Result<ProposeBatchResponse, Status> {
         match self.router.route(forwarded).await? {
@@ -215,8 +216,8 @@ impl Proposals {
 
 /// `proposals` in consecutive batches of at most `bytes` each (a single
 /// larger proposal goes alone).
-fn split_batch(proposals: Vec<Vec<u8>>, bytes: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+fn split_batch(proposals: Vec<Bytes>, bytes: usize) -> Vec<Vec<Bytes>> {
+    let mut batches: Vec<Vec<Bytes>> = Vec::new();
     let mut size = 0;
     for p in proposals {
         match batches.last_mut() {

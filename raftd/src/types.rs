@@ -3,11 +3,14 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// An encoded `triad.storage.v1.RaftRequest`.
+/// An encoded `triad.storage.v1.RaftRequest`: a shared buffer, as openraft
+/// clones entries to replicate and apply them, and serialized as one byte
+/// string (serde's `Vec<u8>` goes byte by byte; the encoding is the same).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proposal(pub Vec<u8>);
+pub struct Proposal(pub Bytes);
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,4 +78,25 @@ pub fn from_wire(id: &common::proto::storage::LogId) -> LogId {
         },
         id.index,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// A proposal encodes exactly as the `Vec<u8>` it used to be, so logs
+    /// written and peers running before it became a shared buffer agree.
+    #[test]
+    fn a_proposal_encodes_as_a_byte_vector() {
+        #[derive(serde::Serialize)]
+        struct Before(Vec<u8>);
+        for len in [0usize, 1, 127, 128, 70_000] {
+            let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let now = crate::codec::encode(&super::Proposal(value.clone().into())).expect("encode");
+            assert_eq!(
+                now,
+                crate::codec::encode(&Before(value.clone())).expect("encode")
+            );
+            let back: super::Proposal = crate::codec::decode(&now).expect("decode");
+            assert_eq!(back.0.as_ref(), value.as_slice());
+        }
+    }
 }

@@ -57,10 +57,27 @@ pub struct Keyspaces {
     pub auth: SingleWriterTxKeyspace,
 }
 
+/// Records this large or larger go to the index's blob files.
+const SEPARATE_VALUES_FROM: u32 = 4096;
+
+/// How keyspace `name` is created (a keyspace keeps the options it was
+/// created with). The key index keeps large records in blob files
+/// (key-value separation): compaction then rewrites only the keys and a
+/// pointer, not every value again at each level.
+pub fn keyspace_options(name: &str) -> KeyspaceCreateOptions {
+    let options = KeyspaceCreateOptions::default();
+    match name {
+        "index" => options.with_kv_separation(Some(
+            fjall::KvSeparationOptions::default().separation_threshold(SEPARATE_VALUES_FROM),
+        )),
+        _ => options,
+    }
+}
+
 impl Keyspaces {
     pub fn open(db: &SingleWriterTxDatabase) -> Result<Keyspaces, StoreError> {
         let [index, revs, leases, lease_keys, meta, auth] =
-            KEYSPACES.map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+            KEYSPACES.map(|name| db.keyspace(name, || keyspace_options(name)));
         Ok(Keyspaces {
             index: index?,
             revs: revs?,

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
+use fjall::{PersistMode, Readable, SingleWriterTxDatabase};
 use tokio::sync::mpsc;
 
 use crate::keys;
@@ -88,7 +88,7 @@ impl Staging {
             .open()?;
         let keyspaces = KEYSPACES
             .iter()
-            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
+            .map(|name| db.keyspace(name, || crate::schema::keyspace_options(name)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Staging {
             db,

@@ -30,7 +30,8 @@ pub(crate) fn entry(index: u64, op: Op) -> ApplyEntry {
                 op: Some(op),
                 auth: None,
             }
-            .encode_to_vec(),
+            .encode_to_vec()
+            .into(),
         )),
     }
 }

@@ -64,8 +64,8 @@ async fn proposed(
     }
 }
 
-fn proposal(op: Op, auth: Option<AuthInfo>) -> Vec<u8> {
-    RaftRequest { op: Some(op), auth }.encode_to_vec()
+fn proposal(op: Op, auth: Option<AuthInfo>) -> prost::bytes::Bytes {
+    RaftRequest { op: Some(op), auth }.encode_to_vec().into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn a_stranger_on_the_peer_port_can_neither_read_nor_write() {
         let msg = RaftMessage {
             cluster_id,
             from: member_id,
-            body: vec![0; 16],
+            body: vec![0; 16].into(),
         };
         let injected = peer
             .append_entries(as_member(msg, cluster_id, member_id))
