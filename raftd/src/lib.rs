@@ -1,10 +1,10 @@
-//! raftd: consensus for one member. Owns the raft log and vote (its own
-//! fjall database, fsync'd with group commit), runs the openraft node whose
-//! state machine is this member's storaged, talks to the other members'
-//! raftd over TCP (peer URLs), and serves proposals, read indexes, leases
-//! and membership to gatewayd on the member's Unix socket, forwarding to
-//! the leader when this member does not lead. Only raftd fsyncs on the
-//! write path.
+//! raftd: consensus for one member. Owns the raft log (append-only segment
+//! files, fsync'd with group commit) and vote (a small fjall database), runs
+//! the openraft node whose state machine is this member's storaged, talks to
+//! the other members' raftd over TCP (peer URLs), and serves proposals, read
+//! indexes, leases and membership to gatewayd on the member's Unix socket,
+//! forwarding to the leader when this member does not lead. Only raftd
+//! fsyncs on the write path.
 
 pub mod append_mux;
 pub mod apply_notice;
@@ -36,6 +36,7 @@ pub mod removal;
 pub mod route;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
 
 /// The openraft node: triad's type configuration, storaged as the state
 /// machine.

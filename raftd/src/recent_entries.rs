@@ -2,10 +2,11 @@
 //!
 //! openraft reads back what was just appended: the state machine worker
 //! reads each committed entry to apply it, and the leader's replication
-//! reads each new entry to send it. Going through fjall for that (a range
-//! iterator over the memtable and every table, then decoding) was on every
+//! reads each new entry to send it. Reading those back from the segment
+//! files (a system call, a checksum and a decode each) would be on every
 //! write's path, after the fsync. Reads the window covers are answered
-//! here; anything else (older entries, after a restart) comes from fjall.
+//! here; anything else (older entries, after a restart) comes from the
+//! segment files (`wal`).
 //!
 //! The window mirrors the log's tail exactly: appends extend it (an append
 //! that overwrites or skips ahead restarts it there), truncation and purge
