@@ -63,12 +63,16 @@ const SEPARATE_VALUES_FROM: u32 = 4096;
 /// How keyspace `name` is created (a keyspace keeps the options it was
 /// created with). The key index keeps large records in blob files
 /// (key-value separation): compaction then rewrites only the keys and a
-/// pointer, not every value again at each level.
+/// pointer, not every value again at each level. Blobs are not compressed:
+/// etcd's values are mostly already compact encodings, and lz4 over them
+/// was CPU on every flush for little space.
 pub fn keyspace_options(name: &str) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default();
     match name {
         "index" => options.with_kv_separation(Some(
-            fjall::KvSeparationOptions::default().separation_threshold(SEPARATE_VALUES_FROM),
+            fjall::KvSeparationOptions::default()
+                .separation_threshold(SEPARATE_VALUES_FROM)
+                .compression(fjall::CompressionType::None),
         )),
         _ => options,
     }
