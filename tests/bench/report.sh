@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The three-member benchmark report: the benchmark suite (suite.sh, run by
 # triad's own client, tests/bench/client) against a 3-member etcd and a
-# 3-member triad started here, one after the other in this run,
-# then N keys (256-byte values) loaded into each for restart-to-serving time,
+# 3-member triad started here, one after the other in this run, then the
+# failover cases (a fresh cluster each, its leader killed or frozen under one
+# writer on the other two members), then N keys (256-byte values) loaded into
+# each for restart-to-serving time,
 # the resident memory of every daemon and the size on disk, and the disk's
 # raw fsync floor measured on the same filesystem. The result replaces the
 # section between the report markers in BENCHMARKS.md (or $OUT).
 #
 # usage: tests/bench/report.sh
-# env:   DUR (seconds per case, 10), N (keys for the load phase, 1000000),
-#        CASES (suite subset), BENCH (client binary), PARENT (where the data
-#        dirs go, /tmp), OUT (file to write, BENCHMARKS.md), KEEP=1 (keep
-#        the raw JSON lines and logs)
+# env:   DUR (seconds per case, 10; the failover cases run at least 15),
+#        N (keys for the load phase, 1000000), CASES (a subset of the
+#        suite's cases and failover-kill, failover-freeze; all when unset),
+#        BENCH (client binary), PARENT (where the data dirs go, /tmp), OUT
+#        (file to write, BENCHMARKS.md), KEEP=1 (keep the raw JSON lines
+#        and logs)
 # needs: Debian's etcd-server and etcd-client (etcd and etcdctl), python3
 set -euo pipefail
 shopt -s inherit_errexit # a failure inside a command substitution stops the report too
@@ -114,6 +118,44 @@ etcd_rss() {
   for i in 0 1 2; do echo "| etcd m$i | $(rss_mb "${ETCDS[$i]}") |"; done
 }
 
+# --- failover: how long writes stop when the leader fails ---
+# Each case on a fresh cluster: one writer on the two other members, and 3 s
+# in, the leader's process (etcd, or the leader member's raftd) killed
+# (SIGKILL) or frozen (SIGSTOP, continued after the run). triad's supervisor
+# restarts a killed raftd; the outage is until writes go on either way.
+FAILOVER_CASES="failover-kill failover-freeze"
+FAILOVER_DUR=$((DUR > 15 ? DUR : 15)) # 12 s of writing after the fault, or more
+wanted() { # case → whether this run includes it (every case when CASES is unset)
+  [ -z "${CASES:-}" ] || case " $CASES " in *" $1 "*) ;; *) return 1 ;; esac
+}
+etcd_pid() { echo "${ETCDS[$1]}"; }                      # member index → its etcd
+triad_raftd_pid() { cat "$D/triad/m$1/pids/raftd.pid"; } # member index → its raftd
+failover_phase() { # label start stop endpoints base-port port-step pid-of datadir
+  local label=$1 start=$2 stop=$3 ep=$4 base=$5 step=$6 pid_of=$7 dir=$8
+  local c leader pid others fault
+  for c in $FAILOVER_CASES; do
+    wanted "$c" || continue
+    log "$label/$c"
+    settle
+    rm -rf "$dir"
+    $start
+    wait_serving "$ep" >/dev/null
+    leader=$(leader_of "$ep")
+    pid=$($pid_of $(((${leader##*:} - base) / step)))
+    others=$(tr , '\n' <<<"$ep" | grep -vx "$leader" | paste -sd, -)
+    case $c in
+      failover-kill) fault="kill -KILL $pid" ;;
+      failover-freeze) fault="kill -STOP $pid" ;;
+    esac
+    "$B" failover --endpoints "$others" --duration "$FAILOVER_DUR" --fault-after 3 \
+      --fault "$fault" --key-size 8 --val-size 256 --label "$label/$c" >>"$D/suite.jsonl" ||
+      log "$label/$c failed"
+    kill -CONT "$pid" 2>/dev/null || true
+    $stop TERM
+    rm -rf "$dir"
+  done
+}
+
 load() { # leader endpoint → puts/s
   "$B" put --endpoints "$1" --conns 8 --clients 64 --total "$N" --key-space "$N" \
     --sequential-keys --key-size 16 --val-size 256 --json-only --label load | python3 -c "
@@ -163,8 +205,12 @@ $SUITE "$TEP" "$(leader_of "$TEP")" triad-3 "$(triad_pids)" >>"$D/suite.jsonl"
 stop_triad TERM
 rm -rf "$D/triad"
 
-log "load $N keys into each, restart, measure"
 EEP=$(eps $ETCD_PORT 10)
+log "failover: the leader killed and frozen, etcd then triad"
+failover_phase etcd-3 start_etcd stop_etcd "$EEP" $ETCD_PORT 10 etcd_pid "$D/etcd"
+failover_phase triad-3 start_triad stop_triad "$TEP" $TRIAD_PORT 10000 triad_raftd_pid "$D/triad"
+
+log "load $N keys into each, restart, measure"
 LOAD_ETCD=$(load_phase etcd start_etcd stop_etcd etcd_rss "$EEP" "$D/etcd")
 LOAD_TRIAD=$(load_phase triad start_triad stop_triad triad_rss "$TEP" "$D/triad")
 

@@ -3,6 +3,7 @@
 //! markdown table of such lines. Loopback only: endpoints are host:port
 //! on 127.0.0.0/8, and every run stops by itself (a duration or a count).
 
+mod failover;
 mod server_usage;
 mod stats;
 mod table;
@@ -111,6 +112,27 @@ enum Command {
         /// Puts per second of the single writer (on the first endpoint).
         #[arg(long, default_value_t = 100)]
         put_rate: u64,
+    },
+    /// One writer through a fault (a leader killed or frozen): puts one
+    /// at a time over one connection per endpoint, moving to the next
+    /// endpoint on an error or a timeout; runs --fault (sh -c) after
+    /// --fault-after seconds and keeps writing until --duration. Reports
+    /// outage_ms: from the fault command's start to the answer of the
+    /// first successful put sent after the command exited (--conns and
+    /// --clients are ignored).
+    Failover {
+        #[command(flatten)]
+        common: Common,
+        /// The shell command that makes the fault and exits, e.g.
+        /// "kill -KILL 1234".
+        #[arg(long)]
+        fault: String,
+        /// Seconds of writing before the fault starts.
+        #[arg(long, default_value_t = 3.0)]
+        fault_after: f64,
+        /// How long one put may take before the writer gives up on it, ms.
+        #[arg(long, default_value_t = 500)]
+        put_timeout_ms: u64,
     },
     /// No requests: what idle servers spend (with --server-pids).
     Idle {

@@ -35,6 +35,9 @@ pub struct Outcome {
     pub val_size: usize,
     /// What the servers spent, when their pids were given.
     pub server: Option<Usage>,
+    /// A workload's own figures, added to the JSON line as they are (the
+    /// failover workload's `outage_ms`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Outcome {
@@ -69,6 +72,7 @@ impl Outcome {
             ],
             val_size: 0,
             server: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -100,19 +104,26 @@ impl Outcome {
                 "rss_bytes": u.rss_bytes,
             });
         }
+        for (k, v) in &self.extra {
+            line[k] = v.clone();
+        }
         line.to_string()
     }
 
     pub fn human(&self) -> String {
         let [p50, p90, p99, p999, max] = self.percentiles;
-        format!(
+        let mut line = format!(
             "{}: {} ops in {:.1} s = {:.0}/s, {} errors; latency µs p50 {p50} p90 {p90} p99 {p99} p99.9 {p999} max {max}",
             self.label,
             self.ops,
             self.secs,
             self.ops_per_s(),
             self.errors
-        )
+        );
+        for (k, v) in &self.extra {
+            line.push_str(&format!("; {k} {v}"));
+        }
+        line
     }
 }
 

@@ -93,7 +93,53 @@ pub fn print(files: &[PathBuf], ratio: Option<&[String]>) -> anyhow::Result<()> 
         );
     }
     server_table(&rows, &cases, base, other, &last);
+    failover_table(&cases, base, other, &last);
     Ok(())
+}
+
+/// How long writes stopped in the failover cases (runs that report an
+/// `outage_ms`), where both systems ran them.
+fn failover_table<'a>(
+    cases: &[String],
+    base: &str,
+    other: &str,
+    last: &dyn Fn(&str, &str) -> Option<&'a Value>,
+) {
+    let runs: Vec<(&String, &Value, &Value)> = cases
+        .iter()
+        .filter_map(|case| {
+            let (b, o) = (last(base, case)?, last(other, case)?);
+            (b.get("outage_ms").is_some() && o.get("outage_ms").is_some()).then_some((case, b, o))
+        })
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    println!();
+    println!("Failover: one writer on the members that survive, each put given up after its");
+    println!("timeout and sent again to the next member; the outage runs from the fault's start");
+    println!("to the answer of the first successful put sent once the fault was made.");
+    println!();
+    println!("| case | outage ms {base} | {other} | ratio |");
+    println!("|---|--:|--:|--:|");
+    for (case, b, o) in runs {
+        println!("{}", outage_row(case, b, o));
+    }
+}
+
+/// One failover case's row: both outages and their ratio (other/base);
+/// a run whose writes did not come back has no outage figure.
+fn outage_row(case: &str, b: &Value, o: &Value) -> String {
+    let outage = |r: &Value| {
+        r["outage_ms"]
+            .as_f64()
+            .map_or("not resumed".into(), |ms| format!("{ms:.0}"))
+    };
+    let ratio = match (b["outage_ms"].as_f64(), o["outage_ms"].as_f64()) {
+        (Some(b), Some(o)) if b > 0.0 => format!("{:.2}", o / b),
+        _ => "-".into(),
+    };
+    format!("| {case} | {} | {} | {ratio} |", outage(b), outage(o))
 }
 
 /// The servers' cost per request, case by case, where both systems' runs
@@ -183,6 +229,21 @@ mod tests {
         let idle = serde_json::json!({"ops": 0, "secs": 10.0, "server": {"cpu_s": 0.2}});
         assert_eq!(super::cpu_per_request(&idle), Some(20_000.0));
         assert_eq!(super::written_per_request(&idle), None);
+    }
+
+    #[test]
+    fn outage_rows_compare_the_systems() {
+        let etcd = serde_json::json!({"label": "etcd-3/failover-kill", "outage_ms": 1600.4});
+        let triad = serde_json::json!({"label": "triad-3/failover-kill", "outage_ms": 1200.0});
+        assert_eq!(
+            super::outage_row("failover-kill", &etcd, &triad),
+            "| failover-kill | 1600 | 1200 | 0.75 |"
+        );
+        let stuck = serde_json::json!({"outage_ms": null});
+        assert_eq!(
+            super::outage_row("failover-freeze", &etcd, &stuck),
+            "| failover-freeze | 1600 | not resumed | - |"
+        );
     }
 
     #[test]

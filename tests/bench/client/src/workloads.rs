@@ -27,7 +27,7 @@ use crate::stats::{Outcome, Recorder};
 use crate::{Command, Common};
 
 /// The longest any run may take, whatever it was asked.
-const AT_MOST: Duration = Duration::from_secs(3600);
+pub(crate) const AT_MOST: Duration = Duration::from_secs(3600);
 
 pub async fn run(cmd: Command) -> anyhow::Result<Outcome> {
     let outcome = match cmd {
@@ -62,13 +62,27 @@ pub async fn run(cmd: Command) -> anyhow::Result<Outcome> {
             put_rate,
         } => watch_latency(common, watchers.max(1), put_rate.max(1)).await?,
         Command::Idle { common } => idle(common).await?,
+        Command::Failover {
+            common,
+            fault,
+            fault_after,
+            put_timeout_ms,
+        } => {
+            let plan = crate::failover::Plan {
+                fault,
+                fault_after: Duration::try_from_secs_f64(fault_after)
+                    .context("--fault-after is not a number of seconds")?,
+                put_timeout: Duration::from_millis(put_timeout_ms.max(1)),
+            };
+            crate::failover::run(common, plan).await?
+        }
         Command::Table { .. } => anyhow::bail!("not a workload"),
     };
     Ok(outcome)
 }
 
 /// Loopback endpoints only: a benchmark never leaves the machine.
-fn endpoints(common: &Common) -> anyhow::Result<Vec<String>> {
+pub(crate) fn endpoints(common: &Common) -> anyhow::Result<Vec<String>> {
     let eps: Vec<String> = common
         .endpoints
         .split(',')
@@ -89,7 +103,7 @@ fn endpoints(common: &Common) -> anyhow::Result<Vec<String>> {
 }
 
 /// `common.conns` connections, spread over the endpoints in turn.
-async fn connect(common: &Common) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect(common: &Common) -> anyhow::Result<Vec<Channel>> {
     let eps = endpoints(common)?;
     let mut channels = Vec::new();
     for i in 0..common.conns.max(1) {
@@ -139,7 +153,7 @@ impl Budget {
 
 /// Which keys the clients use: `b/` then the key's number, zero-padded to
 /// `size` bytes.
-struct Keys {
+pub(crate) struct Keys {
     space: u64,
     size: usize,
     sequential: bool,
@@ -147,7 +161,7 @@ struct Keys {
 }
 
 impl Keys {
-    fn of(common: &Common) -> Keys {
+    pub(crate) fn of(common: &Common) -> Keys {
         Keys {
             space: common.key_space.max(1),
             size: common.key_size,
@@ -164,7 +178,7 @@ impl Keys {
         }
     }
 
-    fn key(&self, i: u64) -> Vec<u8> {
+    pub(crate) fn key(&self, i: u64) -> Vec<u8> {
         let digits = self.size.saturating_sub(2).max(1);
         format!("b/{i:0digits$}").into_bytes()
     }
@@ -200,14 +214,14 @@ struct Plan {
 /// Values that do not compress: each put takes `size` bytes at its own
 /// place in a block of random bytes (a value of one repeated byte, or the
 /// same value every time, would flatter any store that compresses).
-struct Values {
+pub(crate) struct Values {
     block: Vec<u8>,
     size: usize,
     next: AtomicU64,
 }
 
 impl Values {
-    fn of(size: usize) -> Values {
+    pub(crate) fn of(size: usize) -> Values {
         let len = (size * 2).max(1 << 20);
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let block = (0..len).map(|_| xorshift(&mut rng) as u8).collect();
@@ -218,7 +232,7 @@ impl Values {
         }
     }
 
-    fn next(&self) -> Vec<u8> {
+    pub(crate) fn next(&self) -> Vec<u8> {
         let room = (self.block.len() - self.size) as u64 + 1;
         // A stride coprime to most block lengths walks every offset.
         let at = self.next.fetch_add(7919, Ordering::Relaxed) % room;
