@@ -20,6 +20,13 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// most that much.
 pub const FJALL_MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Background threads (flushes and compactions) of every fjall database.
+/// With more than one, fjall's first worker hands each compaction request
+/// back to the queue for the others and takes it again at once: while the
+/// others were busy it spun on that queue, about a third of a loaded
+/// storaged's CPU. One worker never defers.
+pub const FJALL_WORKER_THREADS: usize = 1;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);

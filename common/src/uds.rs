@@ -58,12 +58,28 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UdsStre
     })
 }
 
+/// HTTP/2 flow-control window of each member-local link and of each stream
+/// on it, both ends. hyper's server default (1 MiB) made a batch of large
+/// values wait for the receiving daemon (one thread, busy) to hand back
+/// window every MiB. Only for the Unix sockets, whose peers are this
+/// member's own daemons: the peer port keeps the defaults.
+pub const LINK_WINDOW_BYTES: u32 = 16 << 20;
+
+/// A server for a member-local link.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_connection_window_size(LINK_WINDOW_BYTES)
+        .initial_stream_window_size(LINK_WINDOW_BYTES)
+}
+
 /// A channel to a Unix socket that connects on first use and reconnects
 /// after the peer daemon restarts.
 pub fn channel(path: &Path) -> Channel {
     let path: PathBuf = path.to_path_buf();
     // The URI is required by tonic but unused: the connector picks the socket.
     Endpoint::from_static("http://localhost")
+        .initial_connection_window_size(LINK_WINDOW_BYTES)
+        .initial_stream_window_size(LINK_WINDOW_BYTES)
         .connect_timeout(std::time::Duration::from_secs(1))
         .tcp_nodelay(true)
         .connect_with_connector_lazy(tower::service_fn(move |_| {

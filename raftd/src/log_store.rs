@@ -69,6 +69,7 @@ impl LogStore {
     pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<LogStore> {
         let db = Database::builder(dir)
             .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
+            .worker_threads(common::config::FJALL_WORKER_THREADS)
             .open()
             .map_err(io_err)?;
         let meta = db

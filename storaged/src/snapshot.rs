@@ -85,6 +85,7 @@ impl Staging {
         }
         let db = SingleWriterTxDatabase::builder(&dir)
             .cache_size(16 << 20)
+            .worker_threads(common::config::FJALL_WORKER_THREADS)
             .open()?;
         let keyspaces = KEYSPACES
             .iter()

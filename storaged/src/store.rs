@@ -61,6 +61,7 @@ impl Store {
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(cache_bytes)
             .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
+            .worker_threads(common::config::FJALL_WORKER_THREADS)
             // Large values went through lz4 on the apply path, CPU on every
             // write for little space (the raft log already holds them raw).
             .journal_compression(fjall::CompressionType::None)

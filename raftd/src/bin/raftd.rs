@@ -347,7 +347,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     let incoming = common::uds::incoming(listener);
     common::lifecycle::serve_with_bounded_stop(
         |drain| {
-            tonic::transport::Server::builder()
+            common::uds::server()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, drain.wait())
         },

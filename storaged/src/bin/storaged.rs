@@ -101,7 +101,7 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
     };
     common::lifecycle::serve_with_bounded_stop(
         |drain| {
-            tonic::transport::Server::builder()
+            common::uds::server()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, drain.wait())
         },
