@@ -24,6 +24,7 @@ use crate::read_indexes::ReadIndexes;
 use crate::route::{forwarded as forwarded_request, is_forwarded, Route, Router};
 use crate::types::NodeId;
 use crate::Raft;
+use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
     MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
@@ -121,8 +122,13 @@ impl RaftLocalService {
         let req = req.into_inner();
         match self.router.route(forwarded).await? {
             Route::Here => here(req).await.map(Response::new),
-            Route::Leader(link) => leader(link.client.clone(), forwarded_request(req))
+            // Given up on once another member leads; it may have been
+            // carried out, as with a call lost in flight.
+            Route::Leader(link) => self
+                .router
+                .while_leading(link.id, leader(link.client.clone(), forwarded_request(req)))
                 .await
+                .ok_or_else(|| Status::from(EtcdError::Timeout))?
                 .map_err(leader_failed),
         }
     }

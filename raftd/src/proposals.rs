@@ -200,8 +200,15 @@ impl Proposals {
                 let calls = split_batch(proposals, crate::peer_auth::FORWARDED_BATCH_BYTES)
                     .into_iter()
                     .map(|requests| link.proposals.call(ProposeBatchRequest { requests, id: 0 }));
+                // Given up on once another member leads: it may have been
+                // committed, as with a call lost in flight.
+                let parts = self
+                    .router
+                    .while_leading(link.id, futures::future::join_all(calls))
+                    .await
+                    .ok_or_else(|| Status::from(EtcdError::Timeout))?;
                 let mut resp = ProposeBatchResponse::default();
-                for part in futures::future::join_all(calls).await {
+                for part in parts {
                     let part = part.map_err(leader_failed)?;
                     resp.outcomes.extend(part.outcomes);
                     resp.raft_term = resp.raft_term.max(part.raft_term);

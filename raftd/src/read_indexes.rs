@@ -12,6 +12,7 @@ use tonic::Status;
 use crate::raft_errors::{leader_failed, leadership_moved, read_error};
 use crate::route::{Route, Router, REROUTES, REROUTE_PAUSE};
 use crate::Raft;
+use common::errors::EtcdError;
 use common::proto::raft::ReadIndexResponse;
 use common::read_batch::ReadBatch;
 
@@ -96,7 +97,13 @@ impl ReadIndexes {
                 .map_err(read_error)?
                 .index(),
             Route::Leader(link) => {
-                let index = link.read_indexes.read_index().await?.read_index;
+                // A read is simply routed again once another member leads.
+                let index = self
+                    .router
+                    .while_leading(link.id, link.read_indexes.read_index())
+                    .await
+                    .ok_or_else(|| Status::from(EtcdError::LeaderChanged))??
+                    .read_index;
                 self.router.wait_applied(index).await?;
                 index
             }

@@ -24,13 +24,15 @@ use common::read_index_link::ReadIndexLink;
 /// The way to one member's raftd when it leads: its RaftLocal client and
 /// the long-lived streams forwarded proposals and read indexes ride.
 pub struct LeaderLink {
+    /// The member this link reaches.
+    pub id: NodeId,
     pub client: RaftLocalClient<Channel>,
     pub proposals: CallStream<ProposeBatchRequest, ProposeBatchResponse>,
     pub read_indexes: ReadIndexLink,
 }
 
 impl LeaderLink {
-    fn new(client: RaftLocalClient<Channel>) -> Self {
+    fn new(id: NodeId, client: RaftLocalClient<Channel>) -> Self {
         let to = client.clone();
         let opener: Opener<_, _> = Box::new(move |batches| {
             let mut to = to.clone();
@@ -40,6 +42,7 @@ impl LeaderLink {
             // A batch lost with its stream may have been committed.
             proposals: CallStream::new(opener, || EtcdError::Timeout.into()),
             read_indexes: ReadIndexLink::new(client.clone(), true),
+            id,
             client,
         }
     }
@@ -176,8 +179,36 @@ impl Router {
         self.links.get_or_make(id, urls, |urls| {
             let channel = peer_channel(urls).map_err(Status::unavailable)?;
             let client = RaftLocalClient::new(channel).max_decoding_message_size(usize::MAX);
-            Ok(LeaderLink::new(client))
+            Ok(LeaderLink::new(id, client))
         })
+    }
+
+    /// `call` on the leader `leader`, given up (None) once another member
+    /// is known to lead. A frozen leader (SIGSTOP, a hung host) keeps its
+    /// TCP connections open, so a call waiting on it would hang until the
+    /// HTTP/2 keep-alive fails, 5 to 10 s later; measured, that held
+    /// gatewayd's in-flight batches, and so every new write through this
+    /// member, for 3 s after a new leader was elected. A call given up on
+    /// may still have reached the old leader: its caller answers as for a
+    /// call lost in flight.
+    pub async fn while_leading<T>(
+        &self,
+        leader: NodeId,
+        call: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut server = self.raft.server_metrics();
+        let moved = async move {
+            loop {
+                let now = server.borrow_watched().current_leader;
+                if now.is_some_and(|l| l != leader) || server.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            answered = call => Some(answered),
+            () = moved => None,
+        }
     }
 
     /// Wait until this member has applied `index` (after a forwarded write

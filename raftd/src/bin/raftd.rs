@@ -80,11 +80,12 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         .with_apply_notice(notice.clone());
 
     let (hb, el) = (cfg.heartbeat_interval_ms, cfg.election_timeout_ms);
+    let (election_timeout_min, election_timeout_max) = cfg.raft_election_timeouts();
     let config = openraft::Config {
         cluster_name: format!("{:x}", member.cluster_id),
         heartbeat_interval: hb,
-        election_timeout_min: el,
-        election_timeout_max: el * 2,
+        election_timeout_min,
+        election_timeout_max,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
         max_in_snapshot_log_to_keep: cfg.snapshot_catchup_entries,
         enable_pre_vote: Some(cfg.pre_vote),

@@ -26,7 +26,7 @@ fn id(term: u64, index: u64) -> LogId {
 fn entry(term: u64, index: u64, size: usize) -> Entry {
     Entry {
         log_id: id(term, index),
-        payload: openraft::EntryPayload::Normal(Proposal(vec![index as u8; size])),
+        payload: openraft::EntryPayload::Normal(Proposal(vec![index as u8; size].into())),
     }
 }
 
