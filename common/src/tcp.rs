@@ -8,6 +8,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// HTTP/2 flow-control windows of the TCP ports (clients on gatewayd, peers
+/// on raftd), per stream and per connection. With hyper's 1 MiB server
+/// default a connection carried 1 MiB before the receiving daemon's one
+/// thread handed window back: 256 KiB to 1 MiB values, and raft entries
+/// holding them, waited for that round trip. Bodies are read as they
+/// arrive and every message is bounded by its decoder, so a window is
+/// credit for data already on its way, not room a sender can park bytes in.
+pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// A gRPC server for a TCP port (Nagle off, the windows above).
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+}
+
 /// Accepted connections with Nagle off (gRPC responses are small writes,
 /// and Nagle with delayed ACKs would add ~40 ms to some of them; tonic's
 /// own `tcp_nodelay` only applies to listeners it binds itself), and

@@ -61,8 +61,8 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UdsStre
 /// HTTP/2 flow-control window of each member-local link and of each stream
 /// on it, both ends. hyper's server default (1 MiB) made a batch of large
 /// values wait for the receiving daemon (one thread, busy) to hand back
-/// window every MiB. Only for the Unix sockets, whose peers are this
-/// member's own daemons: the peer port keeps the defaults.
+/// window every MiB. The Unix sockets' peers are this member's own
+/// daemons; the TCP ports have their own (`tcp`).
 pub const LINK_WINDOW_BYTES: u32 = 16 << 20;
 
 /// A server for a member-local link.

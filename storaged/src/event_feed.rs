@@ -37,6 +37,44 @@ pub fn stream(store: Arc<Store>, start: i64, end: i64) -> EventStream {
     })
 }
 
+/// The revision as it moves, without events: the current one first, then
+/// each applied one (a reader that lags gets the newest only).
+pub fn revisions(store: Arc<Store>) -> EventStream {
+    InlineStream::new(BUFFERED, move |out| async move {
+        let revision = |revision| EventBatch {
+            revision,
+            ..Default::default()
+        };
+        // Subscribed before `current` is read: nothing above it is missed,
+        // and what arrives at or below it is not sent again.
+        let mut live = store.subscribe();
+        let mut sent = store.bounds().current;
+        out.send(Ok(revision(sent))).await;
+        loop {
+            match live.recv().await {
+                Ok(b) if b.revision <= sent => {}
+                Ok(b) => {
+                    sent = b.revision;
+                    out.send(Ok(revision(sent))).await;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    live = store.subscribe();
+                    let current = store.bounds().current;
+                    if current > sent {
+                        sent = current;
+                        out.send(Ok(revision(sent))).await;
+                    }
+                }
+                Err(RecvError::Closed) => {
+                    out.send(Err(Status::unavailable("storaged is shutting down")))
+                        .await;
+                    return;
+                }
+            }
+        }
+    })
+}
+
 fn compacted_batch(store: &Store) -> EventBatch {
     EventBatch {
         revision: 0,

@@ -210,11 +210,12 @@ impl Storage for StorageService {
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(crate::event_feed::stream(
-            self.store.clone(),
-            r.start_revision,
-            r.end_revision,
-        )))
+        let store = self.store.clone();
+        Ok(Response::new(if r.revisions_only {
+            crate::event_feed::revisions(store)
+        } else {
+            crate::event_feed::stream(store, r.start_revision, r.end_revision)
+        }))
     }
 
     async fn leases(

@@ -90,9 +90,8 @@ async fn prepare_servers(
             (true, Some(tls)) => Some(tls.clone()),
             _ => None,
         };
-        let server = tonic::transport::Server::builder()
+        let server = common::tcp::server()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
             .layer(grpc.clone())
             .add_routes(tonic::service::Routes::from(router.clone()));

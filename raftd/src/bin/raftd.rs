@@ -268,7 +268,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
             removal.clone(),
             peer_auth.clone(),
         );
-        let builder = tonic::transport::Server::builder();
+        let mut builder = common::tcp::server();
         let tls = match (url.starts_with("https://"), &peer_server_tls) {
             (true, Some(tls)) => Some(tls.clone()),
             _ => None,
@@ -291,7 +291,6 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         let forwarded =
             RaftLocalServer::from_arc(local.clone()).max_decoding_message_size(limits.forwarded);
         let router = builder
-            .tcp_nodelay(true)
             .add_service(RaftPeerServer::new(peer).max_decoding_message_size(limits.raft))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 forwarded, admit,
