@@ -121,11 +121,11 @@ impl WatchHub {
                 }
             }
             // Decided under `switch`: a feed re-opened without events is
-            // never left looking as if it carried them.
+            // never left looking as if it carried them. `wanted` stays set
+            // until an events feed is open (storaged may be down meanwhile).
             let events = {
                 let _switch = self.switch.lock().unwrap_or_else(|p| p.into_inner());
-                let events =
-                    self.wanted.swap(false, Ordering::AcqRel) || self.live.receiver_count() > 0;
+                let events = self.wanted.load(Ordering::Acquire) || self.live.receiver_count() > 0;
                 if !events {
                     self.feed.send_modify(|f| f.events = false);
                 }
@@ -138,7 +138,11 @@ impl WatchHub {
             };
             match storage.events(req).await {
                 Ok(stream) if events => {
-                    self.feed.send_modify(|f| f.events = true);
+                    {
+                        let _switch = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+                        self.wanted.store(false, Ordering::Release);
+                        self.feed.send_modify(|f| f.events = true);
+                    }
                     if self.publish(stream.into_inner()).await == Ended::Quiet {
                         continue;
                     }
