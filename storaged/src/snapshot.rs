@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fjall::{PersistMode, Readable, SingleWriterTxDatabase};
+use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase};
 use tokio::sync::mpsc;
 
 use crate::keys;
@@ -89,7 +89,7 @@ impl Staging {
             .open()?;
         let keyspaces = KEYSPACES
             .iter()
-            .map(|name| db.keyspace(name, || crate::schema::keyspace_options(name)))
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Staging {
             db,
