@@ -155,7 +155,7 @@ fn txn(g: &mut Gen, depth: usize) -> TxnRequest {
             }),
         })
         .collect();
-    let mut ops = |g: &mut Gen| -> Vec<RequestOp> {
+    let ops = |g: &mut Gen| -> Vec<RequestOp> {
         let n = usize::from(g.byte() % 4);
         (0..n)
             .map(|_| RequestOp {
@@ -246,7 +246,7 @@ fn payload(g: &mut Gen) -> Payload {
     let op = match g.byte() % 14 {
         0 => {
             let n = usize::from(g.byte() % 32);
-            return Payload::Request(g.bytes(n));
+            return Payload::Request(g.bytes(n).into());
         }
         1 => return Payload::Blank(true),
         2 => Op::DeleteRange(delete(g)),
@@ -289,7 +289,8 @@ fn payload(g: &mut Gen) -> Payload {
             op: Some(op),
             auth,
         }
-        .encode_to_vec(),
+        .encode_to_vec()
+        .into(),
     )
 }
 
