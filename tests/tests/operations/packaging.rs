@@ -1,11 +1,12 @@
 //! The Debian package and the systemd units: `systemd/build-deb` builds a
 //! .deb of the daemons, units, default config and docs; its files,
 //! conffiles and maintainer scripts are checked, the units pass
-//! `systemd-analyze verify`, a member runs from the packaged binaries and
-//! default config, and gatewayd serves on a socket systemd passes it
-//! (socket activation). Where the tests run as root in CI the package is
-//! also installed on the machine: user, data directory and permissions,
-//! data kept on remove and deleted on purge.
+//! `systemd-analyze verify`, lintian accepts the package, a member runs
+//! from the packaged binaries and default config, and gatewayd serves on a
+//! socket systemd passes it (socket activation). Where the tests run as
+//! root in CI the package is also installed on the machine: user, data
+//! directory and permissions, enablement kept as the administrator left it,
+//! data kept on remove, and data and enablement deleted on purge.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,9 @@ fn package_contents_units_and_default_config() {
             .map(|u| format!("-rw-r--r-- root/root ./lib/systemd/system/{u}")),
     );
     wanted.push("-rw-r--r-- root/root ./etc/triad/triad.toml".into());
-    wanted.push("-rw-r--r-- root/root ./usr/share/doc/triad/OPERATIONS.md".into());
+    for doc in ["OPERATIONS.md", "copyright", "changelog.gz"] {
+        wanted.push(format!("-rw-r--r-- root/root ./usr/share/doc/triad/{doc}"));
+    }
     for w in &wanted {
         let (mode_owner, path) = w.rsplit_once(' ').expect("entry");
         assert!(
@@ -193,6 +196,55 @@ fn package_contents_units_and_default_config() {
     );
 }
 
+/// lintian accepts the package: no error, and no warning that the package
+/// does not override with its reason (systemd/debian/lintian-overrides,
+/// where each override follows a comment saying why).
+#[test]
+fn lintian_accepts_the_package() {
+    if Command::new("lintian").arg("--version").output().is_err() {
+        triad_tests::prerequisite_missing("lintian is not installed");
+        return;
+    }
+    let overrides = std::fs::read_to_string(repo().join("systemd/debian/lintian-overrides"))
+        .expect("lintian-overrides");
+    let mut explained = false;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            explained = true;
+        } else if line.trim().is_empty() {
+            explained = false;
+        } else {
+            assert!(explained, "override without a reason above it: {line}");
+        }
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let deb = build_deb(work.path());
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--display-info"])
+        .arg(&deb)
+        .output()
+        .expect("lintian");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "lintian: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Overrides that no longer match anything are dropped, not kept.
+    for stale in ["unused-override", "mismatched-override"] {
+        assert!(!report.contains(stale), "{report}");
+    }
+    // Each man page names its binary and carries its usage.
+    let root = work.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    for b in ["storaged", "raftd", "gatewayd", "triad"] {
+        let gz = root.join(format!("usr/share/man/man1/{b}.1.gz"));
+        let text = run(Command::new("gzip").arg("-dc").arg(&gz));
+        assert!(text.contains(&format!("{b} \\- triad")), "{b}: {text}");
+        assert!(text.contains(&format!("Usage: {b}")), "{b}: {text}");
+    }
+}
+
 /// gatewayd uses a listening socket passed by systemd (LISTEN_FDS) instead
 /// of binding: `systemd-socket-activate` plays systemd here.
 #[test]
@@ -279,6 +331,18 @@ fn install_remove_and_purge_on_this_machine() {
     assert_eq!(Some(meta.uid()), uid, "the data dir belongs to triad");
     assert!(Path::new("/usr/bin/gatewayd").exists());
     assert!(Path::new("/lib/systemd/system/triad.target").exists());
+    // A first install enables the member's units.
+    let enabled = |link: &str| Path::new("/etc/systemd/system").join(link).exists();
+    const TARGET: &str = "multi-user.target.wants/triad.target";
+    const RAFTD: &str = "triad.target.wants/triad-raftd.service";
+    assert!(enabled(TARGET) && enabled(RAFTD), "a first install enables");
+    // What the administrator disabled stays disabled through a reinstall
+    // (an upgrade runs the same postinst).
+    run(Command::new("systemctl").args(["disable", "triad.target"]));
+    assert!(!enabled(TARGET));
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert!(!enabled(TARGET), "a reinstall re-enabled a disabled unit");
+    assert!(enabled(RAFTD), "units left enabled stay enabled");
     std::fs::write("/var/lib/triad/marker", b"data").expect("write data");
     run(Command::new("dpkg").args(["-r", "triad"]));
     assert!(!Path::new("/usr/bin/gatewayd").exists());
@@ -287,6 +351,16 @@ fn install_remove_and_purge_on_this_machine() {
         "remove keeps the data"
     );
     run(Command::new("dpkg").args(["-P", "triad"]));
+    // Purge leaves no enablement link, mask or state behind.
+    let state = [
+        "/etc/systemd/system",
+        "/var/lib/systemd/deb-systemd-helper-enabled",
+        "/var/lib/systemd/deb-systemd-helper-masked",
+    ];
+    let leftovers = run(Command::new("find")
+        .args(state.iter().filter(|d| Path::new(d).exists()))
+        .args(["-name", "triad*"]));
+    assert!(leftovers.trim().is_empty(), "left after purge: {leftovers}");
     assert!(
         !Path::new("/var/lib/triad").exists(),
         "purge deletes the data"
