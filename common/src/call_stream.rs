@@ -3,9 +3,11 @@
 //! trailers) on the hottest paths — gatewayd's proposals, read indexes and
 //! point reads, and a follower raftd's proposals and read indexes sent on
 //! to the leader. The stream opens on first use and again
-//! after it breaks; an error opening it is the open call's (so callers can
-//! tell "daemon not reachable, nothing sent"), and a call sent on a stream
-//! that then breaks fails with the status the owner chose.
+//! after it breaks. A call is never sent when the stream cannot be opened,
+//! nor when the server ends the stream cleanly (a stopping daemon answers
+//! what it read and reads no more): it fails with a status whose source is
+//! `NotSent`, and may be sent again. A call sent on a stream that then
+//! breaks fails with the status the owner chose.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,37 @@ use crate::proto::raft::{
     BatchFailure, ProposeBatchRequest, ProposeBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use crate::proto::storage::{CallFailure, ReadCall, ReadReply};
+
+/// The source of a call's failure when the call was never sent.
+#[derive(Debug)]
+pub struct NotSent;
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call was not sent")
+    }
+}
+
+impl std::error::Error for NotSent {}
+
+/// `why`, marked as a call that was never sent.
+fn unsent(why: &Status) -> Status {
+    let mut s = Status::new(why.code(), why.message());
+    s.set_source(Arc::new(NotSent));
+    s
+}
+
+/// The call failed before it was sent: it may be sent again, whatever it is.
+pub fn not_sent(s: &Status) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = src {
+        if e.is::<NotSent>() {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
 
 /// A request that carries its call id.
 pub trait Tagged {
@@ -96,19 +129,31 @@ where
         });
         let broken = self.broken;
         tokio::spawn(async move {
-            while let Ok(Some(resp)) = answers.message().await {
-                let caller = waiting
-                    .lock()
-                    .ok()
-                    .and_then(|mut c| c.waiting.remove(&resp.id()));
-                if let Some(c) = caller {
-                    let _ = c.send(Ok(resp));
+            let clean_end = loop {
+                match answers.message().await {
+                    Ok(Some(resp)) => {
+                        let caller = waiting
+                            .lock()
+                            .ok()
+                            .and_then(|mut c| c.waiting.remove(&resp.id()));
+                        if let Some(c) = caller {
+                            let _ = c.send(Ok(resp));
+                        }
+                    }
+                    Ok(None) => break true,
+                    Err(_) => break false,
                 }
-            }
+            };
             if let Ok(mut c) = waiting.lock() {
                 c.ended = true;
                 for (_, caller) in c.waiting.drain() {
-                    let _ = caller.send(Err(broken()));
+                    // A server ends its stream cleanly only once it has
+                    // answered every call it read: the rest were not.
+                    let _ = caller.send(Err(if clean_end {
+                        unsent(&Status::unavailable("call stream closed by the server"))
+                    } else {
+                        broken()
+                    }));
                 }
             }
         });
@@ -130,7 +175,7 @@ where
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         req.set_id(id);
         loop {
-            let open = self.stream().await?;
+            let open = self.stream().await.map_err(|s| unsent(&s))?;
             let (tx, rx) = oneshot::channel();
             let registered = match open.waiting.lock() {
                 Ok(mut c) if !c.ended => {

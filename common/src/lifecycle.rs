@@ -55,6 +55,18 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// streams, keepalives), like etcd's bounded graceful stop.
 pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Set once this daemon begins to stop. Long-lived call streams then
+/// answer the calls they took and end without reading more, so a caller
+/// sends the rest again (to the restarted daemon, or to another member)
+/// instead of losing them with the process.
+static STOPPING: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::Sender::new(false));
+
+/// Whether (and from when on) this daemon is stopping.
+pub fn stopping() -> tokio::sync::watch::Receiver<bool> {
+    STOPPING.subscribe()
+}
+
 /// Tells the servers `serve_with_bounded_stop` started to stop accepting
 /// (one per listener may hold a clone).
 #[derive(Clone)]
@@ -86,6 +98,7 @@ where
         r = &mut server => return r,
         _ = stop => {}
     }
+    STOPPING.send_replace(true);
     let _ = tx.send(true);
     match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
         Ok(r) => r,

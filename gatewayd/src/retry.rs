@@ -12,9 +12,12 @@ use tonic::{Code, Status};
 
 use common::errors::EtcdError;
 
-/// The daemon could not be reached at all (not running, socket missing):
-/// safe to retry, nothing was sent.
+/// The daemon could not be reached at all (not running, socket missing),
+/// or a call stream ended before the call was sent: safe to retry.
 pub fn not_connected(s: &Status) -> bool {
+    if common::call_stream::not_sent(s) {
+        return true;
+    }
     if s.code() != Code::Unavailable {
         return false;
     }

@@ -147,17 +147,22 @@ where
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(64);
+    let mut stopping = common::lifecycle::stopping();
     // One task runs every answer of the stream (a task per message cost an
     // allocation, a copy of the future and a hand-off per call).
     tokio::spawn(async move {
         let mut answering = FuturesUnordered::new();
-        let mut open = true;
+        let mut open = !*stopping.borrow_and_update();
         loop {
             tokio::select! {
                 call = calls.message(), if open => match call {
                     Ok(Some(call)) => answering.push(answer(call)),
                     _ => open = false,
                 },
+                // Stopping: no call is read any more; once those read are
+                // answered the stream ends cleanly, which tells the caller
+                // that the calls it sent since were not taken.
+                _ = stopping.changed(), if open => open = !*stopping.borrow_and_update(),
                 Some(reply) = answering.next(), if !answering.is_empty() => {
                     if tx.send(Ok(reply)).await.is_err() {
                         return;

@@ -5,14 +5,15 @@
 //! appended, so never committed) are routed again.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use tonic::Status;
 
-use crate::raft_errors::{leader_failed, write_error};
-use crate::route::{Route, Router, REROUTES};
+use crate::raft_errors::{leader_failed, never_sent, write_error};
+use crate::route::{Route, Router, REROUTES, REROUTE_PAUSE};
 use crate::types::{NodeId, Proposal};
 use crate::Raft;
 use common::errors::EtcdError;
@@ -193,31 +194,50 @@ impl Proposals {
         proposals: Vec<Bytes>,
         forwarded: bool,
     ) -> Result<ProposeBatchResponse, Status> {
-        match self.router.route(forwarded).await? {
-            Route::Here => self.propose_here(proposals).await,
-            Route::Leader(link) => {
-                // Batches go as they are unless over what a peer decodes.
-                let calls = split_batch(proposals, crate::peer_auth::FORWARDED_BATCH_BYTES)
-                    .into_iter()
-                    .map(|requests| link.proposals.call(ProposeBatchRequest { requests, id: 0 }));
-                // Given up on once another member leads: it may have been
-                // committed, as with a call lost in flight.
-                let parts = self
-                    .router
-                    .while_leading(link.id, futures::future::join_all(calls))
-                    .await
-                    .ok_or_else(|| Status::from(EtcdError::Timeout))?;
-                let mut resp = ProposeBatchResponse::default();
-                for part in parts {
-                    let part = part.map_err(leader_failed)?;
-                    resp.outcomes.extend(part.outcomes);
-                    resp.raft_term = resp.raft_term.max(part.raft_term);
-                    resp.raft_index = resp.raft_index.max(part.raft_index);
-                }
-                self.router.wait_applied(resp.raft_index).await?;
-                Ok(resp)
+        let deadline = Instant::now() + self.router.leader_wait();
+        loop {
+            let link = match self.router.route(forwarded).await? {
+                Route::Here => return self.propose_here(proposals).await,
+                Route::Leader(link) => link,
+            };
+            // Batches go as they are unless over what a peer decodes.
+            let calls = split_batch(proposals.clone(), crate::peer_auth::FORWARDED_BATCH_BYTES)
+                .into_iter()
+                .map(|requests| link.proposals.call(ProposeBatchRequest { requests, id: 0 }));
+            // Given up on once another member leads: it may have been
+            // committed, as with a call lost in flight.
+            let parts = self
+                .router
+                .while_leading(link.id, futures::future::join_all(calls))
+                .await
+                .ok_or_else(|| Status::from(EtcdError::Timeout))?;
+            // A leader that cannot be reached at all (it died: nothing was
+            // sent) is about to be replaced: the writes wait for the next
+            // leader, as etcd's do, instead of each failing at once (a
+            // writer retrying saw hundreds of errors per failover).
+            let unreachable = parts.iter().all(|p| p.as_ref().is_err_and(never_sent));
+            if unreachable && Instant::now() < deadline {
+                self.router.leader_moved_from(link.id, REROUTE_PAUSE).await;
+                continue;
             }
+            return self.joined(parts).await;
         }
+    }
+
+    /// The parts of a forwarded batch as one answer, once applied here.
+    async fn joined(
+        &self,
+        parts: Vec<Result<ProposeBatchResponse, Status>>,
+    ) -> Result<ProposeBatchResponse, Status> {
+        let mut resp = ProposeBatchResponse::default();
+        for part in parts {
+            let part = part.map_err(leader_failed)?;
+            resp.outcomes.extend(part.outcomes);
+            resp.raft_term = resp.raft_term.max(part.raft_term);
+            resp.raft_index = resp.raft_index.max(part.raft_index);
+        }
+        self.router.wait_applied(resp.raft_index).await?;
+        Ok(resp)
     }
 }
 

@@ -19,6 +19,13 @@ pub fn leadership_moved(e: &Status) -> bool {
         || EtcdError::of_status(e).is_some_and(|k| moved.contains(&k))
 }
 
+/// A call to the leader that was never sent (its stream could not be
+/// opened, or the leader ended it before reading the call): it may be
+/// sent again.
+pub fn never_sent(e: &Status) -> bool {
+    common::call_stream::not_sent(e)
+}
+
 /// The leader could not be asked or failed to answer: etcd's unavailability
 /// (a proposal may or may not have been committed, as with etcd).
 pub fn leader_failed(s: Status) -> Status {

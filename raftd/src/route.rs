@@ -155,6 +155,24 @@ impl Router {
         m.current_leader.ok_or_else(|| EtcdError::NoLeader.into())
     }
 
+    /// How long a call waits for a leader it can reach.
+    pub fn leader_wait(&self) -> Duration {
+        self.leader_wait
+    }
+
+    /// Wait until a member other than `was` leads, or `pause` has passed
+    /// (`was` may lead again once restarted).
+    pub async fn leader_moved_from(&self, was: NodeId, pause: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(pause))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != was),
+                "another leader",
+            )
+            .await;
+    }
+
     /// Where to run a request; a forwarded one must run here.
     pub async fn route(&self, forwarded: bool) -> Result<Route, Status> {
         match destination(self.leader().await?, self.id, forwarded)? {
