@@ -3,6 +3,7 @@
 
 mod bad_setting_stops_member;
 mod clean_logs;
+mod container;
 mod daemon_cli;
 mod etcd_config_file;
 mod health_probes;
