@@ -838,6 +838,9 @@ fn the_package_on_a_booted_debian() {
     wait_serving(&ep, Duration::from_secs(60));
     let got = etcdctl(&ep, &["get", "probe", "--print-value-only"]);
     assert_eq!(triad_tests::ok_stdout(&got).trim(), "up");
+    // A normal start under the units warns of nothing.
+    let warnings = c.ok("journalctl --no-pager -q -p warning -u 'triad-*'");
+    assert!(warnings.trim().is_empty(), "a clean start warned:\n{warnings}");
     timings.push(("b. start until serving", t.elapsed()));
 
     // c. Each daemon restarted alone under a writer and a watch.

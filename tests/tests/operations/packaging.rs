@@ -326,7 +326,7 @@ fn install_remove_and_purge_on_this_machine() {
     let user = run(Command::new("getent").args(["passwd", "triad"]));
     assert!(user.contains("/var/lib/triad"), "{user}");
     let meta = std::fs::metadata("/var/lib/triad").expect("data dir");
-    assert_eq!(meta.mode() & 0o777, 0o750);
+    assert_eq!(meta.mode() & 0o777, 0o700);
     let uid = user.split(':').nth(2).and_then(|u| u.parse::<u32>().ok());
     assert_eq!(Some(meta.uid()), uid, "the data dir belongs to triad");
     assert!(Path::new("/usr/bin/gatewayd").exists());
