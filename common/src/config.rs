@@ -364,6 +364,8 @@ pub struct Member {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub cipher_suites: Option<String>,
+    /// `--check-config`: check, then exit instead of serving.
+    pub check_only: bool,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
@@ -455,6 +457,7 @@ impl MemberOpts {
             return Err(err("--max-txn-ops must be at least 1"));
         }
         Ok(Member {
+            check_only: false,
             max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
             max_txn_ops,
             cipher_suites: self.cipher_suites.clone(),
@@ -591,6 +594,11 @@ pub struct DaemonCli<T: clap::Args> {
     /// (then it alone sets etcd's settings, as for etcd).
     #[arg(long, env = "TRIAD_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
+    /// Check the member's settings and that its data and socket directories
+    /// are writable, then exit: 0 when this daemon would start, 2 when it
+    /// could not (triad-check.service runs it before the daemons start).
+    #[arg(long)]
+    pub check_config: bool,
     #[command(flatten)]
     pub member: MemberOpts,
     #[command(flatten)]
@@ -675,7 +683,8 @@ where
     let matches = command.get_matches_from(args);
     let cli = DaemonCli::<T>::from_arg_matches(&matches).map_err(|e| err(e.to_string()))?;
     let table = file.toml();
-    let member = layer(&table, "member", &cli.member)?.resolve()?;
+    let mut member = layer(&table, "member", &cli.member)?.resolve()?;
+    member.check_only = cli.check_config;
     let own = layer(&table, name, &cli.opts)?;
     Ok((member, own))
 }

@@ -194,6 +194,19 @@ pub fn claim_data_dir(
     crate::member_dir::claim(&member.data_dir, who).map_err(Unstartable::new)
 }
 
+/// `--check-config`: the settings parsed (the caller got this far), so
+/// check that the member's data dir and socket dir can be created and
+/// written by this user under these sandbox rules. Exit 0 when `daemon`
+/// would start, else etcd-style one line and status 2.
+pub fn check_member(daemon: &str, member: &crate::config::Member) -> std::process::ExitCode {
+    for dir in [&member.data_dir, &member.runtime_dir] {
+        if let Err(e) = crate::member_dir::check_writable(dir) {
+            return config_error(daemon, e);
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 /// A configuration error: one line on stderr and exit status 2.
 pub fn config_error(daemon: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
     say(format_args!("{daemon}: {e}"));

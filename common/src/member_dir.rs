@@ -59,7 +59,7 @@ fn go_mode(mode: u32) -> String {
 fn read_only_hint(e: &std::io::Error) -> &'static str {
     if e.raw_os_error() == Some(nix::libc::EROFS) {
         " (under systemd the units may write only /var/lib/triad: put the data dir there, \
-         or add it to the three units with `systemctl edit` and ReadWritePaths=)"
+         or add it to the daemons' units and triad-check.service with `systemctl edit` and ReadWritePaths=)"
     } else {
         ""
     }
@@ -72,7 +72,12 @@ pub enum ClaimError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot lock {path}: {source}")]
+    #[error("cannot write in {dir}: {source}{}", read_only_hint(source))]
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}: {source}{}", read_only_hint(source))]
     Lock {
         path: PathBuf,
         source: std::io::Error,
@@ -87,6 +92,22 @@ pub enum ClaimError {
         lock: PathBuf,
         pid: String,
     },
+}
+
+/// Create `dir` privately if needed and write (then remove) a file in it:
+/// what a daemon does first, without taking any daemon's lock.
+pub fn check_writable(dir: &Path) -> Result<(), ClaimError> {
+    create_private(dir).map_err(|source| ClaimError::Create {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let probe = dir.join(format!(".check-config.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| ClaimError::Write {
+            dir: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// This process's claim on a member's data dir (released on drop or exit).

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return common::lifecycle::config_error("gatewayd", e),
     };
+    if member.check_only {
+        return common::lifecycle::check_member("gatewayd", &member);
+    }
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).

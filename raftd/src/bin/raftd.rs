@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             return common::lifecycle::config_error("raftd", e);
         }
     }
+    if member.check_only {
+        return common::lifecycle::check_member("raftd", &member);
+    }
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         Ok((m, o)) => (m, Config::resolve(&o)),
         Err(e) => return common::lifecycle::config_error("storaged", e),
     };
+    if member.check_only {
+        return common::lifecycle::check_member("storaged", &member);
+    }
     // One thread by default: every request is a short hop between sockets,
     // and on a small machine cross-thread wake-ups cost more than a second
     // thread gains (see BENCHMARKS.md).

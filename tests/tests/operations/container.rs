@@ -34,8 +34,9 @@ const SERVICES: [&str; 3] = [
     "triad-raftd.service",
     "triad-gatewayd.service",
 ];
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
     "triad.target",
+    "triad-check.service",
     "triad-storaged.service",
     "triad-raftd.service",
     "triad-gatewayd.socket",
@@ -823,24 +824,78 @@ fn the_package_on_a_booted_debian() {
     }
     assert_eq!(
         c.active(&UNITS),
-        ["inactive"; 5],
+        ["inactive"; 6],
         "a first install starts nothing"
     );
     timings.push(("a. install", t.elapsed()));
 
-    // b. Configured and started, it serves the host's etcdctl.
+    // a'. A member that cannot start (its data dir is where the units'
+    // sandbox cannot write, as Debian's etcd keeps its data) fails
+    // triad.target at the member check, and no daemon runs.
     let t = Instant::now();
     let port = free_port_pair();
     let ep = format!("127.0.0.1:{port}");
     configure(&c.root(), port);
+    let defaults = c.root().join("etc/default/triad");
+    let shipped = std::fs::read_to_string(&defaults).expect("/etc/default/triad");
+    std::fs::write(
+        &defaults,
+        format!("{shipped}TRIAD_DATA_DIR=/var/lib/etcd/default\n"),
+    )
+    .expect("write /etc/default/triad");
+    let start = c.sh("systemctl daemon-reload && systemctl start triad.target");
+    assert!(
+        !start.status.success(),
+        "the target started with an unusable data dir"
+    );
+    // (The socket, which sockets.target also wants and must not wait for
+    // a service, keeps listening; the gatewayd it would start cannot.)
+    let units = ["triad.target", "triad-check.service"]
+        .into_iter()
+        .chain(SERVICES)
+        .collect::<Vec<_>>();
+    let states = c.active(&units);
+    assert!(
+        states.iter().all(|s| s != "active" && s != "activating"),
+        "a failed member check left units running: {units:?} {states:?}"
+    );
+    assert_eq!(
+        c.sh("systemctl is-failed triad-check.service")
+            .status
+            .code(),
+        Some(0)
+    );
+    let why = c.ok("journalctl --no-pager -q -u triad-check.service");
+    assert!(
+        why.contains("/var/lib/etcd") && why.contains("ReadWritePaths="),
+        "the check's journal does not say why: {why}"
+    );
+    std::fs::write(&defaults, shipped).expect("restore /etc/default/triad");
+    c.ok("systemctl reset-failed");
+    timings.push(("a'. unusable data dir fails the target", t.elapsed()));
+
+    // b. Configured and started, it serves the host's etcdctl.
+    let t = Instant::now();
+    // Only what this start logs: the journal's position before it.
+    let cursor = c.ok("journalctl -q -n 0 --show-cursor");
+    let cursor = cursor
+        .trim()
+        .strip_prefix("-- cursor: ")
+        .unwrap_or_else(|| panic!("journalctl --show-cursor said {cursor}"))
+        .to_string();
     c.ok("systemctl daemon-reload && systemctl start triad.target");
-    assert_eq!(c.active(&UNITS), ["active"; 5]);
+    assert_eq!(c.active(&UNITS), ["active"; 6]);
     wait_serving(&ep, Duration::from_secs(60));
     let got = etcdctl(&ep, &["get", "probe", "--print-value-only"]);
     assert_eq!(triad_tests::ok_stdout(&got).trim(), "up");
     // A normal start under the units warns of nothing.
-    let warnings = c.ok("journalctl --no-pager -q -p warning -u 'triad-*'");
-    assert!(warnings.trim().is_empty(), "a clean start warned:\n{warnings}");
+    let warnings = c.ok(&format!(
+        "journalctl --no-pager -q -p warning -u 'triad-*' --after-cursor '{cursor}'"
+    ));
+    assert!(
+        warnings.trim().is_empty(),
+        "a clean start warned:\n{warnings}"
+    );
     timings.push(("b. start until serving", t.elapsed()));
 
     // c. Each daemon restarted alone under a writer and a watch.
@@ -868,7 +923,7 @@ fn the_package_on_a_booted_debian() {
         }
         assert_eq!(
             c.active(&UNITS),
-            ["active"; 5],
+            ["active"; 6],
             "after restarting {service}"
         );
         windows.push((*service, from, to));
@@ -921,7 +976,7 @@ fn the_package_on_a_booted_debian() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let states = c.active(&UNITS);
-        if states == ["inactive"; 5] {
+        if states == ["inactive"; 6] {
             break;
         }
         assert!(
@@ -975,7 +1030,7 @@ fn the_package_on_a_booted_debian() {
             "{daemon} runs {exe}"
         );
     }
-    assert_eq!(c.active(&UNITS), ["active"; 5], "after the upgrade");
+    assert_eq!(c.active(&UNITS), ["active"; 6], "after the upgrade");
     let got = etcdctl(&ep, &["get", "c/000000", "--print-value-only"]);
     assert_eq!(triad_tests::ok_stdout(&got).trim(), "0", "data kept");
     timings.push(("f. upgrade under writes", t.elapsed()));

@@ -47,7 +47,8 @@ fn build_deb(out: &Path) -> PathBuf {
     PathBuf::from(path.trim())
 }
 
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
+    "triad-check.service",
     "triad-storaged.service",
     "triad-raftd.service",
     "triad-gatewayd.service",
