@@ -49,6 +49,9 @@ struct ApplyStream {
 }
 
 const RETRY: Duration = Duration::from_millis(100);
+/// storaged ended its Apply stream cleanly: it answered every batch it
+/// read (it is stopping), so the next batch simply waits for its restart.
+const APPLY_STREAM_ENDED: &str = "storaged apply stream ended";
 
 impl StateMachine {
     pub fn new(
@@ -125,7 +128,12 @@ impl StateMachine {
                 }
                 Err(s) => {
                     if !warned {
-                        tracing::warn!(code = ?s.code(), error = %s.message(), "apply on storaged failed; retrying");
+                        if s.message() == APPLY_STREAM_ENDED {
+                            // A stopping storaged answered all it took.
+                            tracing::info!("storaged stopping; applying on its restart");
+                        } else {
+                            tracing::warn!(code = ?s.code(), error = %s.message(), "apply on storaged failed; retrying");
+                        }
                         warned = true;
                     }
                     tokio::time::sleep(RETRY).await;
@@ -158,7 +166,7 @@ impl StateMachine {
         }
         let resp = match responses.message().await? {
             Some(r) => r,
-            None => return Err(Status::unavailable("storaged apply stream ended")),
+            None => return Err(Status::unavailable(APPLY_STREAM_ENDED)),
         };
         self.apply_stream = Some(ApplyStream { tx, responses });
         Ok(resp)

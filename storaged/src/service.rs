@@ -110,8 +110,19 @@ impl Storage for StorageService {
         let mut batches = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
+        let mut stopping = common::lifecycle::stopping();
         tokio::spawn(async move {
-            while let Some(Ok(batch)) = batches.next().await {
+            // Stopping: every batch read is applied and answered, then the
+            // stream ends cleanly and raftd sends the rest to the restarted
+            // storaged. Cut after a batch applied and before its answer
+            // left, the batch came back as a replay, whose results are gone:
+            // a client saw "empty apply result" for a write that was made.
+            while !*stopping.borrow_and_update() {
+                let next = tokio::select! {
+                    next = batches.next() => next,
+                    _ = stopping.changed() => continue,
+                };
+                let Some(Ok(batch)) = next else { break };
                 common::park_spin::expected_work_arrived();
                 // Inline, not spawn_blocking: a batch applies in tens of
                 // microseconds and a thread hand-off would cost more.
