@@ -34,11 +34,40 @@ impl Removal {
     /// Remember every member of every membership this raftd sees, for the
     /// life of the process (a leader receives few messages, so this cannot
     /// wait for them).
+    ///
+    /// A member that applies a membership without itself, having been in
+    /// one, was removed (a removed leader commits its own removal and
+    /// never campaigns again, so no peer would ever tell it): it stops, as
+    /// etcd's member stops on applying its own removal.
     pub async fn follow(self: std::sync::Arc<Self>, raft: Raft) {
         // Server metrics change with membership, not with every write.
         let mut metrics = raft.server_metrics();
+        let me = metrics.borrow_watched().id;
         loop {
-            let current = Self::members(&raft);
+            let (current, at) = Self::membership(&raft);
+            let was_member = self.seen.lock().is_ok_and(|seen| seen.contains(&me));
+            if was_member && !current.contains(&me) {
+                // Only once applied: an uncommitted membership may be cut.
+                let wait = raft.wait(None);
+                let applied = wait.applied_index_at_least(Some(at), "own removal");
+                tokio::select! {
+                    done = applied => {
+                        if done.is_err() {
+                            return; // raft stopped
+                        }
+                        if !Self::membership(&raft).0.contains(&me) {
+                            self.tell();
+                            return;
+                        }
+                    }
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             if let Ok(mut seen) = self.seen.lock() {
                 seen.extend(current);
             }
@@ -48,18 +77,20 @@ impl Removal {
         }
     }
 
-    fn members(raft: &Raft) -> BTreeSet<NodeId> {
+    /// The members of the newest membership, and its log index.
+    fn membership(raft: &Raft) -> (BTreeSet<NodeId>, u64) {
         let metrics = raft.server_metrics();
         let metrics = metrics.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        membership.nodes().map(|(id, _)| *id).collect()
+        let config = &metrics.membership_config;
+        let members = config.membership().nodes().map(|(id, _)| *id).collect();
+        (members, config.log_id().as_ref().map_or(0, |l| l.index))
     }
 
     /// Refuse a message from `from` if it was a member (as `follow` saw)
     /// and is no more.
     pub fn check_sender(&self, raft: &Raft, from: NodeId) -> Result<(), Status> {
         let was_member = self.seen.lock().is_ok_and(|seen| seen.contains(&from));
-        if was_member && !Self::members(raft).contains(&from) {
+        if was_member && !Self::membership(raft).0.contains(&from) {
             return Err(Status::failed_precondition(REMOVED));
         }
         Ok(())
@@ -67,12 +98,15 @@ impl Removal {
 
     /// Note a peer's refusal of this member's message.
     pub fn note_refusal(&self, s: &Status) {
-        if s.code() == Code::FailedPrecondition
-            && s.message() == REMOVED
-            && !self.told.swap(true, Ordering::Relaxed)
-        {
+        if s.code() == Code::FailedPrecondition && s.message() == REMOVED {
             // Said once, as raftd's exit error.
             tracing::debug!("a peer says: {REMOVED}");
+            self.tell();
+        }
+    }
+
+    fn tell(&self) {
+        if !self.told.swap(true, Ordering::Relaxed) {
             self.told_notify.notify_waiters();
         }
     }

@@ -31,6 +31,9 @@ use raftd::state_machine::StateMachine;
 use raftd::types::MemberNode;
 use raftd::Raft;
 
+/// How long a removed raftd keeps answering its gatewayd before it stops.
+const REMOVED_LINGER: Duration = Duration::from_secs(3);
+
 fn main() -> ExitCode {
     let loaded = common::config::from_command_line("raftd", "triad's consensus daemon (openraft)")
         .map_err(|e| e.to_string())
@@ -326,8 +329,13 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         async move {
             let failure = tokio::select! {
                 _ = shutdown => None,
-                // A removed member stops for good, as etcd's exits.
-                _ = removal.removed() => Some(common::lifecycle::RemovedFromCluster::stop().to_string()),
+                // A removed member stops for good, as etcd's exits; first
+                // its gatewayd (asking raftd's status every second) learns
+                // of it, and stops too.
+                _ = async {
+                    removal.removed().await;
+                    tokio::time::sleep(REMOVED_LINGER).await;
+                } => Some(common::lifecycle::RemovedFromCluster::stop().to_string()),
                 e = common::proto::first_incompatible(|| common::proto::storaged_compatible(&storage)) => Some(e.to_string()),
                 // openraft stops for good on a storage error (a full disk,
                 // say): exit, so the supervisor starts raftd again and it
