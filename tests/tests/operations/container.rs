@@ -5,9 +5,13 @@
 //! manager: a first install enables the units and starts nothing; the
 //! started member serves the host's etcdctl; restarting each daemon alone
 //! fails no write and loses or repeats no watch event; warnings reach the
-//! journal at their priority; stopping triad.target stops the member; an
+//! journal at their priority; the probes answer at once with raftd
+//! stopped, naming it; a member that cannot start (a data dir the sandbox
+//! cannot write) fails triad.target; stopping triad.target stops it; an
 //! upgrade restarts every daemon on the new binary while writes go on; a
-//! reinstall keeps a disabled target disabled; a purge leaves no unit
+//! reinstall keeps a disabled target disabled; a learner started on the
+//! host is listed started, and once promoted removes the container's
+//! member, whose raftd and gatewayd exit for good; a purge leaves no unit
 //! link, data or user behind.
 
 use std::fs::File;
@@ -534,6 +538,27 @@ fn wait_serving(ep: &str, limit: Duration) {
     }
 }
 
+/// A member `triad up` runs on the host, stopped when dropped.
+struct HostMember(Option<Child>);
+
+impl HostMember {
+    fn stop(&mut self) {
+        if let Some(mut up) = self.0.take() {
+            let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM);
+            if !wait_exit(&mut up, Duration::from_secs(20)) {
+                let _ = up.kill();
+                let _ = up.wait();
+            }
+        }
+    }
+}
+
+impl Drop for HostMember {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn port_closed(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
@@ -967,6 +992,25 @@ fn the_package_on_a_booted_debian() {
     wait_serving(&ep, Duration::from_secs(30));
     timings.push(("d. warning in the journal", t.elapsed()));
 
+    // d'. With raftd stopped the probes answer at once, naming it.
+    let t = Instant::now();
+    c.ok("systemctl stop triad-raftd.service");
+    for path in ["/health", "/readyz"] {
+        let asked = Instant::now();
+        let (status, body) = triad_tests::http(&ep, "GET", path, "");
+        let took = asked.elapsed();
+        assert!(
+            status == 503 && took < Duration::from_secs(3),
+            "{path} with raftd stopped, after {took:?}: {status} {body}"
+        );
+        if path == "/readyz" {
+            assert!(body.contains("raftd"), "{path} does not name raftd: {body}");
+        }
+    }
+    c.ok("systemctl start triad-raftd.service");
+    wait_serving(&ep, Duration::from_secs(30));
+    timings.push(("d'. probes with raftd stopped", t.elapsed()));
+
     // e. Stopping the target stops the whole member, its socket included.
     // systemctl waits for the target's own job only: the daemons (PartOf)
     // stop after it, in reverse start order, each draining its requests.
@@ -1047,6 +1091,117 @@ fn the_package_on_a_booted_debian() {
     );
     assert_eq!(c.is_enabled("triad-raftd.service"), "enabled");
     timings.push(("g. reinstall keeps disabled", t.elapsed()));
+
+    // g'. Member lifecycle under systemd: a member started on the host
+    // joins as a learner (listed started, with its name), is promoted, and
+    // removes the container's member, whose raftd and gatewayd then exit
+    // with status 3, which the units do not restart.
+    let t = Instant::now();
+    let host = tempfile::tempdir().expect("host member dir");
+    let host_port = free_port_pair();
+    let host_ep = format!("127.0.0.1:{host_port}");
+    let host_peer = format!("http://127.0.0.1:{}", host_port + 1);
+    let added = etcdctl(
+        &ep,
+        &[
+            "member",
+            "add",
+            "m2",
+            "--learner",
+            &format!("--peer-urls={host_peer}"),
+        ],
+    );
+    triad_tests::ok_stdout(&added);
+    let cluster = format!("default=http://127.0.0.1:{},m2={host_peer}", port + 1);
+    let args: Vec<String> = [
+        "--data-dir",
+        &host.path().to_string_lossy(),
+        "--client-port",
+        &host_port.to_string(),
+        "--name",
+        "m2",
+        "--join",
+        &cluster,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (up, ready) = triad_tests::spawn_up(&args, &[], Duration::from_secs(60));
+    let mut host_member = HostMember(Some(up));
+    ready.unwrap_or_else(|e| panic!("the host member did not start: {e}"));
+    let members = |ep: &str| -> Vec<serde_json::Value> {
+        let out = triad_tests::ok_stdout(&etcdctl(ep, &["member", "list", "-w", "json"]));
+        let list: serde_json::Value = serde_json::from_str(&out).expect("member list JSON");
+        list["members"].as_array().cloned().unwrap_or_default()
+    };
+    let named = |ep: &str, name: &str| members(ep).into_iter().find(|m| m["name"] == name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let learner = loop {
+        match named(&ep, "m2") {
+            Some(m) if m["clientURLs"].as_array().is_some_and(|u| !u.is_empty()) => break m,
+            other => assert!(
+                Instant::now() < deadline,
+                "the learner is not listed started with its name: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(learner["isLearner"], true, "{learner}");
+    let id = |m: &serde_json::Value| format!("{:x}", m["ID"].as_u64().expect("member ID"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !etcdctl(&ep, &["member", "promote", &id(&learner)])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the learner was never promoted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let container_member = named(&ep, "default").expect("the container's member");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !etcdctl(&host_ep, &["member", "remove", &id(&container_member)])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the container's member was never removed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for service in ["triad-raftd.service", "triad-gatewayd.service"] {
+        let shown = loop {
+            let shown = c.ok(&format!(
+                "systemctl show -p ActiveState -p ExecMainStatus -p NRestarts {service}"
+            ));
+            if shown.contains("ActiveState=failed") || shown.contains("ActiveState=inactive") {
+                break shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} still runs after its removal: {shown}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            shown.contains("ExecMainStatus=3") && shown.contains("NRestarts=0"),
+            "{service} after its member's removal: {shown}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        c.active(&["triad-raftd.service", "triad-gatewayd.service"]),
+        ["failed", "failed"],
+        "a removed member's daemons were restarted"
+    );
+    let served = triad_tests::ok_stdout(&etcdctl(&host_ep, &["put", "after-removal", "yes"]));
+    assert!(
+        served.contains("OK"),
+        "the remaining member serves: {served}"
+    );
+    host_member.stop();
+    c.ok("systemctl stop triad.target; systemctl reset-failed");
+    timings.push(("g'. learner, promotion, removal", t.elapsed()));
 
     // h. A purge stops the member and leaves no link, state, data or user.
     // The administrator's own drop-in (from `configure`) is theirs to keep.
