@@ -340,6 +340,12 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_CIPHER_SUITES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cipher_suites: Option<String>,
+    /// Applies and reads that take longer than this are logged as "apply
+    /// request took too long" and counted in etcd_server_slow_apply_total
+    /// (default 100ms).
+    #[arg(long, env = "TRIAD_EXPERIMENTAL_WARNING_APPLY_DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_warning_apply_duration: Option<String>,
 }
 
 /// Default of `--spin-before-sleep`: longer than a hop's round trip and an
@@ -364,6 +370,9 @@ pub struct Member {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub cipher_suites: Option<String>,
+    /// Slower applies and reads are warned of (etcd's
+    /// --experimental-warning-apply-duration).
+    pub warning_apply_duration: std::time::Duration,
     /// `--check-config`: check, then exit instead of serving.
     pub check_only: bool,
 }
@@ -456,8 +465,14 @@ impl MemberOpts {
         if max_txn_ops == 0 {
             return Err(err("--max-txn-ops must be at least 1"));
         }
+        let warning_apply_duration = match &self.experimental_warning_apply_duration {
+            None => std::time::Duration::from_millis(100),
+            Some(text) => parse_duration(text)
+                .map_err(|e| err(format!("--experimental-warning-apply-duration: {}", e.0)))?,
+        };
         Ok(Member {
             check_only: false,
+            warning_apply_duration,
             max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
             max_txn_ops,
             cipher_suites: self.cipher_suites.clone(),

@@ -56,6 +56,7 @@ const SUPPORTED: &[&str] = &[
     "peer-cert-allowed-hostname",
     "peer-crl-file",
     "cipher-suites",
+    "experimental-warning-apply-duration",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -92,7 +93,6 @@ const UNSUPPORTED: &[&str] = &[
     "experimental-enable-lease-checkpoint",
     "experimental-compaction-batch-limit",
     "experimental-peer-skip-client-san-verification",
-    "experimental-warning-apply-duration",
     "debug",
     "log-package-levels",
 ];

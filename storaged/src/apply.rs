@@ -90,11 +90,18 @@ impl Batch<'_, '_> {
         if let Err(e) = common::validate::storable(&req) {
             return Ok(Outcome::Error(e.wire_code()));
         }
-        match self.guarded(&req, op) {
-            Ok(o) => Ok(o),
-            Err(StoreError::Etcd(e)) => Ok(Outcome::Error(e.wire_code())),
-            Err(other) => Err(other),
-        }
+        let started = std::time::Instant::now();
+        let outcome = match self.guarded(&req, op) {
+            Ok(o) => o,
+            Err(StoreError::Etcd(e)) => Outcome::Error(e.wire_code()),
+            Err(other) => return Err(other),
+        };
+        let error = match &outcome {
+            Outcome::Error(code) => EtcdError::from_wire_code(*code).map(|e| e.to_string()),
+            _ => None,
+        };
+        crate::slow_request::check_apply(started, op, error.as_deref());
+        Ok(outcome)
     }
 
     /// Layers 2 and 3: the caller's permission (etcd's auth applier), then

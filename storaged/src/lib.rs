@@ -26,6 +26,7 @@ pub mod read_fence;
 pub mod record;
 pub mod schema;
 pub mod service;
+pub mod slow_request;
 pub mod snapshot;
 pub mod store;
 pub mod write;

@@ -105,8 +105,6 @@ pub static SLOW_APPLIES: Counter = Counter::new(
     "etcd_server_slow_apply_total",
     "The total number of slow apply requests (likely overloaded from slow disk).",
 );
-/// etcd's warning threshold for an apply (warnApplyDuration).
-pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub static HASH: Histogram = Histogram::new(
     "etcd_mvcc_hash_duration_seconds",

@@ -117,16 +117,18 @@ impl Store {
             let state = self.auth.state();
             crate::permission::check_range(&state, info, &req.key, &req.range_end, Access::Read)?;
         }
+        let started = std::time::Instant::now();
         let bounds = self.bounds();
         let _open = crate::metrics::OpenRead::start();
         let snapshot = self.db.read_tx();
-        read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds)
+        let resp = read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds);
+        crate::slow_request::check_range(started, req, resp.as_ref().ok());
+        resp
     }
 
     /// Apply a batch of committed entries atomically with the applied id.
     pub fn apply(&self, entries: &[ApplyEntry]) -> Result<ApplyResponse, StoreError> {
         let _serial = self.apply_lock.lock().map_err(|_| StoreError::Poisoned)?;
-        let apply_started = std::time::Instant::now();
         let mut applied = self.applied();
         let mut revs = RevState {
             current: self.current.load(Ordering::Acquire),
@@ -171,9 +173,6 @@ impl Store {
         tx.commit()?;
         crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
         crate::metrics::APPLY_BATCHES.inc();
-        if apply_started.elapsed() > crate::metrics::SLOW_APPLY {
-            crate::metrics::SLOW_APPLIES.inc();
-        }
         self.auth.publish(auth);
         // Publish only after the commit is visible to readers.
         self.current.store(revs.current, Ordering::Release);

@@ -491,6 +491,16 @@ pub async fn next_revision(c: &mut etcd_client::Client) -> i64 {
     r.header().expect("header").revision() + 1
 }
 
+/// The value of the first sample of `name` (with labels starting `labels`)
+/// in a Prometheus text page.
+pub fn metric_sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(&format!("{name}{labels}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// One plain HTTP/1.1 request on a client port: (status, body). Chunked
 /// bodies are reassembled.
 pub fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {

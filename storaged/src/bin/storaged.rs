@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 
 async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> {
     let _claim = common::lifecycle::claim_data_dir(&member, "storaged")?;
+    storaged::slow_request::set_threshold(member.warning_apply_duration);
     let dir = member.data_dir.join("storaged");
     // A received snapshot marked for activation replaces the store now.
     storaged::snapshot::settle(&dir).map_err(|e| {

@@ -6,6 +6,7 @@ mod clean_logs;
 mod container;
 mod daemon_cli;
 mod etcd_config_file;
+mod etcd_server_flags;
 mod health_probes;
 mod metrics;
 mod packaging;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use triad_tests::{etcdctl, free_port_pair, http, reference_etcd, Member};
+use triad_tests::{etcdctl, free_port_pair, http, metric_sample as sample, reference_etcd, Member};
 
 /// etcd families that mean nothing for triad, by name or name prefix, and
 /// why.
@@ -492,15 +492,6 @@ fn every_etcd_family_with_a_meaning_is_served_as_etcd_serves_it() {
             .unwrap_or_else(|| panic!("{name} not on the proxy\n{proxy_text}"));
         assert_eq!(p.kind, e.kind, "{name}");
     }
-}
-
-/// The value of the first sample of `name` (with labels starting `labels`).
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(&format!("{name}{labels}")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]
