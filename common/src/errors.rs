@@ -115,10 +115,20 @@ pub enum EtcdError {
     /// a gatewayd, or from a newer version).
     #[error("etcdserver: malformed request")]
     Malformed,
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    #[error("etcdserver: cluster has a downgrade job in progress")]
+    DowngradeInProcess,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    #[error("etcdserver: cluster version not found during downgrade")]
+    ClusterVersionUnavailable,
 }
 
 /// Wire codes are positions in this list: append only.
-const ALL: [EtcdError; 52] = [
+const ALL: [EtcdError; 57] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -172,6 +182,11 @@ const ALL: [EtcdError; 52] = [
     EtcdError::Malformed,
     // New variants go last: a wire code is a position here.
     EtcdError::Unhealthy,
+    EtcdError::WrongDowngradeVersionFormat,
+    EtcdError::InvalidDowngradeTargetVersion,
+    EtcdError::DowngradeInProcess,
+    EtcdError::NoInflightDowngrade,
+    EtcdError::ClusterVersionUnavailable,
 ];
 
 impl EtcdError {
@@ -179,10 +194,26 @@ impl EtcdError {
     pub fn grpc_code(self) -> Code {
         use EtcdError::*;
         match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge | MemberBadUrls | UserEmpty | RoleEmpty
-            | AuthFailed | InvalidAuthMgmt | AuthOldRevision | KeyTooLarge | UserNameTooLarge
-            | RoleNameTooLarge | Malformed => Code::InvalidArgument,
+            EmptyKey
+            | KeyNotFound
+            | ValueProvided
+            | LeaseProvided
+            | TooManyOps
+            | DuplicateKey
+            | InvalidSortOption
+            | RequestTooLarge
+            | MemberBadUrls
+            | UserEmpty
+            | RoleEmpty
+            | AuthFailed
+            | InvalidAuthMgmt
+            | AuthOldRevision
+            | KeyTooLarge
+            | UserNameTooLarge
+            | RoleNameTooLarge
+            | Malformed
+            | WrongDowngradeVersionFormat
+            | InvalidDowngradeTargetVersion => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -204,7 +235,10 @@ impl EtcdError {
             | RoleNotFound
             | RoleNotGranted
             | PermissionNotGranted
-            | AuthNotEnabled => Code::FailedPrecondition,
+            | AuthNotEnabled
+            | DowngradeInProcess
+            | NoInflightDowngrade
+            | ClusterVersionUnavailable => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             NoLeader | LeaderChanged | Timeout | Stopped | NotSupportedForLearner | Unhealthy => {

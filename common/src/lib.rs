@@ -34,6 +34,7 @@ pub mod tls;
 pub mod uds;
 pub mod uds_stream;
 pub mod validate;
+pub mod versions;
 
 /// The version every daemon reports for `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -164,10 +164,27 @@ pub fn check_raft_request(req: &RaftRequest, max_txn_ops: usize) -> Result<(), E
         Some(Op::Txn(t)) => check_txn(t, max_txn_ops),
         Some(Op::AuthChange(c)) => check_auth_change(c),
         Some(Op::Compaction(_) | Op::Alarm(_)) => Ok(()),
+        Some(op @ (Op::ClusterVersion(_) | Op::Downgrade(_) | Op::MemberVersion(_))) => {
+            check_versions(op)
+        }
         Some(
             Op::LeaseGrant(_) | Op::LeaseRevoke(_) | Op::LeaseCheckpoint(_) | Op::PeerSecret(_),
         ) => Err(EtcdError::NotCapable),
         None => Err(EtcdError::Malformed),
+    }
+}
+
+/// Version settings hold versions every member parses the same way.
+fn check_versions(op: &Op) -> Result<(), EtcdError> {
+    use crate::versions::Version;
+    let parses = |v: &str| Version::parse(v).map(|_| ()).ok_or(EtcdError::Malformed);
+    match op {
+        Op::ClusterVersion(v) => parses(v),
+        Op::MemberVersion(m) => parses(&m.version),
+        Op::Downgrade(d) if d.enabled => parses(&d.target_version),
+        Op::Downgrade(d) if d.target_version.is_empty() => Ok(()),
+        Op::Downgrade(_) => Err(EtcdError::Malformed),
+        _ => Ok(()),
     }
 }
 
@@ -205,7 +222,8 @@ pub fn storable(req: &RaftRequest) -> Result<(), EtcdError> {
         Some(Op::Put(p)) => storable_put(p),
         Some(Op::Txn(t)) => storable_txn(t),
         Some(Op::AuthChange(c)) => check_auth_change(c),
-        _ => Ok(()),
+        Some(op) => check_versions(op),
+        None => Ok(()),
     }
 }
 

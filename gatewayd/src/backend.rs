@@ -165,6 +165,12 @@ impl Backend {
         decode_outcome(&self.raft.propose(bytes).await?)
     }
 
+    /// The backend quota in bytes (`--quota-backend-bytes`, 0 resolved
+    /// to etcd's default).
+    pub fn quota_limit(&self) -> i64 {
+        self.quota.limit()
+    }
+
     /// etcd's quota check before a write that grows the store: over the
     /// quota, raise NOSPACE for this member and refuse.
     pub async fn check_quota(&self, op: &Op) -> Result<(), Status> {
@@ -222,6 +228,11 @@ impl Backend {
         who: Option<&AuthInfo>,
     ) -> Result<RangeResponse, Status> {
         self.storage.range(req, who).await
+    }
+
+    /// A read stream of its own for one streamed range's chunks.
+    pub async fn chunk_reader(&self) -> Result<crate::storage_link::ChunkReader, Status> {
+        self.storage.chunk_reader().await
     }
 
     /// raftd's metrics text.

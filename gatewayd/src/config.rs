@@ -331,6 +331,15 @@ pub fn resolve(
             "--worker-threads must be at least 1".into(),
         ));
     }
+    let version = opts
+        .etcd_version
+        .clone()
+        .unwrap_or_else(|| defaults::ETCD_VERSION.into());
+    if common::versions::Version::parse(&version).is_none() {
+        return Err(common::config::ConfigError(format!(
+            "--etcd-version {version:?} is not a version (want major.minor.patch, e.g. 3.5.17)"
+        )));
+    }
     let watch_progress_interval = common::config::parse_duration(
         opts.watch_progress_notify_interval
             .as_deref()
@@ -391,10 +400,7 @@ pub fn resolve(
         probe_timeout: Duration::from_millis(
             opts.probe_timeout_ms.unwrap_or(defaults::PROBE_TIMEOUT_MS),
         ),
-        version: opts
-            .etcd_version
-            .clone()
-            .unwrap_or_else(|| defaults::ETCD_VERSION.into()),
+        version,
     })
 }
 

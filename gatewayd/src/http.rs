@@ -62,9 +62,26 @@ async fn health(
     health_answer(probe.await.map(|_| ()))
 }
 
+/// etcd's /version: this member's server version and the cluster
+/// version the leader decided ("not_decided" before), and from 3.6 on
+/// the storage version.
 async fn version_info(State(s): State<HttpState>) -> ([(&'static str, &'static str); 1], String) {
-    let cluster: String = s.version.split('.').take(2).collect::<Vec<_>>().join(".") + ".0";
-    let body = serde_json::json!({ "etcdserver": s.version, "etcdcluster": cluster });
+    let wait = s.backend.probe_timeout;
+    let cluster = match tokio::time::timeout(wait, s.backend.storage_status()).await {
+        Ok(Ok(status)) if !status.cluster_version.is_empty() => status.cluster_version,
+        _ => "not_decided".to_string(),
+    };
+    let mut body = serde_json::json!({ "etcdserver": s.version, "etcdcluster": cluster });
+    let newer =
+        common::versions::Version::parse(&s.version).is_some_and(|v| (v.major, v.minor) >= (3, 6));
+    if newer {
+        let storage = if cluster == "not_decided" {
+            "unknown"
+        } else {
+            cluster.as_str()
+        };
+        body["storage"] = serde_json::Value::from(storage);
+    }
     ([("content-type", "application/json")], body.to_string())
 }
 

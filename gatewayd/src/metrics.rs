@@ -148,7 +148,11 @@ pub static LOCAL_RPC: Histogram = Histogram::labelled(
 /// gauges: the cluster's is its major.minor, as etcd's.
 pub fn set_version(version: &str) {
     SERVER_VERSION.set(version.to_string());
-    CLUSTER_VERSION.set(version.split('.').take(2).collect::<Vec<_>>().join("."));
+}
+
+/// The cluster version as applied (etcd's label is major.minor).
+pub fn set_cluster_version(version: common::versions::Version) {
+    CLUSTER_VERSION.set(version.major_minor());
 }
 
 pub fn render_own() -> String {

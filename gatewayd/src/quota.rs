@@ -63,6 +63,11 @@ impl Quota {
         }
     }
 
+    /// The limit in bytes (etcd's default for 0; negative: none).
+    pub fn limit(&self) -> i64 {
+        self.max
+    }
+
     /// Whether the last size measured is too old to decide with.
     pub fn stale(&self) -> bool {
         self.measured

@@ -86,6 +86,7 @@ impl StorageLink {
                     id: 0,
                     request: Some(req.clone()),
                     auth: who.cloned(),
+                    chunk_bytes: 0,
                 })
             });
             match crate::metrics::timed("range", read).await {
@@ -107,6 +108,25 @@ impl StorageLink {
             async move { storage.range(req).await }
         });
         crate::metrics::timed("range", read).await
+    }
+
+    /// A Reads stream of its own for the chunks of one streamed range, so
+    /// they never queue point reads behind them.
+    pub async fn chunk_reader(&self) -> Result<ChunkReader, Status> {
+        let (calls, rx) = tokio::sync::mpsc::channel(1);
+        let mut storage = self.storage.clone();
+        let replies = tokio::time::timeout(
+            self.request_timeout,
+            storage.reads(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| unavailable("storaged did not open a read stream in time"))??
+        .into_inner();
+        Ok(ChunkReader {
+            calls,
+            replies,
+            request_timeout: self.request_timeout,
+        })
     }
 
     /// storaged's metrics text.
@@ -201,5 +221,42 @@ impl StorageLink {
     pub async fn status(&self) -> Result<StatusResponse, Status> {
         self.call(|mut storage| async move { storage.status(StatusRequest {}).await })
             .await
+    }
+}
+
+/// One streamed range's reads from storaged, a chunk at a time.
+pub struct ChunkReader {
+    calls: tokio::sync::mpsc::Sender<ReadCall>,
+    replies: tonic::Streaming<ReadReply>,
+    request_timeout: Duration,
+}
+
+impl ChunkReader {
+    /// The live keys from `req.key`, up to `req.limit`, within `max_bytes`
+    /// of response (storaged's `range_chunk`).
+    pub async fn next(
+        &mut self,
+        req: RangeRequest,
+        who: Option<&AuthInfo>,
+        max_bytes: usize,
+    ) -> Result<RangeResponse, Status> {
+        let call = ReadCall {
+            id: 0,
+            request: Some(req),
+            auth: who.cloned(),
+            chunk_bytes: max_bytes as u64,
+        };
+        let gone = || unavailable("storaged ended the read stream");
+        self.calls.send(call).await.map_err(|_| gone())?;
+        let mut reply = tokio::time::timeout(self.request_timeout, self.replies.message())
+            .await
+            .map_err(|_| unavailable("storaged did not answer a read in time"))??
+            .ok_or_else(gone)?;
+        if let Some(failure) = common::call_stream::TaggedReply::take_failure(&mut reply) {
+            return Err(failure);
+        }
+        reply
+            .response
+            .ok_or_else(|| unavailable("storaged sent an empty read reply"))
     }
 }

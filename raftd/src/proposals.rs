@@ -69,6 +69,11 @@ impl Proposals {
         let members_own = match &req.op {
             Some(Op::Alarm(a)) => a.member_id == caller,
             Some(Op::AuthChange(c)) => matches!(c.op, Some(Change::Authenticate(_))),
+            // The leader's version monitor: the cluster version, and the
+            // end of a downgrade every member has made.
+            Some(Op::ClusterVersion(_)) => true,
+            Some(Op::Downgrade(d)) => !d.enabled,
+            Some(Op::MemberVersion(m)) => m.member_id == caller,
             _ => false,
         };
         if members_own {

@@ -87,7 +87,12 @@ pub fn refuse(alarms: &[AlarmMember], op: &Op) -> Option<EtcdError> {
     }
     let member_upkeep = matches!(
         op,
-        Op::Alarm(_) | Op::LeaseCheckpoint(_) | Op::PeerSecret(_)
+        Op::Alarm(_)
+            | Op::LeaseCheckpoint(_)
+            | Op::PeerSecret(_)
+            | Op::ClusterVersion(_)
+            | Op::Downgrade(_)
+            | Op::MemberVersion(_)
     );
     if raised(alarms, AlarmType::Corrupt) && !member_upkeep {
         return Some(EtcdError::Corrupt);

@@ -146,6 +146,9 @@ impl Batch<'_, '_> {
                 crate::alarm::apply(self.tx, self.ks, self.alarms, a).map(Outcome::Alarm)
             }
             Op::PeerSecret(secret) => self.keep_peer_secret(req, secret),
+            Op::ClusterVersion(_) | Op::Downgrade(_) | Op::MemberVersion(_) => {
+                crate::versions::apply(self.tx, self.ks, req, op)
+            }
             op => self.write(op),
         }
     }
@@ -189,9 +192,13 @@ impl Batch<'_, '_> {
             Op::LeaseGrant(g) => w.lease_grant(g).map(Outcome::LeaseGrant),
             Op::LeaseRevoke(r) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
             Op::LeaseCheckpoint(c) => w.lease_checkpoint(c).map(Outcome::LeaseCheckpoint),
-            Op::Compaction(_) | Op::Alarm(_) | Op::AuthChange(_) | Op::PeerSecret(_) => {
-                unreachable_op()
-            }
+            Op::Compaction(_)
+            | Op::Alarm(_)
+            | Op::AuthChange(_)
+            | Op::PeerSecret(_)
+            | Op::ClusterVersion(_)
+            | Op::Downgrade(_)
+            | Op::MemberVersion(_) => unreachable_op(),
         };
         if out.is_ok() {
             self.revs.current = w.rev();

@@ -29,6 +29,7 @@ pub mod service;
 pub mod slow_request;
 pub mod snapshot;
 pub mod store;
+pub mod versions;
 pub mod write;
 
 use common::errors::EtcdError;

@@ -84,24 +84,61 @@ pub fn scan<R: Readable>(
     limit: usize,
     want_kvs: bool,
 ) -> Result<(Vec<KeyValue>, i64), StoreError> {
+    if let KeyRange::Single(key) = range {
+        // The point read, without the range walk's re-encoding.
+        return Ok(match latest(r, index, key, rev)? {
+            Some((krev, rec)) if !rec.tombstone => {
+                let kvs = if want_kvs {
+                    vec![rec.into_kv(key.clone(), krev)]
+                } else {
+                    vec![]
+                };
+                (kvs, 1)
+            }
+            _ => (vec![], 0),
+        });
+    }
+    let mut kvs = Vec::new();
+    let mut count = 0i64;
+    visit(r, index, range, rev, |key, krev, v| {
+        count += 1;
+        if want_kvs && (limit == 0 || kvs.len() < limit) {
+            let key = key()?;
+            kvs.push(Record::decode(v)?.into_kv(key, krev));
+        }
+        Ok(true)
+    })?;
+    Ok((kvs, count))
+}
+
+/// Each live key in `range` at `rev`, in key order, until `each` says
+/// stop: it gets the key (decoded on demand), its revision and its stored
+/// record.
+fn visit<R: Readable>(
+    r: &R,
+    index: &Keyspace,
+    range: &KeyRange,
+    rev: i64,
+    mut each: impl FnMut(
+        &dyn Fn() -> Result<Vec<u8>, StoreError>,
+        Rev,
+        &[u8],
+    ) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     let (start, end) = match range {
         KeyRange::Single(key) => {
-            return Ok(match latest(r, index, key, rev)? {
-                Some((krev, rec)) if !rec.tombstone => {
-                    let kvs = if want_kvs {
-                        vec![rec.into_kv(key.clone(), krev)]
-                    } else {
-                        vec![]
-                    };
-                    (kvs, 1)
+            if let Some((krev, rec)) = latest(r, index, key, rev)? {
+                if !rec.tombstone {
+                    let raw = rec.encode();
+                    each(&|| Ok(key.clone()), krev, &raw)?;
                 }
-                _ => (vec![], 0),
-            });
+            }
+            return Ok(());
         }
         KeyRange::FromKey(key) => (key, None),
         KeyRange::Until(key, end) => {
             if end <= key {
-                return Ok((vec![], 0));
+                return Ok(());
             }
             (key, Some(keys::escape_bound(end)))
         }
@@ -111,8 +148,6 @@ pub fn scan<R: Readable>(
         Some(hi) => r.range(index, lo..hi),
         None => r.range(index, lo..),
     };
-    let mut kvs = Vec::new();
-    let mut count = 0i64;
     let mut resolved: Vec<u8> = Vec::new();
     let mut have_resolved = false;
     for g in iter {
@@ -130,13 +165,60 @@ pub fn scan<R: Readable>(
         if Record::is_tombstone(&v) {
             continue;
         }
-        count += 1;
-        if want_kvs && (limit == 0 || kvs.len() < limit) {
-            let key = keys::unescape(enc).ok_or(StoreError::CorruptKey)?;
-            kvs.push(Record::decode(&v)?.into_kv(key, krev));
+        let key = || keys::unescape(enc).ok_or(StoreError::CorruptKey);
+        if !each(&key, krev, &v)? {
+            break;
         }
     }
-    Ok((kvs, count))
+    Ok(())
+}
+
+/// One chunk of a streamed range (etcd 3.7's RangeStream): the live keys
+/// from `req.key` at `req.revision` (0: current), up to `req.limit` of
+/// them (0: no limit) and as many as fit in `max_bytes` of response (at
+/// least one); `more` says whether a live key follows. No total count:
+/// a chunk reads only what it returns, plus one key.
+pub fn range_chunk<R: Readable>(
+    r: &R,
+    index: &Keyspace,
+    req: &RangeRequest,
+    bounds: RevBounds,
+    max_bytes: usize,
+) -> Result<RangeResponse, StoreError> {
+    crate::metrics::RANGES.inc();
+    let rev = bounds.resolve(req.revision)?;
+    let range = KeyRange::new(&req.key, &req.range_end);
+    let limit = usize::try_from(req.limit).unwrap_or(0);
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let (mut size, mut more) = (0usize, false);
+    visit(r, index, &range, rev, |key, krev, v| {
+        if limit != 0 && kvs.len() == limit {
+            more = true;
+            return Ok(false);
+        }
+        let mut kv = Record::decode(v)?.into_kv(key()?, krev);
+        if req.keys_only {
+            kv.value.clear();
+        }
+        // A repeated field's tag and length prefix, at most 6 bytes.
+        let cost = prost::Message::encoded_len(&kv) + 6;
+        if !kvs.is_empty() && size + cost > max_bytes {
+            more = true;
+            return Ok(false);
+        }
+        size += cost;
+        kvs.push(kv);
+        Ok(true)
+    })?;
+    Ok(RangeResponse {
+        header: Some(ResponseHeader {
+            revision: bounds.current,
+            ..Default::default()
+        }),
+        count: kvs.len() as i64,
+        kvs,
+        more,
+    })
 }
 
 /// Revision bounds a read is checked against.

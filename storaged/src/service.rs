@@ -172,6 +172,11 @@ impl Storage for StorageService {
             while let Some(Ok(call)) = calls.next().await {
                 let request = call.request.unwrap_or_default();
                 let read = match fence.admit(call.auth.as_ref()).await {
+                    Ok(()) if call.chunk_bytes > 0 => store.range_chunk(
+                        &request,
+                        call.auth.as_ref(),
+                        usize::try_from(call.chunk_bytes).unwrap_or(usize::MAX),
+                    ),
                     Ok(()) => store.range(&request, call.auth.as_ref()),
                     Err(e) => Err(e.into()),
                 };

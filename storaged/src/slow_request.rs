@@ -181,6 +181,17 @@ fn summary(op: &Op) -> String {
         Op::Alarm(a) => format!("alarm:<action:{} alarm:{}>", a.action, a.alarm),
         Op::AuthChange(_) => "auth:<>".into(),
         Op::PeerSecret(_) => "peer_secret:<>".into(),
+        Op::ClusterVersion(v) => format!("cluster_version_set:<ver:{} >", quoted(v.as_bytes())),
+        Op::Downgrade(d) => format!(
+            "downgrade_info_set:<enabled:{} ver:{} >",
+            d.enabled,
+            quoted(d.target_version.as_bytes())
+        ),
+        Op::MemberVersion(m) => format!(
+            "member_version:<id:{:x} ver:{} >",
+            m.member_id,
+            quoted(m.version.as_bytes())
+        ),
     }
 }
 

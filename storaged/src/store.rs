@@ -113,6 +113,36 @@ impl Store {
         req: &RangeRequest,
         who: Option<&AuthInfo>,
     ) -> Result<RangeResponse, StoreError> {
+        self.read_checked(req, who, |snapshot, index, bounds| {
+            read::range_request(snapshot, index, req, bounds)
+        })
+    }
+
+    /// One chunk of a streamed range (see `read::range_chunk`), checked as
+    /// `range` checks the caller.
+    pub fn range_chunk(
+        &self,
+        req: &RangeRequest,
+        who: Option<&AuthInfo>,
+        max_bytes: usize,
+    ) -> Result<RangeResponse, StoreError> {
+        self.read_checked(req, who, |snapshot, index, bounds| {
+            read::range_chunk(snapshot, index, req, bounds, max_bytes)
+        })
+    }
+
+    /// A read of `req`'s keys by `who` (permission checked first) in a
+    /// fresh snapshot, timed for etcd's slow-request warning.
+    fn read_checked(
+        &self,
+        req: &RangeRequest,
+        who: Option<&AuthInfo>,
+        read: impl FnOnce(
+            &fjall::Snapshot,
+            &fjall::Keyspace,
+            read::RevBounds,
+        ) -> Result<RangeResponse, StoreError>,
+    ) -> Result<RangeResponse, StoreError> {
         if let Some(info) = who {
             let state = self.auth.state();
             crate::permission::check_range(&state, info, &req.key, &req.range_end, Access::Read)?;
@@ -121,7 +151,7 @@ impl Store {
         let bounds = self.bounds();
         let _open = crate::metrics::OpenRead::start();
         let snapshot = self.db.read_tx();
-        let resp = read::range_request(&snapshot, self.ks.index.as_ref(), req, bounds);
+        let resp = read(&snapshot, self.ks.index.as_ref(), bounds);
         crate::slow_request::check_range(started, req, resp.as_ref().ok());
         resp
     }
@@ -346,7 +376,11 @@ impl Store {
             .get(meta, META_PEER_SECRET)?
             .map(|v| v.to_vec())
             .unwrap_or_default();
+        let (cluster_version, downgrade, member_versions) = crate::versions::read(r, &self.ks)?;
         Ok(StatusResponse {
+            cluster_version,
+            downgrade,
+            member_versions,
             peer_secret,
             applied,
             membership_log_id,

@@ -158,6 +158,12 @@ impl Member {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Set (or replace) a `TRIAD_*` setting for the next `launch`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Start `triad up` on this member's dir and wait for its ready line.
     pub fn launch(&mut self) {
         let args = [

@@ -405,6 +405,7 @@ fn api(p: &str) -> Router<Arc<Services>> {
         "maintenance/defragment" => defragment("Defragment"),
         "maintenance/hash" => hash("Hash"),
         "maintenance/transfer-leadership" => move_leader("MoveLeader"),
+        "maintenance/downgrade" => downgrade("Downgrade"),
     });
     let r = unary_routes!(r, p, auth, "etcdserverpb.Auth", {
         "auth/enable" => auth_enable("AuthEnable"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::range_stream;
 use crate::backend::Backend;
 use common::proto::etcdserverpb::kv_server::Kv;
 use common::proto::etcdserverpb::{
@@ -29,6 +30,22 @@ impl KvService {
         }
     }
 
+    /// A range request checked as etcd checks it, on a member that may
+    /// serve it, after a read index unless it is serializable.
+    async fn checked_range(
+        &self,
+        req: Request<RangeRequest>,
+    ) -> Result<(AuthInfo, RangeRequest), Status> {
+        let who = self.backend.who(&req).await?;
+        let r = req.into_inner();
+        validate::check_range(&r)?;
+        if !r.serializable {
+            self.backend.refuse_learner().await?;
+            self.backend.read_index().await?;
+        }
+        Ok((who, r))
+    }
+
     /// Propose `op` and take its response out of storaged's outcome, with
     /// the header's member fields filled in.
     async fn write<R>(
@@ -51,16 +68,29 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let who = self.backend.who(&req).await?;
-        let r = req.into_inner();
-        validate::check_range(&r)?;
-        if !r.serializable {
-            self.backend.refuse_learner().await?;
-            self.backend.read_index().await?;
-        }
+        let (who, r) = self.checked_range(req).await?;
         let mut resp = self.backend.range(r, Some(&who)).await?;
         self.backend.fill(&mut resp.header);
         Ok(Response::new(resp))
+    }
+
+    type RangeStreamStream = range_stream::Chunks;
+
+    async fn range_stream(
+        &self,
+        req: Request<RangeRequest>,
+    ) -> Result<Response<range_stream::Chunks>, Status> {
+        // etcd's order: the request's own checks, then what streams lack.
+        validate::check_range(req.get_ref())?;
+        range_stream::check_streamable(req.get_ref())?;
+        let (who, r) = self.checked_range(req).await?;
+        let max_bytes = self.backend.max_request_bytes;
+        Ok(Response::new(range_stream::serve(
+            self.backend.clone(),
+            who,
+            r,
+            max_bytes,
+        )))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

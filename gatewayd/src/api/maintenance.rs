@@ -4,7 +4,8 @@
 //! (storaged flushes and compacts fully, off the apply path), MoveLeader (raftd
 //! transfers leadership), HashKV (storaged's, etcd's algorithm), Snapshot
 //! (storaged's point-in-time copy as etcd's bbolt backend file),
-//! Hash (of storaged's whole store). Downgrade is not implemented.
+//! Hash (of storaged's whole store), Downgrade (etcd 3.6's validate,
+//! enable and cancel; the version monitor does the rest).
 
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use tonic::{Request, Response, Status};
 use crate::backend::{Backend, Retry};
 use common::errors::maintenance_auth_status;
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
+use common::proto::etcdserverpb::downgrade_request::DowngradeAction;
 use common::proto::etcdserverpb::maintenance_server::Maintenance;
 use common::proto::etcdserverpb::*;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::raft_result::Result as Outcome;
-use common::proto::storage::RaftRequest;
+use common::proto::storage::{DowngradeSet, RaftRequest, StatusResponse as StorageStatus};
+use common::versions::{self, Version};
 
 pub struct MaintenanceService {
     backend: Arc<Backend>,
@@ -37,6 +40,25 @@ impl MaintenanceService {
             .check_admin(&who)
             .await
             .map_err(maintenance_auth_status)
+    }
+}
+
+impl MaintenanceService {
+    /// storaged's status once it has applied a quorum-confirmed index.
+    async fn linearized_status(&self) -> Result<StorageStatus, Status> {
+        self.backend.read_index().await?;
+        self.backend.storage_status().await
+    }
+
+    /// The cluster version as this member's etcd version names it in a
+    /// Downgrade response: `3.6` from 3.6 on, `3.5.0` before.
+    fn cluster_version_text(&self, cluster: &str) -> String {
+        let newer = Version::parse(&self.version).is_some_and(|v| (v.major, v.minor) >= (3, 6));
+        match Version::parse(cluster) {
+            Some(cv) if newer => cv.major_minor(),
+            Some(cv) => cv.to_string(),
+            None => String::new(),
+        }
     }
 }
 
@@ -106,9 +128,16 @@ impl Maintenance for MaintenanceService {
                 Default::default()
             }
         };
+        let downgrade = storage.downgrade.clone().unwrap_or_default();
         Ok(Response::new(StatusResponse {
             header: self.backend.header(storage.revision),
             version: self.version.clone(),
+            storage_version: storage.cluster_version.clone(),
+            db_size_quota: self.backend.quota_limit(),
+            downgrade_info: Some(DowngradeInfo {
+                enabled: downgrade.enabled,
+                target_version: downgrade.target_version,
+            }),
             db_size: storage.db_size,
             leader: raft.leader,
             raft_index: raft.commit_index.max(raft.last_log_index),
@@ -220,10 +249,53 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(resp))
     }
 
+    /// etcd 3.6's Downgrade: administrators only; VALIDATE and ENABLE
+    /// check the target (one minor below the cluster version, no
+    /// downgrade already enabled) on a linearizable view, ENABLE records
+    /// it through raft, CANCEL ends the one enabled.
     async fn downgrade(
         &self,
-        _req: Request<DowngradeRequest>,
+        req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        Err(Status::unimplemented("Downgrade is not implemented yet"))
+        let who = self.backend.who(&req).await?;
+        self.backend
+            .check_admin(&who)
+            .await
+            .map_err(maintenance_auth_status)?;
+        let req = req.into_inner();
+        let action = DowngradeAction::try_from(req.action)
+            .map_err(|_| Status::unknown("etcdserver: unknown method"))?;
+        let change = match action {
+            DowngradeAction::Validate | DowngradeAction::Enable => {
+                let target = Version::parse_target(&req.version)?;
+                let s = self.linearized_status().await?;
+                let enabled = s.downgrade.as_ref().is_some_and(|d| d.enabled);
+                versions::check_downgrade(Version::parse(&s.cluster_version), target, enabled)?;
+                (action == DowngradeAction::Enable).then(|| DowngradeSet {
+                    enabled: true,
+                    target_version: target.to_string(),
+                })
+            }
+            DowngradeAction::Cancel => {
+                let s = self.linearized_status().await?;
+                if !s.downgrade.as_ref().is_some_and(|d| d.enabled) {
+                    return Err(common::errors::EtcdError::NoInflightDowngrade.into());
+                }
+                Some(DowngradeSet::default())
+            }
+        };
+        if let Some(change) = change {
+            self.backend
+                .propose(RaftRequest {
+                    op: Some(Op::Downgrade(change)),
+                    auth: Some(who),
+                })
+                .await?;
+        }
+        let s = self.backend.storage_status().await?;
+        Ok(Response::new(DowngradeResponse {
+            header: self.backend.header(s.revision),
+            version: self.cluster_version_text(&s.cluster_version),
+        }))
     }
 }

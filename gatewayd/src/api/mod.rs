@@ -11,4 +11,5 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod range_stream;
 pub mod watch;

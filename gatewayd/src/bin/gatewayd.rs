@@ -317,6 +317,10 @@ async fn run(
         let (backend, name, urls) = (backend.clone(), member.name.clone(), cfg.advertise.clone());
         async move { backend.publish(name, urls).await }
     });
+    tokio::spawn(gatewayd::version_monitor::run(
+        backend.clone(),
+        cfg.version.clone(),
+    ));
     // Why gatewayd stops, when it is not asked to.
     let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let stop = {

@@ -10,3 +10,4 @@ mod peer_port;
 mod removed_member_stops;
 mod snapshot_restore;
 mod strict_reconfig;
+mod versions_and_downgrade;

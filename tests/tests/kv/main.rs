@@ -4,5 +4,6 @@
 mod alarms;
 mod auth_tokens;
 mod auto_compaction;
+mod range_stream;
 mod request_limits;
 mod unstorable_requests;

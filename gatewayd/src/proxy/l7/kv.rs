@@ -43,8 +43,24 @@ impl KvProxy {
     }
 }
 
+type RangeChunks = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<RangeStreamResponse, Status>> + Send + 'static>,
+>;
+
 #[tonic::async_trait]
 impl Kv for KvProxy {
+    type RangeStreamStream = RangeChunks;
+
+    /// As etcd's grpc-proxy: streamed ranges are the cluster's alone.
+    async fn range_stream(
+        &self,
+        _req: Request<RangeRequest>,
+    ) -> Result<Response<RangeChunks>, Status> {
+        Err(Status::unimplemented(
+            "RangeStream is not supported by the grpc proxy",
+        ))
+    }
+
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let (md, mut r) = (req.metadata().clone(), req.into_inner());
         self.ns.range(&mut r)?;
