@@ -57,11 +57,11 @@ const SUPPORTED: &[&str] = &[
     "peer-crl-file",
     "cipher-suites",
     "experimental-warning-apply-duration",
+    "wal-dir",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
 const UNSUPPORTED: &[&str] = &[
-    "wal-dir",
     "initial-election-tick-advance",
     "max-snapshots",
     "max-wals",

@@ -55,6 +55,11 @@ pub struct RaftdOpts {
     #[arg(long, env = "TRIAD_LEASE_CHECKPOINT_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_checkpoint_interval: Option<String>,
+    /// Directory of the raft log's segment files, e.g. on a device of its
+    /// own (etcd's dedicated WAL directory; default: inside the data dir).
+    #[arg(long, env = "TRIAD_WAL_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_dir: Option<PathBuf>,
     /// URLs to listen on for peer traffic.
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +149,8 @@ pub struct RaftdOpts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub metrics_url: Option<String>,
+    /// `--wal-dir`: the raft log's segment files (None: in the data dir).
+    pub wal_dir: Option<PathBuf>,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub lease_checkpoint_interval: Duration,
@@ -250,6 +257,7 @@ impl Config {
         }
         Ok(Config {
             metrics_url: opts.metrics_url.clone(),
+            wal_dir: opts.wal_dir.clone(),
             heartbeat_interval_ms: hb,
             election_timeout_ms: el,
             lease_checkpoint_interval,

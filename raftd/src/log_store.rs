@@ -13,7 +13,8 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -34,8 +35,11 @@ const META_VOTE: &[u8] = b"vote";
 pub(crate) const META_COMMITTED: &[u8] = b"committed";
 const META_PURGED: &[u8] = b"purged";
 const META_IDENTITY: &[u8] = b"identity";
+/// Where the segment files are (absent: `WAL_DIR` inside raftd's dir).
+const META_WAL_DIR: &[u8] = b"wal_dir";
 
-/// The segment files' directory, inside raftd's.
+/// The segment files' directory, inside raftd's unless `--wal-dir` names
+/// another.
 pub const WAL_DIR: &str = "wal";
 
 #[derive(Clone)]
@@ -53,6 +57,30 @@ pub struct LogStore {
     notice: ApplyNotice,
 }
 
+/// The segment files' directory: `configured` (else `WAL_DIR` in `dir`),
+/// recorded on first use. A log that has segments where it was recorded
+/// stays there: moving it is the operator's, and starting on an empty
+/// directory instead would lose every entry.
+fn settle_wal_dir(meta: &Keyspace, dir: &Path, configured: Option<&Path>) -> io::Result<PathBuf> {
+    let chosen = configured.map_or_else(|| dir.join(WAL_DIR), Path::to_path_buf);
+    let recorded = match meta.get(META_WAL_DIR).map_err(io_err)? {
+        Some(v) => PathBuf::from(std::ffi::OsStr::from_bytes(&v)),
+        None => dir.join(WAL_DIR),
+    };
+    if recorded != chosen && crate::wal::has_segments(&recorded)? {
+        return Err(io::Error::other(format!(
+            "the raft log is in {}, not in {} (--wal-dir): move its files there, or set --wal-dir to it",
+            recorded.display(),
+            chosen.display()
+        )));
+    }
+    if recorded != chosen || configured.is_some() {
+        meta.insert(META_WAL_DIR, chosen.as_os_str().as_bytes())
+            .map_err(io_err)?;
+    }
+    Ok(chosen)
+}
+
 #[derive(Clone)]
 pub struct LogReader {
     wal: Arc<Wal>,
@@ -62,11 +90,20 @@ pub struct LogReader {
 
 impl LogStore {
     pub fn open(dir: &Path) -> io::Result<LogStore> {
-        LogStore::open_with(dir, SEGMENT_BYTES)
+        LogStore::open_with(dir, None, SEGMENT_BYTES)
     }
 
-    /// `open` with segments of `segment_bytes`.
-    pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<LogStore> {
+    /// `open` with the segment files in `wal_dir` (etcd's `--wal-dir`).
+    pub fn open_in(dir: &Path, wal_dir: Option<&Path>) -> io::Result<LogStore> {
+        LogStore::open_with(dir, wal_dir, SEGMENT_BYTES)
+    }
+
+    /// `open_in` with segments of `segment_bytes`.
+    pub fn open_with(
+        dir: &Path,
+        wal_dir: Option<&Path>,
+        segment_bytes: u64,
+    ) -> io::Result<LogStore> {
         let db = Database::builder(dir)
             .max_journaling_size(common::config::FJALL_MAX_JOURNAL_BYTES)
             .worker_threads(common::config::FJALL_WORKER_THREADS)
@@ -79,10 +116,13 @@ impl LogStore {
             Some(v) => Some(decode(&v)?),
             None => None,
         };
-        let wal_dir = dir.join(WAL_DIR);
+        let wal_dir = settle_wal_dir(&meta, dir, wal_dir)?;
         migrate::from_fjall(&db, dir, &wal_dir, purged, segment_bytes)?;
         let wal = Arc::new(Wal::open(&wal_dir, purged, segment_bytes)?);
         common::durable::sync_tree(dir)?;
+        if !wal_dir.starts_with(dir) {
+            common::durable::sync_tree(&wal_dir)?;
+        }
         let committed = Arc::new(CommittedHint::default());
         let flushes = Arc::new(HandoffQueue::default());
         let (flush_wal, flush_meta, flush_hint, flush_queue) = (

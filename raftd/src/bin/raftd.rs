@@ -51,6 +51,11 @@ fn main() -> ExitCode {
         }
     }
     if member.check_only {
+        if let Some(wal) = &config.wal_dir {
+            if let Err(e) = common::member_dir::check_writable(wal) {
+                return common::lifecycle::config_error("raftd", e);
+            }
+        }
         return common::lifecycle::check_member("raftd", &member);
     }
     // One thread by default: every request is a short hop between sockets,
@@ -81,7 +86,11 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let notice = raftd::apply_notice::ApplyNotice::default();
-    let log = LogStore::open(&dir)
+    if let Some(wal) = &cfg.wal_dir {
+        common::member_dir::create_private(wal)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", wal.display()))?;
+    }
+    let log = LogStore::open_in(&dir, cfg.wal_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot open raft log in {}: {e}", dir.display()))?
         .with_apply_notice(notice.clone());
 

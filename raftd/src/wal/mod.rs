@@ -82,6 +82,22 @@ struct Span {
     len: u64,
 }
 
+/// Whether `dir` holds any segment file (a missing dir holds none).
+pub fn has_segments(dir: &Path) -> io::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                if segment::parse_name(&e?.file_name()).is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Wal {
     /// Open the log in `dir` (created if missing), recovering it.
     pub fn open(dir: &Path, purged: Option<LogId>, segment_bytes: u64) -> io::Result<Wal> {

@@ -68,7 +68,7 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
 fn open(dir: &Path) -> LogStore {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match LogStore::open_with(dir, SMALL) {
+        match LogStore::open_with(dir, None, SMALL) {
             Ok(store) => return store,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;

@@ -1,7 +1,9 @@
 //! etcd server flags beyond the basics, each shown by what it does on a
 //! running member, next to etcd 3.4 where etcd 3.4 has the flag.
 
-use triad_tests::{etcdctl, http, metric_sample, ok_stdout, reference_etcd, Member};
+use std::path::Path;
+
+use triad_tests::{bin, etcdctl, http, metric_sample, ok_stdout, reference_etcd, Member};
 
 fn slow_applies(endpoint: &str) -> f64 {
     let (status, text) = http(endpoint, "GET", "/metrics", "");
@@ -42,4 +44,59 @@ fn slow_applies_are_warned_of_and_counted() {
     ok_stdout(&etcdctl(&etcd.endpoint(), &["put", "foo", "secret-value"]));
     ok_stdout(&etcdctl(&etcd.endpoint(), &["get", "foo"]));
     assert!(slow_applies(&etcd.endpoint()) - before >= 2.0);
+}
+
+/// The `.wal` files directly in `dir`.
+fn wal_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .count()
+    })
+}
+
+/// `--wal-dir`: the raft log's files live there (the data dir keeps none),
+/// a restart finds them, and a member pointed at an empty directory while
+/// its log is elsewhere refuses to start instead of starting empty.
+#[test]
+fn wal_dir_holds_the_raft_log() {
+    let wal = tempfile::tempdir().expect("tempdir");
+    let wal_dir = wal.path().join("wal");
+    let mut m = Member::start_with_env(&[("ETCD_WAL_DIR", wal_dir.to_str().expect("utf-8"))]);
+    for i in 0..50 {
+        ok_stdout(&m.etcdctl(&["put", &format!("k{i}"), "v"]));
+    }
+    assert!(wal_files(&wal_dir) > 0, "no log files in --wal-dir");
+    assert_eq!(wal_files(&m.data_dir().join("raftd/wal")), 0);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&wal_dir)
+        .expect("wal dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    m.stop();
+    m.launch();
+    assert!(ok_stdout(&m.etcdctl(&["get", "k49"])).contains("k49"));
+    m.stop();
+
+    let elsewhere = wal.path().join("empty");
+    let out = std::process::Command::new(bin("raftd"))
+        .arg("--data-dir")
+        .arg(m.data_dir())
+        .arg("--wal-dir")
+        .arg(&elsewhere)
+        .output()
+        .expect("run raftd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("the raft log is in"), "{stderr}");
+
+    let etcd_wal = tempfile::tempdir().expect("tempdir");
+    let wal_arg = format!("--wal-dir={}", etcd_wal.path().join("wal").display());
+    let Some(etcd) = reference_etcd(&[&wal_arg]) else {
+        return;
+    };
+    ok_stdout(&etcdctl(&etcd.endpoint(), &["put", "k", "v"]));
+    assert!(wal_files(&etcd_wal.path().join("wal")) > 0);
 }
