@@ -58,6 +58,11 @@ const SUPPORTED: &[&str] = &[
     "cipher-suites",
     "experimental-warning-apply-duration",
     "wal-dir",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "cors",
+    "host-whitelist",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -67,9 +72,6 @@ const UNSUPPORTED: &[&str] = &[
     "max-wals",
     "backend-batch-interval",
     "backend-batch-limit",
-    "grpc-keepalive-min-time",
-    "grpc-keepalive-interval",
-    "grpc-keepalive-timeout",
     "discovery",
     "discovery-fallback",
     "discovery-proxy",
@@ -78,8 +80,6 @@ const UNSUPPORTED: &[&str] = &[
     "enable-v2",
     "auto-tls",
     "peer-auto-tls",
-    "cors",
-    "host-whitelist",
     "enable-pprof",
     "metrics",
     "proxy",

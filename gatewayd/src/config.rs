@@ -28,6 +28,10 @@ pub mod defaults {
     pub const PROBE_TIMEOUT_MS: u64 = 1000;
     /// The etcd version gatewayd reports (clients gate features on it).
     pub const ETCD_VERSION: &str = "3.5.17";
+    /// etcd's (and gRPC's) server keepalive: a ping after 2 hours idle,
+    /// the connection closed 20 s after an unanswered one.
+    pub const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7200);
+    pub const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 }
 
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
@@ -159,6 +163,32 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_BCRYPT_COST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bcrypt_cost: Option<u32>,
+    /// Frequency of server-to-client pings on idle connections (etcd's
+    /// default 2h; 0: gRPC's default).
+    #[arg(long, env = "TRIAD_GRPC_KEEPALIVE_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_keepalive_interval: Option<String>,
+    /// How long to wait for a ping's answer before closing the connection
+    /// (etcd's default 20s; 0: gRPC's default).
+    #[arg(long, env = "TRIAD_GRPC_KEEPALIVE_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_keepalive_timeout: Option<String>,
+    /// Minimum interval a client should wait between pings (etcd's
+    /// default 5s). Accepted for etcd's configurations; HTTP/2 here answers
+    /// every ping.
+    #[arg(long, env = "TRIAD_GRPC_KEEPALIVE_MIN_TIME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_keepalive_min_time: Option<String>,
+    /// Comma-separated origins allowed in CORS on the HTTP endpoints ("*":
+    /// any, the default).
+    #[arg(long, env = "TRIAD_CORS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<String>,
+    /// Comma-separated Host header values plain-HTTP requests may carry
+    /// ("*": any, the default): protection against DNS rebinding.
+    #[arg(long, env = "TRIAD_HOST_WHITELIST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_whitelist: Option<String>,
     /// etcd server version to report to clients (/version, Status).
     #[arg(long, env = "TRIAD_ETCD_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,6 +361,19 @@ pub fn resolve(
             "--worker-threads must be at least 1".into(),
         ));
     }
+    let keepalive = (
+        keepalive_setting(
+            &opts.grpc_keepalive_interval,
+            defaults::GRPC_KEEPALIVE_INTERVAL,
+        )?,
+        keepalive_setting(
+            &opts.grpc_keepalive_timeout,
+            defaults::GRPC_KEEPALIVE_TIMEOUT,
+        )?,
+    );
+    if let Some(t) = &opts.grpc_keepalive_min_time {
+        common::config::parse_duration(t)?;
+    }
     let version = opts
         .etcd_version
         .clone()
@@ -384,6 +427,11 @@ pub fn resolve(
             listen,
             tls,
             max_concurrent_streams,
+            keepalive,
+            access: crate::access::Access::parse(
+                opts.cors.as_deref(),
+                opts.host_whitelist.as_deref(),
+            )?,
         },
         quota_backend_bytes: opts
             .quota_backend_bytes
@@ -405,12 +453,29 @@ pub fn resolve(
 }
 
 /// What client servers are set up from.
+/// A gRPC keepalive duration; 0 (or unset) leaves gRPC's default, which
+/// is etcd's.
+fn keepalive_setting(
+    given: &Option<String>,
+    default: Duration,
+) -> Result<Duration, common::config::ConfigError> {
+    let d = match given.as_deref().map(str::trim) {
+        None | Some("0") => default,
+        Some(text) => common::config::parse_duration(text)?,
+    };
+    Ok(if d.is_zero() { default } else { d })
+}
+
 #[derive(Debug)]
 pub struct Listening {
     /// Each listen address, and whether it is an https URL (TLS).
     pub listen: Vec<(std::net::SocketAddr, bool)>,
     pub tls: common::tls::TlsFiles,
     pub max_concurrent_streams: u32,
+    /// Server pings on idle connections: (interval, timeout).
+    pub keepalive: (Duration, Duration),
+    /// CORS and Host checks on the HTTP endpoints.
+    pub access: crate::access::Access,
 }
 
 #[cfg(test)]

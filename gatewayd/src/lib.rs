@@ -5,6 +5,7 @@
 //! member it runs as an L4 or L7 proxy in front of a remote cluster
 //! (`proxy`), which uses nothing member-only.
 
+pub mod access;
 pub mod api;
 pub mod backend;
 pub mod config;

@@ -521,15 +521,31 @@ pub fn http_with_headers(
     body: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, _, body) = http_exchange(endpoint, method, path, body, headers);
+    (status, body)
+}
+
+/// `http_with_headers` that also returns the response's head (status
+/// line and headers); a `Host` among `headers` replaces the default one.
+pub fn http_exchange(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        extra.insert_str(0, &format!("Host: {endpoint}\r\n"));
+    }
     let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\n\
          {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -551,7 +567,7 @@ pub fn http_with_headers(
     } else {
         rest.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut rest: &str) -> String {

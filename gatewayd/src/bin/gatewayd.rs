@@ -93,11 +93,18 @@ async fn prepare_servers(
             (true, Some(tls)) => Some(tls.clone()),
             _ => None,
         };
+        let (interval, timeout) = cfg.keepalive;
+        let http = router.clone().layer(axum::middleware::from_fn_with_state(
+            Arc::new(cfg.access.clone()),
+            gatewayd::access::check,
+        ));
         let server = common::tcp::server()
             .accept_http1(true)
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+            .http2_keepalive_interval(Some(interval))
+            .http2_keepalive_timeout(Some(timeout))
             .layer(grpc.clone())
-            .add_routes(tonic::service::Routes::from(router.clone()));
+            .add_routes(tonic::service::Routes::from(http));
         prepared.push((server, listener, tls));
         tracing::info!(%addr, tls = *https, "gatewayd serving clients");
     }

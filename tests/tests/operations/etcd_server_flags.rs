@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use triad_tests::{bin, etcdctl, http, metric_sample, ok_stdout, reference_etcd, Member};
+use triad_tests::{
+    bin, etcdctl, http, http_exchange, metric_sample, ok_stdout, reference_etcd, Member,
+};
 
 fn slow_applies(endpoint: &str) -> f64 {
     let (status, text) = http(endpoint, "GET", "/metrics", "");
@@ -99,4 +101,189 @@ fn wal_dir_holds_the_raft_log() {
     };
     ok_stdout(&etcdctl(&etcd.endpoint(), &["put", "k", "v"]));
     assert!(wal_files(&etcd_wal.path().join("wal")) > 0);
+}
+
+/// What a server does on an idle HTTP/2 connection whose client never
+/// answers a ping, over `watch`: when its first PING came and when it
+/// closed the connection (GOAWAY or end of stream), from the handshake.
+fn idle_connection(
+    endpoint: &str,
+    watch: std::time::Duration,
+) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
+    let start = Instant::now();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    let (mut ping, mut closed) = (None, None);
+    let mut buf = Vec::new();
+    while start.elapsed() < watch && closed.is_none() {
+        let left = watch
+            .saturating_sub(start.elapsed())
+            .max(std::time::Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) if start.elapsed() < watch => {
+                closed.get_or_insert(start.elapsed());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            match kind {
+                // SETTINGS: acknowledge, as a client does.
+                4 if flags & 1 == 0 => s.write_all(b"\0\0\0\x04\x01\0\0\0\0").expect("ack"),
+                6 if flags & 1 == 0 => {
+                    ping.get_or_insert(start.elapsed());
+                }
+                7 => {
+                    closed.get_or_insert(start.elapsed());
+                }
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    (ping, closed)
+}
+
+/// `--grpc-keepalive-interval`/`-timeout`: an idle client connection is
+/// pinged after the interval and closed when the ping goes unanswered for
+/// the timeout, as etcd does it; at the defaults (2 hours) nothing
+/// happens within seconds.
+#[test]
+fn idle_connections_are_pinged_and_dead_ones_closed() {
+    use std::time::Duration;
+    let quiet = Member::start();
+    let (ping, closed) = idle_connection(&quiet.endpoint(), Duration::from_secs(3));
+    assert_eq!((ping, closed), (None, None));
+    drop(quiet);
+
+    let keepalive = [
+        ("ETCD_GRPC_KEEPALIVE_INTERVAL", "1s"),
+        ("ETCD_GRPC_KEEPALIVE_TIMEOUT", "1s"),
+    ];
+    let m = Member::start_with_env(&keepalive);
+    let (ping, closed) = idle_connection(&m.endpoint(), Duration::from_secs(6));
+    let ping = ping.expect("no ping on an idle connection");
+    let closed = closed.expect("a dead connection was kept");
+    assert!(
+        ping >= Duration::from_millis(900) && ping < Duration::from_secs(3),
+        "{ping:?}"
+    );
+    assert!(
+        closed > ping && closed < ping + Duration::from_secs(3),
+        "{closed:?}"
+    );
+
+    let Some(etcd) = reference_etcd(&[
+        "--grpc-keepalive-interval=1s",
+        "--grpc-keepalive-timeout=1s",
+    ]) else {
+        return;
+    };
+    let (ping, closed) = idle_connection(&etcd.endpoint(), Duration::from_secs(6));
+    assert!(
+        ping.is_some() && closed.is_some(),
+        "etcd: {ping:?} {closed:?}"
+    );
+}
+
+fn has_header(head: &str, name: &str, value: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(n, v)| n.trim().eq_ignore_ascii_case(name) && v.trim() == value)
+    })
+}
+
+/// `--cors` and `--host-whitelist` on the HTTP endpoints, compared with
+/// etcd's answers: CORS headers for any origin by default and for listed
+/// ones when set, OPTIONS answered at once, and an unlisted Host refused
+/// with etcd's 421 and its text.
+#[test]
+fn cors_and_host_checks_answer_as_etcd_does() {
+    let origin = ("Origin", "http://ok.example:8080");
+    let cors_headers = |head: &str, origin: &str| {
+        has_header(head, "access-control-allow-origin", origin)
+            && has_header(
+                head,
+                "access-control-allow-methods",
+                "POST, GET, OPTIONS, PUT, DELETE",
+            )
+            && has_header(
+                head,
+                "access-control-allow-headers",
+                "accept, content-type, authorization",
+            )
+    };
+    let member = Member::start();
+    let restricted = Member::start_with_env(&[
+        ("ETCD_CORS", "http://ok.example:8080"),
+        ("ETCD_HOST_WHITELIST", "good.example,127.0.0.1"),
+    ]);
+    let etcd_pair = reference_etcd(&[]).zip(reference_etcd(&[
+        "--cors=http://ok.example:8080",
+        "--host-whitelist=good.example,127.0.0.1",
+    ]));
+    let mut pairs = vec![("triad", member.endpoint(), restricted.endpoint())];
+    if let Some((open, closed)) = &etcd_pair {
+        pairs.push(("etcd", open.endpoint(), closed.endpoint()));
+    }
+    let mut refusals = Vec::new();
+    for (who, open, closed) in &pairs {
+        let (status, head, _) = http_exchange(open, "GET", "/health", "", &[origin]);
+        assert!(status == 200 && cors_headers(&head, "*"), "{who}: {head}");
+        let (status, head, body) = http_exchange(open, "OPTIONS", "/v3/kv/range", "", &[origin]);
+        assert!(
+            status == 200 && body.is_empty() && cors_headers(&head, "*"),
+            "{who}: {head}"
+        );
+
+        let (status, head, _) = http_exchange(closed, "GET", "/health", "", &[origin]);
+        assert!(
+            status == 200 && cors_headers(&head, origin.1),
+            "{who}: {head}"
+        );
+        let other = ("Origin", "http://evil.example:1");
+        let (status, head, _) = http_exchange(closed, "GET", "/health", "", &[other]);
+        assert!(
+            status == 200 && !head.to_ascii_lowercase().contains("access-control"),
+            "{who}: {head}"
+        );
+        let (status, _, _) = http_exchange(
+            closed,
+            "GET",
+            "/version",
+            "",
+            &[("Host", "good.example:2379")],
+        );
+        assert_eq!(status, 200, "{who}");
+        let (status, head, body) = http_exchange(
+            closed,
+            "GET",
+            "/version",
+            "",
+            &[("Host", "evil.example:2379")],
+        );
+        assert_eq!(status, 421, "{who}: {head}");
+        assert!(
+            has_header(&head, "content-type", "text/plain; charset=utf-8"),
+            "{who}: {head}"
+        );
+        refusals.push(body);
+    }
+    assert!(refusals[0].contains("\"evil.example\""), "{}", refusals[0]);
+    if refusals.len() == 2 {
+        assert_eq!(
+            refusals[0], refusals[1],
+            "the refusal's text differs from etcd's"
+        );
+    }
 }
