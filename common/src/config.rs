@@ -346,6 +346,21 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_EXPERIMENTAL_WARNING_APPLY_DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental_warning_apply_duration: Option<String>,
+    /// Never fsync the raft log or storaged's journals: faster, and a crash
+    /// of the machine loses acknowledged writes (etcd's flag, for tests).
+    #[arg(long, env = "TRIAD_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsafe_no_fsync: Option<bool>,
+    /// Set SO_REUSEPORT on the client, peer and metrics listeners, so
+    /// another process may listen on the same ports.
+    #[arg(long, env = "TRIAD_SOCKET_REUSE_PORT", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_reuse_port: Option<bool>,
+    /// Set SO_REUSEADDR on the listeners (always set, as Go's listeners
+    /// do; accepted for etcd's configurations).
+    #[arg(long, env = "TRIAD_SOCKET_REUSE_ADDRESS", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_reuse_address: Option<bool>,
 }
 
 /// Default of `--spin-before-sleep`: longer than a hop's round trip and an
@@ -373,6 +388,10 @@ pub struct Member {
     /// Slower applies and reads are warned of (etcd's
     /// --experimental-warning-apply-duration).
     pub warning_apply_duration: std::time::Duration,
+    /// `--unsafe-no-fsync`.
+    pub unsafe_no_fsync: bool,
+    /// `--socket-reuse-port`: SO_REUSEPORT on the member's TCP listeners.
+    pub socket_reuse_port: bool,
     /// `--check-config`: check, then exit instead of serving.
     pub check_only: bool,
 }
@@ -381,6 +400,7 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub member_name: String,
+    pub unsafe_no_fsync: bool,
     pub log: LogSettings,
     /// Runtime worker threads (1: a single-threaded runtime).
     pub threads: usize,
@@ -391,6 +411,7 @@ impl Member {
     pub fn runtime(&self, threads: usize) -> RuntimeSettings {
         RuntimeSettings {
             member_name: self.name.clone(),
+            unsafe_no_fsync: self.unsafe_no_fsync,
             log: self.log.clone(),
             threads,
             spin_before_sleep: self.spin_before_sleep,
@@ -473,6 +494,8 @@ impl MemberOpts {
         Ok(Member {
             check_only: false,
             warning_apply_duration,
+            unsafe_no_fsync: self.unsafe_no_fsync.unwrap_or(false),
+            socket_reuse_port: self.socket_reuse_port.unwrap_or(false),
             max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
             max_txn_ops,
             cipher_suites: self.cipher_suites.clone(),

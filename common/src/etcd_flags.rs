@@ -63,6 +63,11 @@ const SUPPORTED: &[&str] = &[
     "grpc-keepalive-timeout",
     "cors",
     "host-whitelist",
+    // etcd 3.5's.
+    "unsafe-no-fsync",
+    "socket-reuse-port",
+    "socket-reuse-address",
+    "experimental-max-learners",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -100,6 +105,9 @@ const UNSUPPORTED: &[&str] = &[
 /// etcd's boolean flags: Go takes them as `--flag` or `--flag=value`, never
 /// with the value in the next argument.
 const BOOLEAN: &[&str] = &[
+    "unsafe-no-fsync",
+    "socket-reuse-port",
+    "socket-reuse-address",
     "strict-reconfig-check",
     "pre-vote",
     "client-cert-auth",

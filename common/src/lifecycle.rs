@@ -248,6 +248,12 @@ where
     for w in crate::etcd_flags::take_warnings() {
         tracing::warn!("{w}");
     }
+    if settings.unsafe_no_fsync {
+        crate::durable::set_unsafe_no_fsync(true);
+        tracing::warn!(
+            "--unsafe-no-fsync: nothing is fsynced; a crash of this machine loses acknowledged writes"
+        );
+    }
     opt_out_of_huge_pages();
     let mut builder = if settings.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -54,7 +54,7 @@ impl Kind {
     }
 }
 
-/// The kind of etcd 3.4 server setting `name` (etcd's name), if it is one.
+/// The kind of etcd server setting `name` (etcd's name), if it is one.
 /// (`proxy` is left out: gatewayd's `--proxy` takes l4 and l7 as well.)
 pub fn kind(name: &str) -> Option<Kind> {
     use Kind::*;
@@ -104,9 +104,14 @@ pub fn kind(name: &str) -> Option<Kind> {
         | "experimental-initial-corrupt-check"
         | "experimental-enable-lease-checkpoint"
         | "experimental-peer-skip-client-san-verification"
-        | "force-new-cluster" => Bool,
+        | "force-new-cluster"
+        | "unsafe-no-fsync"
+        | "socket-reuse-port"
+        | "socket-reuse-address" => Bool,
         "quota-backend-bytes" => Int64,
-        "backend-batch-limit" | "experimental-compaction-batch-limit" => Int,
+        "backend-batch-limit"
+        | "experimental-compaction-batch-limit"
+        | "experimental-max-learners" => Int,
         "heartbeat-interval"
         | "election-timeout"
         | "max-snapshots"

@@ -18,6 +18,23 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
+/// A TCP listener on `addr` with SO_REUSEADDR (as Go's listeners, and
+/// tokio's, always set it) and SO_REUSEPORT when `reuse_port`
+/// (`--socket-reuse-port`).
+pub fn bind(addr: std::net::SocketAddr, reuse_port: bool) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// A gRPC server for a TCP port (Nagle off, the windows above).
 pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()

@@ -428,6 +428,7 @@ pub fn resolve(
             tls,
             max_concurrent_streams,
             keepalive,
+            reuse_port: member.socket_reuse_port,
             access: crate::access::Access::parse(
                 opts.cors.as_deref(),
                 opts.host_whitelist.as_deref(),
@@ -476,6 +477,8 @@ pub struct Listening {
     pub keepalive: (Duration, Duration),
     /// CORS and Host checks on the HTTP endpoints.
     pub access: crate::access::Access,
+    /// `--socket-reuse-port`.
+    pub reuse_port: bool,
 }
 
 #[cfg(test)]

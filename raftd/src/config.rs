@@ -60,6 +60,11 @@ pub struct RaftdOpts {
     #[arg(long, env = "TRIAD_WAL_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_dir: Option<PathBuf>,
+    /// The most learners the cluster may have at once (etcd 3.5's flag;
+    /// default 1).
+    #[arg(long, env = "TRIAD_EXPERIMENTAL_MAX_LEARNERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_max_learners: Option<usize>,
     /// URLs to listen on for peer traffic.
     #[arg(long, env = "TRIAD_LISTEN_PEER_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +156,7 @@ pub struct Config {
     pub metrics_url: Option<String>,
     /// `--wal-dir`: the raft log's segment files (None: in the data dir).
     pub wal_dir: Option<PathBuf>,
+    pub max_learners: usize,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub lease_checkpoint_interval: Duration,
@@ -258,6 +264,7 @@ impl Config {
         Ok(Config {
             metrics_url: opts.metrics_url.clone(),
             wal_dir: opts.wal_dir.clone(),
+            max_learners: opts.experimental_max_learners.unwrap_or(1),
             heartbeat_interval_ms: hb,
             election_timeout_ms: el,
             lease_checkpoint_interval,

@@ -72,6 +72,8 @@ pub struct Members {
     /// A member counts as started if it acknowledged the leader this recently.
     active_within: Duration,
     strict_reconfig_check: bool,
+    /// `--experimental-max-learners`.
+    max_learners: usize,
     /// When this node last became leader (None while it is not).
     leader_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -99,18 +101,20 @@ fn new_member_id(peer_urls: &[String]) -> u64 {
 }
 
 /// etcd's checks on an added member's peer URLs against the current
-/// members: well-formed, unused, a fresh ID, at most one learner.
+/// members: well-formed, unused, a fresh ID, at most `max_learners`
+/// learners.
 fn check_add(
     current: &[MemberInfo],
     urls: &[String],
     id: u64,
     is_learner: bool,
+    max_learners: usize,
 ) -> Result<(), EtcdError> {
     check_urls(current, None, urls)?;
     if current.iter().any(|m| m.id == id) {
         return Err(EtcdError::MemberExist);
     }
-    if is_learner && current.iter().any(|m| m.is_learner) {
+    if is_learner && current.iter().filter(|m| m.is_learner).count() >= max_learners {
         return Err(EtcdError::TooManyLearners);
     }
     Ok(())
@@ -155,11 +159,17 @@ fn learner_ready(matched: u64, leader_last: u64) -> bool {
 }
 
 impl Members {
-    pub fn new(raft: Raft, active_within: Duration, strict_reconfig_check: bool) -> Self {
+    pub fn new(
+        raft: Raft,
+        active_within: Duration,
+        strict_reconfig_check: bool,
+        max_learners: usize,
+    ) -> Self {
         Members {
             raft,
             active_within,
             strict_reconfig_check,
+            max_learners,
             leader_since: std::sync::Mutex::new(None),
         }
     }
@@ -261,7 +271,13 @@ impl Members {
     pub async fn add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, Status> {
         let urls = req.peer_ur_ls;
         let id = new_member_id(&urls);
-        check_add(&list(&self.raft), &urls, id, req.is_learner)?;
+        check_add(
+            &list(&self.raft),
+            &urls,
+            id,
+            req.is_learner,
+            self.max_learners,
+        )?;
         let voters = self.voters();
         if !req.is_learner {
             let mut after = voters.clone();
@@ -455,40 +471,41 @@ mod tests {
             member(2, "http://127.0.0.2:2380", false),
         ];
         let new = urls(&["http://127.0.0.3:2380"]);
-        assert_eq!(check_add(&current, &new, 3, false), Ok(()));
+        assert_eq!(check_add(&current, &new, 3, false, 1), Ok(()));
         assert_eq!(
-            check_add(&current, &[], 3, false),
+            check_add(&current, &[], 3, false, 1),
             Err(EtcdError::MemberBadUrls)
         );
         assert_eq!(
-            check_add(&current, &urls(&["not a url"]), 3, false),
+            check_add(&current, &urls(&["not a url"]), 3, false, 1),
             Err(EtcdError::MemberBadUrls)
         );
         assert_eq!(
-            check_add(&current, &urls(&["http://127.0.0.2:2380"]), 3, false),
+            check_add(&current, &urls(&["http://127.0.0.2:2380"]), 3, false, 1),
             Err(EtcdError::PeerUrlExist)
         );
         assert_eq!(
-            check_add(&current, &new, 2, false),
+            check_add(&current, &new, 2, false, 1),
             Err(EtcdError::MemberExist)
         );
     }
 
     #[test]
-    fn a_cluster_has_one_learner_at_most() {
+    fn a_cluster_has_max_learners_at_most() {
         let mut current = vec![member(1, "http://127.0.0.1:2380", false)];
         let new = urls(&["http://127.0.0.3:2380"]);
-        assert_eq!(check_add(&current, &new, 3, true), Ok(()));
+        assert_eq!(check_add(&current, &new, 3, true, 1), Ok(()));
         current.push(member(2, "http://127.0.0.2:2380", true));
         assert_eq!(
-            check_add(&current, &new, 3, true),
+            check_add(&current, &new, 3, true, 1),
             Err(EtcdError::TooManyLearners)
         );
         assert_eq!(
-            check_add(&current, &new, 3, false),
+            check_add(&current, &new, 3, false, 1),
             Ok(()),
             "a voter may join"
         );
+        assert_eq!(check_add(&current, &new, 3, true, 2), Ok(()));
     }
 
     #[test]

@@ -48,6 +48,9 @@ fn each_journal(dir: &Path, op: impl Fn(&File) -> io::Result<()>) -> io::Result<
 
 /// fsync every journal file: everything written to them so far is durable.
 pub fn sync_journals(dir: &Path) -> io::Result<()> {
+    if common::durable::unsafe_no_fsync() {
+        return Ok(());
+    }
     each_journal(dir, File::sync_data)
 }
 

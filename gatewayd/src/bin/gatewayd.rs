@@ -88,7 +88,7 @@ async fn prepare_servers(
     let server_tls = cfg.tls.acceptor()?;
     let mut prepared = Vec::new();
     for (addr, https) in &cfg.listen {
-        let listener = listen(inherited, *addr).await?;
+        let listener = listen(inherited, *addr, cfg.reuse_port).await?;
         let tls = match (*https, &server_tls) {
             (true, Some(tls)) => Some(tls.clone()),
             _ => None,
@@ -159,14 +159,14 @@ async fn serve_prepared(
 async fn listen(
     inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
     addr: std::net::SocketAddr,
+    reuse_port: bool,
 ) -> anyhow::Result<tokio::net::TcpListener> {
     match common::activation::take_listener(inherited, addr) {
         Some(l) => l
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpListener::from_std(l))
             .map_err(|e| anyhow::anyhow!("socket passed for {addr}: {e}")),
-        None => tokio::net::TcpListener::bind(addr)
-            .await
+        None => common::tcp::bind(addr, reuse_port)
             .map_err(|e| Unstartable::new(format!("cannot listen on {addr}: {e}")).into()),
     }
 }
@@ -222,7 +222,10 @@ async fn run_l4_proxy(
     let retry_delay = spec.retry_delay;
     let mut listeners = Vec::new();
     for (addr, _) in &cfg.client.listen {
-        listeners.push((*addr, listen(&mut inherited, *addr).await?));
+        listeners.push((
+            *addr,
+            listen(&mut inherited, *addr, cfg.client.reuse_port).await?,
+        ));
     }
     common::lifecycle::notify_ready("proxying");
     let proxy = gatewayd::proxy::l4::L4Proxy::new(endpoints, retry_delay);
@@ -312,8 +315,7 @@ async fn run(
     let shutdown = common::lifecycle::shutdown_signal();
     let prepared = prepare_servers(router, grpc, &cfg.client, &mut inherited).await?;
     for addr in &cfg.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = common::tcp::bind(*addr, member.socket_reuse_port)
             .map_err(|e| Unstartable::new(format!("cannot serve metrics on {addr}: {e}")))?;
         let routes = gatewayd::http::metrics_routes(backend.clone());
         tokio::spawn(async move { axum::serve(listener, routes).await });

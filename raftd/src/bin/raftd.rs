@@ -246,6 +246,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         raft.clone(),
         raftd::config::defaults::ACTIVE_WITHIN,
         cfg.strict_reconfig_check,
+        cfg.max_learners,
     ));
     tokio::spawn(members.clone().follow_leadership());
     tokio::spawn(
@@ -271,8 +272,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     // Peers: raft messages, and forwarded client work.
     for url in &cfg.listen_peer_urls {
         let addr = common::config::listen_addr(url)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = common::tcp::bind(addr, member.socket_reuse_port)
             .map_err(|e| Unstartable::new(format!("cannot listen on {url}: {e}")))?;
         tracing::info!(%url, "listening for peers");
         let peer = RaftPeerService::new(

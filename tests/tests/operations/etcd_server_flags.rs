@@ -287,3 +287,83 @@ fn cors_and_host_checks_answer_as_etcd_does() {
         );
     }
 }
+
+fn wal_fsyncs(endpoint: &str) -> f64 {
+    let (_, text) = http(endpoint, "GET", "/metrics", "");
+    metric_sample(&text, "etcd_disk_wal_fsync_duration_seconds_count", "").unwrap_or(0.0)
+}
+
+/// `--unsafe-no-fsync` (etcd 3.5): the raft log is never fsynced (etcd's
+/// WAL fsync histogram stays empty) and each daemon says so at start.
+#[test]
+fn unsafe_no_fsync_syncs_nothing_and_says_so() {
+    let safe = Member::start();
+    ok_stdout(&safe.etcdctl(&["put", "k", "v"]));
+    assert!(wal_fsyncs(&safe.endpoint()) > 0.0);
+    drop(safe);
+    let m = Member::start_with_env(&[("ETCD_UNSAFE_NO_FSYNC", "true")]);
+    for i in 0..20 {
+        ok_stdout(&m.etcdctl(&["put", &format!("k{i}"), "v"]));
+    }
+    assert_eq!(wal_fsyncs(&m.endpoint()), 0.0);
+    assert!(ok_stdout(&m.etcdctl(&["get", "k19"])).contains("k19"));
+    assert!(m.logs().contains("--unsafe-no-fsync: nothing is fsynced"));
+}
+
+/// Whether a socket with SO_REUSEPORT can bind 127.0.0.1:`port` now.
+fn reuse_port_binds(port: u16) -> bool {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket.bind(([127, 0, 0, 1], port).into()).is_ok()
+}
+
+/// `--socket-reuse-port` (etcd 3.5): another socket with SO_REUSEPORT may
+/// bind the member's client port; without it, it may not.
+#[test]
+fn socket_reuse_port_shares_the_client_port() {
+    let plain = Member::start();
+    assert!(!reuse_port_binds(plain.port));
+    drop(plain);
+    let m = Member::start_with_env(&[("ETCD_SOCKET_REUSE_PORT", "true")]);
+    assert!(reuse_port_binds(m.port));
+    ok_stdout(&m.etcdctl(&["put", "k", "v"]));
+}
+
+/// `--experimental-max-learners` (etcd 3.5): as many learners as it says
+/// (one by default, as etcd 3.4 allows), then etcd's refusal.
+#[test]
+fn max_learners_bounds_the_learners() {
+    let add_learners = |ctl: &dyn Fn(&[&str]) -> std::process::Output, n: usize| {
+        (0..n)
+            .map(|i| {
+                let url = format!("http://127.0.0.{}:2380", 10 + i);
+                let name = format!("l{i}");
+                let out = ctl(&["member", "add", &name, "--learner", "--peer-urls", &url]);
+                // etcdctl's last line (its client logs retries before it).
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                let last = stderr.trim().lines().last().unwrap_or("").to_string();
+                (out.status.success(), last)
+            })
+            .collect::<Vec<_>>()
+    };
+    let refusal = "Error: etcdserver: too many learner members in cluster".to_string();
+    let default = Member::start();
+    let got = add_learners(&|a| default.etcdctl(a), 2);
+    assert_eq!(got, vec![(true, String::new()), (false, refusal.clone())]);
+    drop(default);
+    let m = Member::start_with_env(&[("ETCD_EXPERIMENTAL_MAX_LEARNERS", "2")]);
+    let got = add_learners(&|a| m.etcdctl(a), 3);
+    assert_eq!(
+        got,
+        vec![
+            (true, String::new()),
+            (true, String::new()),
+            (false, refusal.clone())
+        ]
+    );
+    let Some(etcd) = reference_etcd(&[]) else {
+        return;
+    };
+    let got = add_learners(&|a| etcdctl(&etcd.endpoint(), a), 2);
+    assert_eq!(got, vec![(true, String::new()), (false, refusal)]);
+}
