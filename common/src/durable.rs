@@ -49,6 +49,20 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// `--unsafe-no-fsync`: the raft log and storaged's journals are never
+/// fsynced (etcd's flag: faster, and a crash of the machine loses
+/// acknowledged writes). Files' names are still made durable.
+static UNSAFE_NO_FSYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_unsafe_no_fsync(on: bool) {
+    UNSAFE_NO_FSYNC.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether data fsyncs are skipped (`--unsafe-no-fsync`).
+pub fn unsafe_no_fsync() -> bool {
+    UNSAFE_NO_FSYNC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,18 +78,4 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
         sync_tree(dir.path()).expect("sync tree");
     }
-}
-
-/// `--unsafe-no-fsync`: the raft log and storaged's journals are never
-/// fsynced (etcd's flag: faster, and a crash of the machine loses
-/// acknowledged writes). Files' names are still made durable.
-static UNSAFE_NO_FSYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn set_unsafe_no_fsync(on: bool) {
-    UNSAFE_NO_FSYNC.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether data fsyncs are skipped (`--unsafe-no-fsync`).
-pub fn unsafe_no_fsync() -> bool {
-    UNSAFE_NO_FSYNC.load(std::sync::atomic::Ordering::Relaxed)
 }
