@@ -63,6 +63,7 @@ const SUPPORTED: &[&str] = &[
     "grpc-keepalive-timeout",
     "cors",
     "host-whitelist",
+    "metrics",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -86,7 +87,6 @@ const UNSUPPORTED: &[&str] = &[
     "auto-tls",
     "peer-auto-tls",
     "enable-pprof",
-    "metrics",
     "proxy",
     "proxy-failure-wait",
     "proxy-refresh-interval",

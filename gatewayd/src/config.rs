@@ -189,6 +189,11 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_HOST_WHITELIST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_whitelist: Option<String>,
+    /// Detail of the gRPC metrics: basic, or extensive (adds the
+    /// grpc_server_handling_seconds histogram).
+    #[arg(long, env = "TRIAD_METRICS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// etcd server version to report to clients (/version, Status).
     #[arg(long, env = "TRIAD_ETCD_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,6 +230,8 @@ pub struct Resolved {
     pub tokens: crate::tokens::Tokens,
     pub bcrypt_cost: u32,
     pub metrics_listen: Vec<std::net::SocketAddr>,
+    /// `--metrics extensive`.
+    pub extensive_metrics: bool,
     /// L4 proxy mode.
     pub proxy: Option<ProxySpec>,
 }
@@ -421,6 +428,8 @@ pub fn resolve(
     Ok(Resolved {
         proxy,
         metrics_listen,
+        // As etcd, any other word means basic.
+        extensive_metrics: opts.metrics.as_deref() == Some("extensive"),
         tokens,
         bcrypt_cost,
         client: Listening {

@@ -166,6 +166,7 @@ pub fn render_own() -> String {
         &WATCH_CATCH_UPS,
         &GRPC_STARTED,
         &GRPC_HANDLED,
+        &GrpcHandling,
         &GRPC_RECEIVED,
         &GRPC_SENT,
         &CLIENT_RECEIVED_BYTES,
@@ -407,6 +408,79 @@ impl Metric for GrpcFamily {
     }
 }
 
+/// `--metrics extensive`: go-grpc-prometheus' handling-time histogram,
+/// per registered method, with Prometheus' default buckets (etcd's).
+static EXTENSIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_extensive(on: bool) {
+    EXTENSIVE.store(on, Ordering::Relaxed);
+}
+
+const HANDLING_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One method's handling times: a count per bucket (not cumulative),
+/// those past the last, and the sum in nanoseconds.
+struct HandlingTimes {
+    buckets: [AtomicU64; HANDLING_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+static HANDLING: [HandlingTimes; METHODS.len()] = [const {
+    HandlingTimes {
+        buckets: [const { AtomicU64::new(0) }; HANDLING_BUCKETS.len() + 1],
+        sum_nanos: AtomicU64::new(0),
+    }
+}; METHODS.len()];
+
+fn observe_handling(row: usize, took: std::time::Duration) {
+    let secs = took.as_secs_f64();
+    let at = HANDLING_BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(HANDLING_BUCKETS.len());
+    let h = &HANDLING[row];
+    h.buckets[at].fetch_add(1, Ordering::Relaxed);
+    h.sum_nanos.fetch_add(
+        took.as_nanos().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// grpc_server_handling_seconds, when `--metrics extensive`.
+pub struct GrpcHandling;
+
+impl Metric for GrpcHandling {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        if !EXTENSIVE.load(Ordering::Relaxed) {
+            return;
+        }
+        let name = "grpc_server_handling_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Histogram of response latency (seconds) of gRPC that had been \
+             application-level handled by the server.\n# TYPE {name} histogram"
+        );
+        for (h, (service, method, kind)) in HANDLING.iter().zip(METHODS) {
+            let labels =
+                format!("grpc_type=\"{kind}\",grpc_service=\"{service}\",grpc_method=\"{method}\"");
+            let mut total = 0;
+            for (i, n) in h.buckets.iter().enumerate() {
+                total += n.load(Ordering::Relaxed);
+                let le = HANDLING_BUCKETS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {total}");
+            }
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+        }
+    }
+}
+
 /// Client API versions counted without a lock (etcdctl and clientv3 send
 /// their major.minor); others, and requests without one ("unknown"), in a
 /// locked family.
@@ -501,6 +575,7 @@ pub struct GrpcCall {
     uri: axum::http::Uri,
     /// Its row in the table of etcd's methods, if it has one.
     row: Option<usize>,
+    started: std::time::Instant,
 }
 
 impl GrpcCall {
@@ -516,6 +591,7 @@ impl GrpcCall {
         GrpcCall {
             uri: uri.clone(),
             row,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -530,6 +606,11 @@ impl GrpcCall {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0);
+        if let Some(row) = self.row {
+            if EXTENSIVE.load(Ordering::Relaxed) {
+                observe_handling(row, self.started.elapsed());
+            }
+        }
         match (self.row, CODES.get(code)) {
             (Some(i), Some(_)) => {
                 TABLE[i].handled[code].fetch_add(1, Ordering::Relaxed);

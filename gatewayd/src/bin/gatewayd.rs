@@ -302,6 +302,7 @@ async fn run(
             MaintenanceServer::from_arc(s.maintenance.clone()).max_decoding_message_size(max_recv),
         );
     gatewayd::metrics::set_version(&cfg.version);
+    gatewayd::metrics::set_extensive(cfg.extensive_metrics);
     let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
         .merge(gatewayd::api::json_gateway::routes(services.clone()))
         .merge(gatewayd::debug_vars::routes(

@@ -367,3 +367,51 @@ fn max_learners_bounds_the_learners() {
     let got = add_learners(&|a| etcdctl(&etcd.endpoint(), a), 2);
     assert_eq!(got, vec![(true, String::new()), (false, refusal)]);
 }
+
+/// The `le` bounds and the count of grpc_server_handling_seconds for
+/// KV.Range in a metrics page (labels in any order).
+fn range_handling(text: &str) -> (Vec<String>, f64) {
+    let range = |l: &&str| {
+        l.contains("grpc_method=\"Range\"") && l.contains("grpc_service=\"etcdserverpb.KV\"")
+    };
+    let bounds = text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handling_seconds_bucket{"))
+        .filter(range)
+        .filter_map(|l| l.split("le=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    let count = text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handling_seconds_count{"))
+        .find(range)
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (bounds, count)
+}
+
+/// `--metrics extensive`: gRPC handling times per method, with etcd's
+/// buckets; basic (the default) has none.
+#[test]
+fn extensive_metrics_time_each_call() {
+    let basic = Member::start();
+    ok_stdout(&basic.etcdctl(&["get", "k"]));
+    let (_, text) = http(&basic.endpoint(), "GET", "/metrics", "");
+    assert!(!text.contains("grpc_server_handling_seconds"));
+    drop(basic);
+    let m = Member::start_with_env(&[("ETCD_METRICS", "extensive")]);
+    ok_stdout(&m.etcdctl(&["get", "k"]));
+    let (_, text) = http(&m.endpoint(), "GET", "/metrics", "");
+    let (bounds, count) = range_handling(&text);
+    assert!(count >= 1.0, "{text}");
+    let Some(etcd) = reference_etcd(&["--metrics=extensive"]) else {
+        return;
+    };
+    ok_stdout(&etcdctl(&etcd.endpoint(), &["get", "k"]));
+    let (_, text) = http(&etcd.endpoint(), "GET", "/metrics", "");
+    let (etcd_bounds, etcd_count) = range_handling(&text);
+    assert!(etcd_count >= 1.0);
+    assert_eq!(bounds, etcd_bounds);
+}
