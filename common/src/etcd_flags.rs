@@ -64,6 +64,7 @@ const SUPPORTED: &[&str] = &[
     "cors",
     "host-whitelist",
     "metrics",
+    "experimental-compaction-batch-limit",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -96,7 +97,6 @@ const UNSUPPORTED: &[&str] = &[
     "experimental-enable-v2v3",
     "experimental-backend-bbolt-freelist-type",
     "experimental-enable-lease-checkpoint",
-    "experimental-compaction-batch-limit",
     "experimental-peer-skip-client-san-verification",
     "debug",
     "log-package-levels",

@@ -13,10 +13,9 @@ use crate::schema::META_COMPACT_DONE;
 use crate::store::Store;
 use crate::StoreError;
 
-/// Revisions examined per write transaction; bounds how long apply waits.
-const BATCH: usize = 512;
-
-pub async fn run(store: Arc<Store>) {
+/// Revisions examined per write transaction (`batch`) bound how long an
+/// apply waits behind one.
+pub async fn run(store: Arc<Store>, batch: usize) {
     let mut target = store.compact_target.subscribe();
     // When the compaction under way began (etcd's total duration).
     let mut began: Option<std::time::Instant> = None;
@@ -26,7 +25,7 @@ pub async fn run(store: Arc<Store>) {
         if goal > done {
             let s = store.clone();
             let started = *began.get_or_insert_with(std::time::Instant::now);
-            match tokio::task::spawn_blocking(move || compact_batch(&s, done, goal)).await {
+            match tokio::task::spawn_blocking(move || compact_batch(&s, done, goal, batch)).await {
                 Ok(Ok(reached)) => {
                     if reached >= goal {
                         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -53,7 +52,7 @@ pub async fn run(store: Arc<Store>) {
 }
 
 /// Process revisions in (done, goal]; returns how far it got.
-fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError> {
+fn compact_batch(store: &Store, done: i64, goal: i64, batch: usize) -> Result<i64, StoreError> {
     let started = std::time::Instant::now();
     let mut tx = store.db.write_tx();
     let lo = keys::rev_key(Rev {
@@ -71,7 +70,7 @@ fn compact_batch(store: &Store, done: i64, goal: i64) -> Result<i64, StoreError>
         let (rk, esc) = g.into_inner()?;
         let rev = keys::parse_rev_key(&rk).ok_or(StoreError::CorruptKey)?;
         // Stop only between main revisions, so progress is a whole revision.
-        if seen >= BATCH && rev.main != last_main {
+        if seen >= batch && rev.main != last_main {
             stopped_early = true;
             break;
         }

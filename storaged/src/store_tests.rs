@@ -109,7 +109,10 @@ fn revisions_and_applied_survive_reopen() {
 async fn physical_compaction_removes_superseded_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 1 << 20).unwrap());
-    tokio::spawn(compactor::run(store.clone()));
+    tokio::spawn(compactor::run(
+        store.clone(),
+        crate::config::defaults::COMPACTION_BATCH_LIMIT,
+    ));
     // a@2 a@3 a@4, b@5, b deleted @6, c@7 → compact at 6.
     let mut batch = vec![
         put(0, "a", "1"),

@@ -75,7 +75,7 @@ async fn run(member: common::config::Member, cfg: Config) -> anyhow::Result<()> 
             fence.clone(),
         ));
     }
-    tokio::spawn(compactor::run(store.clone()));
+    tokio::spawn(compactor::run(store.clone(), cfg.compaction_batch_limit));
     storaged::metrics::follow(store.clone());
     common::metrics::serve_url(cfg.metrics_url.as_deref(), storaged::metrics::render_url)
         .await

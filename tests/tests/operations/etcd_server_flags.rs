@@ -415,3 +415,54 @@ fn extensive_metrics_time_each_call() {
     assert!(etcd_count >= 1.0);
     assert_eq!(bounds, etcd_bounds);
 }
+
+/// Batches a physical compaction of `writes` revisions took on a member
+/// or etcd (etcd's db compaction pause histogram counts one per batch).
+async fn compaction_batches(endpoint: &str, writes: usize) -> f64 {
+    let pauses = |ep: &str| {
+        let (_, text) = http(ep, "GET", "/metrics", "");
+        metric_sample(
+            &text,
+            "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count",
+            "",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = pauses(endpoint);
+    let mut c = triad_tests::connect(endpoint).await;
+    let mut revision = 0;
+    for i in 0..writes {
+        let r = c
+            .put(format!("k{}", i % 10), format!("v{i}"), None)
+            .await
+            .expect("put");
+        revision = r.header().expect("header").revision();
+    }
+    c.compact(
+        revision,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .expect("compact");
+    pauses(endpoint) - before
+}
+
+/// `--experimental-compaction-batch-limit`: a physical compaction goes in
+/// batches of that many revisions, on triad as on etcd.
+#[tokio::test]
+async fn compaction_goes_in_batches_of_the_limit() {
+    let m = Member::start_with_env(&[("ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", "100")]);
+    let batches = compaction_batches(&m.endpoint(), 1000).await;
+    assert!(
+        batches >= 9.0,
+        "{batches} batches of 100 for 1000 revisions"
+    );
+    let default = Member::start();
+    let batches = compaction_batches(&default.endpoint(), 1000).await;
+    assert!(batches <= 3.0, "{batches} batches at the default");
+    let Some(etcd) = reference_etcd(&["--experimental-compaction-batch-limit=100"]) else {
+        return;
+    };
+    let batches = compaction_batches(&etcd.endpoint(), 1000).await;
+    assert!(batches >= 9.0, "etcd: {batches}");
+}
