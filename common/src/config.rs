@@ -313,6 +313,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Debug-level logging (etcd 3.4's --debug, which --log-level
+    /// replaced).
+    #[arg(long, env = "TRIAD_DEBUG", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<bool>,
     /// Where logs go (etcd's --log-outputs): default, stderr, stdout,
     /// systemd/journal, or files to append to; comma-separated.
     #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
@@ -469,7 +474,11 @@ impl MemberOpts {
                 )))
             }
         };
-        let level = self.log_level.as_deref().unwrap_or("info");
+        let level = match (self.log_level.as_deref(), self.debug) {
+            (Some(level), _) => level,
+            (None, Some(true)) => "debug",
+            (None, _) => "info",
+        };
         let level = parse_level(level).ok_or_else(|| {
             err(format!(
                 "invalid --log-level {level:?} (want debug, info, warn or error)"

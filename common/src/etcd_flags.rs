@@ -65,6 +65,8 @@ const SUPPORTED: &[&str] = &[
     "host-whitelist",
     "metrics",
     "experimental-compaction-batch-limit",
+    "debug",
+    "experimental-enable-lease-checkpoint",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -96,9 +98,7 @@ const UNSUPPORTED: &[&str] = &[
     "proxy-read-timeout",
     "experimental-enable-v2v3",
     "experimental-backend-bbolt-freelist-type",
-    "experimental-enable-lease-checkpoint",
     "experimental-peer-skip-client-san-verification",
-    "debug",
     "log-package-levels",
 ];
 
@@ -150,7 +150,8 @@ fn remember(list: &Mutex<Vec<String>>, msg: String) {
     }
 }
 
-pub(crate) fn warn(msg: String) {
+/// A warning about the configuration, logged once logging runs.
+pub fn warn(msg: String) {
     remember(&WARNINGS, msg);
 }
 

@@ -50,6 +50,11 @@ pub struct RaftdOpts {
     #[arg(long, env = "TRIAD_ELECTION_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout: Option<u64>,
+    /// etcd's switch for lease checkpoints: triad always checkpoints
+    /// (false is warned of and ignored).
+    #[arg(long, env = "TRIAD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_enable_lease_checkpoint: Option<bool>,
     /// Interval of lease TTL checkpoints through raft (etcd's
     /// --experimental-lease-checkpoint-interval), e.g. 5m.
     #[arg(long, env = "TRIAD_LEASE_CHECKPOINT_INTERVAL")]
@@ -260,6 +265,13 @@ impl Config {
             return Err(err(
                 "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for https peer URLs",
             ));
+        }
+        if opts.experimental_enable_lease_checkpoint == Some(false) {
+            common::etcd_flags::warn(
+                "--experimental-enable-lease-checkpoint=false: triad always checkpoints lease TTLs, \
+                 so a leader change never extends a lease"
+                    .into(),
+            );
         }
         Ok(Config {
             metrics_url: opts.metrics_url.clone(),

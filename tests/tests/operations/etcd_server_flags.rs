@@ -466,3 +466,27 @@ async fn compaction_goes_in_batches_of_the_limit() {
     let batches = compaction_batches(&etcd.endpoint(), 1000).await;
     assert!(batches >= 9.0, "etcd: {batches}");
 }
+
+/// etcd 3.4's `--debug` logs at debug level; lease checkpoints, which
+/// triad always makes, take `--experimental-enable-lease-checkpoint`
+/// quietly and warn when it is turned off.
+#[test]
+fn debug_and_lease_checkpoint_switches() {
+    let m = Member::start_with_env(&[("ETCD_DEBUG", "true")]);
+    ok_stdout(&m.etcdctl(&["put", "k", "v"]));
+    assert!(m.logs().contains(" DEBUG "));
+    drop(m);
+    let m = Member::start_with_env(&[("ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", "false")]);
+    let logs = m.logs();
+    assert!(
+        logs.contains("triad always checkpoints lease TTLs"),
+        "{logs}"
+    );
+    drop(m);
+    let m = Member::start_with_env(&[("ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", "true")]);
+    let logs = m.logs();
+    assert!(
+        !logs.contains(" DEBUG ") && !logs.contains("lease-checkpoint"),
+        "{logs}"
+    );
+}
