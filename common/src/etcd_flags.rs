@@ -72,6 +72,7 @@ const SUPPORTED: &[&str] = &[
     "socket-reuse-port",
     "socket-reuse-address",
     "experimental-max-learners",
+    "listen-client-http-urls",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).

@@ -136,6 +136,7 @@ pub fn kind(name: &str) -> Option<Kind> {
         | "experimental-warning-apply-duration" => Duration,
         "listen-peer-urls"
         | "listen-client-urls"
+        | "listen-client-http-urls"
         | "listen-metrics-urls"
         | "initial-advertise-peer-urls"
         | "advertise-client-urls" => Urls,

@@ -45,6 +45,12 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_LISTEN_CLIENT_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_client_urls: Option<String>,
+    /// URLs that serve the HTTP endpoints (/health, /metrics, the JSON
+    /// gateway, ...) alone, taking them off --listen-client-urls (etcd
+    /// 3.5's flag).
+    #[arg(long, env = "TRIAD_LISTEN_CLIENT_HTTP_URLS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_client_http_urls: Option<String>,
     /// List of this member's client URLs to advertise to the public.
     #[arg(long, env = "TRIAD_ADVERTISE_CLIENT_URLS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -342,20 +348,29 @@ pub fn resolve(
     };
     tls.check("")?;
     tls.acceptor()?;
-    let listen = urls
-        .iter()
-        .map(|u| {
-            let https = u.starts_with("https://");
-            // An L4 proxy passes TLS through; it needs no certificate.
-            let l4 = proxy.as_ref().is_some_and(|p| !p.l7);
-            if https && !tls.enabled() && !l4 {
-                return Err(common::config::ConfigError(format!(
-                    "TLS key/cert (--cert-file, --key-file) must be provided for the url {u}"
-                )));
-            }
-            common::config::listen_addr(u).map(|a| (a, https))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let addresses = |urls: &[String]| {
+        urls.iter()
+            .map(|u| {
+                let https = u.starts_with("https://");
+                // An L4 proxy passes TLS through; it needs no certificate.
+                let l4 = proxy.as_ref().is_some_and(|p| !p.l7);
+                if https && !tls.enabled() && !l4 {
+                    return Err(common::config::ConfigError(format!(
+                        "TLS key/cert (--cert-file, --key-file) must be provided for the url {u}"
+                    )));
+                }
+                common::config::listen_addr(u).map(|a| (a, https))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let listen = addresses(&urls)?;
+    let http_only = match &opts.listen_client_http_urls {
+        Some(list) => addresses(&common::config::parse_urls(
+            list,
+            "listen-client-http-urls",
+        )?)?,
+        None => Vec::new(),
+    };
     let advertise = common::config::parse_urls(
         opts.advertise_client_urls
             .as_deref()
@@ -434,6 +449,7 @@ pub fn resolve(
         bcrypt_cost,
         client: Listening {
             listen,
+            http_only,
             tls,
             max_concurrent_streams,
             keepalive,
@@ -480,6 +496,9 @@ fn keepalive_setting(
 pub struct Listening {
     /// Each listen address, and whether it is an https URL (TLS).
     pub listen: Vec<(std::net::SocketAddr, bool)>,
+    /// `--listen-client-http-urls`: addresses that serve the HTTP
+    /// endpoints alone; when there are any, `listen` serves gRPC alone.
+    pub http_only: Vec<(std::net::SocketAddr, bool)>,
     pub tls: common::tls::TlsFiles,
     pub max_concurrent_streams: u32,
     /// Server pings on idle connections: (interval, timeout).

@@ -86,27 +86,49 @@ async fn prepare_servers(
     inherited: &mut Vec<(std::net::SocketAddr, std::net::TcpListener)>,
 ) -> anyhow::Result<Vec<Prepared>> {
     let server_tls = cfg.tls.acceptor()?;
+    let http = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(cfg.access.clone()),
+        gatewayd::access::check,
+    ));
+    // With HTTP addresses of their own, the client URLs serve gRPC alone.
+    let grpc_alone = !cfg.http_only.is_empty();
+    let (interval, timeout) = cfg.keepalive;
     let mut prepared = Vec::new();
-    for (addr, https) in &cfg.listen {
+    let all = cfg
+        .listen
+        .iter()
+        .map(|l| (l, false))
+        .chain(cfg.http_only.iter().map(|l| (l, true)));
+    for ((addr, https), http_alone) in all {
         let listener = listen(inherited, *addr, cfg.reuse_port).await?;
         let tls = match (*https, &server_tls) {
             (true, Some(tls)) => Some(tls.clone()),
             _ => None,
         };
-        let (interval, timeout) = cfg.keepalive;
-        let http = router.clone().layer(axum::middleware::from_fn_with_state(
-            Arc::new(cfg.access.clone()),
-            gatewayd::access::check,
-        ));
-        let server = common::tcp::server()
-            .accept_http1(true)
+        let base = common::tcp::server()
+            .accept_http1(!grpc_alone || http_alone)
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
             .http2_keepalive_interval(Some(interval))
-            .http2_keepalive_timeout(Some(timeout))
-            .layer(grpc.clone())
-            .add_routes(tonic::service::Routes::from(http));
+            .http2_keepalive_timeout(Some(timeout));
+        let server = match (http_alone, grpc_alone) {
+            // An empty front: every request goes to the HTTP routes.
+            (true, _) => base
+                .layer(gatewayd::grpc_front::GrpcFront::default())
+                .add_routes(tonic::service::Routes::from(http.clone())),
+            (false, true) => base
+                .layer(grpc.clone())
+                .add_routes(tonic::service::Routes::from(axum::Router::new())),
+            (false, false) => base
+                .layer(grpc.clone())
+                .add_routes(tonic::service::Routes::from(http.clone())),
+        };
         prepared.push((server, listener, tls));
-        tracing::info!(%addr, tls = *https, "gatewayd serving clients");
+        let serves = match (http_alone, grpc_alone) {
+            (true, _) => "http",
+            (false, true) => "grpc",
+            (false, false) => "grpc+http",
+        };
+        tracing::info!(%addr, tls = *https, serves, "gatewayd serving clients");
     }
     Ok(prepared)
 }

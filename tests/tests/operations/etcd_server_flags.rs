@@ -490,3 +490,26 @@ fn debug_and_lease_checkpoint_switches() {
         "{logs}"
     );
 }
+
+/// `--listen-client-http-urls` (etcd 3.5): the HTTP endpoints move to
+/// their own addresses, which serve no gRPC; the client URLs serve gRPC
+/// alone.
+#[test]
+fn client_http_urls_take_the_http_endpoints() {
+    let port = triad_tests::free_port_pair();
+    let http_ep = format!("127.0.0.1:{port}");
+    let m =
+        Member::start_with_env(&[("ETCD_LISTEN_CLIENT_HTTP_URLS", &format!("http://{http_ep}"))]);
+    ok_stdout(&m.etcdctl(&["put", "foo", "bar"]));
+    let (status, body) = http(&http_ep, "GET", "/health", "");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&http_ep, "POST", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
+    assert!(status == 200 && body.contains("YmFy"), "{status} {body}");
+    let (status, _) = http(&m.endpoint(), "GET", "/health", "");
+    assert_ne!(status, 200, "HTTP still served on the gRPC address");
+    let out = etcdctl(
+        &http_ep,
+        &["get", "foo", "--dial-timeout=2s", "--command-timeout=3s"],
+    );
+    assert!(!out.status.success(), "gRPC served on the HTTP address");
+}
