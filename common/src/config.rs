@@ -351,6 +351,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_EXPERIMENTAL_WARNING_APPLY_DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental_warning_apply_duration: Option<String>,
+    /// etcd 3.6's feature gates, e.g. InitialCorruptCheck=true (see
+    /// `feature_gates`).
+    #[arg(long, env = "TRIAD_FEATURE_GATES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_gates: Option<String>,
     /// Never fsync the raft log or storaged's journals: faster, and a crash
     /// of the machine loses acknowledged writes (etcd's flag, for tests).
     #[arg(long, env = "TRIAD_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
@@ -395,6 +400,8 @@ pub struct Member {
     pub warning_apply_duration: std::time::Duration,
     /// `--unsafe-no-fsync`.
     pub unsafe_no_fsync: bool,
+    /// `--feature-gates`.
+    pub feature_gates: crate::feature_gates::FeatureGates,
     /// `--socket-reuse-port`: SO_REUSEPORT on the member's TCP listeners.
     pub socket_reuse_port: bool,
     /// `--check-config`: check, then exit instead of serving.
@@ -500,10 +507,16 @@ impl MemberOpts {
             Some(text) => parse_duration(text)
                 .map_err(|e| err(format!("--experimental-warning-apply-duration: {}", e.0)))?,
         };
+        let feature_gates =
+            crate::feature_gates::FeatureGates::parse(self.feature_gates.as_deref().unwrap_or(""))?;
+        for w in feature_gates.without_effect() {
+            crate::etcd_flags::warn(w);
+        }
         Ok(Member {
             check_only: false,
             warning_apply_duration,
             unsafe_no_fsync: self.unsafe_no_fsync.unwrap_or(false),
+            feature_gates,
             socket_reuse_port: self.socket_reuse_port.unwrap_or(false),
             max_request_bytes: self.max_request_bytes.unwrap_or(1536 * 1024),
             max_txn_ops,

@@ -73,6 +73,8 @@ const SUPPORTED: &[&str] = &[
     "socket-reuse-address",
     "experimental-max-learners",
     "listen-client-http-urls",
+    // etcd 3.6's.
+    "feature-gates",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).

@@ -13,6 +13,7 @@ pub mod durable;
 pub mod errors;
 pub mod etcd_flags;
 pub mod etcd_yaml;
+pub mod feature_gates;
 pub mod h2_authority;
 pub mod ids;
 pub mod inline_stream;

@@ -89,7 +89,8 @@ pub fn kind(name: &str) -> Option<Kind> {
         | "log-level"
         | "log-package-levels"
         | "experimental-enable-v2v3"
-        | "experimental-backend-bbolt-freelist-type" => Str,
+        | "experimental-backend-bbolt-freelist-type"
+        | "feature-gates" => Str,
         "cipher-suites" | "log-outputs" => List,
         "initial-election-tick-advance"
         | "strict-reconfig-check"

@@ -294,7 +294,8 @@ impl Config {
             auto_compaction,
             initial_corrupt_check: opts
                 .experimental_initial_corrupt_check
-                .unwrap_or(INITIAL_CORRUPT_CHECK),
+                .unwrap_or(INITIAL_CORRUPT_CHECK)
+                || member.feature_gates.enabled("InitialCorruptCheck"),
             corrupt_check_every,
             pre_vote: opts.pre_vote.unwrap_or(PRE_VOTE),
             force_new_cluster: opts.force_new_cluster.unwrap_or(false),

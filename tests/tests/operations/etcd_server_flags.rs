@@ -513,3 +513,41 @@ fn client_http_urls_take_the_http_endpoints() {
     );
     assert!(!out.status.success(), "gRPC served on the HTTP address");
 }
+
+/// `--feature-gates` (etcd 3.6): InitialCorruptCheck runs raftd's initial
+/// check; a gate with no effect in triad is warned of with the reason; an
+/// unknown gate or a bad value stops the member with etcd's error.
+#[test]
+fn feature_gates_as_etcd_names_them() {
+    let m = Member::start_with_env(&[(
+        "ETCD_FEATURE_GATES",
+        "InitialCorruptCheck=true,StopGRPCServiceOnDefrag=true",
+    )]);
+    let logs = m.logs();
+    assert!(logs.contains("initial corruption check passed"), "{logs}");
+    assert!(
+        logs.contains("feature gate StopGRPCServiceOnDefrag has no effect in triad"),
+        "{logs}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (gates, error) in [
+        ("Nope=true", "unrecognized feature gate: Nope"),
+        (
+            "LeaseCheckpoint=yes",
+            "invalid value of LeaseCheckpoint=yes, err: strconv.ParseBool: parsing \"yes\": invalid syntax",
+        ),
+    ] {
+        for daemon in ["storaged", "raftd", "gatewayd"] {
+            let out = std::process::Command::new(bin(daemon))
+                .arg("--check-config")
+                .arg("--data-dir")
+                .arg(dir.path())
+                .arg(format!("--feature-gates={gates}"))
+                .output()
+                .expect("run the daemon");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{daemon}: {stderr}");
+            assert!(stderr.contains(error), "{daemon}: {stderr}");
+        }
+    }
+}
