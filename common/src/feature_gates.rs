@@ -58,7 +58,7 @@ impl FeatureGates {
         }
         let mut gates = FeatureGates::default();
         // AllAlpha turns every alpha gate on unless it is set itself.
-        if given.iter().any(|g| *g == ("AllAlpha", true)) {
+        if given.contains(&("AllAlpha", true)) {
             for (name, on) in gates.values.iter_mut() {
                 *on = *on || !matches!(*name, "AllBeta" | "TxnModeWriteWithSharedBuffer");
             }
