@@ -600,6 +600,18 @@ pub fn url_host_port(url: &str) -> Result<&str, ConfigError> {
     Ok(hostport)
 }
 
+/// A URL's host (an IPv6 literal without its brackets), None when the URL
+/// has no `host:port`.
+pub fn url_host(url: &str) -> Option<String> {
+    let hostport = url_host_port(url).ok()?;
+    let (host, _) = hostport.rsplit_once(':')?;
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+}
+
 /// Resolve a listen URL to the socket address to bind.
 pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
     let hostport = url_host_port(url)?;

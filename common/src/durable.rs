@@ -35,10 +35,25 @@ pub fn sync_tree(dir: &Path) -> io::Result<()> {
 /// file or the new one whole: write a temporary beside it, fsync it,
 /// rename it over `path`, fsync the directory.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with_mode(path, bytes, 0o666)
+}
+
+/// `write_file` for a file only its owner may read (mode 0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
-    let mut f = std::fs::File::create(tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);

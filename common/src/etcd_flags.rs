@@ -67,6 +67,7 @@ const SUPPORTED: &[&str] = &[
     "experimental-compaction-batch-limit",
     "debug",
     "experimental-enable-lease-checkpoint",
+    "auto-tls",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -90,7 +91,6 @@ const UNSUPPORTED: &[&str] = &[
     "discovery-srv",
     "discovery-srv-name",
     "enable-v2",
-    "auto-tls",
     "peer-auto-tls",
     "enable-pprof",
     "proxy",

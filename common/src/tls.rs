@@ -314,3 +314,51 @@ impl TlsFiles {
         Ok(config)
     }
 }
+
+/// etcd's `--auto-tls`: a self-signed certificate for `hosts` (names or
+/// addresses) in `dir` (`<data-dir>/fixtures/client`), made on first use
+/// and reused after (as etcd's `SelfCert`); the key file is private.
+pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        ConfigError(format!(
+            "cannot make a self-signed certificate in {}: {e}",
+            dir.display()
+        ))
+    };
+    crate::member_dir::create_private(dir).map_err(|e| fail(&e))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(&e))?;
+    params.subject_alt_names = hosts
+        .iter()
+        .map(|h| match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) => rcgen::Ia5String::try_from(h.as_str()).map(rcgen::SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(&e))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "etcd");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let now = std::time::SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + std::time::Duration::from_secs(365 * 24 * 3600)).into();
+    let key_pair = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
+    let made = params.self_signed(&key_pair).map_err(|e| fail(&e))?;
+    crate::durable::write_private(&key, key_pair.serialize_pem().as_bytes())
+        .map_err(|e| fail(&e))?;
+    crate::durable::write_private(&cert, made.pem().as_bytes()).map_err(|e| fail(&e))?;
+    Ok((cert, key))
+}

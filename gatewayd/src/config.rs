@@ -169,6 +169,11 @@ pub struct GatewaydOpts {
     #[arg(long, env = "TRIAD_BCRYPT_COST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bcrypt_cost: Option<u32>,
+    /// Serve https client URLs with a self-signed certificate made in the
+    /// data dir when no --cert-file/--key-file is given (etcd's flag).
+    #[arg(long, env = "TRIAD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_tls: Option<bool>,
     /// Frequency of server-to-client pings on idle connections (etcd's
     /// default 2h; 0: gRPC's default).
     #[arg(long, env = "TRIAD_GRPC_KEEPALIVE_INTERVAL")]
@@ -336,9 +341,27 @@ pub fn resolve(
             )))
         }
     };
+    let (cert, key) = match (opts.auto_tls, &opts.cert_file, &opts.key_file) {
+        // etcd's --auto-tls: a self-signed certificate for the client
+        // URLs' hosts when no certificate is given.
+        (Some(true), None, None) if urls.iter().any(|u| u.starts_with("https://")) => {
+            let hosts: Vec<String> = urls
+                .iter()
+                .filter_map(|u| common::config::url_host(u))
+                .collect();
+            let dir = member.data_dir.join("fixtures").join("client");
+            let (cert, key) = common::tls::self_signed(&dir, &hosts)?;
+            (Some(cert), Some(key))
+        }
+        (Some(true), Some(_), _) | (Some(true), _, Some(_)) => {
+            common::etcd_flags::warn("ignoring client auto TLS since certs given".into());
+            (opts.cert_file.clone(), opts.key_file.clone())
+        }
+        _ => (opts.cert_file.clone(), opts.key_file.clone()),
+    };
     let tls = common::tls::TlsFiles {
-        cert: opts.cert_file.clone(),
-        key: opts.key_file.clone(),
+        cert,
+        key,
         trusted_ca: opts.trusted_ca_file.clone(),
         client_cert_auth: opts.client_cert_auth.unwrap_or(false),
         crl: opts.client_crl_file.clone(),

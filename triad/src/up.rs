@@ -197,8 +197,18 @@ fn client_tls() -> Option<common::tls::TlsFiles> {
     files.enabled().then_some(files)
 }
 
+/// etcd's `--auto-tls` in the environment (and no certificate): members
+/// serve https with a self-signed certificate each makes in its data dir.
+fn auto_tls() -> bool {
+    let on = |var: &str| {
+        std::env::var(var)
+            .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+    };
+    client_tls().is_none() && (on("TRIAD_AUTO_TLS") || on("ETCD_AUTO_TLS"))
+}
+
 fn client_url(port: u16) -> String {
-    let scheme = if client_tls().is_some() {
+    let scheme = if client_tls().is_some() || auto_tls() {
         "https"
     } else {
         "http"
@@ -210,12 +220,23 @@ fn client_url(port: u16) -> String {
 /// a membership change committed by a quorum and applied here, so the
 /// member serves (etcd is ready once it has published itself). A learner
 /// is ready once it answers (it refuses membership calls, as etcd's do).
-async fn wait_ready(client_port: u16) {
+async fn wait_ready(client_port: u16, data_dir: &std::path::Path) {
     let url = client_url(client_port);
     // Under TLS, trust the configured CA and present the member's own
-    // certificate (client certificate auth may be on).
-    let tls = client_tls().map(|t| t.client());
+    // certificate (client certificate auth may be on); under auto TLS,
+    // trust the member's self-signed certificate once it is made.
+    let mut tls = client_tls().map(|t| t.client());
     loop {
+        if auto_tls() && tls.is_none() {
+            let cert = data_dir.join("fixtures").join("client").join("cert.pem");
+            if cert.exists() {
+                let files = common::tls::TlsFiles {
+                    trusted_ca: Some(cert),
+                    ..Default::default()
+                };
+                tls = Some(files.client());
+            }
+        }
         let endpoint = tonic::transport::Endpoint::from_shared(url.clone());
         let endpoint = match (endpoint, &tls) {
             (Ok(e), Some(Ok(t))) => e.tls_config(t.clone()),
@@ -324,7 +345,9 @@ pub async fn run(data_dir: PathBuf, client_port: u16, count: u16, how: How) -> a
     // member has published itself (another server answering on a client
     // port does not count).
     let mut published = Box::pin(futures::future::join_all(
-        members.iter().map(|m| wait_ready(m.client_port)),
+        members
+            .iter()
+            .map(|m| wait_ready(m.client_port, &m.data_dir)),
     ));
     let mut all_published = false;
     let mut serving = vec![false; members.len()];

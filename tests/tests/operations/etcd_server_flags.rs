@@ -551,3 +551,106 @@ fn feature_gates_as_etcd_names_them() {
         }
     }
 }
+
+/// What `openssl x509 -text` says of a certificate file.
+fn certificate_text(path: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .expect("openssl (tests/run installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--auto-tls`: https client URLs served with a self-signed certificate
+/// made in `<data-dir>/fixtures/client` (its key private) and kept across
+/// restarts, which clients take with --insecure-skip-tls-verify, as
+/// etcd's.
+#[test]
+fn auto_tls_serves_https_with_a_self_signed_certificate() {
+    let mut m = Member::start_with_env(&[("ETCD_AUTO_TLS", "true")]);
+    let url = format!("https://{}", m.endpoint());
+    // etcdctl 3.4 speaks TLS to an https endpoint only without
+    // --insecure-transport.
+    let tls = "--insecure-transport=false";
+    let skip = "--insecure-skip-tls-verify";
+    ok_stdout(&etcdctl(&url, &[tls, skip, "put", "k", "v"]));
+    let verified = etcdctl(
+        &url,
+        &[tls, "--dial-timeout=2s", "--command-timeout=3s", "get", "k"],
+    );
+    assert!(
+        !verified.status.success(),
+        "a self-signed certificate was trusted"
+    );
+    let dir = m.data_dir().join("fixtures/client");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("key.pem"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cert = std::fs::read(dir.join("cert.pem")).expect("cert");
+    let text = certificate_text(&dir.join("cert.pem"));
+    assert!(
+        text.contains("O = etcd") && text.contains("IP Address:127.0.0.1"),
+        "{text}"
+    );
+    m.stop();
+    m.launch();
+    assert_eq!(std::fs::read(dir.join("cert.pem")).expect("cert"), cert);
+    assert!(ok_stdout(&etcdctl(&url, &[tls, skip, "get", "k"])).contains('v'));
+
+    // etcd's own, for the certificate's shape.
+    if std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        triad_tests::prerequisite_missing("etcd (Debian package etcd-server) is not installed");
+        return;
+    }
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let port = triad_tests::free_port_pair();
+    let client = format!("https://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", port + 1);
+    let mut etcd = std::process::Command::new("etcd")
+        .arg("--data-dir")
+        .arg(etcd_dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default={peer}"),
+            "--auto-tls",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !etcdctl(&client, &[tls, skip, "put", "k", "v"])
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "etcd never served");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let etcd_text = certificate_text(&etcd_dir.path().join("data/fixtures/client/cert.pem"));
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    assert!(
+        etcd_text.contains("O = etcd") && etcd_text.contains("IP Address:127.0.0.1"),
+        "{etcd_text}"
+    );
+}
