@@ -234,6 +234,7 @@ mod tests {
             ),
             ("cert-file", "/c.pem"),
             ("client-cert-auth", "true"),
+            ("auto-tls", "false"),
             ("peer-trusted-ca-file", "/ca.pem"),
             ("peer-client-cert-auth", "false"),
         ]
