@@ -291,6 +291,20 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_cluster: Option<String>,
+    /// Bootstrap the initial cluster from DNS SRV records of this domain
+    /// (`_etcd-server-ssl._tcp` and `_etcd-server._tcp`), as etcd.
+    #[arg(long, env = "TRIAD_DISCOVERY_SRV")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_srv: Option<String>,
+    /// Suffix of the SRV names queried (`_etcd-server-<name>._tcp`).
+    #[arg(long, env = "TRIAD_DISCOVERY_SRV_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_srv_name: Option<String>,
+    /// Name server (ip:port) for --discovery-srv (default: the first of
+    /// /etc/resolv.conf).
+    #[arg(long, env = "TRIAD_DISCOVERY_DNS_SERVER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_dns_server: Option<String>,
     /// Initial cluster token for the cluster during bootstrap.
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,9 +467,24 @@ impl MemberOpts {
             .initial_cluster_token
             .clone()
             .unwrap_or_else(|| "etcd-cluster".into());
-        let initial_cluster = match &self.initial_cluster {
-            None => vec![(name.clone(), peer_urls.clone())],
-            Some(spec) => parse_initial_cluster(spec)?,
+        let initial_cluster = match (&self.initial_cluster, &self.discovery_srv) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"",
+                ))
+            }
+            (Some(spec), None) => parse_initial_cluster(spec)?,
+            (None, Some(domain)) => {
+                let server = match &self.discovery_dns_server {
+                    Some(a) => a.parse().map_err(|_| {
+                        err(format!("invalid --discovery-dns-server {a:?} (want ip:port)"))
+                    })?,
+                    None => crate::dns_srv::system_name_server(),
+                };
+                let lookup = |q: &str| crate::dns_srv::lookup(q, server);
+                srv_cluster(&name, &peer_urls, domain, self.discovery_srv_name.as_deref(), &lookup)?
+            }
+            (None, None) => vec![(name.clone(), peer_urls.clone())],
         };
         if !initial_cluster.iter().any(|(n, _)| *n == name) {
             return Err(err(format!(
@@ -466,7 +495,13 @@ impl MemberOpts {
             .iter()
             .map(|(_, urls)| crate::ids::member_id(urls, &cluster_token))
             .collect();
-        let member_id = crate::ids::member_id(&peer_urls, &cluster_token);
+        // The ID comes from the URLs the cluster lists for this name (as
+        // etcd's), which DNS may spell differently from the advertised.
+        let own_urls = initial_cluster
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&peer_urls, |(_, urls)| urls);
+        let member_id = crate::ids::member_id(own_urls, &cluster_token);
         let json = match (self.log_format.as_deref(), self.logger.as_deref()) {
             (Some("text"), _) | (None, None | Some("capnslog")) => false,
             (Some("json"), _) | (None, Some("zap")) => true,
@@ -620,6 +655,68 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| err(format!("cannot resolve {url:?}: {e}")))?
         .next()
         .ok_or_else(|| err(format!("cannot resolve {url:?}")))
+}
+
+/// etcd's `--discovery-srv` bootstrap (`srv.GetCluster`): every server
+/// the SRV records of `domain` name (TLS ones first), as name=URL; the
+/// one that resolves to an address of `own_urls` is `name`, the others
+/// are numbered. `lookup` answers one SRV question with (target, port).
+fn srv_cluster(
+    name: &str,
+    own_urls: &[String],
+    domain: &str,
+    srv_name: Option<&str>,
+    lookup: &dyn Fn(&str) -> crate::dns_srv::Records,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let suffix = srv_name.map_or_else(String::new, |n| format!("-{n}"));
+    let resolve = |host_port: &str| -> Vec<SocketAddr> {
+        host_port
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .unwrap_or_default()
+    };
+    let own: Vec<SocketAddr> = own_urls
+        .iter()
+        .filter_map(|u| url_host_port(u).ok())
+        .flat_map(resolve)
+        .collect();
+    let mut cluster: Vec<(String, Vec<String>)> = Vec::new();
+    let mut numbered = 0;
+    for (scheme, service) in [("https", "_etcd-server-ssl"), ("http", "_etcd-server")] {
+        let question = format!("{service}{suffix}._tcp.{domain}");
+        let Ok(records) = lookup(&question) else {
+            continue;
+        };
+        for (target, port) in records {
+            let host = target.trim_end_matches('.');
+            let host_port = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let addrs = resolve(&host_port);
+            if addrs.is_empty() {
+                return Err(err(format!("cannot resolve {host_port} (from {question})")));
+            }
+            let member = if addrs.iter().any(|a| own.contains(a)) {
+                name.to_string()
+            } else {
+                numbered += 1;
+                (numbered - 1).to_string()
+            };
+            let url = format!("{scheme}://{host_port}");
+            match cluster.iter_mut().find(|(n, _)| *n == member) {
+                Some((_, urls)) => urls.push(url),
+                None => cluster.push((member, vec![url])),
+            }
+        }
+    }
+    if cluster.is_empty() {
+        return Err(err(format!(
+            "cannot find any DNS SRV records of the cluster's servers for {domain}"
+        )));
+    }
+    Ok(cluster)
 }
 
 /// A Go-style duration as etcd's flags take it: "10m", "1m30s", "500ms".
@@ -827,6 +924,32 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].1.len(), 2);
         assert!(parse_initial_cluster("a").is_err());
+    }
+
+    #[test]
+    fn srv_records_name_this_member_and_number_the_others() {
+        let lookup = |q: &str| -> crate::dns_srv::Records {
+            match q {
+                "_etcd-server._tcp.example.test" => Ok(vec![
+                    ("127.0.0.2.".to_string(), 2380),
+                    ("127.0.0.1.".to_string(), 2380),
+                    ("127.0.0.3.".to_string(), 2380),
+                ]),
+                _ => Err(crate::dns_srv::SrvError::NoRecords(q.to_string())),
+            }
+        };
+        let own = vec!["http://127.0.0.1:2380".to_string()];
+        let got = srv_cluster("m1", &own, "example.test", None, &lookup).unwrap();
+        let url = |h: &str| vec![format!("http://{h}:2380")];
+        assert_eq!(
+            got,
+            vec![
+                ("0".to_string(), url("127.0.0.2")),
+                ("m1".to_string(), url("127.0.0.1")),
+                ("1".to_string(), url("127.0.0.3")),
+            ]
+        );
+        assert!(srv_cluster("m1", &own, "other.test", None, &lookup).is_err());
     }
 
     #[test]

@@ -68,6 +68,8 @@ const SUPPORTED: &[&str] = &[
     "debug",
     "experimental-enable-lease-checkpoint",
     "auto-tls",
+    "discovery-srv",
+    "discovery-srv-name",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -88,8 +90,6 @@ const UNSUPPORTED: &[&str] = &[
     "discovery",
     "discovery-fallback",
     "discovery-proxy",
-    "discovery-srv",
-    "discovery-srv-name",
     "enable-v2",
     "peer-auto-tls",
     "enable-pprof",

@@ -9,6 +9,7 @@ pub mod call_stream;
 pub mod cert_names;
 pub mod codec;
 pub mod config;
+pub mod dns_srv;
 pub mod durable;
 pub mod errors;
 pub mod etcd_flags;

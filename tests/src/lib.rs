@@ -93,15 +93,29 @@ impl Member {
         Member::start_in(dir, env)
     }
 
+    /// Start with client port `port` (the peer port is the next one).
+    pub fn start_at(port: u16, env: &[(&str, &str)]) -> Member {
+        let dir = tempfile::Builder::new()
+            .prefix("triad-test")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .expect("tempdir");
+        Member::start_in_at(dir, port, env)
+    }
+
     /// Start on `dir` (say, a power-loss disk mounted there).
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Member {
+        Member::start_in_at(dir, free_port_pair(), env)
+    }
+
+    fn start_in_at(dir: tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Member {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut m = Member {
             dir,
-            port: free_port_pair(),
+            port,
             up: None,
             env,
         };
@@ -620,6 +634,7 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 pub mod certs;
 pub mod cluster;
+pub mod dns;
 pub mod fault_run;
 pub mod history;
 pub mod load;

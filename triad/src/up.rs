@@ -141,9 +141,15 @@ fn specs(
         dir,
         "--initial-advertise-peer-urls".to_string(),
         peer_url.clone(),
-        "--initial-cluster".to_string(),
-        initial_cluster.to_string(),
     ];
+    // With etcd's --discovery-srv in the environment, DNS names the
+    // initial cluster instead.
+    let srv = ["TRIAD_DISCOVERY_SRV", "ETCD_DISCOVERY_SRV"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !srv {
+        member.extend(["--initial-cluster".to_string(), initial_cluster.to_string()]);
+    }
     if let Some(token) = token {
         member.extend(["--initial-cluster-token".to_string(), token.to_string()]);
     }

@@ -654,3 +654,63 @@ fn auto_tls_serves_https_with_a_self_signed_certificate() {
         "{etcd_text}"
     );
 }
+
+/// `--discovery-srv`: the initial cluster comes from the domain's
+/// `_etcd-server._tcp` records (asked of a name server of the test's
+/// own), this member found among them by its address.
+#[test]
+fn discovery_srv_names_the_initial_cluster() {
+    let port = triad_tests::free_port_pair();
+    let dns = triad_tests::dns::serve(move |name| match name {
+        "_etcd-server._tcp.example.test" => vec![("127.0.0.1".to_string(), port + 1)],
+        _ => Vec::new(),
+    });
+    let m = Member::start_at(
+        port,
+        &[
+            ("ETCD_DISCOVERY_SRV", "example.test"),
+            ("TRIAD_DISCOVERY_DNS_SERVER", &dns.to_string()),
+        ],
+    );
+    let list = ok_stdout(&m.etcdctl(&["member", "list"]));
+    assert!(
+        list.contains(&format!("http://127.0.0.1:{}", port + 1)),
+        "{list}"
+    );
+    ok_stdout(&m.etcdctl(&["put", "k", "v"]));
+
+    // A domain without records, or both ways at once, stop a daemon with
+    // etcd's words.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nothing = std::process::Command::new(bin("raftd"))
+        .arg("--check-config")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--discovery-srv", "nothing.test", "--discovery-dns-server"])
+        .arg(dns.to_string())
+        .output()
+        .expect("raftd");
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert_eq!(nothing.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot find any DNS SRV records"),
+        "{stderr}"
+    );
+    let both = std::process::Command::new(bin("raftd"))
+        .arg("--check-config")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--discovery-srv",
+            "example.test",
+            "--initial-cluster",
+            "default=http://localhost:2380",
+        ])
+        .output()
+        .expect("raftd");
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        stderr.contains("multiple discovery or bootstrap flags are set"),
+        "{stderr}"
+    );
+}

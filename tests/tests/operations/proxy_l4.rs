@@ -89,43 +89,19 @@ async fn etcd_client_through_the_proxy_survives_its_member_dying() {
     }
 }
 
-/// A one-shot DNS server on loopback: every SRV query for
-/// `_etcd-client._tcp.*` is answered with `localhost:<port>` for each port;
-/// other names get no answer records.
+/// A DNS server answering `_etcd-client._tcp.*` with `localhost:<port>`
+/// for each port (the TLS name gets none).
 fn fake_dns(ports: Vec<u16>) -> std::net::SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    let addr = socket.local_addr().expect("addr");
-    socket.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let q = &buf[..n];
-            // The question ends 4 bytes after its name's terminating 0.
-            let Some(name_end) = q[12..].iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let question_end = 12 + name_end + 1 + 4;
-            let plain = q.windows(13).any(|w| w == b"\x0c_etcd-client" as &[u8])
-                && !q.windows(4).any(|w| w == b"-ssl");
-            let answers: &[u16] = if plain { &ports } else { &[] };
-            let mut r = Vec::new();
-            r.extend_from_slice(&q[..2]);
-            r.extend_from_slice(&[0x81, 0x80, 0, 1]);
-            r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-            r.extend_from_slice(&[0, 0, 0, 0]);
-            r.extend_from_slice(&q[12..question_end]);
-            for port in answers {
-                r.extend_from_slice(&[0xC0, 12, 0, 33, 0, 1, 0, 0, 0, 60]);
-                let mut rdata = vec![0, 1, 0, 1];
-                rdata.extend_from_slice(&port.to_be_bytes());
-                rdata.extend_from_slice(b"\x09localhost\x00");
-                r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-                r.extend_from_slice(&rdata);
-            }
-            let _ = socket.send_to(&r, from);
+    triad_tests::dns::serve(move |name| {
+        if name.starts_with("_etcd-client._tcp.") {
+            ports
+                .iter()
+                .map(|p| ("localhost".to_string(), *p))
+                .collect()
+        } else {
+            Vec::new()
         }
-    });
-    addr
+    })
 }
 
 #[test]
