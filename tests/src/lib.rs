@@ -398,18 +398,34 @@ pub fn wait_dead(pid: i32) {
 
 /// A throwaway real etcd (the reference implementation) on loopback.
 pub struct RefEtcd {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
+    /// etcdctl flags to reach it (TLS ones for an https etcd).
+    tls: &'static [&'static str],
 }
 
 impl RefEtcd {
     /// Start etcd with `extra` flags; None when etcd is not installed.
     pub fn start(extra: &[&str]) -> Option<RefEtcd> {
+        RefEtcd::launch("http", &[], extra)
+    }
+
+    /// `start` with https client URLs (give it `--auto-tls` or
+    /// certificates), reached without verifying its certificate.
+    pub fn start_https(extra: &[&str]) -> Option<RefEtcd> {
+        RefEtcd::launch(
+            "https",
+            &["--insecure-transport=false", "--insecure-skip-tls-verify"],
+            extra,
+        )
+    }
+
+    fn launch(scheme: &str, tls: &'static [&'static str], extra: &[&str]) -> Option<RefEtcd> {
         Command::new("etcd").arg("--version").output().ok()?;
         let dir = tempfile::Builder::new().prefix("etcd-ref").tempdir().ok()?;
         let port = free_port_pair();
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", port + 1);
         let child = Command::new("etcd")
             .arg("--data-dir")
@@ -433,16 +449,15 @@ impl RefEtcd {
             .spawn()
             .ok()?;
         let r = RefEtcd {
-            _dir: dir,
+            dir,
             port,
             child,
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        let health = [tls, &["endpoint", "health"]].concat();
         while Instant::now() < deadline {
-            if etcdctl(&r.endpoint(), &["endpoint", "health"])
-                .status
-                .success()
-            {
+            if etcdctl(&r.url(scheme), &health).status.success() {
                 return Some(r);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -452,6 +467,20 @@ impl RefEtcd {
 
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.endpoint())
+    }
+
+    /// Its data dir (etcd's --data-dir).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// etcdctl's flags to reach it.
+    pub fn tls_flags(&self) -> &'static [&'static str] {
+        self.tls
     }
 }
 

@@ -602,53 +602,16 @@ fn auto_tls_serves_https_with_a_self_signed_certificate() {
     assert!(ok_stdout(&etcdctl(&url, &[tls, skip, "get", "k"])).contains('v'));
 
     // etcd's own, for the certificate's shape.
-    if std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let Some(etcd) = triad_tests::RefEtcd::start_https(&["--auto-tls"]) else {
         triad_tests::prerequisite_missing("etcd (Debian package etcd-server) is not installed");
         return;
-    }
-    let etcd_dir = tempfile::tempdir().expect("tempdir");
-    let port = triad_tests::free_port_pair();
-    let client = format!("https://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", port + 1);
-    let mut etcd = std::process::Command::new("etcd")
-        .arg("--data-dir")
-        .arg(etcd_dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("default={peer}"),
-            "--auto-tls",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("etcd");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !etcdctl(&client, &[tls, skip, "put", "k", "v"])
-        .status
-        .success()
-    {
-        assert!(std::time::Instant::now() < deadline, "etcd never served");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let etcd_text = certificate_text(&etcd_dir.path().join("data/fixtures/client/cert.pem"));
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+    };
+    let etcd_url = format!("https://{}", etcd.endpoint());
+    ok_stdout(&etcdctl(
+        &etcd_url,
+        &[etcd.tls_flags(), &["put", "k", "v"]].concat(),
+    ));
+    let etcd_text = certificate_text(&etcd.data_dir().join("fixtures/client/cert.pem"));
     assert!(
         etcd_text.contains("O = etcd") && etcd_text.contains("IP Address:127.0.0.1"),
         "{etcd_text}"
