@@ -229,9 +229,10 @@ impl Default for LogSettings {
 /// One of etcd's --log-outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogOutput {
-    /// `default`, `stderr`, and `systemd/journal` (a unit's stderr is
-    /// the journal).
+    /// `default` and `stderr`.
     Stderr,
+    /// `systemd/journal`: journald's native protocol.
+    Journal,
     Stdout,
     /// Any other value: a file lines are appended to.
     File(PathBuf),
@@ -242,7 +243,8 @@ pub fn parse_log_outputs(list: &str) -> Result<Vec<LogOutput>, ConfigError> {
     let mut outputs = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let output = match item {
-            "default" | "stderr" | "systemd/journal" => LogOutput::Stderr,
+            "default" | "stderr" => LogOutput::Stderr,
+            "systemd/journal" => LogOutput::Journal,
             "stdout" => LogOutput::Stdout,
             path => LogOutput::File(PathBuf::from(path)),
         };
@@ -333,7 +335,8 @@ pub struct MemberOpts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<bool>,
     /// Where logs go (etcd's --log-outputs): default, stderr, stdout,
-    /// systemd/journal, or files to append to; comma-separated.
+    /// systemd/journal (journald's native protocol), or files to append
+    /// to; comma-separated.
     #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_outputs: Option<String>,
@@ -970,6 +973,7 @@ mod tests {
             parse_log_outputs("default,systemd/journal,stdout,/var/log/m.log").unwrap(),
             [
                 LogOutput::Stderr,
+                LogOutput::Journal,
                 LogOutput::Stdout,
                 LogOutput::File("/var/log/m.log".into())
             ]

@@ -18,6 +18,7 @@ pub mod feature_gates;
 pub mod h2_authority;
 pub mod ids;
 pub mod inline_stream;
+pub mod journal;
 pub mod keys;
 pub mod lifecycle;
 pub mod logging;

@@ -59,6 +59,7 @@ enum Sink {
     Stderr,
     Stdout,
     File(std::fs::File),
+    Journal(crate::journal::Journal),
 }
 
 impl std::io::Write for Outputs {
@@ -68,6 +69,7 @@ impl std::io::Write for Outputs {
                 Sink::Stderr => std::io::stderr().write_all(buf),
                 Sink::Stdout => std::io::stdout().write_all(buf),
                 Sink::File(f) => (&*f).write_all(buf),
+                Sink::Journal(j) => j.send(buf),
             };
             if written.is_err() {
                 self.dropped.inc();
@@ -89,14 +91,27 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Outputs {
     }
 }
 
-/// Open the outputs (files appended to, created private).
-fn open(outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
+/// Open the outputs (files appended to, created private; journald's
+/// socket, which must be there).
+fn open(daemon: &str, outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
     outputs
         .iter()
         .map(|o| {
             Ok(match o {
                 LogOutput::Stderr => Sink::Stderr,
                 LogOutput::Stdout => Sink::Stdout,
+                LogOutput::Journal => Sink::Journal(
+                    crate::journal::Journal::connect(
+                        std::path::Path::new(crate::journal::SOCKET),
+                        daemon,
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "cannot log to systemd/journal ({}): {e}",
+                            crate::journal::SOCKET
+                        )
+                    })?,
+                ),
                 LogOutput::File(path) => Sink::File(
                     std::fs::OpenOptions::new()
                         .create(true)
@@ -113,19 +128,24 @@ fn open(outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
 /// only when a log file cannot be opened.
 pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) -> Result<(), String> {
     use std::io::IsTerminal;
-    let sinks = open(&settings.outputs)?;
+    let sinks = open(daemon, &settings.outputs)?;
     // Colour only for a person at a terminal (and not with NO_COLOR):
     // escape codes in files and the journal break greps and log shippers.
     let ansi = std::env::var_os("NO_COLOR").is_none()
         && sinks.iter().all(|s| match s {
             Sink::Stderr => std::io::stderr().is_terminal(),
             Sink::Stdout => std::io::stdout().is_terminal(),
-            Sink::File(_) => false,
+            Sink::File(_) | Sink::Journal(_) => false,
         });
     // Under systemd, each line's level reaches the journal as a `<N>`
     // syslog priority prefix (which journald reads and strips), so
     // `journalctl -p warning` finds warnings and errors.
-    let journal = matches!(sinks.as_slice(), [Sink::Stderr]) && stderr_is_journal();
+    // Natively, the journal sink takes the priority from that prefix too.
+    let journal = match sinks.as_slice() {
+        [Sink::Stderr] => stderr_is_journal(),
+        [Sink::Journal(_)] => true,
+        _ => false,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(settings.level)));
     let builder = tracing_subscriber::fmt()

@@ -1011,6 +1011,39 @@ fn the_package_on_a_booted_debian() {
     wait_serving(&ep, Duration::from_secs(30));
     timings.push(("d'. probes with raftd stopped", t.elapsed()));
 
+    // d''. etcd's --log-outputs systemd/journal: storaged writes to
+    // journald natively, each line with its priority and daemon name.
+    let t = Instant::now();
+    c.ok("mkdir -p /etc/systemd/system/triad-storaged.service.d && \
+         printf '[Service]\nEnvironment=ETCD_LOG_OUTPUTS=systemd/journal\n' \
+           > /etc/systemd/system/triad-storaged.service.d/journal.conf && \
+         systemctl daemon-reload && \
+         systemctl kill --signal=SIGKILL triad-storaged.service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let native = loop {
+        let entries = c.ok(
+            "journalctl --no-pager -q -o json -p warning -u triad-storaged.service \
+             _TRANSPORT=journal",
+        );
+        if let Some(line) = entries.lines().find(|l| l.contains("did not stop cleanly")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no native journal entry from storaged in 30 s:\n{entries}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let entry: serde_json::Value = serde_json::from_str(&native).expect("journal JSON");
+    assert_eq!(entry["PRIORITY"], "4", "{native}");
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "storaged", "{native}");
+    c.ok(
+        "rm /etc/systemd/system/triad-storaged.service.d/journal.conf && \
+         systemctl daemon-reload && systemctl restart triad-storaged.service",
+    );
+    wait_serving(&ep, Duration::from_secs(30));
+    timings.push(("d''. native journal", t.elapsed()));
+
     // e. Stopping the target stops the whole member, its socket included.
     // systemctl waits for the target's own job only: the daemons (PartOf)
     // stop after it, in reverse start order, each draining its requests.
