@@ -70,6 +70,7 @@ const SUPPORTED: &[&str] = &[
     "auto-tls",
     "discovery-srv",
     "discovery-srv-name",
+    "initial-election-tick-advance",
     // etcd 3.5's.
     "unsafe-no-fsync",
     "socket-reuse-port",
@@ -82,7 +83,6 @@ const SUPPORTED: &[&str] = &[
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
 const UNSUPPORTED: &[&str] = &[
-    "initial-election-tick-advance",
     "max-snapshots",
     "max-wals",
     "backend-batch-interval",
@@ -108,6 +108,7 @@ const UNSUPPORTED: &[&str] = &[
 /// etcd's boolean flags: Go takes them as `--flag` or `--flag=value`, never
 /// with the value in the next argument.
 const BOOLEAN: &[&str] = &[
+    "initial-election-tick-advance",
     "unsafe-no-fsync",
     "socket-reuse-port",
     "socket-reuse-address",

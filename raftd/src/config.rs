@@ -65,6 +65,12 @@ pub struct RaftdOpts {
     #[arg(long, env = "TRIAD_WAL_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_dir: Option<PathBuf>,
+    /// Campaign soon after start when no leader is in sight (two
+    /// heartbeat intervals, with a pre-vote) rather than after a whole
+    /// election timeout (etcd's flag; default true).
+    #[arg(long, env = "TRIAD_INITIAL_ELECTION_TICK_ADVANCE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_election_tick_advance: Option<bool>,
     /// The most learners the cluster may have at once (etcd 3.5's flag;
     /// default 1).
     #[arg(long, env = "TRIAD_EXPERIMENTAL_MAX_LEARNERS")]
@@ -162,6 +168,7 @@ pub struct Config {
     /// `--wal-dir`: the raft log's segment files (None: in the data dir).
     pub wal_dir: Option<PathBuf>,
     pub max_learners: usize,
+    pub initial_election_tick_advance: bool,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub lease_checkpoint_interval: Duration,
@@ -277,6 +284,7 @@ impl Config {
             metrics_url: opts.metrics_url.clone(),
             wal_dir: opts.wal_dir.clone(),
             max_learners: opts.experimental_max_learners.unwrap_or(1),
+            initial_election_tick_advance: opts.initial_election_tick_advance.unwrap_or(true),
             heartbeat_interval_ms: hb,
             election_timeout_ms: el,
             lease_checkpoint_interval,

@@ -13,6 +13,7 @@ pub mod belonging;
 pub mod codec;
 pub mod config;
 pub mod corruption;
+pub mod election_advance;
 pub mod force;
 pub mod group_commit;
 pub mod handoff;

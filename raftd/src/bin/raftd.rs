@@ -207,6 +207,13 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         raft.initialize(members).await?;
     }
 
+    tokio::spawn(raftd::election_advance::run(
+        raft.clone(),
+        member_id,
+        Duration::from_millis(hb),
+        cfg.initial_election_tick_advance,
+    ));
+
     let lessor = Arc::new(Lessor::new(
         raft.clone(),
         storage_check.clone(),

@@ -677,3 +677,48 @@ fn discovery_srv_names_the_initial_cluster() {
         "{stderr}"
     );
 }
+
+/// `--initial-election-tick-advance` (etcd's default true): members that
+/// restart and see no leader campaign after two heartbeats (with a
+/// pre-vote) instead of waiting out an election timeout (10 s here, so
+/// its shortest draw is 2 s); off, they wait. Returns how long the whole
+/// cluster took to take a write again after all its members restarted,
+/// and whether a member said it campaigned early.
+fn restart_all(env: &[(&str, &str)]) -> (std::time::Duration, bool) {
+    use std::time::{Duration, Instant};
+    use triad_tests::cluster::Cluster;
+    let c = Cluster::start_with_env(3, env);
+    ok_stdout(&c.etcdctl(0, &["put", "k", "v"]));
+    let held = c.hold_down(&[0, 1, 2]);
+    let t = Instant::now();
+    c.release(held);
+    while !c
+        .etcdctl(0, &["put", "k", "w", "--command-timeout=1s"])
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no leader after a minute"
+        );
+    }
+    let took = t.elapsed();
+    let logs: String = (0..3).map(|i| c.logs(i)).collect();
+    (
+        took,
+        logs.contains("campaigning now (initial election tick advance)"),
+    )
+}
+
+#[test]
+fn initial_election_tick_advance_campaigns_early() {
+    let slow = ("ETCD_ELECTION_TIMEOUT", "10000");
+    let (advanced, said) = restart_all(&[slow]);
+    assert!(said, "no member campaigned early");
+    let (waited, said) = restart_all(&[slow, ("ETCD_INITIAL_ELECTION_TICK_ADVANCE", "false")]);
+    assert!(!said);
+    assert!(
+        waited > advanced + std::time::Duration::from_secs(1),
+        "writes again after {advanced:?} advancing, {waited:?} waiting"
+    );
+}
