@@ -62,6 +62,12 @@ impl Version {
         format!("{}.{}", self.major, self.minor)
     }
 
+    /// Whether this is etcd 3.6 or later, whose answers name a cluster
+    /// version as major.minor and report a storage version.
+    pub fn is_3_6_or_later(self) -> bool {
+        (self.major, self.minor) >= (3, 6)
+    }
+
     /// Whether `to` is exactly one minor version below `self` (etcd's
     /// only allowed downgrade step).
     pub fn steps_down_to(self, to: Version) -> bool {

@@ -72,8 +72,8 @@ async fn version_info(State(s): State<HttpState>) -> ([(&'static str, &'static s
         _ => "not_decided".to_string(),
     };
     let mut body = serde_json::json!({ "etcdserver": s.version, "etcdcluster": cluster });
-    let newer =
-        common::versions::Version::parse(&s.version).is_some_and(|v| (v.major, v.minor) >= (3, 6));
+    let newer = common::versions::Version::parse(&s.version)
+        .is_some_and(common::versions::Version::is_3_6_or_later);
     if newer {
         let storage = if cluster == "not_decided" {
             "unknown"

@@ -73,15 +73,13 @@ async fn round(
         return Ok(false);
     }
     let cluster = Version::parse(&storage.cluster_version);
-    if let Some(cv) = cluster {
-        crate::metrics::set_cluster_version(cv);
-    }
     let target = storage
         .downgrade
         .as_ref()
         .filter(|d| d.enabled)
         .and_then(|d| Version::parse(&d.target_version));
     if let Some(cv) = cluster {
+        crate::metrics::set_cluster_version(cv);
         if own.cluster() < cv && target != Some(own.cluster()) && !*warned_low {
             // etcd refuses to start here; triad serves on and says why.
             tracing::error!(

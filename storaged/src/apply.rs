@@ -91,16 +91,12 @@ impl Batch<'_, '_> {
             return Ok(Outcome::Error(e.wire_code()));
         }
         let started = std::time::Instant::now();
-        let outcome = match self.guarded(&req, op) {
-            Ok(o) => o,
-            Err(StoreError::Etcd(e)) => Outcome::Error(e.wire_code()),
+        let (outcome, error) = match self.guarded(&req, op) {
+            Ok(o) => (o, None),
+            Err(StoreError::Etcd(e)) => (Outcome::Error(e.wire_code()), Some(e)),
             Err(other) => return Err(other),
         };
-        let error = match &outcome {
-            Outcome::Error(code) => EtcdError::from_wire_code(*code).map(|e| e.to_string()),
-            _ => None,
-        };
-        crate::slow_request::check_apply(started, op, error.as_deref());
+        crate::slow_request::check_apply(started, op, error);
         Ok(outcome)
     }
 

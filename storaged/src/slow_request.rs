@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::errors::EtcdError;
 use common::proto::etcdserverpb::{
     compare, request_op, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, TxnRequest,
 };
@@ -25,10 +26,11 @@ pub fn threshold() -> Duration {
 
 /// Warn of (and count) an apply of `op` that started at `started`, if it
 /// took longer than the threshold.
-pub fn check_apply(started: Instant, op: &Op, error: Option<&str>) {
+pub fn check_apply(started: Instant, op: &Op, error: Option<EtcdError>) {
     let took = started.elapsed();
     if took > threshold() {
-        warn(took, "", &summary(op), String::new(), error);
+        let error = error.map(|e| e.to_string());
+        warn(took, "", &summary(op), String::new(), error.as_deref());
     }
 }
 

@@ -53,7 +53,7 @@ impl MaintenanceService {
     /// The cluster version as this member's etcd version names it in a
     /// Downgrade response: `3.6` from 3.6 on, `3.5.0` before.
     fn cluster_version_text(&self, cluster: &str) -> String {
-        let newer = Version::parse(&self.version).is_some_and(|v| (v.major, v.minor) >= (3, 6));
+        let newer = Version::parse(&self.version).is_some_and(Version::is_3_6_or_later);
         match Version::parse(cluster) {
             Some(cv) if newer => cv.major_minor(),
             Some(cv) => cv.to_string(),

@@ -110,24 +110,20 @@ async fn prepare_servers(
             .max_concurrent_streams(Some(cfg.max_concurrent_streams))
             .http2_keepalive_interval(Some(interval))
             .http2_keepalive_timeout(Some(timeout));
-        let server = match (http_alone, grpc_alone) {
-            // An empty front: every request goes to the HTTP routes.
-            (true, _) => base
-                .layer(gatewayd::grpc_front::GrpcFront::default())
-                .add_routes(tonic::service::Routes::from(http.clone())),
-            (false, true) => base
-                .layer(grpc.clone())
-                .add_routes(tonic::service::Routes::from(axum::Router::new())),
-            (false, false) => base
-                .layer(grpc.clone())
-                .add_routes(tonic::service::Routes::from(http.clone())),
+        // An empty front sends every request to the HTTP routes.
+        let (front, routes, serves) = match (http_alone, grpc_alone) {
+            (true, _) => (
+                gatewayd::grpc_front::GrpcFront::default(),
+                http.clone(),
+                "http",
+            ),
+            (false, true) => (grpc.clone(), axum::Router::new(), "grpc"),
+            (false, false) => (grpc.clone(), http.clone(), "grpc+http"),
         };
+        let server = base
+            .layer(front)
+            .add_routes(tonic::service::Routes::from(routes));
         prepared.push((server, listener, tls));
-        let serves = match (http_alone, grpc_alone) {
-            (true, _) => "http",
-            (false, true) => "grpc",
-            (false, false) => "grpc+http",
-        };
         tracing::info!(%addr, tls = *https, serves, "gatewayd serving clients");
     }
     Ok(prepared)
