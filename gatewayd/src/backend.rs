@@ -21,8 +21,8 @@ use crate::tokens::Tokens;
 use common::errors::{status_from_wire, unavailable, EtcdError};
 use common::proto::etcdserverpb::alarm_request::AlarmAction;
 use common::proto::etcdserverpb::{
-    AlarmRequest, AlarmType, HashKvRequest, HashKvResponse, HashResponse, RangeRequest,
-    RangeResponse, ResponseHeader,
+    AlarmRequest, AlarmType, HashKvRequest, HashKvResponse, HashResponse, MemberListRequest,
+    RangeRequest, RangeResponse, ResponseHeader,
 };
 use common::proto::raft::raft_local_client::RaftLocalClient;
 use common::proto::raft::{PublishRequest, StatusResponse as RaftStatus};
@@ -355,30 +355,51 @@ impl Backend {
         self.member.member_id()
     }
 
-    /// Learn this member's IDs from raftd, then publish its name and client
-    /// URLs to the cluster (etcd's publish), retrying until both succeed;
-    /// then keep following raftd's status (a learner may be promoted).
-    pub async fn publish(&self, name: String, client_urls: Vec<String>) {
+    /// Learn this member's IDs from raftd and publish its name and client
+    /// URLs to the cluster (etcd's publish), retrying until it lands or
+    /// raftd's own member list already shows them. etcd serves clients only
+    /// once published, so a client never sees a serving member without its
+    /// client URLs; a restart with unchanged URLs serves at once, even
+    /// without a leader.
+    pub async fn publish_self(&self, name: &str, client_urls: &[String]) {
         loop {
             let published = async {
                 let s = self.raft_status().await?;
+                let members = self
+                    .raft_call(Retry::OnlyUnsent, |mut r| async move {
+                        r.member_list(MemberListRequest {
+                            linearizable: false,
+                        })
+                        .await
+                    })
+                    .await?
+                    .members;
+                if members
+                    .iter()
+                    .any(|m| m.id == s.member_id && m.name == name && m.client_ur_ls == client_urls)
+                {
+                    return Ok(());
+                }
                 let req = PublishRequest {
-                    client_urls: client_urls.clone(),
+                    client_urls: client_urls.to_vec(),
                     member_id: s.member_id,
-                    name: name.clone(),
+                    name: name.to_string(),
                 };
                 self.raft.publish(req).await
             };
             match published.await {
                 Ok(()) => {
                     tracing::info!(?client_urls, "published this member's client URLs");
-                    break;
+                    return;
                 }
                 Err(e) => tracing::debug!(error = %e.message(), "publish failed; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        // Keep following raftd: promotion of a learner, removal.
+    }
+
+    /// Keep following raftd's status: promotion of a learner, removal.
+    pub async fn follow_raftd(&self) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = self.raft_status().await;

@@ -340,10 +340,9 @@ async fn run(
         tokio::spawn(async move { axum::serve(listener, routes).await });
         tracing::info!(%addr, "serving metrics");
     }
-    common::lifecycle::notify_ready("serving");
     tokio::spawn({
-        let (backend, name, urls) = (backend.clone(), member.name.clone(), cfg.advertise.clone());
-        async move { backend.publish(name, urls).await }
+        let backend = backend.clone();
+        async move { backend.follow_raftd().await }
     });
     tokio::spawn(gatewayd::version_monitor::run(
         backend.clone(),
@@ -367,7 +366,17 @@ async fn run(
             }
         }
     };
-    serve_prepared(prepared, stop).await?;
+    // Clients wait (their connections queue on the bound listeners) until
+    // this member is published, as etcd's do.
+    tokio::pin!(stop);
+    let stopped = tokio::select! {
+        () = backend.publish_self(&member.name, &cfg.advertise) => false,
+        () = &mut stop => true,
+    };
+    if !stopped {
+        common::lifecycle::notify_ready("serving");
+        serve_prepared(prepared, stop).await?;
+    }
     tracing::info!("gatewayd stopped");
     match failure.lock().ok().and_then(|mut f| f.take()) {
         Some(why) => Err(anyhow::anyhow!(why)),
