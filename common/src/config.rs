@@ -214,6 +214,8 @@ pub struct LogSettings {
     pub level: &'static str,
     /// Where log lines go (each line to every one).
     pub outputs: Vec<LogOutput>,
+    /// `--enable-log-rotation`: how the log file is rotated.
+    pub rotation: Option<crate::log_rotation::Rotation>,
 }
 
 impl Default for LogSettings {
@@ -222,6 +224,7 @@ impl Default for LogSettings {
             json: false,
             level: "info",
             outputs: vec![LogOutput::Stderr],
+            rotation: None,
         }
     }
 }
@@ -307,6 +310,68 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_DISCOVERY_DNS_SERVER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery_dns_server: Option<String>,
+    /// Bootstrap through etcd 3.4's discovery protocol: the registry's URL
+    /// in a v2 keys API (http://host:port/v2/keys/_etcd/registry/TOKEN).
+    #[arg(long, env = "TRIAD_DISCOVERY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
+    /// HTTP proxy (host:port) to reach --discovery through.
+    #[arg(long, env = "TRIAD_DISCOVERY_PROXY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_proxy: Option<String>,
+    /// Bootstrap through etcd 3.6's v3 discovery: the token naming this
+    /// cluster's registry in the discovery cluster.
+    #[arg(long, env = "TRIAD_DISCOVERY_TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_token: Option<String>,
+    /// The discovery cluster's client endpoints (host:port or URLs).
+    #[arg(long, env = "TRIAD_DISCOVERY_ENDPOINTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_endpoints: Option<String>,
+    /// How long connecting to the discovery cluster may take (default 2s).
+    #[arg(long, env = "TRIAD_DISCOVERY_DIAL_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_dial_timeout: Option<String>,
+    /// How long one discovery request may take (default 5s).
+    #[arg(long, env = "TRIAD_DISCOVERY_REQUEST_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_request_timeout: Option<String>,
+    /// HTTP/2 ping interval on the discovery connection (default 2s).
+    #[arg(long, env = "TRIAD_DISCOVERY_KEEPALIVE_TIME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_keepalive_time: Option<String>,
+    /// How long an unanswered ping keeps the discovery connection (default 6s).
+    #[arg(long, env = "TRIAD_DISCOVERY_KEEPALIVE_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_keepalive_timeout: Option<String>,
+    /// Plain HTTP to the discovery cluster (default true).
+    #[arg(long, env = "TRIAD_DISCOVERY_INSECURE_TRANSPORT", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_insecure_transport: Option<bool>,
+    /// Skip verifying the discovery cluster's certificate (refused).
+    #[arg(long, env = "TRIAD_DISCOVERY_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_insecure_skip_tls_verify: Option<bool>,
+    /// Client certificate for the discovery cluster.
+    #[arg(long, env = "TRIAD_DISCOVERY_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_cert: Option<String>,
+    /// Client key for the discovery cluster.
+    #[arg(long, env = "TRIAD_DISCOVERY_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_key: Option<String>,
+    /// CA that signed the discovery cluster's certificates.
+    #[arg(long, env = "TRIAD_DISCOVERY_CACERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_cacert: Option<String>,
+    /// User for the discovery cluster's auth.
+    #[arg(long, env = "TRIAD_DISCOVERY_USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_user: Option<String>,
+    /// Password for the discovery cluster's auth.
+    #[arg(long, env = "TRIAD_DISCOVERY_PASSWORD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_password: Option<String>,
     /// Initial cluster token for the cluster during bootstrap.
     #[arg(long, env = "TRIAD_INITIAL_CLUSTER_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +405,16 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_outputs: Option<String>,
+    /// Rotate the log file (etcd 3.5's --enable-log-rotation; needs one
+    /// file among --log-outputs).
+    #[arg(long, env = "TRIAD_ENABLE_LOG_ROTATION", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_log_rotation: Option<bool>,
+    /// lumberjack's settings as etcd takes them: {"maxsize": MiB, "maxage":
+    /// days, "maxbackups": n, "localtime": bool, "compress": bool}.
+    #[arg(long, env = "TRIAD_LOG_ROTATION_CONFIG_JSON")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_rotation_config_json: Option<String>,
     /// How long a daemon thread about to sleep first watches for more work
     /// while its recent waits were shorter than this (e.g. 300us; 0 = never).
     /// Keeps a virtual machine's vCPUs from halting between the hops of a
@@ -423,6 +498,10 @@ pub struct Member {
     pub socket_reuse_port: bool,
     /// `--check-config`: check, then exit instead of serving.
     pub check_only: bool,
+    /// etcd's v3 discovery: the initial cluster comes from a discovery
+    /// cluster (raftd asks it on first start); `initial_cluster` then holds
+    /// this member alone.
+    pub discovery: Option<crate::discovery::Discovery>,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
@@ -437,6 +516,20 @@ pub struct RuntimeSettings {
 }
 
 impl Member {
+    /// This member with the initial cluster discovery found: the cluster
+    /// ID follows the members' IDs, as etcd's.
+    pub fn with_initial_cluster(self, initial_cluster: Vec<(String, Vec<String>)>) -> Member {
+        let ids: Vec<u64> = initial_cluster
+            .iter()
+            .map(|(_, urls)| crate::ids::member_id(urls, &self.cluster_token))
+            .collect();
+        Member {
+            cluster_id: crate::ids::cluster_id(&ids),
+            initial_cluster,
+            ..self
+        }
+    }
+
     pub fn runtime(&self, threads: usize) -> RuntimeSettings {
         RuntimeSettings {
             member_name: self.name.clone(),
@@ -448,7 +541,57 @@ impl Member {
     }
 }
 
+/// etcd's refusal of two ways to name the initial cluster (3.4's words,
+/// and 3.6's once v3 discovery is one of them).
+const CONFLICTING_BOOTSTRAP: &str = "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"";
+const CONFLICTING_BOOTSTRAP_3_6: &str = "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"";
+
 impl MemberOpts {
+    /// etcd's `--enable-log-rotation`: one file among the outputs, and
+    /// lumberjack's settings from `--log-rotation-config-json`.
+    fn log_rotation(
+        &self,
+        outputs: &[LogOutput],
+    ) -> Result<Option<crate::log_rotation::Rotation>, ConfigError> {
+        if self.enable_log_rotation != Some(true) {
+            return Ok(None);
+        }
+        let files = outputs
+            .iter()
+            .filter(|o| matches!(o, LogOutput::File(_) | LogOutput::Journal))
+            .count();
+        if (outputs.len() == 1 && files == 0) || files > 1 {
+            return Err(err(
+                "--log-outputs requires a single file path when --log-rotate-config-json is defined",
+            ));
+        }
+        let json = self
+            .log_rotation_config_json
+            .as_deref()
+            .unwrap_or(crate::log_rotation::DEFAULT_CONFIG);
+        crate::log_rotation::Rotation::parse(json).map(Some)
+    }
+
+    fn discovery_flags(&self) -> crate::discovery::DiscoveryFlags<'_> {
+        crate::discovery::DiscoveryFlags {
+            url: self.discovery.as_deref(),
+            proxy: self.discovery_proxy.as_deref(),
+            token: self.discovery_token.as_deref(),
+            endpoints: self.discovery_endpoints.as_deref(),
+            dial_timeout: self.discovery_dial_timeout.as_deref(),
+            request_timeout: self.discovery_request_timeout.as_deref(),
+            keepalive_time: self.discovery_keepalive_time.as_deref(),
+            keepalive_timeout: self.discovery_keepalive_timeout.as_deref(),
+            insecure_transport: self.discovery_insecure_transport,
+            insecure_skip_tls_verify: self.discovery_insecure_skip_tls_verify,
+            cert: self.discovery_cert.as_deref(),
+            key: self.discovery_key.as_deref(),
+            cacert: self.discovery_cacert.as_deref(),
+            user: self.discovery_user.as_deref(),
+            password: self.discovery_password.as_deref(),
+        }
+    }
+
     pub fn resolve(&self) -> Result<Member, ConfigError> {
         let name = self.name.clone().unwrap_or_else(|| "default".to_string());
         let data_dir = self
@@ -470,22 +613,40 @@ impl MemberOpts {
             .initial_cluster_token
             .clone()
             .unwrap_or_else(|| "etcd-cluster".into());
-        let initial_cluster = match (&self.initial_cluster, &self.discovery_srv) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"",
-                ))
+        let discovery = crate::discovery::Discovery::from_flags(&self.discovery_flags())?;
+        if let Some(d) = &discovery {
+            if self.initial_cluster.is_some() || self.discovery_srv.is_some() {
+                return Err(err(match d {
+                    crate::discovery::Discovery::V3(_) => CONFLICTING_BOOTSTRAP_3_6,
+                    crate::discovery::Discovery::V2(_) => CONFLICTING_BOOTSTRAP,
+                }));
             }
+        }
+        // The discovery URL or token seeds the member IDs, as etcd's.
+        let cluster_token = match &discovery {
+            Some(d) => d.id_seed().to_string(),
+            None => cluster_token,
+        };
+        let initial_cluster = match (&self.initial_cluster, &self.discovery_srv) {
+            (Some(_), Some(_)) => return Err(err(CONFLICTING_BOOTSTRAP)),
             (Some(spec), None) => parse_initial_cluster(spec)?,
             (None, Some(domain)) => {
                 let server = match &self.discovery_dns_server {
                     Some(a) => a.parse().map_err(|_| {
-                        err(format!("invalid --discovery-dns-server {a:?} (want ip:port)"))
+                        err(format!(
+                            "invalid --discovery-dns-server {a:?} (want ip:port)"
+                        ))
                     })?,
                     None => crate::dns_srv::system_name_server(),
                 };
                 let lookup = |q: &str| crate::dns_srv::lookup(q, server);
-                srv_cluster(&name, &peer_urls, domain, self.discovery_srv_name.as_deref(), &lookup)?
+                srv_cluster(
+                    &name,
+                    &peer_urls,
+                    domain,
+                    self.discovery_srv_name.as_deref(),
+                    &lookup,
+                )?
             }
             (None, None) => vec![(name.clone(), peer_urls.clone())],
         };
@@ -529,6 +690,7 @@ impl MemberOpts {
                 "invalid --log-level {level:?} (want debug, info, warn or error)"
             ))
         })?;
+        let outputs = parse_log_outputs(self.log_outputs.as_deref().unwrap_or("default"))?;
         let spin_before_sleep = match self.spin_before_sleep.as_deref().map(str::trim) {
             None => DEFAULT_SPIN_BEFORE_SLEEP,
             Some("0") => std::time::Duration::ZERO,
@@ -552,6 +714,7 @@ impl MemberOpts {
         }
         Ok(Member {
             check_only: false,
+            discovery,
             warning_apply_duration,
             unsafe_no_fsync: self.unsafe_no_fsync.unwrap_or(false),
             feature_gates,
@@ -571,7 +734,8 @@ impl MemberOpts {
             log: LogSettings {
                 json,
                 level,
-                outputs: parse_log_outputs(self.log_outputs.as_deref().unwrap_or("default"))?,
+                rotation: self.log_rotation(&outputs)?,
+                outputs,
             },
             spin_before_sleep,
         })

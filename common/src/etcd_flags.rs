@@ -70,6 +70,8 @@ const SUPPORTED: &[&str] = &[
     "auto-tls",
     "discovery-srv",
     "discovery-srv-name",
+    "discovery",
+    "discovery-proxy",
     "initial-election-tick-advance",
     // etcd 3.5's.
     "unsafe-no-fsync",
@@ -77,8 +79,23 @@ const SUPPORTED: &[&str] = &[
     "socket-reuse-address",
     "experimental-max-learners",
     "listen-client-http-urls",
+    "enable-log-rotation",
+    "log-rotation-config-json",
     // etcd 3.6's.
     "feature-gates",
+    "discovery-token",
+    "discovery-endpoints",
+    "discovery-dial-timeout",
+    "discovery-request-timeout",
+    "discovery-keepalive-time",
+    "discovery-keepalive-timeout",
+    "discovery-insecure-transport",
+    "discovery-insecure-skip-tls-verify",
+    "discovery-cert",
+    "discovery-key",
+    "discovery-cacert",
+    "discovery-user",
+    "discovery-password",
 ];
 
 /// etcd 3.4 server flags with no meaning for triad (accepted, warned of).
@@ -87,9 +104,7 @@ const UNSUPPORTED: &[&str] = &[
     "max-wals",
     "backend-batch-interval",
     "backend-batch-limit",
-    "discovery",
     "discovery-fallback",
-    "discovery-proxy",
     "enable-v2",
     "peer-auto-tls",
     "enable-pprof",
@@ -126,6 +141,9 @@ const BOOLEAN: &[&str] = &[
     "experimental-enable-lease-checkpoint",
     "experimental-peer-skip-client-san-verification",
     "debug",
+    "discovery-insecure-transport",
+    "discovery-insecure-skip-tls-verify",
+    "enable-log-rotation",
 ];
 
 use crate::member_check::{etcd_name, triad_name};

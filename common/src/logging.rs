@@ -59,6 +59,7 @@ enum Sink {
     Stderr,
     Stdout,
     File(std::fs::File),
+    Rotating(crate::log_rotation::RotatingFile),
     Journal(crate::journal::Journal),
 }
 
@@ -69,6 +70,7 @@ impl std::io::Write for Outputs {
                 Sink::Stderr => std::io::stderr().write_all(buf),
                 Sink::Stdout => std::io::stdout().write_all(buf),
                 Sink::File(f) => (&*f).write_all(buf),
+                Sink::Rotating(f) => f.write(buf),
                 Sink::Journal(j) => j.send(buf),
             };
             if written.is_err() {
@@ -93,14 +95,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Outputs {
 
 /// Open the outputs (files appended to, created private; journald's
 /// socket, which must be there).
-fn open(daemon: &str, outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
-    outputs
+fn open(daemon: &str, settings: &LogSettings) -> Result<Vec<Sink>, String> {
+    settings
+        .outputs
         .iter()
         .map(|o| {
-            Ok(match o {
-                LogOutput::Stderr => Sink::Stderr,
-                LogOutput::Stdout => Sink::Stdout,
-                LogOutput::Journal => Sink::Journal(
+            Ok(match (o, &settings.rotation) {
+                (LogOutput::Stderr, _) => Sink::Stderr,
+                (LogOutput::Stdout, _) => Sink::Stdout,
+                (LogOutput::Journal, _) => Sink::Journal(
                     crate::journal::Journal::connect(
                         std::path::Path::new(crate::journal::SOCKET),
                         daemon,
@@ -112,7 +115,11 @@ fn open(daemon: &str, outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
                         )
                     })?,
                 ),
-                LogOutput::File(path) => Sink::File(
+                (LogOutput::File(path), Some(rotation)) => Sink::Rotating(
+                    crate::log_rotation::RotatingFile::open(path, rotation.clone())
+                        .map_err(|e| format!("cannot open log output {}: {e}", path.display()))?,
+                ),
+                (LogOutput::File(path), None) => Sink::File(
                     std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
@@ -128,14 +135,14 @@ fn open(daemon: &str, outputs: &[LogOutput]) -> Result<Vec<Sink>, String> {
 /// only when a log file cannot be opened.
 pub fn init(daemon: &'static str, member: &str, settings: &LogSettings) -> Result<(), String> {
     use std::io::IsTerminal;
-    let sinks = open(daemon, &settings.outputs)?;
+    let sinks = open(daemon, settings)?;
     // Colour only for a person at a terminal (and not with NO_COLOR):
     // escape codes in files and the journal break greps and log shippers.
     let ansi = std::env::var_os("NO_COLOR").is_none()
         && sinks.iter().all(|s| match s {
             Sink::Stderr => std::io::stderr().is_terminal(),
             Sink::Stdout => std::io::stdout().is_terminal(),
-            Sink::File(_) | Sink::Journal(_) => false,
+            Sink::File(_) | Sink::Rotating(_) | Sink::Journal(_) => false,
         });
     // Under systemd, each line's level reaches the journal as a `<N>`
     // syslog priority prefix (which journald reads and strips), so

@@ -13,6 +13,8 @@ pub mod belonging;
 pub mod codec;
 pub mod config;
 pub mod corruption;
+pub mod discovery;
+pub mod discovery_v2;
 pub mod election_advance;
 pub mod force;
 pub mod group_commit;

@@ -142,11 +142,18 @@ fn specs(
         "--initial-advertise-peer-urls".to_string(),
         peer_url.clone(),
     ];
-    // With etcd's --discovery-srv in the environment, DNS names the
-    // initial cluster instead.
-    let srv = ["TRIAD_DISCOVERY_SRV", "ETCD_DISCOVERY_SRV"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+    // With etcd's --discovery-srv or a discovery service in the
+    // environment, DNS or that service names the initial cluster instead.
+    let srv = [
+        "TRIAD_DISCOVERY_SRV",
+        "ETCD_DISCOVERY_SRV",
+        "TRIAD_DISCOVERY_ENDPOINTS",
+        "ETCD_DISCOVERY_ENDPOINTS",
+        "TRIAD_DISCOVERY",
+        "ETCD_DISCOVERY",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
     if !srv {
         member.extend(["--initial-cluster".to_string(), initial_cluster.to_string()]);
     }

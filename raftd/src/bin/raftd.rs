@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use common::discovery::Discovery;
 use common::lifecycle::Unstartable;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -117,6 +118,35 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     raftd::peer_client::set_peer_tls(cfg.peer_tls.client()?);
     let peer_server_tls = cfg.peer_tls.acceptor()?;
 
+    let initialized_before = log.clone().get_log_state().await?.last_log_id.is_some();
+    // With discovery, a member that never started learns its initial
+    // cluster from the discovery service (again after a stop before its
+    // first entry: its registration stands).
+    let member = match &member.discovery {
+        Some(_) if initialized_before => {
+            tracing::warn!(
+                "discovery token is ignored since cluster already initialized; valid logs are found"
+            );
+            member
+        }
+        Some(d) if !cfg.joining => {
+            let found = match d {
+                Discovery::V2(v2) => raftd::discovery_v2::join_cluster(&member, v2).await,
+                Discovery::V3(v3) => raftd::discovery::join_cluster(&member, v3).await,
+            };
+            let cluster = found.map_err(|e| {
+                if matches!(e, raftd::discovery::DiscoveryError::FullCluster) {
+                    tracing::error!("failed to bootstrap; discovery token was already used");
+                    tracing::error!(
+                        "do not reuse discovery token; generate a new one to bootstrap a cluster"
+                    );
+                }
+                Unstartable::new(format!("failed to join discovery cluster ({e})"))
+            })?;
+            member.with_initial_cluster(cluster)
+        }
+        _ => member,
+    };
     // Who this member is: settled on first start and kept (a joining member
     // learns its IDs from the cluster).
     let (member_id, cluster_id) = match log.identity()? {
@@ -132,7 +162,6 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
             ids
         }
     };
-    let initialized_before = log.clone().get_log_state().await?.last_log_id.is_some();
     if cfg.force_new_cluster && initialized_before {
         let applied = storaged_membership(&member).await?;
         raftd::force::force_new_cluster(&mut log.clone(), member_id, applied).await?;

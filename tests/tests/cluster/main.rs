@@ -1,9 +1,10 @@
-//! Clusters: membership, recovery, corruption checks, data dirs that belong to one cluster, the peer port, snapshots.
+//! Clusters: membership, discovery, recovery, corruption checks, data dirs that belong to one cluster, the peer port, snapshots.
 //! One scenario per file; every test starts the real daemon binaries.
 
 mod cluster_basics;
 mod cluster_recovery;
 mod corruption;
+mod discovery;
 mod etcdctl_cluster_commands;
 mod foreign_data_dir;
 mod peer_port;

@@ -722,3 +722,81 @@ fn initial_election_tick_advance_campaigns_early() {
         "writes again after {advanced:?} advancing, {waited:?} waiting"
     );
 }
+
+/// The log file and its lumberjack-named backups (`<stem>-<time><ext>`).
+fn log_files(dir: &Path) -> (u64, Vec<(String, u64)>) {
+    let mut current = 0;
+    let mut backups = Vec::new();
+    for e in std::fs::read_dir(dir).expect("log dir").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let len = e.metadata().map_or(0, |m| m.len());
+        if name == "member.log" {
+            current = len;
+        } else if name.starts_with("member-") && name.ends_with(".log") {
+            backups.push((name, len));
+        }
+    }
+    (current, backups)
+}
+
+/// etcd 3.5's `--enable-log-rotation`: the member's log file (shared by
+/// its three daemons) is rotated before it passes `maxsize` MiB, the
+/// backups are named as lumberjack names them, and only `maxbackups` stay;
+/// rotation without a file among the outputs is refused with etcd's words.
+#[test]
+fn log_rotation_keeps_the_log_file_bounded() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let file = logs.path().join("member.log");
+    let m = Member::start_with_env(&[
+        ("ETCD_LOG_OUTPUTS", &file.display().to_string()),
+        ("ETCD_ENABLE_LOG_ROTATION", "true"),
+        (
+            "ETCD_LOG_ROTATION_CONFIG_JSON",
+            r#"{"maxsize": 1, "maxage": 0, "maxbackups": 2, "localtime": false, "compress": false}"#,
+        ),
+        // Every apply logs its request, key included: 16 KiB a put.
+        ("ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION", "1ns"),
+    ]);
+    let key = "k".repeat(16 * 1024);
+    for i in 0..320 {
+        ok_stdout(&m.etcdctl(&["put", &format!("{key}{i}"), "v"]));
+    }
+    const MIB: u64 = 1024 * 1024;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (current, backups) = loop {
+        let (current, backups) = log_files(logs.path());
+        if backups.len() <= 2 || std::time::Instant::now() > deadline {
+            break (current, backups);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(current > 0 && current <= MIB, "{current}");
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    for (name, len) in &backups {
+        // member-2006-01-02T15-04-05.000.log
+        let stamp = &name["member-".len()..name.len() - ".log".len()];
+        assert_eq!(stamp.len(), 23, "{name}");
+        assert_eq!(&stamp[10..11], "T", "{name}");
+        // A sibling may finish a line in the file just renamed.
+        assert!(*len <= MIB + 256 * 1024, "{name}: {len}");
+    }
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(text.contains("apply request took too long"), "{text:.300}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = std::process::Command::new(bin("storaged"))
+        .arg("--check-config")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--enable-log-rotation", "--log-outputs", "stderr"])
+        .output()
+        .expect("storaged");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--log-outputs requires a single file path when --log-rotate-config-json is defined"
+        ),
+        "{stderr}"
+    );
+}
