@@ -315,6 +315,125 @@ impl TlsFiles {
     }
 }
 
+/// Accepts any server certificate, as Go's InsecureSkipVerify: what etcd's
+/// `--peer-auto-tls` members do with each other's self-signed
+/// certificates. The handshake's signatures are still checked.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client TLS configuration for `connector`.
+pub type ClientConfig = Arc<rustls::ClientConfig>;
+
+/// The TLS stream an unverifying connector hands tonic.
+pub type ClientStream =
+    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl TlsFiles {
+    /// A client that presents this side's certificate and accepts any
+    /// server's (etcd's self-signed peers); HTTP/2 by ALPN.
+    pub fn unverified_client(&self) -> Result<ClientConfig, ConfigError> {
+        let provider = Arc::new(crypto_provider(self.cipher_suites.as_deref())?);
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError(format!("TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)));
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| ConfigError(format!("certificate {}: {e}", cert.display())))?;
+                let key_der = PrivateKeyDer::from_pem_slice(&read(key, "key")?)
+                    .map_err(|e| ConfigError(format!("key {}: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| ConfigError(format!("certificate {}: {e}", cert.display())))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// A tonic connector doing TLS with `config` to the URI's host and port,
+/// whatever its scheme (give tonic an `http://` URI so it adds no TLS of
+/// its own).
+pub fn connector(
+    config: ClientConfig,
+) -> impl tower::Service<
+    http::Uri,
+    Response = ClientStream,
+    Error = std::io::Error,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |uri: http::Uri| {
+        let config = config.clone();
+        async move {
+            let bad =
+                || std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad URI {uri}"));
+            let host = uri
+                .host()
+                .ok_or_else(bad)?
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri.port_u16().ok_or_else(bad)?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| bad())?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
+}
+
 /// etcd's `--auto-tls`: a self-signed certificate for `hosts` (names or
 /// addresses) in `dir` (`<data-dir>/fixtures/client`), made on first use
 /// and reused after (as etcd's `SelfCert`); the key file is private.

@@ -103,6 +103,13 @@ pub struct RaftdOpts {
     #[arg(long, env = "TRIAD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_client_cert_auth: Option<bool>,
+    /// Peer TLS with a self-signed certificate made in
+    /// DATA_DIR/fixtures/peer when no --peer-cert-file is given; members
+    /// then accept each other's certificates unverified (etcd's
+    /// --peer-auto-tls).
+    #[arg(long, env = "TRIAD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_auto_tls: Option<bool>,
     /// Path to the peer certificate revocation list file.
     #[arg(long, env = "TRIAD_PEER_CRL_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +182,8 @@ pub struct Config {
     pub listen_peer_urls: Vec<String>,
     pub peer_netns: Option<PathBuf>,
     pub peer_tls: TlsFiles,
+    /// `--peer-auto-tls` is in effect: peers' certificates go unverified.
+    pub peer_auto_tls: bool,
     pub peer_certs: CertPolicy,
     /// `--initial-cluster-state existing`: join a running cluster.
     pub joining: bool,
@@ -256,9 +265,30 @@ impl Config {
             Some(urls) => common::config::parse_urls(urls, "listen-peer-urls")?,
             None => member.peer_urls.clone(),
         };
+        let https = listen_peer_urls
+            .iter()
+            .chain(&member.peer_urls)
+            .any(|u| u.starts_with("https://"));
+        let given = opts.peer_cert_file.is_some() || opts.peer_key_file.is_some();
+        let peer_auto_tls = opts.peer_auto_tls == Some(true) && https && !given;
+        if opts.peer_auto_tls == Some(true) && given {
+            common::etcd_flags::warn("ignoring peer auto TLS since certs given".into());
+        }
+        let (cert, key) = if peer_auto_tls {
+            let hosts: Vec<String> = listen_peer_urls
+                .iter()
+                .chain(&member.peer_urls)
+                .filter_map(|u| common::config::url_host(u))
+                .collect();
+            let dir = member.data_dir.join("fixtures").join("peer");
+            let (cert, key) = common::tls::self_signed(&dir, &hosts)?;
+            (Some(cert), Some(key))
+        } else {
+            (opts.peer_cert_file.clone(), opts.peer_key_file.clone())
+        };
         let peer_tls = TlsFiles {
-            cert: opts.peer_cert_file.clone(),
-            key: opts.peer_key_file.clone(),
+            cert,
+            key,
             trusted_ca: opts.peer_trusted_ca_file.clone(),
             client_cert_auth: opts.peer_client_cert_auth.unwrap_or(false),
             crl: opts.peer_crl_file.clone(),
@@ -294,6 +324,7 @@ impl Config {
                 required: peer_tls.client_cert_auth,
             },
             peer_tls,
+            peer_auto_tls,
             joining,
             snapshot_count,
             snapshot_catchup_entries: opts

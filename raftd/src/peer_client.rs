@@ -39,12 +39,15 @@ pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
     let url = urls
         .first()
         .ok_or_else(|| "member has no peer URL".to_string())?;
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+    let mut endpoint =
+        tune(Endpoint::from_shared(url.clone()).map_err(|e| format!("bad peer URL {url:?}: {e}"))?);
+    if let (Some(rest), Some(config)) = (url.strip_prefix("https://"), UNVERIFIED_PEER_TLS.get()) {
+        // tonic adds no TLS to an http URI; the connector does it.
+        let plain = Endpoint::from_shared(format!("http://{rest}"))
+            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
+        let endpoint = tune(plain);
+        return Ok(endpoint.connect_with_connector_lazy(common::tls::connector(config.clone())));
+    }
     if url.starts_with("https://") {
         let tls = PEER_TLS
             .get()
@@ -55,6 +58,24 @@ pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
             .map_err(|e| format!("peer TLS for {url}: {e}"))?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// Timeouts and keepalives of every peer connection.
+fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+}
+
+/// With `--peer-auto-tls`: how this member calls https peer URLs, their
+/// certificates unverified. Set once at start.
+static UNVERIFIED_PEER_TLS: std::sync::OnceLock<common::tls::ClientConfig> =
+    std::sync::OnceLock::new();
+
+pub fn set_unverified_peer_tls(config: common::tls::ClientConfig) {
+    let _ = UNVERIFIED_PEER_TLS.set(config);
 }
 
 /// How this member calls https peer URLs (--peer-* TLS flags), set once at

@@ -42,7 +42,10 @@ impl LocalMember {
             return url.clone();
         }
         // https when the daemons get peer TLS settings from the environment.
-        let scheme = if std::env::var_os("TRIAD_PEER_CERT_FILE").is_some() {
+        let scheme = if std::env::var_os("TRIAD_PEER_CERT_FILE").is_some()
+            || env_on("TRIAD_PEER_AUTO_TLS")
+            || env_on("ETCD_PEER_AUTO_TLS")
+        {
             "https"
         } else {
             "http"
@@ -213,11 +216,13 @@ fn client_tls() -> Option<common::tls::TlsFiles> {
 /// etcd's `--auto-tls` in the environment (and no certificate): members
 /// serve https with a self-signed certificate each makes in its data dir.
 fn auto_tls() -> bool {
-    let on = |var: &str| {
-        std::env::var(var)
-            .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
-    };
-    client_tls().is_none() && (on("TRIAD_AUTO_TLS") || on("ETCD_AUTO_TLS"))
+    client_tls().is_none() && (env_on("TRIAD_AUTO_TLS") || env_on("ETCD_AUTO_TLS"))
+}
+
+/// Whether the environment turns a boolean flag on (Go's true spellings).
+fn env_on(var: &str) -> bool {
+    std::env::var(var)
+        .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 fn client_url(port: u16) -> String {

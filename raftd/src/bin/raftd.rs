@@ -115,7 +115,11 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
     };
     let config = Arc::new(config.validate()?);
 
-    raftd::peer_client::set_peer_tls(cfg.peer_tls.client()?);
+    if cfg.peer_auto_tls {
+        raftd::peer_client::set_unverified_peer_tls(cfg.peer_tls.unverified_client()?);
+    } else {
+        raftd::peer_client::set_peer_tls(cfg.peer_tls.client()?);
+    }
     let peer_server_tls = cfg.peer_tls.acceptor()?;
 
     let initialized_before = log.clone().get_log_state().await?.last_log_id.is_some();

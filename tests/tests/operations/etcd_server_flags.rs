@@ -618,6 +618,44 @@ fn auto_tls_serves_https_with_a_self_signed_certificate() {
     );
 }
 
+/// `--peer-auto-tls`: each member serves its peer URL over TLS with a
+/// self-signed certificate made in `<data-dir>/fixtures/peer`, and the
+/// members take each other's unverified, as etcd's do: a 3-member cluster
+/// forms and replicates over https peer URLs.
+#[test]
+fn peer_auto_tls_joins_members_over_self_signed_tls() {
+    use triad_tests::cluster::Cluster;
+    let c = Cluster::start_with_env(3, &[("ETCD_PEER_AUTO_TLS", "true")]);
+    ok_stdout(&c.etcdctl(0, &["put", "k", "over-tls"]));
+    assert!(ok_stdout(&c.etcdctl(2, &["get", "k"])).contains("over-tls"));
+    let list = ok_stdout(&c.etcdctl(1, &["member", "list"]));
+    for place in &c.members {
+        let peer = format!("https://127.0.0.1:{}", place.port + 1);
+        assert!(list.contains(&peer), "{list}");
+        let dir = place.dir.join("fixtures/peer");
+        let text = certificate_text(&dir.join("cert.pem"));
+        assert!(
+            text.contains("O = etcd") && text.contains("IP Address:127.0.0.1"),
+            "{text}"
+        );
+        // The peer port speaks TLS only.
+        let hello = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", place.port + 1),
+            ])
+            .args(["-alpn", "h2"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client (tests/run installs it)");
+        let shown = String::from_utf8_lossy(&hello.stdout);
+        assert!(shown.contains("O = etcd"), "{shown}");
+        let (status, _) = http(&format!("127.0.0.1:{}", place.port + 1), "GET", "/", "");
+        assert_ne!(status, 200, "plain HTTP on a TLS peer port");
+    }
+}
+
 /// `--discovery-srv`: the initial cluster comes from the domain's
 /// `_etcd-server._tcp` records (asked of a name server of the test's
 /// own), this member found among them by its address.
