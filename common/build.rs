@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/triad/storage.proto",
         "proto/triad/raft.proto",
         "proto/triad/peer.proto",
+        "proto/triad/profile.proto",
     ];
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = out.join("descriptors.bin");

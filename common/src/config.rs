@@ -405,6 +405,11 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_outputs: Option<String>,
+    /// Serve CPU profiles of the member's daemons at /debug/pprof on the
+    /// client URLs (etcd's --enable-pprof).
+    #[arg(long, env = "TRIAD_ENABLE_PPROF", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_pprof: Option<bool>,
     /// Rotate the log file (etcd 3.5's --enable-log-rotation; needs one
     /// file among --log-outputs).
     #[arg(long, env = "TRIAD_ENABLE_LOG_ROTATION", num_args = 0..=1, default_missing_value = "true")]
@@ -502,6 +507,9 @@ pub struct Member {
     /// cluster (raftd asks it on first start); `initial_cluster` then holds
     /// this member alone.
     pub discovery: Option<crate::discovery::Discovery>,
+    /// `--enable-pprof`: storaged and raftd serve `Profiler`, gatewayd
+    /// `/debug/pprof`.
+    pub enable_pprof: bool,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
@@ -715,6 +723,7 @@ impl MemberOpts {
         Ok(Member {
             check_only: false,
             discovery,
+            enable_pprof: self.enable_pprof.unwrap_or(false),
             warning_apply_duration,
             unsafe_no_fsync: self.unsafe_no_fsync.unwrap_or(false),
             feature_gates,

@@ -9,6 +9,7 @@ pub mod call_stream;
 pub mod cert_names;
 pub mod codec;
 pub mod config;
+pub mod cpu_profile;
 pub mod discovery;
 pub mod dns_srv;
 pub mod durable;

@@ -37,10 +37,17 @@ pub mod triad {
             tonic::include_proto!("triad.peer.v1");
         }
     }
+    pub mod profile {
+        pub mod v1 {
+            tonic::include_proto!("triad.profile.v1");
+        }
+    }
 }
 
 /// triad.peer.v1: raftd-to-raftd messages over TCP.
 pub use triad::peer::v1 as peer;
+/// triad.profile.v1: the daemons' CPU profiler (`--enable-pprof`).
+pub use triad::profile::v1 as profile;
 /// triad.raft.v1: raftd's internal (member-local) protocol.
 pub use triad::raft::v1 as raft;
 /// triad.storage.v1: storaged's internal protocol.

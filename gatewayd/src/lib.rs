@@ -17,6 +17,7 @@ pub mod identity;
 pub mod learner;
 pub mod member_state;
 pub mod metrics;
+pub mod pprof;
 pub mod probes;
 pub mod proposer;
 pub mod proxy;

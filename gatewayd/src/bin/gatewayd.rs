@@ -321,7 +321,7 @@ async fn run(
         );
     gatewayd::metrics::set_version(&cfg.version);
     gatewayd::metrics::set_extensive(cfg.extensive_metrics);
-    let router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
+    let mut router = gatewayd::http::routes(backend.clone(), cfg.version.clone())
         .merge(gatewayd::api::json_gateway::routes(services.clone()))
         .merge(gatewayd::debug_vars::routes(
             gatewayd::debug_vars::Sources {
@@ -331,6 +331,12 @@ async fn run(
             },
         ));
 
+    if member.enable_pprof {
+        router = router.merge(gatewayd::pprof::routes(gatewayd::pprof::Daemons {
+            raftd_socket: member.raftd_socket(),
+            storaged_socket: member.storaged_socket(),
+        }));
+    }
     let shutdown = common::lifecycle::shutdown_signal();
     let prepared = prepare_servers(router, grpc, &cfg.client, &mut inherited).await?;
     for addr in &cfg.metrics_listen {

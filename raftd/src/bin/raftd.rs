@@ -409,6 +409,7 @@ async fn run(member: Member, cfg: Config) -> anyhow::Result<()> {
         |drain| {
             common::uds::server()
                 .add_service(service)
+                .add_optional_service(member.enable_pprof.then(common::cpu_profile::server))
                 .serve_with_incoming_shutdown(incoming, drain.wait())
         },
         stop,
