@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/triad/raft.proto",
         "proto/triad/peer.proto",
         "proto/triad/profile.proto",
+        "proto/otlp/trace_service.proto",
     ];
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = out.join("descriptors.bin");
@@ -29,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".triad.raft.v1.ProposeBatchRequest.requests")
         .bytes(".triad.storage.v1.ApplyEntry.request")
         .bytes(".triad.peer.v1.RaftMessage.body")
-        .compile_protos(&protos, &["proto/etcd", "proto/triad"])?;
+        .compile_protos(&protos, &["proto/etcd", "proto/triad", "proto/otlp"])?;
     // etcd's JSON gateway encoding (grpc-gateway's jsonpb with OrigName):
     // proto field names, int64 as strings, bytes as base64, enums by name,
     // defaults left out; unknown fields ignored, as grpc-gateway v1's
@@ -48,5 +49,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    println!("cargo:rerun-if-changed=proto/otlp");
     Ok(())
 }

@@ -405,6 +405,44 @@ pub struct MemberOpts {
     #[arg(long, env = "TRIAD_LOG_OUTPUTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_outputs: Option<String>,
+    /// Export spans of client requests to an OpenTelemetry collector
+    /// (OTLP/gRPC), as etcd's distributed tracing.
+    #[arg(long, alias = "enable-distributed-tracing", env = "TRIAD_EXPERIMENTAL_ENABLE_DISTRIBUTED_TRACING", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_enable_distributed_tracing: Option<bool>,
+    /// The collector's host:port (default localhost:4317).
+    #[arg(
+        long,
+        alias = "distributed-tracing-address",
+        env = "TRIAD_EXPERIMENTAL_DISTRIBUTED_TRACING_ADDRESS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_distributed_tracing_address: Option<String>,
+    /// The spans' service.name (default etcd).
+    #[arg(
+        long,
+        alias = "distributed-tracing-service-name",
+        env = "TRIAD_EXPERIMENTAL_DISTRIBUTED_TRACING_SERVICE_NAME"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_distributed_tracing_service_name: Option<String>,
+    /// The spans' service.instance.id.
+    #[arg(
+        long,
+        alias = "distributed-tracing-instance-id",
+        env = "TRIAD_EXPERIMENTAL_DISTRIBUTED_TRACING_INSTANCE_ID"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_distributed_tracing_instance_id: Option<String>,
+    /// Traces sampled per million client calls that bring no decision of
+    /// their own (default 0).
+    #[arg(
+        long,
+        alias = "distributed-tracing-sampling-rate",
+        env = "TRIAD_EXPERIMENTAL_DISTRIBUTED_TRACING_SAMPLING_RATE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_distributed_tracing_sampling_rate: Option<i64>,
     /// Serve CPU profiles of the member's daemons at /debug/pprof on the
     /// client URLs (etcd's --enable-pprof).
     #[arg(long, env = "TRIAD_ENABLE_PPROF", num_args = 0..=1, default_missing_value = "true")]
@@ -510,12 +548,16 @@ pub struct Member {
     /// `--enable-pprof`: storaged and raftd serve `Profiler`, gatewayd
     /// `/debug/pprof`.
     pub enable_pprof: bool,
+    /// etcd's distributed tracing, when enabled.
+    pub tracing: Option<crate::distributed_tracing::TracingSettings>,
 }
 
 /// What a daemon's runtime is set up with (see `lifecycle::run_daemon`).
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub member_name: String,
+    /// Export spans (etcd's distributed tracing).
+    pub tracing: Option<crate::distributed_tracing::TracingSettings>,
     pub unsafe_no_fsync: bool,
     pub log: LogSettings,
     /// Runtime worker threads (1: a single-threaded runtime).
@@ -541,6 +583,7 @@ impl Member {
     pub fn runtime(&self, threads: usize) -> RuntimeSettings {
         RuntimeSettings {
             member_name: self.name.clone(),
+            tracing: self.tracing.clone(),
             unsafe_no_fsync: self.unsafe_no_fsync,
             log: self.log.clone(),
             threads,
@@ -724,6 +767,17 @@ impl MemberOpts {
             check_only: false,
             discovery,
             enable_pprof: self.enable_pprof.unwrap_or(false),
+            tracing: crate::distributed_tracing::TracingSettings::from_flags(
+                &crate::distributed_tracing::TracingFlags {
+                    enable: self.experimental_enable_distributed_tracing,
+                    address: self.experimental_distributed_tracing_address.as_deref(),
+                    service_name: self
+                        .experimental_distributed_tracing_service_name
+                        .as_deref(),
+                    instance_id: self.experimental_distributed_tracing_instance_id.as_deref(),
+                    sampling_rate: self.experimental_distributed_tracing_sampling_rate,
+                },
+            )?,
             warning_apply_duration,
             unsafe_no_fsync: self.unsafe_no_fsync.unwrap_or(false),
             feature_gates,

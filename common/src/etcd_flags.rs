@@ -83,7 +83,17 @@ const SUPPORTED: &[&str] = &[
     "listen-client-http-urls",
     "enable-log-rotation",
     "log-rotation-config-json",
+    "experimental-enable-distributed-tracing",
+    "experimental-distributed-tracing-address",
+    "experimental-distributed-tracing-service-name",
+    "experimental-distributed-tracing-instance-id",
+    "experimental-distributed-tracing-sampling-rate",
     // etcd 3.6's.
+    "enable-distributed-tracing",
+    "distributed-tracing-address",
+    "distributed-tracing-service-name",
+    "distributed-tracing-instance-id",
+    "distributed-tracing-sampling-rate",
     "feature-gates",
     "discovery-token",
     "discovery-endpoints",
@@ -144,6 +154,8 @@ const BOOLEAN: &[&str] = &[
     "discovery-insecure-transport",
     "discovery-insecure-skip-tls-verify",
     "enable-log-rotation",
+    "experimental-enable-distributed-tracing",
+    "enable-distributed-tracing",
 ];
 
 use crate::member_check::{etcd_name, triad_name};

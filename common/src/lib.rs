@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod cpu_profile;
 pub mod discovery;
+pub mod distributed_tracing;
 pub mod dns_srv;
 pub mod durable;
 pub mod errors;

@@ -286,6 +286,10 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(t) = settings.tracing.clone() {
+        let _runtime = rt.enter();
+        crate::distributed_tracing::init(t, daemon);
+    }
     match rt.block_on(main) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -259,6 +259,7 @@ mod tests {
             let req = RaftRequest {
                 op: Some(raft_request::Op::Txn(txn)),
                 auth: None,
+                trace_parent: String::new(),
             };
             assert_eq!(raft_request(&req.encode_to_vec()), Ok(req));
             let resp = nest_response(depth);
@@ -288,6 +289,7 @@ mod tests {
                 ..Default::default()
             })),
             auth: None,
+            trace_parent: String::new(),
         };
         assert_eq!(raft_request(&req.encode_to_vec()), Ok(req));
         for garbage in [&b"\xff"[..], b"\x1a\x05ab", b"\x0b", b"\x1a\x02\x12\xff"] {

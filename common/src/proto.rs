@@ -44,6 +44,34 @@ pub mod triad {
     }
 }
 
+/// OpenTelemetry's OTLP trace export (the part triad sends).
+pub mod opentelemetry {
+    pub mod proto {
+        pub mod common {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.common.v1");
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.resource.v1");
+            }
+        }
+        pub mod trace {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.trace.v1");
+            }
+        }
+        pub mod collector {
+            pub mod trace {
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+                }
+            }
+        }
+    }
+}
+
 /// triad.peer.v1: raftd-to-raftd messages over TCP.
 pub use triad::peer::v1 as peer;
 /// triad.profile.v1: the daemons' CPU profiler (`--enable-pprof`).

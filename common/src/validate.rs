@@ -357,6 +357,7 @@ mod tests {
         let req = |op| RaftRequest {
             op: Some(op),
             auth: None,
+            trace_parent: String::new(),
         };
         let big = PutRequest {
             key: long.clone().into(),

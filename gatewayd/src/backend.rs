@@ -157,7 +157,8 @@ impl Backend {
     }
 
     /// Replicate one write through raft; storaged's outcome, or etcd's error.
-    pub async fn propose(&self, req: RaftRequest) -> Result<Outcome, Status> {
+    pub async fn propose(&self, mut req: RaftRequest) -> Result<Outcome, Status> {
+        req.trace_parent = crate::trace::current();
         let bytes = req.encode_to_vec();
         if bytes.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -193,7 +194,8 @@ impl Backend {
         if let Err(e) = self
             .propose(RaftRequest {
                 op: Some(Op::Alarm(raise)),
-                auth: None, // the member's own alarm
+                auth: None, // the member's own alarm,
+                trace_parent: String::new(),
             })
             .await
         {

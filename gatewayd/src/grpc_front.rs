@@ -119,7 +119,8 @@ where
             .as_ref()
             .filter(|b| b.may_be_learner() && !learner::serves(path))
             .cloned();
-        let answer = service.call(call.counted_request(req));
+        let span = crate::trace::start(&req);
+        let answer = crate::trace::within(span.as_ref(), service.call(call.counted_request(req)));
         Box::pin(async move {
             let mut resp = match check_learner {
                 Some(backend) if backend.is_learner().await => learner::refusal(),
@@ -133,6 +134,9 @@ where
                 resp = common::errors::through_inner_client(status).into_http();
             }
             let resp = call.counted_response(resp);
+            if let Some(span) = span {
+                crate::trace::finish(span, call.path(), resp.headers());
+            }
             call.finish(resp.headers());
             Ok(resp)
         })

@@ -26,6 +26,7 @@ pub mod raft_link;
 pub mod retry;
 pub mod storage_link;
 pub mod tokens;
+pub mod trace;
 pub mod version_monitor;
 pub mod watch_hub;
 pub mod watch_stream;

@@ -87,6 +87,7 @@ impl StorageLink {
                     request: Some(req.clone()),
                     auth: who.cloned(),
                     chunk_bytes: 0,
+                    trace_parent: crate::trace::current(),
                 })
             });
             match crate::metrics::timed("range", read).await {
@@ -104,6 +105,9 @@ impl StorageLink {
             let mut req = tonic::Request::new(req.clone());
             if let Some(who) = who {
                 common::proto::attach_auth(&mut req, who);
+            }
+            if let Ok(tp) = crate::trace::current().parse() {
+                req.metadata_mut().insert("traceparent", tp);
             }
             async move { storage.range(req).await }
         });
@@ -245,6 +249,7 @@ impl ChunkReader {
             request: Some(req),
             auth: who.cloned(),
             chunk_bytes: max_bytes as u64,
+            trace_parent: crate::trace::current(),
         };
         let gone = || unavailable("storaged ended the read stream");
         self.calls.send(call).await.map_err(|_| gone())?;

@@ -140,6 +140,7 @@ async fn propose(backend: &Backend, op: Op) -> Result<(), Status> {
         .propose(RaftRequest {
             op: Some(op),
             auth: None,
+            trace_parent: String::new(),
         })
         .await
         .map(|_| ())

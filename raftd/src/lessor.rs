@@ -230,6 +230,7 @@ impl Lessor {
         let req = RaftRequest {
             op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
             auth: r.auth,
+            trace_parent: String::new(),
         };
         let result = propose_request(&self.raft, req).await?;
         // Refused (auth): the lease lives on. Otherwise it is gone.

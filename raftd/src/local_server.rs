@@ -216,11 +216,25 @@ impl RaftLocal for RaftLocalService {
             let this = this.clone();
             async move {
                 let id = batch.id;
-                match this
+                let spans: Vec<_> = batch
+                    .requests
+                    .iter()
+                    .filter_map(|r| common::distributed_tracing::start_for_request(r))
+                    .collect();
+                let answer = this
                     .proposals
                     .propose_from(batch.requests, forwarded, caller)
-                    .await
-                {
+                    .await;
+                for span in spans {
+                    let error = answer.as_ref().err().map(|s| s.message().to_string());
+                    span.finish(
+                        "raftd.Propose",
+                        common::distributed_tracing::Kind::Internal,
+                        &[("raft.forwarded", if forwarded { "true" } else { "false" })],
+                        error.as_deref(),
+                    );
+                }
+                match answer {
                     Ok(r) => ProposeBatchResponse {
                         id,
                         db_size: this.db_size.load(Ordering::Relaxed),

@@ -21,6 +21,7 @@ pub async fn propose(raft: &Raft, op: Op) -> Result<Vec<u8>, Status> {
         RaftRequest {
             op: Some(op),
             auth: None,
+            trace_parent: String::new(),
         },
     )
     .await

@@ -257,6 +257,7 @@ impl PeerAuth {
                         let req = RaftRequest {
                             op: Some(Op::PeerSecret(secret)),
                             auth: None,
+                            trace_parent: String::new(),
                         };
                         proposed = crate::own_proposals::propose_request(&raft, req)
                             .await

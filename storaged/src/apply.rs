@@ -90,12 +90,23 @@ impl Batch<'_, '_> {
         if let Err(e) = common::validate::storable(&req) {
             return Ok(Outcome::Error(e.wire_code()));
         }
+        let span = common::distributed_tracing::start_child(&req.trace_parent);
         let started = std::time::Instant::now();
         let (outcome, error) = match self.guarded(&req, op) {
             Ok(o) => (o, None),
             Err(StoreError::Etcd(e)) => (Outcome::Error(e.wire_code()), Some(e)),
             Err(other) => return Err(other),
         };
+        if let Some(span) = span {
+            let index = log_id.index.to_string();
+            let refused = error.as_ref().map(|e| e.to_string());
+            span.finish(
+                "storaged.Apply",
+                common::distributed_tracing::Kind::Internal,
+                &[("raft.index", index.as_str())],
+                refused.as_deref(),
+            );
+        }
         crate::slow_request::check_apply(started, op, error);
         Ok(outcome)
     }

@@ -150,12 +150,16 @@ impl Storage for StorageService {
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let who = common::proto::auth_of(&req);
+        let span = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(common::distributed_tracing::start_child);
         self.fence.admit(who.as_ref()).await?;
         let req = req.into_inner();
-        self.store
-            .range(&req, who.as_ref())
-            .map(Response::new)
-            .map_err(Status::from)
+        let read = self.store.range(&req, who.as_ref());
+        traced_read(span, &read);
+        read.map(Response::new).map_err(Status::from)
     }
 
     type ReadsStream = ReceiverStream<Result<ReadReply, Status>>;
@@ -171,6 +175,7 @@ impl Storage for StorageService {
         tokio::spawn(async move {
             while let Some(Ok(call)) = calls.next().await {
                 let request = call.request.unwrap_or_default();
+                let span = common::distributed_tracing::start_child(&call.trace_parent);
                 let read = match fence.admit(call.auth.as_ref()).await {
                     Ok(()) if call.chunk_bytes > 0 => store.range_chunk(
                         &request,
@@ -180,6 +185,7 @@ impl Storage for StorageService {
                     Ok(()) => store.range(&request, call.auth.as_ref()),
                     Err(e) => Err(e.into()),
                 };
+                traced_read(span, &read);
                 let reply = match read {
                     Ok(response) => ReadReply {
                         id: call.id,
@@ -462,6 +468,22 @@ fn timed_snapshot(send: impl FnOnce()) {
     let started = std::time::Instant::now();
     send();
     crate::metrics::SNAPSHOT.observe(started.elapsed());
+}
+
+/// End a traced read's span.
+fn traced_read<T, E: std::fmt::Display>(
+    span: Option<common::distributed_tracing::ActiveSpan>,
+    read: &Result<T, E>,
+) {
+    if let Some(span) = span {
+        let error = read.as_ref().err().map(|e| e.to_string());
+        span.finish(
+            "storaged.Range",
+            common::distributed_tracing::Kind::Internal,
+            &[],
+            error.as_deref(),
+        );
+    }
 }
 
 #[cfg(test)]

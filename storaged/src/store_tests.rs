@@ -29,6 +29,7 @@ pub(crate) fn entry(index: u64, op: Op) -> ApplyEntry {
             RaftRequest {
                 op: Some(op),
                 auth: None,
+                trace_parent: String::new(),
             }
             .encode_to_vec()
             .into(),

@@ -669,6 +669,7 @@ pub mod history;
 pub mod load;
 pub mod nemesis;
 pub mod netsplit;
+pub mod otlp;
 pub mod power_cuts;
 pub mod powerloss;
 

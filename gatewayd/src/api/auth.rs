@@ -49,6 +49,7 @@ impl AuthService {
         let req = RaftRequest {
             op: Some(Op::AuthChange(AuthChange { op: Some(op) })),
             auth: who,
+            trace_parent: String::new(),
         };
         match self.backend.propose(req).await? {
             Outcome::AuthChanged(c) => Ok(self.backend.header(c.revision)),

@@ -55,6 +55,7 @@ impl Recipes {
             .propose(RaftRequest {
                 op: Some(RaftOp::Txn(t)),
                 auth: Some(self.who.clone()),
+                trace_parent: String::new(),
             })
             .await?
         {

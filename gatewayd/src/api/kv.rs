@@ -59,6 +59,7 @@ impl KvService {
         let req = RaftRequest {
             op: Some(op),
             auth: Some(who),
+            trace_parent: String::new(),
         };
         let outcome = self.backend.propose(req).await?;
         self.backend.respond(outcome, pick, header)

@@ -53,6 +53,7 @@ impl Lock for LockService {
             .propose(RaftRequest {
                 op: Some(op),
                 auth: Some(who),
+                trace_parent: String::new(),
             })
             .await?;
         let pick = |o| {

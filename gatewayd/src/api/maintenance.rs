@@ -87,6 +87,7 @@ impl Maintenance for MaintenanceService {
                     .propose(RaftRequest {
                         op: Some(Op::Alarm(req)),
                         auth: Some(who),
+                        trace_parent: String::new(),
                     })
                     .await?;
                 let mut resp = self.backend.respond(
@@ -289,6 +290,7 @@ impl Maintenance for MaintenanceService {
                 .propose(RaftRequest {
                     op: Some(Op::Downgrade(change)),
                     auth: Some(who),
+                    trace_parent: String::new(),
                 })
                 .await?;
         }

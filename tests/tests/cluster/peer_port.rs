@@ -65,7 +65,13 @@ async fn proposed(
 }
 
 fn proposal(op: Op, auth: Option<AuthInfo>) -> prost::bytes::Bytes {
-    RaftRequest { op: Some(op), auth }.encode_to_vec().into()
+    RaftRequest {
+        op: Some(op),
+        auth,
+        trace_parent: String::new(),
+    }
+    .encode_to_vec()
+    .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

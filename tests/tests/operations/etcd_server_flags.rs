@@ -955,3 +955,113 @@ fn pprof_profiles_the_members_daemons() {
     let (head, _) = get_bytes(&etcd.endpoint(), "/debug/pprof/profile?seconds=1");
     assert!(head.contains(" 404 "), "{head}");
 }
+
+/// etcd's distributed tracing: with a sampling rate of one in one, each
+/// client call is one trace across the member's daemons, exported over
+/// OTLP/gRPC (to the test's own collector): gatewayd's server span, with
+/// raftd's proposal and storaged's apply (or storaged's read) beneath it,
+/// each daemon named in its resource; a caller's sampled `traceparent`
+/// makes the call part of the caller's trace, an unsampled one keeps it
+/// out.
+#[test]
+fn distributed_tracing_follows_a_call_across_the_daemons() {
+    use triad_tests::otlp::{Collector, Received};
+    let collector = Collector::start();
+    let address = collector.addr.to_string();
+    let m = Member::start_with_env(&[
+        ("ETCD_EXPERIMENTAL_ENABLE_DISTRIBUTED_TRACING", "true"),
+        ("ETCD_EXPERIMENTAL_DISTRIBUTED_TRACING_ADDRESS", &address),
+        (
+            "ETCD_EXPERIMENTAL_DISTRIBUTED_TRACING_SERVICE_NAME",
+            "triad-test",
+        ),
+        (
+            "ETCD_EXPERIMENTAL_DISTRIBUTED_TRACING_INSTANCE_ID",
+            "member-1",
+        ),
+        (
+            "ETCD_EXPERIMENTAL_DISTRIBUTED_TRACING_SAMPLING_RATE",
+            "1000000",
+        ),
+    ]);
+    ok_stdout(&m.etcdctl(&["put", "traced", "v"]));
+    ok_stdout(&m.etcdctl(&["get", "traced"]));
+    let is = |r: &Received, name: &str| r.span.name == name;
+    let spans = collector.wait_for(|r| is(r, "storaged.Apply"));
+    let put = spans
+        .iter()
+        .find(|r| is(r, "etcdserverpb.KV/Put"))
+        .unwrap_or_else(|| panic!("no Put span: {spans:#?}"));
+    assert_eq!(put.resource["service.name"], "triad-test");
+    assert_eq!(put.resource["service.instance.id"], "member-1");
+    assert_eq!(put.resource["triad.daemon"], "gatewayd");
+    assert!(put.span.parent_span_id.is_empty(), "a new trace");
+    for (name, daemon) in [("raftd.Propose", "raftd"), ("storaged.Apply", "storaged")] {
+        let child = spans
+            .iter()
+            .find(|r| is(r, name) && r.span.trace_id == put.span.trace_id)
+            .unwrap_or_else(|| panic!("no {name} in the Put's trace: {spans:#?}"));
+        assert_eq!(child.span.parent_span_id, put.span.span_id, "{name}");
+        assert_eq!(child.resource["triad.daemon"], daemon);
+        assert!(child.span.start_time_unix_nano >= put.span.start_time_unix_nano);
+        assert!(child.span.end_time_unix_nano <= put.span.end_time_unix_nano);
+    }
+    let spans = collector.wait_for(|r| is(r, "storaged.Range"));
+    let range = spans
+        .iter()
+        .find(|r| is(r, "etcdserverpb.KV/Range"))
+        .unwrap_or_else(|| panic!("no Range span: {spans:#?}"));
+    assert!(
+        spans.iter().any(|r| is(r, "storaged.Range")
+            && r.span.trace_id == range.span.trace_id
+            && r.span.parent_span_id == range.span.span_id),
+        "{spans:#?}"
+    );
+
+    // A caller's own trace context.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let call = |flags: &str, key: &str| {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let endpoint = format!("http://{}", m.endpoint());
+        let parent = format!("00-{trace}-00f067aa0ba902b7-{flags}");
+        rt.block_on(async move {
+            use common::proto::etcdserverpb::kv_client::KvClient;
+            use common::proto::etcdserverpb::PutRequest;
+            let mut kv = KvClient::connect(endpoint).await.expect("connect");
+            let mut req = tonic::Request::new(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            });
+            req.metadata_mut()
+                .insert("traceparent", parent.parse().expect("metadata"));
+            kv.put(req).await.expect("put");
+        });
+    };
+    call("00", "unsampled");
+    call("01", "sampled");
+    let ours = |r: &Received| hex(&r.span.trace_id) == trace;
+    let spans = collector.wait_for(|r| ours(r) && is(r, "storaged.Apply"));
+    let puts: Vec<&Received> = spans
+        .iter()
+        .filter(|r| ours(r) && is(r, "etcdserverpb.KV/Put"))
+        .collect();
+    assert_eq!(puts.len(), 1, "only the sampled call is traced: {spans:#?}");
+    assert_eq!(hex(&puts[0].span.parent_span_id), "00f067aa0ba902b7");
+
+    // Sampling rate 0 (etcd's default): nothing without a caller's say.
+    drop(m);
+    let quiet = Collector::start();
+    let address = quiet.addr.to_string();
+    let m = Member::start_with_env(&[
+        ("ETCD_EXPERIMENTAL_ENABLE_DISTRIBUTED_TRACING", "true"),
+        ("ETCD_EXPERIMENTAL_DISTRIBUTED_TRACING_ADDRESS", &address),
+    ]);
+    ok_stdout(&m.etcdctl(&["put", "k", "v"]));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(quiet.spans().is_empty(), "{:#?}", quiet.spans());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
