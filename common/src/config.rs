@@ -558,6 +558,8 @@ pub struct RuntimeSettings {
     pub member_name: String,
     /// Export spans (etcd's distributed tracing).
     pub tracing: Option<crate::distributed_tracing::TracingSettings>,
+    /// Sample allocations for heap profiles (`--enable-pprof`).
+    pub heap_profile: bool,
     pub unsafe_no_fsync: bool,
     pub log: LogSettings,
     /// Runtime worker threads (1: a single-threaded runtime).
@@ -584,6 +586,7 @@ impl Member {
         RuntimeSettings {
             member_name: self.name.clone(),
             tracing: self.tracing.clone(),
+            heap_profile: self.enable_pprof,
             unsafe_no_fsync: self.unsafe_no_fsync,
             log: self.log.clone(),
             threads,

@@ -1,8 +1,9 @@
-//! CPU profiles for etcd's `--enable-pprof`: each daemon samples its own
-//! threads (SIGPROF, pprof-rs) and answers symbolized stacks over its
-//! member-local socket (`Profiler`); gatewayd merges the three daemons'
-//! stacks into one profile in Go's pprof format (gzipped profile.proto),
-//! each sample labelled with its `daemon` and `thread`.
+//! Profiles for etcd's `--enable-pprof`: each daemon samples its own
+//! threads' CPU (SIGPROF, pprof-rs) or reports its sampled allocations
+//! (`heap_profile`), and answers symbolized stacks over its member-local
+//! socket (`Profiler`); gatewayd merges the three daemons' stacks into one
+//! profile in Go's pprof format (gzipped profile.proto), each sample
+//! labelled with its `daemon`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use crate::proto::profile::profiler_server::{Profiler, ProfilerServer};
-use crate::proto::profile::{CpuRequest, CpuResponse, Frame, StackSample};
+use crate::proto::profile::{
+    CpuRequest, CpuResponse, Frame, HeapRequest, HeapResponse, StackSample,
+};
 
 /// Go's default profile length and sampling rate.
 pub const DEFAULT_SECONDS: u32 = 30;
@@ -102,6 +105,17 @@ impl Profiler for ProfilerService {
         };
         Ok(Response::new(sample(req.seconds, frequency).await?))
     }
+
+    async fn heap(&self, _req: Request<HeapRequest>) -> Result<Response<HeapResponse>, Status> {
+        heap().await.map(Response::new).map_err(Status::from)
+    }
+}
+
+/// This process's heap profile (symbolizing takes a while: off the runtime).
+pub async fn heap() -> Result<HeapResponse, ProfileError> {
+    tokio::task::spawn_blocking(crate::heap_profile::snapshot)
+        .await
+        .map_err(|e| ProfileError::Failed(e.to_string()))
 }
 
 pub fn server() -> ProfilerServer<ProfilerService> {
@@ -225,6 +239,67 @@ impl Builder {
     }
 }
 
+/// One sample of a profile: its stack, values and labels.
+pub struct Labelled<'a> {
+    pub frames: &'a [Frame],
+    pub values: Vec<i64>,
+    pub labels: Vec<(&'static str, &'a str)>,
+}
+
+/// What a profile measures: its sample types and period, as (type, unit).
+pub struct Kinds<'a> {
+    pub sample_types: &'a [(&'a str, &'a str)],
+    pub period_type: (&'a str, &'a str),
+    pub period: i64,
+    pub started: std::time::SystemTime,
+    pub duration_nanos: i64,
+}
+
+/// Samples as one gzipped pprof profile.
+pub fn encode_samples<'a>(
+    kinds: &Kinds,
+    samples: impl Iterator<Item = Labelled<'a>>,
+) -> std::io::Result<Vec<u8>> {
+    let mut b = Builder::default();
+    b.string("");
+    let value_type = |b: &mut Builder, (t, u): (&str, &str)| pprof_format::ValueType {
+        r#type: b.string(t),
+        unit: b.string(u),
+    };
+    b.profile.sample_type = kinds
+        .sample_types
+        .iter()
+        .map(|t| value_type(&mut b, *t))
+        .collect();
+    b.profile.period_type = Some(value_type(&mut b, kinds.period_type));
+    b.profile.period = kinds.period;
+    b.profile.time_nanos = kinds
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    b.profile.duration_nanos = kinds.duration_nanos;
+    for s in samples {
+        let location_id = s.frames.iter().map(|f| b.location(f)).collect();
+        let label = s
+            .labels
+            .iter()
+            .map(|(k, v)| pprof_format::Label {
+                key: b.string(k),
+                str: b.string(v),
+            })
+            .collect();
+        b.profile.sample.push(pprof_format::Sample {
+            location_id,
+            value: s.values,
+            label,
+        });
+    }
+    let bytes = prost::Message::encode_to_vec(&b.profile);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes)?;
+    gz.finish()
+}
+
 /// The daemons' stacks as one gzipped pprof CPU profile.
 pub fn encode(
     parts: &[(&str, CpuResponse)],
@@ -232,49 +307,46 @@ pub fn encode(
     seconds: u32,
     frequency: i32,
 ) -> std::io::Result<Vec<u8>> {
-    let mut b = Builder::default();
-    b.string("");
-    let value_type = |b: &mut Builder, t: &str, u: &str| pprof_format::ValueType {
-        r#type: b.string(t),
-        unit: b.string(u),
-    };
-    b.profile.sample_type = vec![
-        value_type(&mut b, "samples", "count"),
-        value_type(&mut b, "cpu", "nanoseconds"),
-    ];
-    b.profile.period_type = Some(value_type(&mut b, "cpu", "nanoseconds"));
     let period = 1_000_000_000 / i64::from(frequency.max(1));
-    b.profile.period = period;
-    b.profile.time_nanos = started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    b.profile.duration_nanos = i64::from(seconds) * 1_000_000_000;
-    let (daemon_key, thread_key) = (b.string("daemon"), b.string("thread"));
-    for (daemon, part) in parts {
-        let daemon = b.string(daemon);
-        for s in &part.samples {
-            let location_id = s.frames.iter().map(|f| b.location(f)).collect();
-            let thread = b.string(&s.thread);
-            b.profile.sample.push(pprof_format::Sample {
-                location_id,
-                value: vec![s.count, s.count.saturating_mul(period)],
-                label: vec![
-                    pprof_format::Label {
-                        key: daemon_key,
-                        str: daemon,
-                    },
-                    pprof_format::Label {
-                        key: thread_key,
-                        str: thread,
-                    },
-                ],
-            });
-        }
-    }
-    let bytes = prost::Message::encode_to_vec(&b.profile);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&bytes)?;
-    gz.finish()
+    let kinds = Kinds {
+        sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+        period_type: ("cpu", "nanoseconds"),
+        period,
+        started,
+        duration_nanos: i64::from(seconds) * 1_000_000_000,
+    };
+    let samples = parts.iter().flat_map(|(daemon, part)| {
+        part.samples.iter().map(move |s| Labelled {
+            frames: &s.frames,
+            values: vec![s.count, s.count.saturating_mul(period)],
+            labels: vec![("daemon", *daemon), ("thread", s.thread.as_str())],
+        })
+    });
+    encode_samples(&kinds, samples)
+}
+
+/// The daemons' sampled allocations as one gzipped pprof heap profile.
+pub fn encode_heap(parts: &[(&str, HeapResponse)]) -> std::io::Result<Vec<u8>> {
+    let kinds = Kinds {
+        sample_types: &[
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ],
+        period_type: ("space", "bytes"),
+        period: crate::heap_profile::RATE as i64,
+        started: std::time::SystemTime::now(),
+        duration_nanos: 0,
+    };
+    let samples = parts.iter().flat_map(|(daemon, part)| {
+        part.samples.iter().map(move |s| Labelled {
+            frames: &s.frames,
+            values: s.values.clone(),
+            labels: vec![("daemon", *daemon)],
+        })
+    });
+    encode_samples(&kinds, samples)
 }
 
 #[cfg(test)]

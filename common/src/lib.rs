@@ -19,6 +19,7 @@ pub mod etcd_flags;
 pub mod etcd_yaml;
 pub mod feature_gates;
 pub mod h2_authority;
+pub mod heap_profile;
 pub mod ids;
 pub mod inline_stream;
 pub mod journal;

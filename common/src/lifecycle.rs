@@ -255,6 +255,9 @@ where
         );
     }
     opt_out_of_huge_pages();
+    if settings.heap_profile {
+        crate::heap_profile::activate();
+    }
     let mut builder = if settings.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

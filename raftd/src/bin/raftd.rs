@@ -4,7 +4,8 @@
 /// mimalloc rather than glibc's malloc: every request allocates and frees
 /// many small buffers (HTTP/2 frames, protobuf messages, futures).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: common::heap_profile::Sampling<mimalloc::MiMalloc> =
+    common::heap_profile::Sampling(mimalloc::MiMalloc);
 
 use common::discovery::Discovery;
 use common::lifecycle::Unstartable;

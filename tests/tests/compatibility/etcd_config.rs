@@ -188,17 +188,17 @@ fn etcd_command_line_starts_a_member() {
         logs(dir.path(), "gatewayd")
     );
     let log = logs(dir.path(), "raftd");
-    assert!(log.contains("ignoring etcd option enable-pprof"), "{log}");
+    assert!(log.contains("ignoring etcd option max-snapshots"), "{log}");
     // --logger zap: JSON lines shaped like etcd's, naming daemon and member.
     let line = log
         .lines()
-        .find(|l| l.contains("enable-pprof"))
+        .find(|l| l.contains("max-snapshots"))
         .expect("the warning line");
     for field in [
         "{\"level\":\"warn\"",
         "\"ts\":\"",
         "\"caller\":\"",
-        "\"msg\":\"ignoring etcd option enable-pprof",
+        "\"msg\":\"ignoring etcd option max-snapshots",
         "\"daemon\":\"raftd\"",
         "\"member\":\"",
     ] {

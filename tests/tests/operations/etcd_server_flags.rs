@@ -871,8 +871,9 @@ fn decode_profile(body: &[u8]) -> common::cpu_profile::pprof_format::Profile {
 
 /// `--enable-pprof`: `/debug/pprof/profile` answers one CPU profile of the
 /// member's three daemons in Go's pprof format (etcd 3.4's profile decodes
-/// with the same schema), each sample labelled with its daemon; without
-/// the flag there is no such path, as in etcd.
+/// with the same schema), each sample labelled with its daemon, and
+/// `/debug/pprof/heap` their sampled allocations; without the flag there
+/// is no such path, as in etcd.
 #[test]
 fn pprof_profiles_the_members_daemons() {
     let m = Member::start_with_env(&[("ETCD_ENABLE_PPROF", "true")]);
@@ -928,7 +929,36 @@ fn pprof_profiles_the_members_daemons() {
         p.function.iter().any(|f| s(f.name).contains("tokio")),
         "stacks are symbolized"
     );
-    let (head, _) = get_bytes(&m.endpoint(), "/debug/pprof/heap");
+    let (head, body) = get_bytes(&m.endpoint(), "/debug/pprof/heap");
+    assert!(head.contains(" 200 "), "{head}");
+    let heap = decode_profile(&body);
+    let s = |i: i64| heap.string_table[i as usize].clone();
+    let types: Vec<String> = heap.sample_type.iter().map(|t| s(t.r#type)).collect();
+    assert_eq!(
+        types,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    let mut daemons: Vec<String> = heap
+        .sample
+        .iter()
+        .flat_map(|x| x.label.iter())
+        .map(|l| s(l.str))
+        .collect();
+    daemons.sort();
+    daemons.dedup();
+    assert_eq!(daemons, ["gatewayd", "raftd", "storaged"]);
+    let inuse: i64 = heap.sample.iter().map(|x| x.value[3]).sum();
+    assert!(inuse > 1 << 20, "live heap {inuse}");
+    assert!(
+        heap.function.iter().any(|f| s(f.name).contains("fjall")),
+        "storaged's allocations are attributed to their code"
+    );
+    let (head, _) = get_bytes(&m.endpoint(), "/debug/pprof/goroutine");
     assert!(head.contains(" 404 "), "{head}");
     drop(m);
     let plain = Member::start();
