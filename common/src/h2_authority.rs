@@ -7,6 +7,11 @@
 //! valid one in their place (the URL's host and port, else `localhost`);
 //! every other byte passes through untouched.
 //!
+//! The same reader enforces etcd's `--grpc-keepalive-min-time` as grpc-go's
+//! server does: a client PING sooner than the minimum after the previous
+//! one is a strike unless the client sent a request or data in between,
+//! and the third strike closes the connection.
+//!
 //! HPACK state stays consistent without re-encoding the block: a repaired
 //! value is only ever shorter, so h2's dynamic table holds the client's
 //! entries in the same order and evicts no earlier, and every index the
@@ -22,7 +27,12 @@ use tonic::transport::server::Connected;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const PING: u8 = 0x6;
+const ACK: u8 = 0x1;
+/// grpc-go's maxPingStrikes: one more closes the connection.
+const MAX_PING_STRIKES: u8 = 2;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -68,6 +78,32 @@ struct Block {
     priority: Option<[u8; 5]>,
 }
 
+/// A client's pings against the keepalive enforcement policy.
+struct PingPolicy {
+    min_time: std::time::Duration,
+    last: Option<std::time::Instant>,
+    strikes: u8,
+    /// The client sent a request or data since its last ping.
+    active: bool,
+}
+
+impl PingPolicy {
+    /// Whether this ping is one too many.
+    fn ping(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let early = self
+            .last
+            .is_some_and(|l| now.duration_since(l) < self.min_time);
+        self.last = Some(now);
+        if std::mem::take(&mut self.active) {
+            self.strikes = 0;
+        } else if early {
+            self.strikes += 1;
+        }
+        self.strikes > MAX_PING_STRIKES
+    }
+}
+
 /// A server-side connection with `:authority` values repaired for h2.
 pub struct AuthorityRepair<IO> {
     io: IO,
@@ -76,6 +112,9 @@ pub struct AuthorityRepair<IO> {
     raw: BytesMut,
     /// Looked at, to be handed to h2.
     ready: BytesMut,
+    pings: Option<PingPolicy>,
+    /// The client pinged too often: the connection is closed.
+    too_many_pings: bool,
 }
 
 impl<IO> AuthorityRepair<IO> {
@@ -85,7 +124,21 @@ impl<IO> AuthorityRepair<IO> {
             state: State::Preface,
             raw: BytesMut::new(),
             ready: BytesMut::new(),
+            pings: None,
+            too_many_pings: false,
         }
+    }
+
+    /// Close the connection of a client that pings more often than
+    /// `min_time` without sending anything else.
+    pub fn with_ping_min_time(mut self, min_time: std::time::Duration) -> Self {
+        self.pings = Some(PingPolicy {
+            min_time,
+            last: None,
+            strikes: 0,
+            active: false,
+        });
+        self
     }
 
     /// Move what can be decided from `raw` to `ready`.
@@ -127,6 +180,13 @@ impl<IO> AuthorityRepair<IO> {
                         return;
                     };
                     let (len, kind, flags) = header;
+                    if let Some(policy) = &mut self.pings {
+                        match kind {
+                            PING if flags & ACK == 0 => self.too_many_pings |= policy.ping(),
+                            HEADERS | DATA => policy.active = true,
+                            _ => {}
+                        }
+                    }
                     if kind == HEADERS && len <= MAX_BLOCK {
                         let mut stream = [0; 4];
                         stream.copy_from_slice(&self.raw[5..9]);
@@ -407,6 +467,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityRepair<IO> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            if this.too_many_pings {
+                return Poll::Ready(Err(io::Error::other("got too many pings from the client")));
+            }
             if !this.ready.is_empty() {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);

@@ -32,6 +32,8 @@ pub mod defaults {
     /// the connection closed 20 s after an unanswered one.
     pub const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7200);
     pub const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+    /// etcd's --grpc-keepalive-min-time.
+    pub const GRPC_KEEPALIVE_MIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 }
 
 /// Room for gRPC framing above --max-request-bytes (as etcd allows).
@@ -416,9 +418,10 @@ pub fn resolve(
             defaults::GRPC_KEEPALIVE_TIMEOUT,
         )?,
     );
-    if let Some(t) = &opts.grpc_keepalive_min_time {
-        common::config::parse_duration(t)?;
-    }
+    let ping_min_time = keepalive_setting(
+        &opts.grpc_keepalive_min_time,
+        defaults::GRPC_KEEPALIVE_MIN_TIME,
+    )?;
     let version = opts
         .etcd_version
         .clone()
@@ -476,6 +479,7 @@ pub fn resolve(
             tls,
             max_concurrent_streams,
             keepalive,
+            ping_min_time,
             reuse_port: member.socket_reuse_port,
             access: crate::access::Access::parse(
                 opts.cors.as_deref(),
@@ -526,6 +530,9 @@ pub struct Listening {
     pub max_concurrent_streams: u32,
     /// Server pings on idle connections: (interval, timeout).
     pub keepalive: (Duration, Duration),
+    /// Clients pinging more often than this (with nothing else to send)
+    /// are disconnected (`--grpc-keepalive-min-time`).
+    pub ping_min_time: Duration,
     /// CORS and Host checks on the HTTP endpoints.
     pub access: crate::access::Access,
     /// `--socket-reuse-port`.

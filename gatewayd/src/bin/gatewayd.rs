@@ -135,6 +135,7 @@ async fn prepare_servers(
 /// drain.
 async fn serve_prepared(
     prepared: Vec<Prepared>,
+    ping_min_time: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     common::lifecycle::serve_with_bounded_stop(
@@ -147,15 +148,20 @@ async fn serve_prepared(
                     let incoming = common::tcp::nodelay_batched_connections(listener);
                     let stop = drain.clone().wait();
                     match tls {
-                        Some(tls) => tokio::spawn(
-                            server.serve_with_incoming_shutdown(
-                                common::tls::accept(incoming, tls)
-                                    .map(|conn| conn.map(AuthorityRepair::new)),
-                                stop,
-                            ),
-                        ),
+                        Some(tls) => tokio::spawn(server.serve_with_incoming_shutdown(
+                            common::tls::accept(incoming, tls).map(move |conn| {
+                                conn.map(|io| {
+                                    AuthorityRepair::new(io).with_ping_min_time(ping_min_time)
+                                })
+                            }),
+                            stop,
+                        )),
                         None => tokio::spawn(server.serve_with_incoming_shutdown(
-                            incoming.map(|conn| conn.map(AuthorityRepair::new)),
+                            incoming.map(move |conn| {
+                                conn.map(|io| {
+                                    AuthorityRepair::new(io).with_ping_min_time(ping_min_time)
+                                })
+                            }),
                             stop,
                         )),
                     }
@@ -226,7 +232,12 @@ async fn run_l7_proxy(
     )
     .await?;
     common::lifecycle::notify_ready("proxying");
-    serve_prepared(prepared, common::lifecycle::shutdown_signal()).await?;
+    serve_prepared(
+        prepared,
+        cfg.client.ping_min_time,
+        common::lifecycle::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("gatewayd (proxy) stopped");
     Ok(())
 }
@@ -382,7 +393,7 @@ async fn run(
     };
     if !stopped {
         common::lifecycle::notify_ready("serving");
-        serve_prepared(prepared, stop).await?;
+        serve_prepared(prepared, cfg.client.ping_min_time, stop).await?;
     }
     tracing::info!("gatewayd stopped");
     match failure.lock().ok().and_then(|mut f| f.take()) {

@@ -196,6 +196,82 @@ fn idle_connections_are_pinged_and_dead_ones_closed() {
     );
 }
 
+/// A client that pings every `every` and sends nothing else, for at most
+/// `watch`: how long until the server closed the connection, if it did.
+fn pinging_client(
+    endpoint: &str,
+    every: std::time::Duration,
+    watch: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
+    let start = Instant::now();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    s.write_all(b"\0\0\0\x04\x01\0\0\0\0")
+        .expect("settings ack");
+    s.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .expect("timeout");
+    let mut next_ping = start;
+    let mut chunk = [0u8; 4096];
+    while start.elapsed() < watch {
+        if Instant::now() >= next_ping {
+            let ping = b"\0\0\x08\x06\0\0\0\0\0pingpong";
+            if s.write_all(ping).is_err() {
+                return Some(start.elapsed());
+            }
+            next_ping += every;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+/// `--grpc-keepalive-min-time` (etcd's default 5s): a client that pings
+/// more often than that with nothing else to send is disconnected on its
+/// third early ping, as etcd's gRPC server does; one that keeps to it
+/// stays connected.
+#[test]
+fn clients_pinging_too_often_are_disconnected() {
+    use std::time::Duration;
+    let m = Member::start_with_env(&[("ETCD_GRPC_KEEPALIVE_MIN_TIME", "1s")]);
+    let closed = pinging_client(
+        &m.endpoint(),
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    );
+    let closed = closed.expect("an abusive pinger was kept");
+    assert!(closed < Duration::from_secs(2), "{closed:?}");
+    let kept = pinging_client(
+        &m.endpoint(),
+        Duration::from_millis(1300),
+        Duration::from_secs(5),
+    );
+    assert_eq!(kept, None, "a client keeping to the minimum was closed");
+    let Some(etcd) = reference_etcd(&["--grpc-keepalive-min-time=1s"]) else {
+        return;
+    };
+    let closed = pinging_client(
+        &etcd.endpoint(),
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    );
+    assert!(
+        closed.is_some_and(|c| c < Duration::from_secs(2)),
+        "etcd: {closed:?}"
+    );
+}
+
 fn has_header(head: &str, name: &str, value: &str) -> bool {
     head.lines().any(|l| {
         l.split_once(':')
