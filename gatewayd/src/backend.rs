@@ -367,15 +367,7 @@ impl Backend {
         loop {
             let published = async {
                 let s = self.raft_status().await?;
-                let members = self
-                    .raft_call(Retry::OnlyUnsent, |mut r| async move {
-                        r.member_list(MemberListRequest {
-                            linearizable: false,
-                        })
-                        .await
-                    })
-                    .await?
-                    .members;
+                let members = self.local_members().await?;
                 if members
                     .iter()
                     .any(|m| m.id == s.member_id && m.name == name && m.client_ur_ls == client_urls)
@@ -398,6 +390,19 @@ impl Backend {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// The members as this member's raftd knows them (no leader needed).
+    pub async fn local_members(&self) -> Result<Vec<common::proto::etcdserverpb::Member>, Status> {
+        Ok(self
+            .raft_call(Retry::OnlyUnsent, |mut r| async move {
+                r.member_list(MemberListRequest {
+                    linearizable: false,
+                })
+                .await
+            })
+            .await?
+            .members)
     }
 
     /// Keep following raftd's status: promotion of a learner, removal.

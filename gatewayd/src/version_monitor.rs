@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proto::etcdserverpb::MemberListRequest;
 use common::proto::storage::raft_request::Op;
 use common::proto::storage::{DowngradeSet, MemberVersion, RaftRequest};
 use common::versions::{self, Version};
 use tonic::Status;
 
-use crate::backend::{Backend, Retry};
+use crate::backend::Backend;
 
 /// How often the leader decides (etcd's monitorVersionInterval).
 const INTERVAL: Duration = Duration::from_secs(4);
@@ -93,15 +92,7 @@ async fn round(
     if raft.leader != raft.member_id {
         return Ok(true);
     }
-    let members = backend
-        .raft_call(Retry::OnlyUnsent, |mut r| async move {
-            r.member_list(MemberListRequest {
-                linearizable: false,
-            })
-            .await
-        })
-        .await?
-        .members;
+    let members = backend.local_members().await?;
     let versions: Vec<Option<Version>> = members
         .iter()
         .map(|m| published(m.id).and_then(Version::parse))
