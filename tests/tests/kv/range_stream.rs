@@ -283,7 +283,7 @@ async fn a_range_larger_than_memory_streams_with_memory_flat() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("put {i}: {e:?}\n{}", m.logs()));
     }
     eprintln!("wrote 1 GiB in {:?}", started.elapsed());
     let daemons = ["gatewayd", "storaged"];
