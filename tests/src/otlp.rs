@@ -91,12 +91,14 @@ impl Collector {
         self.spans.lock().expect("spans").clone()
     }
 
-    /// Wait (up to 20 s) until a span satisfies `found`; all spans then.
-    pub fn wait_for(&self, found: impl Fn(&Received) -> bool) -> Vec<Received> {
+    /// Wait (up to 20 s) until the spans received satisfy `done`; all
+    /// spans then. Each daemon exports on its own, so a trace's spans
+    /// arrive in any order.
+    pub fn wait_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let spans = self.spans();
-            if spans.iter().any(&found) || std::time::Instant::now() > deadline {
+            if done(&spans) || std::time::Instant::now() > deadline {
                 return spans;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

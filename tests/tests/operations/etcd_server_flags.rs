@@ -1093,7 +1093,14 @@ fn distributed_tracing_follows_a_call_across_the_daemons() {
     ok_stdout(&m.etcdctl(&["put", "traced", "v"]));
     ok_stdout(&m.etcdctl(&["get", "traced"]));
     let is = |r: &Received, name: &str| r.span.name == name;
-    let spans = collector.wait_for(|r| is(r, "storaged.Apply"));
+    let all = |names: &'static [&'static str]| {
+        move |spans: &[Received]| names.iter().all(|n| spans.iter().any(|r| is(r, n)))
+    };
+    let spans = collector.wait_until(all(&[
+        "etcdserverpb.KV/Put",
+        "raftd.Propose",
+        "storaged.Apply",
+    ]));
     let put = spans
         .iter()
         .find(|r| is(r, "etcdserverpb.KV/Put"))
@@ -1112,7 +1119,7 @@ fn distributed_tracing_follows_a_call_across_the_daemons() {
         assert!(child.span.start_time_unix_nano >= put.span.start_time_unix_nano);
         assert!(child.span.end_time_unix_nano <= put.span.end_time_unix_nano);
     }
-    let spans = collector.wait_for(|r| is(r, "storaged.Range"));
+    let spans = collector.wait_until(all(&["etcdserverpb.KV/Range", "storaged.Range"]));
     let range = spans
         .iter()
         .find(|r| is(r, "etcdserverpb.KV/Range"))
@@ -1147,7 +1154,11 @@ fn distributed_tracing_follows_a_call_across_the_daemons() {
     call("00", "unsampled");
     call("01", "sampled");
     let ours = |r: &Received| hex(&r.span.trace_id) == trace;
-    let spans = collector.wait_for(|r| ours(r) && is(r, "storaged.Apply"));
+    let spans = collector.wait_until(|spans| {
+        ["etcdserverpb.KV/Put", "raftd.Propose", "storaged.Apply"]
+            .iter()
+            .all(|n| spans.iter().any(|r| ours(r) && is(r, n)))
+    });
     let puts: Vec<&Received> = spans
         .iter()
         .filter(|r| ours(r) && is(r, "etcdserverpb.KV/Put"))
