@@ -288,6 +288,7 @@ fn payload(g: &mut Gen) -> Payload {
         RaftRequest {
             op: Some(op),
             auth,
+            trace_parent: String::new(),
         }
         .encode_to_vec()
         .into(),
