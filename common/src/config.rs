@@ -443,8 +443,8 @@ pub struct MemberOpts {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental_distributed_tracing_sampling_rate: Option<i64>,
-    /// Serve CPU profiles of the member's daemons at /debug/pprof on the
-    /// client URLs (etcd's --enable-pprof).
+    /// Serve CPU and heap profiles of the member's daemons at /debug/pprof
+    /// on the client URLs (etcd's --enable-pprof).
     #[arg(long, env = "TRIAD_ENABLE_PPROF", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_pprof: Option<bool>,
@@ -541,9 +541,9 @@ pub struct Member {
     pub socket_reuse_port: bool,
     /// `--check-config`: check, then exit instead of serving.
     pub check_only: bool,
-    /// etcd's v3 discovery: the initial cluster comes from a discovery
-    /// cluster (raftd asks it on first start); `initial_cluster` then holds
-    /// this member alone.
+    /// etcd's discovery (v2 or v3): the initial cluster comes from a
+    /// discovery service (raftd asks it on first start); `initial_cluster`
+    /// then holds this member alone.
     pub discovery: Option<crate::discovery::Discovery>,
     /// `--enable-pprof`: storaged and raftd serve `Profiler`, gatewayd
     /// `/debug/pprof`.

@@ -253,6 +253,11 @@ impl V3Discovery {
     pub fn registry(&self) -> String {
         format!("/_etcd/registry/{}", self.token)
     }
+
+    /// Where the members register, one key each.
+    pub fn members_prefix(&self) -> String {
+        format!("{}/members", self.registry())
+    }
 }
 
 #[cfg(test)]

@@ -390,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn the_trace_field_is_read_from_an_encoded_raft_request() {
+        use crate::proto::storage::RaftRequest;
+        let req = RaftRequest {
+            trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            auth: Some(Default::default()),
+            ..Default::default()
+        };
+        let only: TraceParentOnly =
+            prost::Message::decode(&prost::Message::encode_to_vec(&req)[..]).unwrap();
+        assert_eq!(only.trace_parent, req.trace_parent);
+    }
+
+    #[test]
     fn sampling_follows_the_rate() {
         let mut id = [0u8; 16];
         assert!(!ratio_samples(&id, 0));

@@ -221,31 +221,30 @@ impl RotatingFile {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("log file lock poisoned"))?;
-        self.follow(&mut file)?;
-        if file.metadata()?.len() + len > self.rotation.max_bytes {
+        // Reopen the path when a sibling daemon rotated it away.
+        let (ours, mut size) = self.names(&file)?;
+        if !ours {
+            *file = open_private(&self.path, false)?;
+            size = file.metadata()?.len();
+        }
+        if size + len > self.rotation.max_bytes {
             self.rotate(&mut file)?;
         }
         file.write_all(line)
     }
 
-    /// Reopen the path when a sibling daemon rotated it away.
-    fn follow(&self, file: &mut File) -> std::io::Result<()> {
+    /// Whether the path still names `file`, and `file`'s length.
+    fn names(&self, file: &File) -> std::io::Result<(bool, u64)> {
         let ours = file.metadata()?;
-        match std::fs::metadata(&self.path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(()),
-            _ => {
-                *file = open_private(&self.path, false)?;
-                Ok(())
-            }
-        }
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|now| now.ino() == ours.ino() && now.dev() == ours.dev());
+        Ok((same, ours.len()))
     }
 
     fn rotate(&self, file: &mut File) -> std::io::Result<()> {
         file.lock()?;
         // Under the lock, a sibling may have rotated first.
-        let ours = file.metadata()?;
-        let still_ours = std::fs::metadata(&self.path)
-            .is_ok_and(|now| now.ino() == ours.ino() && now.dev() == ours.dev());
+        let (still_ours, _) = self.names(file)?;
         let renamed = if still_ours {
             let backup = self.rotation.backup_name(&self.path, SystemTime::now());
             std::fs::rename(&self.path, backup).map(|()| true)

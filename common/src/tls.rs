@@ -177,6 +177,10 @@ pub struct TlsFiles {
     pub allowed_hostname: Option<String>,
 }
 
+fn pem_error(what: &str, path: &Path, e: rustls::pki_types::pem::Error) -> ConfigError {
+    ConfigError(format!("cannot read {what} {}: {e}", path.display()))
+}
+
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path)
         .map_err(|e| ConfigError(format!("cannot read {what} {}: {e}", path.display())))
@@ -237,20 +241,27 @@ impl TlsFiles {
             .filter(|cn| !cn.is_empty()))
     }
 
-    /// The server side, or None without a certificate.
-    pub fn acceptor(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+    /// This side's certificate chain and key as rustls takes them, or None
+    /// without a certificate.
+    fn chain_and_key(
+        &self,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
             return Ok(None);
         };
-        let pem_error = |what: &str, p: &Path, e: rustls::pki_types::pem::Error| {
-            ConfigError(format!("cannot read {what} {}: {e}", p.display()))
-        };
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| pem_error("certificate", cert, e))?;
+        let chain = CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem_error("certificate", cert, e))?;
         let key_der = PrivateKeyDer::from_pem_slice(&read(key, "key")?)
             .map_err(|e| pem_error("key", key, e))?;
+        Ok(Some((chain, key_der)))
+    }
+
+    /// The server side, or None without a certificate.
+    pub fn acceptor(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+        let (Some(cert), Some((chain, key_der))) = (&self.cert, self.chain_and_key()?) else {
+            return Ok(None);
+        };
         let provider = Arc::new(crypto_provider(self.cipher_suites.as_deref())?);
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -380,19 +391,11 @@ impl TlsFiles {
             .map_err(|e| ConfigError(format!("TLS: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)));
-        let mut config = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(&read(cert, "certificate")?)
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| ConfigError(format!("certificate {}: {e}", cert.display())))?;
-                let key_der = PrivateKeyDer::from_pem_slice(&read(key, "key")?)
-                    .map_err(|e| ConfigError(format!("key {}: {e}", key.display())))?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| ConfigError(format!("certificate {}: {e}", cert.display())))?
-            }
-            _ => builder.with_no_client_auth(),
+        let mut config = match self.chain_and_key()? {
+            Some((chain, key_der)) => builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| ConfigError(format!("client certificate: {e}")))?,
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))

@@ -194,7 +194,7 @@ impl Backend {
         if let Err(e) = self
             .propose(RaftRequest {
                 op: Some(Op::Alarm(raise)),
-                auth: None, // the member's own alarm,
+                auth: None, // the member's own alarm
                 trace_parent: String::new(),
             })
             .await

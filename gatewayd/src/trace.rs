@@ -8,6 +8,7 @@ use std::future::Future;
 
 use axum::http::{HeaderMap, Request};
 use common::distributed_tracing::{self, ActiveSpan, Kind, SpanContext};
+use futures::future::Either;
 
 tokio::task_local! {
     /// The sampled span of the call this task serves.
@@ -27,14 +28,15 @@ pub fn start<B>(req: &Request<B>) -> Option<ActiveSpan> {
     distributed_tracing::start(parent)
 }
 
-/// Run the call's handler with its span as the current trace context.
-pub fn within<F: Future>(span: Option<&ActiveSpan>, handler: F) -> impl Future<Output = F::Output> {
-    let context = span.map(|s| s.context);
-    async move {
-        match context {
-            Some(c) => CURRENT.scope(c, handler).await,
-            None => handler.await,
-        }
+/// Run the call's handler with its span as the current trace context
+/// (an untraced call runs as it is).
+pub fn within<F: Future>(
+    span: Option<&ActiveSpan>,
+    handler: F,
+) -> Either<tokio::task::futures::TaskLocalFuture<SpanContext, F>, F> {
+    match span {
+        Some(s) => Either::Left(CURRENT.scope(s.context, handler)),
+        None => Either::Right(handler),
     }
 }
 

@@ -1,5 +1,5 @@
-//! etcd 3.6's v3 discovery (and what etcd 3.4's shares with it), run once by a member that has never started:
-//! register under `/_etcd/registry/<token>/members/<id>` in a discovery
+//! etcd 3.6's v3 discovery (and what etcd 3.4's shares with it), run once
+//! by a member that has never started: register under `/_etcd/registry/<token>/members/<id>` in a discovery
 //! cluster (etcd or triad), wait until `_config/size` members have, and
 //! take the first `size` registrations (by create revision) as the initial
 //! cluster. Registration is a plain put of this member's own key, so a
@@ -129,7 +129,9 @@ struct Registry {
     channel: Channel,
     auth_token: Option<MetadataValue<tonic::metadata::Ascii>>,
     request_timeout: Duration,
-    prefix: String,
+    /// `<registry>/_config/size` and `<registry>/members`.
+    size_key: String,
+    members: String,
 }
 
 impl Registry {
@@ -153,7 +155,8 @@ impl Registry {
                         channel,
                         auth_token: None,
                         request_timeout: d.request_timeout,
-                        prefix: d.registry(),
+                        size_key: format!("{}/_config/size", d.registry()),
+                        members: d.members_prefix(),
                     };
                     if let Some((name, password)) = &d.credentials {
                         registry.authenticate(name, password).await?;
@@ -172,11 +175,8 @@ impl Registry {
             password: password.to_string(),
         };
         let mut auth = AuthClient::new(self.channel.clone());
-        let reply = tokio::time::timeout(self.request_timeout, auth.authenticate(req))
-            .await
-            .map_err(unreachable)?
-            .map_err(|s| unreachable(s.message()))?;
-        let token = MetadataValue::try_from(reply.into_inner().token).map_err(unreachable)?;
+        let reply = self.unary(auth.authenticate(req)).await?;
+        let token = MetadataValue::try_from(reply.token).map_err(unreachable)?;
         self.auth_token = Some(token);
         Ok(())
     }
@@ -189,8 +189,16 @@ impl Registry {
         req
     }
 
-    fn members_prefix(&self) -> String {
-        format!("{}/members", self.prefix)
+    /// One unary call within the request timeout; any failure is retried.
+    async fn unary<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, DiscoveryError> {
+        let reply = tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(unreachable)?
+            .map_err(|s| unreachable(s.message()))?;
+        Ok(reply.into_inner())
     }
 
     async fn range(&self, key: &str, prefix: bool) -> Result<(Vec<KeyValue>, i64), DiscoveryError> {
@@ -206,11 +214,7 @@ impl Registry {
             ..Default::default()
         });
         let mut kv = KvClient::new(self.channel.clone());
-        let reply = tokio::time::timeout(self.request_timeout, kv.range(req))
-            .await
-            .map_err(unreachable)?
-            .map_err(|s| unreachable(s.message()))?
-            .into_inner();
+        let reply = self.unary(kv.range(req)).await?;
         let revision = reply.header.map_or(0, |h| h.revision);
         Ok((reply.kvs, revision))
     }
@@ -219,9 +223,7 @@ impl Registry {
     /// order and the revision they were read at; the cluster must still
     /// have room for this member.
     async fn check(&self, own_key: &[u8]) -> Result<(Registrations, usize, i64), DiscoveryError> {
-        let (size, _) = self
-            .range(&format!("{}/_config/size", self.prefix), false)
-            .await?;
+        let (size, _) = self.range(&self.size_key, false).await?;
         let size = size.first().ok_or(DiscoveryError::SizeNotFound)?;
         let size: i64 = std::str::from_utf8(&size.value)
             .ok()
@@ -231,7 +233,7 @@ impl Registry {
             return Err(DiscoveryError::BadSizeKey);
         }
         let size = usize::try_from(size).map_err(|_| DiscoveryError::BadSizeKey)?;
-        let (kvs, revision) = self.range(&self.members_prefix(), true).await?;
+        let (kvs, revision) = self.range(&self.members, true).await?;
         let mut registered = Registrations::default();
         for kv in &kvs {
             registered.add(&kv.key, &kv.value, kv.create_revision);
@@ -247,11 +249,7 @@ impl Registry {
             ..Default::default()
         });
         let mut kv = KvClient::new(self.channel.clone());
-        tokio::time::timeout(self.request_timeout, kv.put(req))
-            .await
-            .map_err(unreachable)?
-            .map_err(|s| unreachable(s.message()))?;
-        Ok(())
+        self.unary(kv.put(req)).await.map(|_| ())
     }
 
     /// Watch the registry from just after `revision` until `size` members
@@ -262,7 +260,7 @@ impl Registry {
         size: usize,
         revision: i64,
     ) -> Result<(), DiscoveryError> {
-        let key = self.members_prefix().into_bytes();
+        let key = self.members.clone().into_bytes();
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 range_end: common::keys::prefix_end(&key),
@@ -333,7 +331,7 @@ pub(crate) fn registration(member: &Member) -> String {
 /// The initial cluster, as the discovery cluster names it. Transient
 /// failures are retried as etcd retries them; the others are final.
 pub async fn join_cluster(member: &Member, d: &V3Discovery) -> Result<Cluster, DiscoveryError> {
-    let own_key = format!("{}/members/{:x}", d.registry(), member.member_id).into_bytes();
+    let own_key = format!("{}/{:x}", d.members_prefix(), member.member_id).into_bytes();
     let value = registration(member);
     retrying(|| attempt(d, &own_key, &value)).await
 }

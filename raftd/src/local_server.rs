@@ -216,11 +216,15 @@ impl RaftLocal for RaftLocalService {
             let this = this.clone();
             async move {
                 let id = batch.id;
-                let spans: Vec<_> = batch
-                    .requests
-                    .iter()
-                    .filter_map(|r| common::distributed_tracing::start_for_request(r))
-                    .collect();
+                let spans: Vec<_> = if common::distributed_tracing::enabled() {
+                    batch
+                        .requests
+                        .iter()
+                        .filter_map(|r| common::distributed_tracing::start_for_request(r))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let answer = this
                     .proposals
                     .propose_from(batch.requests, forwarded, caller)

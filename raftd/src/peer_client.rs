@@ -39,15 +39,13 @@ pub fn peer_channel(urls: &[String]) -> Result<Channel, String> {
     let url = urls
         .first()
         .ok_or_else(|| "member has no peer URL".to_string())?;
-    let mut endpoint =
-        tune(Endpoint::from_shared(url.clone()).map_err(|e| format!("bad peer URL {url:?}: {e}"))?);
+    let bad = |e: tonic::transport::Error| format!("bad peer URL {url:?}: {e}");
     if let (Some(rest), Some(config)) = (url.strip_prefix("https://"), UNVERIFIED_PEER_TLS.get()) {
         // tonic adds no TLS to an http URI; the connector does it.
-        let plain = Endpoint::from_shared(format!("http://{rest}"))
-            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
-        let endpoint = tune(plain);
+        let endpoint = tune(Endpoint::from_shared(format!("http://{rest}")).map_err(bad)?);
         return Ok(endpoint.connect_with_connector_lazy(common::tls::connector(config.clone())));
     }
+    let mut endpoint = tune(Endpoint::from_shared(url.clone()).map_err(bad)?);
     if url.starts_with("https://") {
         let tls = PEER_TLS
             .get()

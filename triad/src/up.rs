@@ -147,7 +147,7 @@ fn specs(
     ];
     // With etcd's --discovery-srv or a discovery service in the
     // environment, DNS or that service names the initial cluster instead.
-    let srv = [
+    let discovered = [
         "TRIAD_DISCOVERY_SRV",
         "ETCD_DISCOVERY_SRV",
         "TRIAD_DISCOVERY_ENDPOINTS",
@@ -157,7 +157,7 @@ fn specs(
     ]
     .iter()
     .any(|v| std::env::var_os(v).is_some());
-    if !srv {
+    if !discovered {
         member.extend(["--initial-cluster".to_string(), initial_cluster.to_string()]);
     }
     if let Some(token) = token {
